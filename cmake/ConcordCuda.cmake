@@ -1,0 +1,28 @@
+# Resolves CONCORD_CUDA (AUTO|ON|OFF) into CONCORD_WITH_CUDA.
+# The CUDA kernels build whenever nvcc is found (they take raw pointers, never torch headers);
+# the dispatch from ops to them needs a LibTorch built with CUDA as well.
+set(CONCORD_WITH_CUDA OFF)
+set(CONCORD_TORCH_HAS_CUDA OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES OR CAFFE2_USE_CUDA)
+  set(CONCORD_TORCH_HAS_CUDA ON)
+endif()
+
+if(NOT CONCORD_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(CONCORD_WITH_CUDA ON)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
+      # Hopper (H100/H200) and Ampere; PTX for newer parts.
+      set(CMAKE_CUDA_ARCHITECTURES 80-real 90-real 90-virtual)
+    endif()
+  elseif(CONCORD_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "CONCORD_CUDA=ON but no CUDA compiler was found")
+  endif()
+endif()
+message(STATUS "concord: CUDA kernels ${CONCORD_WITH_CUDA}, LibTorch CUDA ${CONCORD_TORCH_HAS_CUDA}")

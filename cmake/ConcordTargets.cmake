@@ -1,0 +1,42 @@
+# Target helpers: every Concord library and test is made through these, so they all share one
+# precompiled header, one warning set and one install export.
+
+if(CONCORD_USE_PCH)
+  add_library(concord_pch OBJECT "${CMAKE_CURRENT_LIST_DIR}/pch.cpp")
+  target_link_libraries(concord_pch PUBLIC torch nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog)
+  target_compile_options(concord_pch PRIVATE ${CONCORD_WARNINGS})
+  target_precompile_headers(concord_pch PRIVATE "${CMAKE_CURRENT_LIST_DIR}/pch.h")
+endif()
+
+function(_concord_use_pch target)
+  if(CONCORD_USE_PCH)
+    target_precompile_headers(${target} REUSE_FROM concord_pch)
+  endif()
+endfunction()
+
+# concord_add_library(<name> SOURCES ... [DEPS ...] [PRIVATE_DEPS ...])
+# A static library of one layer, exported as concord::<name without the concord_ prefix>.
+function(concord_add_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  string(REGEX REPLACE "^concord_" "" short "${name}")
+  add_library(concord::${short} ALIAS ${name})
+  set_target_properties(${name} PROPERTIES EXPORT_NAME ${short})
+  target_include_directories(${name} PUBLIC
+    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+    $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/include>
+    $<INSTALL_INTERFACE:include>)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  target_compile_options(${name} PRIVATE ${CONCORD_WARNINGS})
+  _concord_use_pch(${name})
+  set_property(GLOBAL APPEND PROPERTY CONCORD_LIBRARIES ${name})
+endfunction()
+
+# concord_add_executable(<name> SOURCES ... DEPS ...)
+function(concord_add_executable name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  target_compile_options(${name} PRIVATE ${CONCORD_WARNINGS})
+  _concord_use_pch(${name})
+endfunction()

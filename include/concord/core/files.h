@@ -1,0 +1,43 @@
+// File helpers. Every file Concord writes goes through write_file_atomic: a crash or a full disk
+// leaves either the old file or the new one, never a torn one.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <string_view>
+
+namespace concord {
+
+/// Writes `contents` to `path` through a temporary file in the same folder, fsync and rename.
+/// Creates missing parent folders.
+void write_file_atomic(const std::filesystem::path& path, std::string_view contents);
+
+/// As above, with a writer callback that streams into the temporary file. If the callback
+/// throws, the temporary file is removed and `path` is untouched.
+void write_file_atomic(const std::filesystem::path& path,
+                       const std::function<void(std::ostream&)>& writer);
+
+/// Reads a whole file; the error names the file.
+std::string read_file(const std::filesystem::path& path);
+
+/// A read-only memory map of a file (empty files map to size 0, data nullptr).
+class MappedFile {
+ public:
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace concord

@@ -1,0 +1,24 @@
+// Process start-up shared by drivers, tests and benchmarks.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <c10/core/Device.h>
+
+namespace concord {
+
+/// Sets LibTorch's intra-op thread count to the machine's cores (it defaults to 1 on Debian's
+/// build) unless CONCORD_NUM_THREADS or OMP_NUM_THREADS says otherwise, and sets up logging.
+/// Safe to call more than once.
+void init_runtime();
+
+/// Physical parallelism available to this process (sched affinity, not the host's core count).
+int available_cores();
+
+/// Seeds LibTorch's CPU (and CUDA, when present) generators and the std engines Concord uses.
+void seed_everything(uint64_t seed);
+
+/// "cpu", "cuda", "cuda:1" or "auto" (the first CUDA device if there is one, else CPU).
+c10::Device select_device(const std::string& spec);
+
+}  // namespace concord

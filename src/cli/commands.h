@@ -1,0 +1,35 @@
+// The subcommands of `concord`, one function each (src/cli/cmd_*.cpp).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace concord::cli {
+
+struct ParamsArgs {
+  std::string model_config;
+  bool by_module = false;
+};
+
+struct RunArgs {
+  std::string run_config;
+  std::vector<std::string> overrides;
+  std::string out_dir;
+  bool resume = false;
+};
+
+struct TumluScoreArgs {
+  std::string outputs_dir;
+  std::string extractor;
+};
+
+struct QuickstartArgs {
+  std::string out_dir;
+};
+
+int cmd_version();
+int cmd_params(const ParamsArgs& args);
+int cmd_run(const RunArgs& args);
+int cmd_tumlu_score(const TumluScoreArgs& args);
+int cmd_quickstart(const QuickstartArgs& args);
+
+}  // namespace concord::cli

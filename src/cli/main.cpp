@@ -1,0 +1,61 @@
+// `concord`: the command-line driver (DESIGN.md, "Command-line contract"). Each subcommand is
+// declared once here with its flags, defaults and help; the work is in the library. Every
+// exception becomes one line on stderr and exit status 1.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "commands.h"
+#include "concord/core/error.h"
+#include "concord/core/runtime.h"
+#include "concord/core/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Concord: PanGu-pi, MaxMin-RLHF, GRAPE, TUMLU and KOALA in one C++ framework"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", CONCORD_VERSION_STRING);
+
+  auto* version = app.add_subcommand("version", "Print the version and the LibTorch it runs on");
+
+  concord::cli::ParamsArgs params_args;
+  auto* params = app.add_subcommand("params", "Count a model's parameters exactly");
+  params->add_option("model_config", params_args.model_config, "Model config JSON")->required();
+  params->add_flag("--by-module", params_args.by_module, "Break the count down by module");
+
+  concord::cli::RunArgs run_args;
+  auto* run = app.add_subcommand("run", "Run the task a run config names");
+  run->add_option("run_config", run_args.run_config, "Run config JSON")->required();
+  run->add_option("--set", run_args.overrides, "Override a config key: a.b=value (repeatable)");
+  run->add_option("--out", run_args.out_dir, "Run directory (default: the config's out_dir)");
+  run->add_flag("--resume", run_args.resume, "Continue from the run directory's last checkpoint");
+
+  concord::cli::TumluScoreArgs score_args;
+  auto* score = app.add_subcommand("tumlu-score", "Score stored TUMLU generations");
+  score->add_option("outputs_dir", score_args.outputs_dir, "Folder in the benchmark's layout")
+      ->required();
+  score->add_option("--extractor", score_args.extractor, "official or robust")
+      ->default_val("official");
+
+  concord::cli::QuickstartArgs quick_args;
+  auto* quick = app.add_subcommand("quickstart", "The end-to-end pipeline on built-in data");
+  quick->add_option("--out", quick_args.out_dir, "Output folder")->default_val("runs/quickstart");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    concord::init_runtime();
+    if (*version) return concord::cli::cmd_version();
+    if (*params) return concord::cli::cmd_params(params_args);
+    if (*run) return concord::cli::cmd_run(run_args);
+    if (*score) return concord::cli::cmd_tumlu_score(score_args);
+    if (*quick) return concord::cli::cmd_quickstart(quick_args);
+  } catch (const std::exception& e) {
+    std::cerr << "concord: error: " << concord::one_line_message(e) << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,108 @@
+#include "concord/core/files.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "concord/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace concord {
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+fs::path temp_sibling(const fs::path& path) {
+  std::random_device rd;
+  return path.parent_path() /
+         ("." + path.filename().string() + ".tmp-" + std::to_string(getpid()) + "-" +
+          std::to_string(rd()));
+}
+
+// fsync a file or a folder by path; a folder's fsync makes the rename itself durable.
+void fsync_path(const fs::path& path, bool directory) {
+  int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return;  // best effort for the folder: some filesystems refuse O_DIRECTORY
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+void write_file_atomic(const fs::path& path, const std::function<void(std::ostream&)>& writer) {
+  fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) fail(path.string(), ": cannot create folder ", parent.string(), ": ", ec.message());
+  fs::path tmp = temp_sibling(path.has_parent_path() ? path : fs::path(".") / path);
+  try {
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) fail(path.string(), ": cannot open ", tmp.string(), " for writing");
+      writer(out);
+      out.flush();
+      if (!out) fail(path.string(), ": write failed (disk full?)");
+    }
+    fsync_path(tmp, false);
+    fs::rename(tmp, path, ec);
+    if (ec) fail(path.string(), ": cannot rename temporary file: ", ec.message());
+    fsync_path(parent, true);
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void write_file_atomic(const fs::path& path, std::string_view contents) {
+  write_file_atomic(path, [&](std::ostream& out) {
+    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  });
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), ": cannot open for reading");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) fail(path.string(), ": read failed");
+  return buf.str();
+}
+
+MappedFile::MappedFile(const fs::path& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path.string(), ": cannot open: ", errno_text());
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    fail(path.string(), ": cannot stat: ", errno_text());
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path.string(), ": not a regular file");
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      fail(path.string(), ": mmap failed: ", errno_text());
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+}  // namespace concord
