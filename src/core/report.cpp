@@ -1,0 +1,125 @@
+#include "concord/core/report.h"
+
+#include <fmt/format.h>
+
+#include "concord/core/error.h"
+#include "concord/core/files.h"
+#include "concord/core/plot.h"
+
+namespace fs = std::filesystem;
+
+namespace concord {
+
+namespace {
+std::string escape_cell(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|') out += "\\|";
+    else if (c == '\n') out += ' ';
+    else out += c;
+  }
+  return out;
+}
+}  // namespace
+
+Report::Report(std::string title) { body_ = "# " + title + "\n\n"; }
+
+Report& Report::heading(const std::string& text, int level) {
+  body_ += std::string(static_cast<size_t>(std::clamp(level, 1, 6)), '#') + " " + text + "\n\n";
+  return *this;
+}
+
+Report& Report::paragraph(const std::string& text) {
+  body_ += text + "\n\n";
+  return *this;
+}
+
+Report& Report::bullet(const std::string& text) {
+  body_ += "- " + text + "\n";
+  return *this;
+}
+
+Report& Report::table(const std::vector<std::string>& header,
+                      const std::vector<std::vector<std::string>>& rows) {
+  CONCORD_CHECK(!header.empty(), "Report::table: empty header");
+  auto row_text = [](const std::vector<std::string>& cells) {
+    std::string line = "|";
+    for (const auto& c : cells) line += " " + escape_cell(c) + " |";
+    return line + "\n";
+  };
+  if (!body_.empty() && body_.back() == '\n' && body_.size() > 1 && body_[body_.size() - 2] != '\n') {
+    body_ += "\n";  // a table must not continue a bullet list
+  }
+  body_ += row_text(header);
+  body_ += "|";
+  for (size_t i = 0; i < header.size(); ++i) body_ += i == 0 ? " --- |" : " ---: |";
+  body_ += "\n";
+  for (const auto& r : rows) {
+    CONCORD_CHECK(r.size() == header.size(), "Report::table: row of ", r.size(), " cells for ",
+                  header.size(), " columns");
+    body_ += row_text(r);
+  }
+  body_ += "\n";
+  return *this;
+}
+
+Report& Report::image(const std::string& alt, const std::string& relative_path) {
+  body_ += "![" + alt + "](" + relative_path + ")\n\n";
+  return *this;
+}
+
+Report& Report::code(const std::string& text, const std::string& language) {
+  body_ += "```" + language + "\n" + text + (text.empty() || text.back() != '\n' ? "\n" : "") + "```\n\n";
+  return *this;
+}
+
+Report& Report::raw(const std::string& markdown) {
+  body_ += markdown;
+  return *this;
+}
+
+std::string Report::markdown() const { return body_; }
+
+void Report::write(const fs::path& path) const { write_file_atomic(path, body_); }
+
+RunDirectory::RunDirectory(const fs::path& dir, bool resume) : dir_(dir), resume_(resume) {
+  std::error_code ec;
+  fs::create_directories(dir_ / "charts", ec);
+  CONCORD_CHECK(!ec, dir_.string(), ": cannot create run folder: ", ec.message());
+}
+
+void RunDirectory::write_config(const nlohmann::json& resolved) const {
+  write_file_atomic(dir_ / "config.json", resolved.dump(2) + "\n");
+}
+
+MetricsWriter& RunDirectory::metrics() {
+  if (!metrics_) metrics_ = std::make_unique<MetricsWriter>(dir_ / "metrics.jsonl", !resume_);
+  return *metrics_;
+}
+
+std::vector<std::pair<std::string, std::string>> RunDirectory::chart_metrics(
+    const std::vector<std::string>& names) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  const fs::path metrics_path = dir_ / "metrics.jsonl";
+  if (!fs::exists(metrics_path)) return out;
+  const auto records = read_metrics(metrics_path);
+  for (const auto& name : names) {
+    auto series = metric_series(records, name);
+    if (series.empty()) continue;
+    Series s{name, {}, {}};
+    for (auto& [x, y] : series) {
+      s.x.push_back(x);
+      s.y.push_back(y);
+    }
+    std::string file = name;
+    for (char& c : file) if (c == '/' || c == ' ') c = '_';
+    file += ".png";
+    plot_lines(dir_ / "charts" / file, ChartSpec{name, "step", name}, {s});
+    out.emplace_back(name, "charts/" + file);
+  }
+  return out;
+}
+
+std::string fixed(double v, int digits) { return fmt::format("{:.{}f}", v, digits); }
+
+}  // namespace concord
