@@ -16,3 +16,13 @@ add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fPIC>)
 
 set(CONCORD_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare
     -Wno-missing-field-initializers)
+
+# libFuzzer builds (scripts/fuzz.sh): the whole library is instrumented for coverage and
+# AddressSanitizer; only the fuzz targets link libFuzzer's main().
+if(CONCORD_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "CONCORD_BUILD_FUZZERS needs clang (CXX=clang++)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -g)
+  add_link_options(-fsanitize=address,undefined)
+endif()

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/core/plot.h"
@@ -20,6 +22,16 @@ std::string escape_cell(const std::string& s) {
   }
   return out;
 }
+bool looks_numeric(const std::string& s) {
+  if (s.empty()) return false;
+  size_t digits = 0;
+  for (char c : s) {
+    if (c >= '0' && c <= '9') ++digits;
+    else if (!std::strchr("+-.,%eE x()", c)) return false;
+  }
+  return digits > 0;
+}
+
 }  // namespace
 
 Report::Report(std::string title) { body_ = "# " + title + "\n\n"; }
@@ -52,7 +64,14 @@ Report& Report::table(const std::vector<std::string>& header,
   }
   body_ += row_text(header);
   body_ += "|";
-  for (size_t i = 0; i < header.size(); ++i) body_ += i == 0 ? " --- |" : " ---: |";
+  // Numeric columns align right, text columns left.
+  for (size_t i = 0; i < header.size(); ++i) {
+    bool numeric = !rows.empty();
+    for (const auto& r : rows) {
+      if (i >= r.size() || !looks_numeric(r[i])) numeric = false;
+    }
+    body_ += numeric ? " ---: |" : " --- |";
+  }
   body_ += "\n";
   for (const auto& r : rows) {
     CONCORD_CHECK(r.size() == header.size(), "Report::table: row of ", r.size(), " cells for ",

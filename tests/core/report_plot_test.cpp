@@ -48,9 +48,9 @@ TEST(Plot, BarsAndEmptyChartError) {
 
 TEST(Report, MarkdownTableAndRunDirectory) {
   concord::Report r("Run");
-  r.heading("Results").table({"model", "acc"}, {{"a|b", "0.50"}}).image("loss", "charts/loss.png");
+  r.heading("Results").table({"model", "acc"}, {{"a|b", "0.50"}, {"c", "12.5 %"}}).image("loss", "charts/loss.png");
   EXPECT_EQ(r.markdown(),
-            "# Run\n\n## Results\n\n| model | acc |\n| --- | ---: |\n| a\\|b | 0.50 |\n\n"
+            "# Run\n\n## Results\n\n| model | acc |\n| --- | ---: |\n| a\\|b | 0.50 |\n| c | 12.5 % |\n\n"
             "![loss](charts/loss.png)\n\n");
   EXPECT_THROW(r.table({"a", "b"}, {{"only one"}}), concord::Error);
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Configures and builds Concord. Used by quickstart.sh and test.sh. Logs go to stderr; the last
+# line on stdout is the build folder.
+#   scripts/build.sh [debian|pip-torch] [extra cmake args...]
+# debian:    Debian's LibTorch 1.13 (CPU), the default flavour.
+# pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
+#            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+flavour="${1:-debian}"
+shift || true
+
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/concord/ccache}"
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+jobs="${CONCORD_JOBS:-$(nproc)}"
+
+case "$flavour" in
+  debian)
+    build="${CONCORD_BUILD_DIR:-$root/build}"
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=AUTO "$@" >&2
+    ;;
+  pip-torch)
+    build="${CONCORD_BUILD_DIR:-$root/build-pip-torch}"
+    prefix="$("$root/scripts/python-env.sh" --print-torch-cmake)"
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=ON \
+      -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+      -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
+    ;;
+  *)
+    echo "build.sh: unknown flavour '$flavour' (debian or pip-torch)" >&2
+    exit 2
+    ;;
+esac
+# CONCORD_TARGETS limits the build (quickstart needs only the CLI).
+targets=()
+for t in ${CONCORD_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$jobs" "${targets[@]}" >&2
+echo "$build"

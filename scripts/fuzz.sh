@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for a bounded time.
+#   scripts/fuzz.sh [seconds per target, default 60] [target names...]
+# Corpora grow in fuzz/corpus/<target>/ (seed files are committed); a crash lands in
+# build-fuzz/crashes/<target>/ and should become a regression test in tests/<module>/.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+seconds="${1:-60}"
+shift || true
+build="$root/build-fuzz"
+"$root/scripts/install-deps.sh"
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCONCORD_CUDA=OFF -DCONCORD_BUILD_TESTS=OFF -DCONCORD_BUILD_BENCHMARKS=OFF \
+  -DCONCORD_BUILD_EXAMPLES=OFF -DCONCORD_BUILD_FUZZERS=ON >/dev/null
+targets=("$@")
+if ((${#targets[@]} == 0)); then
+  for f in "$root"/fuzz/fuzz_*.cpp; do targets+=("$(basename "${f%.cpp}")"); done
+fi
+cmake --build "$build" --target "${targets[@]}"
+status=0
+for t in "${targets[@]}"; do
+  corpus="$root/fuzz/corpus/${t#fuzz_}"
+  crashes="$build/crashes/$t"
+  mkdir -p "$corpus" "$crashes"
+  work="$(mktemp -d)"
+  echo "=== $t: ${seconds}s ==="
+  # New corpus entries go to a scratch folder: the committed seeds stay small and reviewed.
+  if ! ASAN_OPTIONS=detect_leaks=1 "$build/fuzz/$t" -max_total_time="$seconds" -rss_limit_mb=2048 \
+      -timeout=10 -artifact_prefix="$crashes/" -print_final_stats=1 "$work" "$corpus" 2>&1 |
+      grep -E "^#[0-9]+.*DONE|ERROR|SUMMARY|stat::number_of_executed_units|Done [0-9]+ runs"; then
+    :
+  fi
+  if compgen -G "$crashes/*" >/dev/null; then
+    echo "$t: crashes found in $crashes" >&2
+    status=1
+  fi
+  rm -rf "$work"
+done
+exit $status

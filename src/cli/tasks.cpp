@@ -1,0 +1,97 @@
+#include "tasks.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "concord/core/error.h"
+#include "concord/core/runtime.h"
+#include "task_tokenize.h"
+
+namespace concord::cli {
+
+namespace {
+
+Task planned(const std::string& summary, const std::string& missing) {
+  return Task{summary, nullptr, nullptr, missing};
+}
+
+Registry<Task> build_registry() {
+  Registry<Task> r("task");
+  r.add("tokenize", tokenize_task());
+  r.add("pretrain", planned("pretrain a causal LM (Vanilla or PanGu-pi)",
+                            "needs the language-model layer (nn, lm, train)"));
+  r.add("sft", planned("supervised fine-tuning with completion-only loss",
+                       "needs the language-model layer (nn, lm, train)"));
+  r.add("reward", planned("Bradley-Terry reward model", "needs the MaxMin-RLHF layer (rlhf)"));
+  r.add("reward_em", planned("EM-learned mixture of reward models",
+                             "needs the MaxMin-RLHF layer (rlhf)"));
+  r.add("ppo", planned("PPO with the MaxMin objective", "needs the MaxMin-RLHF layer (rlhf)"));
+  r.add("grape", planned("GRAPE response selection", "needs the GRAPE layer (grape)"));
+  r.add("tumlu", planned("TUMLU evaluation", "needs the evaluation layer (eval)"));
+  r.add("koala_kd", planned("KOALA self-attention distillation",
+                            "needs the diffusion layer (diffusion)"));
+  r.add("pipeline", planned("several tasks in order", "needs the tasks it would chain"));
+  return r;
+}
+
+}  // namespace
+
+const Registry<Task>& task_registry() {
+  static const Registry<Task> registry = build_registry();
+  return registry;
+}
+
+ConfigSchema common_run_schema() {
+  ConfigSchema s("run");
+  s.required("task", ConfigType::String, "the task to run: " + task_registry().joined_names())
+      .optional("out_dir", ConfigType::String, "", "run folder (default runs/<task>-<time>)")
+      .optional("seed", ConfigType::Int, 1234, "seed for LibTorch and std generators");
+  return s;
+}
+
+std::string run_task(const std::string& config_path, const std::vector<std::string>& overrides,
+                     const std::string& out_dir, bool resume) {
+  Json raw = load_json_file(config_path);
+  if (!raw.is_object()) fail_format(config_path, "expected a JSON object at the top level");
+  // Overrides may change the task itself, so look at them first.
+  std::string task_name;
+  for (const auto& o : overrides) {
+    if (o.rfind("task=", 0) == 0) task_name = o.substr(5);
+  }
+  if (task_name.empty()) {
+    auto it = raw.find("task");
+    if (it == raw.end() || !it->is_string()) {
+      fail_format(config_path, "missing required key 'task' (one of: ",
+                  task_registry().joined_names(), ")");
+    }
+    task_name = it->get<std::string>();
+  }
+  const Task& task = task_registry().get(task_name);
+  if (!task.unavailable.empty()) {
+    fail("task '", task_name, "' is not available in this build yet: ", task.unavailable);
+  }
+  ConfigSchema schema = common_run_schema();
+  schema.extend(task.schema());
+  for (const auto& o : overrides) apply_override(raw, o, schema);
+  Json config = schema.resolve(raw, config_path);
+
+  std::string dir = !out_dir.empty() ? out_dir : config["out_dir"].get<std::string>();
+  if (dir.empty()) {
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char stamp[32];
+    std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
+    dir = "runs/" + task_name + "-" + stamp;
+  }
+  config["out_dir"] = dir;
+  seed_everything(config["seed"].get<uint64_t>());
+
+  RunDirectory run_dir(dir, resume);
+  run_dir.write_config(config);
+  Report report("concord run: " + task_name);
+  report.paragraph(task.summary + ". Resolved config: [config.json](config.json).");
+  task.run(config, run_dir, report);
+  report.write(run_dir.file("report.md"));
+  return dir;
+}
+
+}  // namespace concord::cli

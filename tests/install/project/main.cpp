@@ -1,0 +1,20 @@
+// Uses the installed package: a config schema, a tensor through LibTorch, the version header.
+#include <ATen/ATen.h>
+
+#include <iostream>
+
+#include "concord/core/config.h"
+#include "concord/core/version.h"
+#include "concord/text/byte_tokenizer.h"
+
+int main() {
+  concord::ConfigSchema schema;
+  schema.optional("steps", concord::ConfigType::Int, 3, "steps");
+  auto resolved = schema.resolve(concord::Json::object(), "inline");
+  concord::text::ByteTokenizer tok;
+  auto ids = tok.encode("ok");
+  at::Tensor t = at::ones({resolved["steps"].get<int64_t>()});
+  if (t.sum().item<double>() != 3.0 || tok.decode(ids) != "ok") return 1;
+  std::cout << "concord " << CONCORD_VERSION_STRING << " ok\n";
+  return 0;
+}

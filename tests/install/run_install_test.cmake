@@ -1,0 +1,25 @@
+# cmake -P script behind the install_package test.
+file(REMOVE_RECURSE "${WORK_DIR}")
+set(prefix "${WORK_DIR}/prefix")
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+run("${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}")
+set(cuda_arg)
+if(CUDA_COMPILER)
+  set(cuda_arg -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER})
+endif()
+run("${CMAKE_COMMAND}" -S "${PROJECT_DIR}" -B "${WORK_DIR}/build" -G Ninja
+    "-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${TORCH_PREFIX}" ${cuda_arg})
+run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
+run("${WORK_DIR}/build/outside")
+if(NOT last_output MATCHES "concord [0-9]+\\.[0-9]+\\.[0-9]+ ok")
+  message(FATAL_ERROR "unexpected output from the outside project: ${last_output}")
+endif()
+message(STATUS "install test: ${last_output}")
