@@ -20,7 +20,7 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-/// tests/fixtures/<name> in the source tree (committed fixtures made by scripts/make_fixtures.py).
+/// tests/fixtures/<name> in the source tree (committed fixtures made by scripts/fixtures/*.py).
 std::filesystem::path fixture(const std::string& name);
 
 /// The shared data folder: $CONCORD_SHARED_DIR, else ../shared beside the checkout.
