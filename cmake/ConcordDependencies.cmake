@@ -18,6 +18,38 @@ if(NOT TARGET CLI11::CLI11)
   target_include_directories(CLI11::CLI11 INTERFACE "${CLI11_INCLUDE_DIR}")
 endif()
 
+# The LibTorch inside PyPI's wheel ships its own, newer {fmt} headers in its include folder, which
+# would shadow Debian's fmt 9 that Debian's spdlog was built against. A folder of links to the
+# Debian headers, searched first, keeps every target on one fmt (the two versions live in
+# different inline namespaces, fmt::v9 and fmt::v12, so the libraries themselves never clash).
+foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+  if(EXISTS "${_dir}/fmt/format.h" AND NOT _dir MATCHES "^/usr/include")
+    set(_compat "${PROJECT_BINARY_DIR}/compat-include")
+    file(MAKE_DIRECTORY "${_compat}")
+    foreach(_lib fmt spdlog)
+      file(CREATE_LINK "/usr/include/${_lib}" "${_compat}/${_lib}" SYMBOLIC)
+    endforeach()
+    include_directories(BEFORE SYSTEM "${_compat}")
+    message(STATUS "concord: LibTorch bundles fmt; Debian's fmt/spdlog headers take precedence")
+    break()
+  endif()
+endforeach()
+
+# The wheel's libtorch_cuda.so finds NCCL, cuDNN and the CUDA libraries in sibling pip packages
+# (site-packages/nvidia/*/lib) through its RUNPATH at run time; the linker needs to be told too,
+# or it picks up an older NCCL from the CUDA toolkit and reports missing symbols.
+set(CONCORD_TORCH_LINK_OPTIONS)
+foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+  if(_dir MATCHES "site-packages/torch/include$")
+    file(GLOB _nvidia_libs "${_dir}/../../nvidia/*/lib")
+    foreach(_lib IN LISTS _nvidia_libs)
+      get_filename_component(_lib "${_lib}" REALPATH)
+      list(APPEND CONCORD_TORCH_LINK_OPTIONS "-Wl,-rpath-link,${_lib}")
+    endforeach()
+    break()
+  endif()
+endforeach()
+
 # TorchConfig puts its ABI flag in TORCH_CXX_FLAGS; every target must agree with it.
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
 message(STATUS "concord: LibTorch ${Torch_VERSION} from ${Torch_DIR}")

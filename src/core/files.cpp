@@ -77,7 +77,7 @@ std::string read_file(const fs::path& path) {
   return buf.str();
 }
 
-MappedFile::MappedFile(const fs::path& path) : path_(path) {
+MappedFile::MappedFile(const fs::path& path, Mode mode) : path_(path), mode_(mode) {
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail(path.string(), ": cannot open: ", errno_text());
   struct stat st {};
@@ -91,18 +91,19 @@ MappedFile::MappedFile(const fs::path& path) : path_(path) {
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int prot = mode == Mode::CopyOnWrite ? (PROT_READ | PROT_WRITE) : PROT_READ;
+    void* p = ::mmap(nullptr, size_, prot, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
       fail(path.string(), ": mmap failed: ", errno_text());
     }
-    data_ = static_cast<const uint8_t*>(p);
+    data_ = static_cast<uint8_t*>(p);
   }
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_) ::munmap(data_, size_);
 }
 
 }  // namespace concord

@@ -22,22 +22,31 @@ void write_file_atomic(const std::filesystem::path& path,
 /// Reads a whole file; the error names the file.
 std::string read_file(const std::filesystem::path& path);
 
-/// A read-only memory map of a file (empty files map to size 0, data nullptr).
+/// A memory map of a file (empty files map to size 0, data nullptr).
 class MappedFile {
  public:
-  explicit MappedFile(const std::filesystem::path& path);
+  enum class Mode {
+    ReadOnly,    ///< pages are read-only: a write through data() faults
+    CopyOnWrite  ///< pages are writable but private: writes never reach the file (as torch's
+                 ///< own loaders map files, so zero-copy tensors support in-place ops)
+  };
+  explicit MappedFile(const std::filesystem::path& path, Mode mode = Mode::ReadOnly);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
   const uint8_t* data() const { return data_; }
+  /// Writable view of a CopyOnWrite mapping (nullptr for ReadOnly).
+  uint8_t* mutable_data() const { return mode_ == Mode::CopyOnWrite ? data_ : nullptr; }
+  Mode mode() const { return mode_; }
   size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;
-  const uint8_t* data_ = nullptr;
+  uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  Mode mode_ = Mode::ReadOnly;
 };
 
 }  // namespace concord

@@ -15,7 +15,9 @@ void init_runtime();
 /// Physical parallelism available to this process (sched affinity, not the host's core count).
 int available_cores();
 
-/// Seeds LibTorch's CPU (and CUDA, when present) generators and the std engines Concord uses.
+/// Seeds LibTorch's CPU (and CUDA, when present) generators. Concord's own std engines
+/// (samplers, shuffles, corpus generators) take explicit seeds from the run config instead of a
+/// global engine, so a component's randomness never depends on what ran before it.
 void seed_everything(uint64_t seed);
 
 /// "cpu", "cuda", "cuda:1" or "auto" (the first CUDA device if there is one, else CPU).
