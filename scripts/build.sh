@@ -11,6 +11,7 @@ flavour="${1:-debian}"
 shift || true
 
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/concord/ccache}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"  # cache hits across clones
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 jobs="${CONCORD_JOBS:-$(nproc)}"
 
