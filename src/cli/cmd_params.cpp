@@ -1,14 +1,23 @@
+// `concord params MODEL_CONFIG [--by-module]`: the exact parameter count of a model, from a
+// Concord model config or a Hugging Face config.json (or a folder holding one), without
+// building the model.
+#include <cstdio>
+#include <string>
+
 #include "commands.h"
-#include "concord/core/config.h"
-#include "concord/core/error.h"
+#include "concord/lm/model_config.h"
 
 namespace concord::cli {
 
 int cmd_params(const ParamsArgs& args) {
-  // Read the file first so a missing or malformed config is reported as such.
-  load_json_file(args.model_config);
-  fail("params: not available in this build yet: counting parameters needs the model layer "
-       "(nn, lm), which is not built");
+  const lm::ModelConfig config = lm::load_any_model_config(args.model_config);
+  if (args.by_module) {
+    for (const auto& [name, count] : lm::count_parameters_by_module(config)) {
+      std::printf("%-20s %lld\n", name.c_str(), static_cast<long long>(count));
+    }
+  }
+  std::printf("parameters: %lld\n", static_cast<long long>(lm::count_parameters(config)));
+  return 0;
 }
 
 }  // namespace concord::cli

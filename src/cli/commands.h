@@ -20,6 +20,8 @@ struct RunArgs {
 struct TumluScoreArgs {
   std::string outputs_dir;
   std::string extractor;
+  std::string out_dir;        ///< non-empty: also write results.json, report.md and a chart there
+  bool all_subjects = false;  ///< language scores over every subject, not the headline subset
 };
 
 struct QuickstartArgs {

@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
       ->required();
   score->add_option("--extractor", score_args.extractor, "official or robust")
       ->default_val("official");
+  score->add_option("--out", score_args.out_dir, "Also write results.json, report.md and a chart here");
+  score->add_flag("--all-subjects", score_args.all_subjects,
+                  "Score languages over every subject, not the paper's headline subset");
 
   concord::cli::QuickstartArgs quick_args;
   auto* quick = app.add_subcommand("quickstart", "The end-to-end pipeline on built-in data");

@@ -125,3 +125,40 @@ TEST(Cli, QuickstartRunsTheAvailableStagesAndNamesTheRest) {
     EXPECT_TRUE(fs::exists(tmp / "qs" / f)) << f;
   }
 }
+
+TEST(Cli, TumluScoreRegradesStoredOutputs) {
+  concord::testing::TempDir tmp;
+  const std::string outputs = concord::testing::fixture("eval/outputs").string();
+  auto r = run_cli("tumlu-score " + outputs + " --out " + (tmp / "scores").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("org/model-a"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("47.92"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(tmp / "scores/results.json"));
+  EXPECT_TRUE(fs::exists(tmp / "scores/report.md"));
+
+  r = run_cli("tumlu-score " + outputs + " --extractor fancy");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.output), 1u) << r.output;
+  EXPECT_NE(r.output.find("fancy"), std::string::npos) << r.output;
+
+  r = run_cli("tumlu-score " + tmp.path().string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("no TUMLU outputs found"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ParamsCountsExactly) {
+  const std::string configs = std::string(CONCORD_SOURCE_DIR) + "/configs/models/";
+  auto r = run_cli("params " + configs + "gpt2.json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("parameters: 124439808\n"), std::string::npos) << r.output;
+  r = run_cli("params " + configs + "pangu-pi-7b.json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("parameters: 6727363200\n"), std::string::npos) << r.output;
+
+  concord::testing::TempDir tmp;
+  auto bad = concord::testing::write_file(tmp / "m.json", R"({"family": "gpt2", "n_layre": 2})");
+  r = run_cli("params " + bad.string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.output), 1u) << r.output;
+  EXPECT_NE(r.output.find("m.json"), std::string::npos) << r.output;
+}

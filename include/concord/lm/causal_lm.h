@@ -1,0 +1,103 @@
+// CausalLM: a decoder-only transformer language model built from a ModelConfig (GPT-2,
+// Llama, Mistral, Qwen2, PanGu-π; see concord/lm/model_config.h). Pre-norm blocks:
+//
+//   z = Norm_1(x)
+//   x = x + Attention(z) + sum_i T_i(z)     (the T_i only with augmented shortcuts, PanGu-π Eq. 9)
+//   x = x + FFN(Norm_2(x))                  (SIAF inside the FFN for PanGu-π, Eq. 7)
+//
+// then a final norm and the LM head (tied to the token embedding or not). Positions come from
+// the attention mask (cumsum - 1, as transformers' generate() builds them), so left-padded rows
+// see the same positions as unpadded ones; with a KVCache, only the new tokens are run.
+#pragma once
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+
+#include "concord/lm/model_config.h"
+#include "concord/nn/attention.h"
+#include "concord/nn/augmented_shortcut.h"
+#include "concord/nn/feed_forward.h"
+#include "concord/nn/kv_cache.h"
+#include "concord/nn/norm.h"
+
+namespace concord::lm {
+
+/// One pre-norm transformer block (the norms are LayerNorm or RMSNorm per the config).
+class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
+ public:
+  explicit TransformerBlockImpl(ModelConfig config);
+  void reset() override;
+  /// x: [B, T, d]. `valid` ([B, T] 0/1, optional) marks real tokens (for SIAF's neighbour
+  /// convolution); `cache`/`layer` as in CausalSelfAttention.
+  at::Tensor forward(const at::Tensor& x, const nn::AttentionContext& ctx,
+                     const at::Tensor& valid = {}, nn::KVCache* cache = nullptr,
+                     int64_t layer = 0);
+  void pretty_print(std::ostream& stream) const override;
+
+  ModelConfig config;
+  torch::nn::LayerNorm ln_attn{nullptr}, ln_mlp{nullptr};  ///< GPT-2
+  nn::RMSNorm rms_attn{nullptr}, rms_mlp{nullptr};         ///< the others
+  nn::CausalSelfAttention attn{nullptr};
+  nn::AugmentedShortcut shortcut{nullptr};                 ///< PanGu-π
+  nn::FeedForward mlp{nullptr};
+
+ private:
+  at::Tensor norm_attn(const at::Tensor& x);
+  at::Tensor norm_mlp(const at::Tensor& x);
+};
+TORCH_MODULE(TransformerBlock);
+
+class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
+ public:
+  explicit CausalLMImpl(ModelConfig config);
+  /// Builds every module and draws fresh weights: N(0, 0.02) for embeddings and projections,
+  /// biases 0, norms 1; SIAF and augmented shortcuts keep their own identity-preserving
+  /// initialisation (see concord/nn/siaf.h, concord/nn/augmented_shortcut.h).
+  void reset() override;
+
+  /// Logits [B, T, V] (in the model's dtype) for `input_ids` [B, T] int64.
+  /// `attention_mask` [B, past + T] (1: token, 0: padding) covers the cached tokens too, as in
+  /// transformers; undefined means no padding. `position_ids` [B, T] overrides the positions
+  /// derived from the mask. With `cache`, the new tokens attend to the cached ones and are
+  /// appended to it.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                     nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {});
+
+  /// The final-normed hidden states [B, T, d] (what forward() feeds the LM head).
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                           nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {});
+  /// LM head on hidden states [..., d] -> [..., V].
+  at::Tensor logits(const at::Tensor& hidden);
+
+  /// A KV cache sized for this model.
+  nn::KVCache make_cache() const { return nn::KVCache(config.num_layers); }
+
+  /// The LM head's weight [V, d] (the token embedding when tied).
+  at::Tensor lm_head_weight() const;
+  int64_t num_parameters() const;
+  void pretty_print(std::ostream& stream) const override;
+
+  ModelConfig config;
+  torch::nn::Embedding embed{nullptr};      ///< [V, d]
+  torch::nn::Embedding positions{nullptr};  ///< [P, d], GPT-2 only
+  torch::nn::ModuleList layers{nullptr};
+  torch::nn::LayerNorm ln_final{nullptr};
+  nn::RMSNorm rms_final{nullptr};
+  torch::nn::Linear lm_head{nullptr};       ///< untied only
+};
+TORCH_MODULE(CausalLM);
+
+/// Positions from a 0/1 mask [B, S]: cumsum - 1 at tokens, 1 at padding (transformers'
+/// generate() convention); the last `steps` columns.
+at::Tensor positions_from_mask(const at::Tensor& mask, int64_t steps);
+
+}  // namespace concord::lm

@@ -1,0 +1,66 @@
+// Text generation with a CausalLM: greedy decoding or sampling (temperature, top-k, nucleus /
+// top-p of Holtzman et al., arXiv 1904.09751), stopping at stop token ids, stop strings or a
+// length limit. Prompts of different lengths are batched with left padding (positions come
+// from the attention mask, as transformers' generate() makes them), the prompt runs once, and
+// each new token runs alone against the KV cache. The logits processors follow transformers'
+// order: temperature, then top-k, then top-p.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "concord/lm/causal_lm.h"
+#include "concord/text/tokenizer.h"
+
+namespace concord::lm {
+
+struct GenerationOptions {
+  /// Most tokens to add to each prompt.
+  int64_t max_new_tokens = 32;
+  /// false: greedy (argmax); true: sample from the processed distribution.
+  bool do_sample = false;
+  /// Divides the logits before sampling (> 0).
+  double temperature = 1.0;
+  /// Keep only the k most likely tokens (0: all).
+  int64_t top_k = 0;
+  /// Keep the smallest set of most likely tokens whose probability reaches top_p (1: all).
+  double top_p = 1.0;
+  /// A row finishes when it emits one of these (the token is kept in its output ids). Empty:
+  /// the model config's eos_token_id, if any.
+  std::vector<int64_t> stop_token_ids;
+  /// A row finishes once its decoded continuation contains one of these (needs a tokenizer);
+  /// the returned text ends before the stop string.
+  std::vector<std::string> stop_strings;
+  /// Id used for left padding (and appended to finished rows). Empty: the config's
+  /// pad_token_id, else its eos_token_id, else 0.
+  std::optional<int64_t> pad_token_id;
+  /// Seed of the sampling generator.
+  uint64_t seed = 0;
+  /// Prompts per forward pass (0: all at once).
+  int64_t batch_size = 0;
+};
+
+struct Generation {
+  std::vector<int64_t> tokens;  ///< new tokens only (a stop token included)
+  std::string text;             ///< decoded new tokens (with a tokenizer), cut at a stop
+  std::string finish_reason;    ///< "stop_token", "stop_string" or "length"
+};
+
+/// Continues every prompt (token ids, each non-empty). `tokenizer` is needed for stop strings
+/// and to fill Generation::text; may be null otherwise. Runs under InferenceMode.
+std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerationOptions& options,
+                                 const text::Tokenizer* tokenizer = nullptr);
+
+/// Encodes the prompts (with the tokenizer's special tokens) and generates.
+std::vector<Generation> generate_text(CausalLM model, const text::Tokenizer& tokenizer,
+                                      const std::vector<std::string>& prompts,
+                                      const GenerationOptions& options);
+
+/// The logits processors and the choice of one token per row, on [B, V] logits: argmax when
+/// !options.do_sample, else temperature, top-k, top-p and a draw with `generator`.
+at::Tensor select_next_tokens(const at::Tensor& logits, const GenerationOptions& options,
+                              at::Generator& generator);
+
+}  // namespace concord::lm

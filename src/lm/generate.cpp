@@ -1,0 +1,178 @@
+#include "concord/lm/generate.h"
+
+#include <algorithm>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include "concord/core/error.h"
+
+namespace concord::lm {
+
+at::Tensor select_next_tokens(const at::Tensor& logits_in, const GenerationOptions& options,
+                              at::Generator& generator) {
+  TORCH_CHECK(logits_in.dim() == 2, "select_next_tokens: logits must be [B, V], got ",
+              logits_in.sizes());
+  const at::Tensor logits = logits_in.to(at::kCPU).to(at::kFloat);
+  if (!options.do_sample) return logits.argmax(-1);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  at::Tensor x = logits / options.temperature;
+  const int64_t vocab = x.size(1);
+  if (options.top_k > 0 && options.top_k < vocab) {
+    const at::Tensor kth = std::get<0>(x.topk(options.top_k, -1)).narrow(-1, options.top_k - 1, 1);
+    x = x.masked_fill(x < kth, neg_inf);
+  }
+  if (options.top_p < 1.0) {
+    // transformers' TopPLogitsWarper: sort ascending, drop the tokens whose cumulative
+    // probability stays <= 1 - top_p, always keep the most likely one.
+    auto sorted = x.sort(-1, /*descending=*/false);
+    const at::Tensor& values = std::get<0>(sorted);
+    const at::Tensor& order = std::get<1>(sorted);
+    const at::Tensor cum = at::softmax(values, -1).cumsum(-1);
+    at::Tensor remove_sorted = cum <= (1.0 - options.top_p);
+    remove_sorted.narrow(-1, vocab - 1, 1).fill_(false);
+    const at::Tensor remove = at::zeros_like(remove_sorted).scatter(-1, order, remove_sorted);
+    x = x.masked_fill(remove, neg_inf);
+  }
+  const at::Tensor probs = at::softmax(x, -1);
+  return at::multinomial(probs, 1, /*replacement=*/false, generator).squeeze(-1);
+}
+
+namespace {
+
+void check_options(const GenerationOptions& o, const text::Tokenizer* tokenizer) {
+  CONCORD_CHECK(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got ",
+                o.max_new_tokens);
+  CONCORD_CHECK(o.temperature > 0, "generate: temperature must be > 0, got ", o.temperature);
+  CONCORD_CHECK(o.top_k >= 0, "generate: top_k must be >= 0, got ", o.top_k);
+  CONCORD_CHECK(o.top_p > 0 && o.top_p <= 1, "generate: top_p must be in (0, 1], got ", o.top_p);
+  CONCORD_CHECK(o.batch_size >= 0, "generate: batch_size must be >= 0, got ", o.batch_size);
+  CONCORD_CHECK(o.stop_strings.empty() || tokenizer != nullptr,
+                "generate: stop strings need a tokenizer");
+  for (const auto& s : o.stop_strings) CONCORD_CHECK(!s.empty(), "generate: empty stop string");
+}
+
+void run_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
+               const std::vector<size_t>& rows, const GenerationOptions& options,
+               const std::vector<int64_t>& stop_ids, int64_t pad, const text::Tokenizer* tokenizer,
+               at::Generator& generator, std::vector<Generation>& results) {
+  const int64_t batch = static_cast<int64_t>(rows.size());
+  int64_t longest = 0;
+  for (size_t r : rows) longest = std::max<int64_t>(longest, static_cast<int64_t>(prompts[r].size()));
+  at::Tensor ids = at::full({batch, longest}, pad, at::kLong);
+  at::Tensor mask = at::zeros({batch, longest}, at::kLong);
+  auto ids_a = ids.accessor<int64_t, 2>();
+  auto mask_a = mask.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const auto& p = prompts[rows[static_cast<size_t>(b)]];
+    const int64_t offset = longest - static_cast<int64_t>(p.size());  // left padding
+    for (size_t t = 0; t < p.size(); ++t) {
+      ids_a[b][offset + static_cast<int64_t>(t)] = p[t];
+      mask_a[b][offset + static_cast<int64_t>(t)] = 1;
+    }
+  }
+  const c10::Device device = model->embed->weight.device();
+  nn::KVCache cache = model->make_cache();
+  cache.reserve(longest + options.max_new_tokens);
+  mask = mask.to(device);
+  at::Tensor last = model->hidden_states(ids.to(device), mask, &cache).select(1, longest - 1);
+  std::vector<bool> finished(static_cast<size_t>(batch), false);
+  std::vector<std::string> cut_text(static_cast<size_t>(batch));
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    at::Tensor next = select_next_tokens(model->logits(last), options, generator).contiguous();
+    auto next_a = next.accessor<int64_t, 1>();
+    bool all_done = true;
+    for (int64_t b = 0; b < batch; ++b) {
+      const size_t bi = static_cast<size_t>(b);
+      if (finished[bi]) {
+        next_a[b] = pad;
+        continue;
+      }
+      Generation& g = results[rows[bi]];
+      const int64_t token = next_a[b];
+      g.tokens.push_back(token);
+      if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+        finished[bi] = true;
+        g.finish_reason = "stop_token";
+      } else if (!options.stop_strings.empty()) {
+        const std::vector<text::TokenId> out(g.tokens.begin(), g.tokens.end());
+        const std::string decoded = tokenizer->decode(out);
+        size_t cut = std::string::npos;
+        for (const auto& s : options.stop_strings) cut = std::min(cut, decoded.find(s));
+        if (cut != std::string::npos) {
+          finished[bi] = true;
+          g.finish_reason = "stop_string";
+          cut_text[bi] = decoded.substr(0, cut);
+        }
+      }
+      all_done = all_done && finished[bi];
+    }
+    if (all_done || step + 1 == options.max_new_tokens) break;
+    mask = at::cat({mask, at::ones({batch, 1}, mask.options())}, 1);
+    last = model->hidden_states(next.view({batch, 1}).to(device), mask, &cache).select(1, 0);
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    const size_t bi = static_cast<size_t>(b);
+    Generation& g = results[rows[bi]];
+    if (g.finish_reason.empty()) g.finish_reason = "length";
+    if (tokenizer == nullptr) continue;
+    if (g.finish_reason == "stop_string") {
+      g.text = cut_text[bi];
+    } else {
+      std::vector<text::TokenId> out(g.tokens.begin(), g.tokens.end());
+      if (g.finish_reason == "stop_token") out.pop_back();
+      g.text = tokenizer->decode(out);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerationOptions& options,
+                                 const text::Tokenizer* tokenizer) {
+  check_options(options, tokenizer);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    CONCORD_CHECK(!prompts[i].empty(), "generate: prompt ", i, " is empty");
+  }
+  const ModelConfig& c = model->config;
+  std::vector<int64_t> stop_ids = options.stop_token_ids;
+  if (stop_ids.empty() && c.eos_token_id) stop_ids.push_back(*c.eos_token_id);
+  const int64_t pad = options.pad_token_id ? *options.pad_token_id
+                      : c.pad_token_id     ? *c.pad_token_id
+                      : c.eos_token_id     ? *c.eos_token_id
+                                           : 0;
+  CONCORD_CHECK(pad >= 0 && pad < c.vocab_size, "generate: pad token id ", pad,
+                " outside the vocabulary [0, ", c.vocab_size, ")");
+  c10::InferenceMode inference;
+  at::Generator generator = at::detail::createCPUGenerator(options.seed);
+  std::vector<Generation> results(prompts.size());
+  if (options.max_new_tokens == 0) {
+    for (auto& g : results) g.finish_reason = "length";
+    return results;
+  }
+  const size_t chunk = options.batch_size > 0 ? static_cast<size_t>(options.batch_size)
+                                              : std::max<size_t>(1, prompts.size());
+  for (size_t start = 0; start < prompts.size(); start += chunk) {
+    std::vector<size_t> rows;
+    for (size_t i = start; i < std::min(prompts.size(), start + chunk); ++i) rows.push_back(i);
+    run_batch(model, prompts, rows, options, stop_ids, pad, tokenizer, generator, results);
+  }
+  return results;
+}
+
+std::vector<Generation> generate_text(CausalLM model, const text::Tokenizer& tokenizer,
+                                      const std::vector<std::string>& prompts,
+                                      const GenerationOptions& options) {
+  std::vector<std::vector<int64_t>> ids;
+  ids.reserve(prompts.size());
+  for (const auto& p : prompts) {
+    const auto enc = tokenizer.encode(p, /*add_special_tokens=*/true);
+    ids.emplace_back(enc.begin(), enc.end());
+  }
+  return generate(std::move(model), ids, options, &tokenizer);
+}
+
+}  // namespace concord::lm

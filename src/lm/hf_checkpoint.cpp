@@ -1,0 +1,208 @@
+#include "concord/lm/hf_checkpoint.h"
+
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "concord/core/config.h"
+#include "concord/core/error.h"
+#include "concord/core/files.h"
+#include "concord/io/safetensors.h"
+#include "concord/io/safetensors_sharded.h"
+
+namespace concord::lm {
+
+namespace {
+
+// One Concord parameter and the transformers tensors it is made of: `names` concatenated along
+// dim 0 (each `rows[i]` rows), each transposed first when `transpose` (GPT-2's Conv1D).
+struct Binding {
+  std::vector<std::string> names;
+  std::vector<int64_t> rows;
+  at::Tensor param;
+  bool transpose = false;
+};
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream out;
+  out << s;
+  return out.str();
+}
+
+std::vector<Binding> bindings(CausalLM& model, const std::string& gpt2_prefix) {
+  const ModelConfig& c = model->config;
+  std::vector<Binding> out;
+  auto one = [&](const std::string& name, const at::Tensor& p, bool transpose = false) {
+    out.push_back({{name}, {p.size(0)}, p, transpose});
+  };
+  const int64_t q_rows = c.num_heads * c.head_dim, kv_rows = c.num_kv_heads * c.head_dim;
+  if (c.family == ModelFamily::GPT2) {
+    const std::string t = gpt2_prefix;
+    one(t + "wte.weight", model->embed->weight);
+    one(t + "wpe.weight", model->positions->weight);
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      auto* b = model->layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i)).get();
+      const std::string h = t + "h." + std::to_string(i) + ".";
+      one(h + "ln_1.weight", b->ln_attn->weight);
+      one(h + "ln_1.bias", b->ln_attn->bias);
+      one(h + "attn.c_attn.weight", b->attn->qkv->weight, true);
+      one(h + "attn.c_attn.bias", b->attn->qkv->bias);
+      one(h + "attn.c_proj.weight", b->attn->out->weight, true);
+      one(h + "attn.c_proj.bias", b->attn->out->bias);
+      one(h + "ln_2.weight", b->ln_mlp->weight);
+      one(h + "ln_2.bias", b->ln_mlp->bias);
+      one(h + "mlp.c_fc.weight", b->mlp->fc_in->weight, true);
+      one(h + "mlp.c_fc.bias", b->mlp->fc_in->bias);
+      one(h + "mlp.c_proj.weight", b->mlp->fc_out->weight, true);
+      one(h + "mlp.c_proj.bias", b->mlp->fc_out->bias);
+    }
+    one(t + "ln_f.weight", model->ln_final->weight);
+    one(t + "ln_f.bias", model->ln_final->bias);
+    if (!c.tie_word_embeddings) one("lm_head.weight", model->lm_head->weight);
+    return out;
+  }
+  one("model.embed_tokens.weight", model->embed->weight);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    auto* b = model->layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i)).get();
+    const std::string l = "model.layers." + std::to_string(i) + ".";
+    one(l + "input_layernorm.weight", b->rms_attn->weight);
+    one(l + "post_attention_layernorm.weight", b->rms_mlp->weight);
+    const std::string a = l + "self_attn.";
+    out.push_back({{a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+                   {q_rows, kv_rows, kv_rows}, b->attn->qkv->weight, false});
+    if (c.qkv_bias) {
+      out.push_back({{a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"},
+                     {q_rows, kv_rows, kv_rows}, b->attn->qkv->bias, false});
+    }
+    one(a + "o_proj.weight", b->attn->out->weight);
+    if (c.attn_out_bias) one(a + "o_proj.bias", b->attn->out->bias);
+    const std::string m = l + "mlp.";
+    const int64_t inter = c.intermediate_size;
+    out.push_back({{m + "gate_proj.weight", m + "up_proj.weight"}, {inter, inter},
+                   b->mlp->fc_in->weight, false});
+    if (c.mlp_bias) {
+      out.push_back({{m + "gate_proj.bias", m + "up_proj.bias"}, {inter, inter},
+                     b->mlp->fc_in->bias, false});
+    }
+    one(m + "down_proj.weight", b->mlp->fc_out->weight);
+    if (c.mlp_bias) one(m + "down_proj.bias", b->mlp->fc_out->bias);
+    if (b->mlp->siaf) {
+      one(m + "siaf.a", b->mlp->siaf->a);
+      one(m + "siaf.b", b->mlp->siaf->b);
+      if (b->mlp->siaf->neighbour.defined()) one(m + "siaf.neighbour", b->mlp->siaf->neighbour);
+    }
+    if (b->shortcut) {
+      const std::string s = l + "augmented_shortcut.";
+      one(s + "fc1_weight", b->shortcut->fc1_weight);
+      if (b->shortcut->fc1_bias.defined()) one(s + "fc1_bias", b->shortcut->fc1_bias);
+      one(s + "fc2_weight", b->shortcut->fc2_weight);
+      if (b->shortcut->fc2_bias.defined()) one(s + "fc2_bias", b->shortcut->fc2_bias);
+    }
+  }
+  one("model.norm.weight", model->rms_final->weight);
+  if (!c.tie_word_embeddings) one("lm_head.weight", model->lm_head->weight);
+  return out;
+}
+
+// Names a checkpoint may hold that carry no weights Concord needs.
+bool ignorable(const ModelConfig& c, const std::string& name) {
+  auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (c.tie_word_embeddings && name == "lm_head.weight") return true;  // a tied copy
+  if (c.family == ModelFamily::GPT2) return ends_with(".attn.bias") || ends_with(".attn.masked_bias");
+  return ends_with("rotary_emb.inv_freq");
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> to_hf_state_dict(CausalLM model) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> out;
+  for (const Binding& b : bindings(model, "transformer.")) {
+    int64_t offset = 0;
+    for (size_t i = 0; i < b.names.size(); ++i) {
+      at::Tensor part = b.param.detach().narrow(0, offset, b.rows[i]);
+      offset += b.rows[i];
+      if (b.transpose) part = part.t();
+      out[b.names[i]] = part.contiguous();
+    }
+  }
+  return out;
+}
+
+void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>& tensors,
+                        const std::string& source) {
+  const ModelConfig& c = model->config;
+  std::string prefix;
+  if (c.family == ModelFamily::GPT2) {
+    prefix = tensors.count("transformer.wte.weight") ? "transformer." : "";
+  }
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  for (const Binding& b : bindings(model, prefix)) {
+    std::vector<at::Tensor> parts;
+    for (size_t i = 0; i < b.names.size(); ++i) {
+      auto it = tensors.find(b.names[i]);
+      if (it == tensors.end()) {
+        fail_format(source, "tensor '", b.names[i], "' is missing (", model_family_name(c.family),
+                    " with ", c.num_layers, " layers needs it)");
+      }
+      at::Tensor t = it->second;
+      used.insert(b.names[i]);
+      // Expected shape of this part in the checkpoint's layout.
+      std::vector<int64_t> want(b.param.sizes().begin(), b.param.sizes().end());
+      want[0] = b.rows[i];
+      if (b.transpose) std::swap(want[0], want[1]);
+      if (t.sizes() != at::IntArrayRef(want)) {
+        fail_format(source, "tensor '", b.names[i], "' has shape ", shape_str(t.sizes()),
+                    ", expected ", shape_str(want));
+      }
+      if (!at::isFloatingType(t.scalar_type())) {
+        fail_format(source, "tensor '", b.names[i], "' has dtype ", t.scalar_type(),
+                    ", expected a floating-point type");
+      }
+      parts.push_back(b.transpose ? t.t() : t);
+    }
+    const at::Tensor full = parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+    b.param.copy_(full);
+  }
+  for (const auto& [name, tensor] : tensors) {
+    if (used.count(name) || ignorable(c, name)) continue;
+    fail_format(source, "unexpected tensor '", name, "' (not part of a ",
+                model_family_name(c.family), " model with this config)");
+  }
+}
+
+CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options) {
+  const auto config_path = folder / "config.json";
+  const ModelConfig config = model_config_from_hf(load_json_file(config_path), config_path.string());
+  std::filesystem::path weights = folder / io::kSafetensorsIndexName;
+  if (!std::filesystem::exists(weights)) weights = folder / "model.safetensors";
+  if (!std::filesystem::exists(weights)) {
+    fail_format(folder.string(), "no model.safetensors or ", io::kSafetensorsIndexName);
+  }
+  const auto tensors = io::load_safetensors_checkpoint(weights);
+  CausalLM model(config);
+  model->to(options.device, options.dtype);
+  load_hf_state_dict(model, tensors, weights.string());
+  model->eval();
+  return model;
+}
+
+void save_pretrained(CausalLM model, const std::filesystem::path& folder,
+                     uint64_t max_shard_bytes) {
+  std::filesystem::create_directories(folder);
+  auto tensors = to_hf_state_dict(model);
+  for (auto& [name, t] : tensors) t = t.cpu();
+  io::save_safetensors_sharded(folder, tensors, max_shard_bytes);
+  Json config = model_config_to_hf(model->config);
+  const auto dtype = model->embed->weight.scalar_type();
+  config["dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  write_file_atomic(folder / "config.json", config.dump(2) + "\n");
+}
+
+}  // namespace concord::lm

@@ -1,0 +1,496 @@
+// Tests of the lm layer: exact parameter counts, config validation, parity with transformers on
+// the tiny random-weight models in tests/fixtures/lm (made by scripts/fixtures/make_lm_fixtures.py),
+// KV-cache decoding, save/load round trips, generation (greedy parity, batching, sampling, stop
+// strings), log-prob scoring, and PanGu-π's identity-preserving initialisation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include <torch/torch.h>
+
+#include "concord/core/error.h"
+#include "concord/io/safetensors.h"
+#include "concord/io/safetensors_sharded.h"
+#include "concord/lm/causal_lm.h"
+#include "concord/lm/generate.h"
+#include "concord/lm/hf_checkpoint.h"
+#include "concord/lm/model_config.h"
+#include "concord/lm/score.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using namespace concord::lm;
+using concord::testing::fixture;
+using concord::testing::TempDir;
+
+namespace {
+
+const std::vector<std::string> kFamilies = {"gpt2", "llama", "mistral", "qwen2"};
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+std::map<std::string, at::Tensor> reference(const std::string& family) {
+  return concord::io::load_safetensors(fixture("lm/" + family + "/reference.safetensors"));
+}
+
+std::vector<int64_t> row(const at::Tensor& t, int64_t r, int64_t begin = 0, int64_t end = -1) {
+  const at::Tensor x = t[r].to(at::kLong).contiguous();
+  if (end < 0) end = x.size(0);
+  return std::vector<int64_t>(x.data_ptr<int64_t>() + begin, x.data_ptr<int64_t>() + end);
+}
+
+ModelConfig config_from(const std::string& json) {
+  return model_config_from_json(concord::parse_json(json, "<test>"), "<test>");
+}
+
+ModelConfig tiny_pangu() {
+  return config_from(R"({"family": "pangu_pi", "vocab_size": 97, "hidden_size": 32,
+    "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 48,
+    "max_position_embeddings": 64, "eos_token_id": 2, "pad_token_id": 0,
+    "siaf": {"terms": 3, "neighbour_kernel": 3},
+    "augmented_shortcut": {"paths": 2, "reduction": 8}})");
+}
+
+// Moves SIAF and the shortcuts off their identity initialisation, so they matter.
+void perturb_pangu(CausalLM& model) {
+  torch::NoGradGuard g;
+  for (auto& item : model->named_parameters()) {
+    const std::string& name = item.key();
+    if (name.find("siaf") != std::string::npos || name.find("shortcut") != std::string::npos) {
+      item.value().add_(torch::randn(item.value().sizes()) * 0.3);
+    }
+  }
+}
+
+// Ids 0..25 print as letters: a tokenizer for stop-string tests that never merges tokens.
+class LetterTokenizer : public concord::text::Tokenizer {
+ public:
+  std::vector<concord::text::TokenId> encode(std::string_view text, bool) const override {
+    std::vector<concord::text::TokenId> out;
+    for (char c : text) out.push_back(c - 'a');
+    return out;
+  }
+  std::string decode(const std::vector<concord::text::TokenId>& ids, bool) const override {
+    std::string s;
+    for (auto id : ids) s += static_cast<char>('a' + id % 26);
+    return s;
+  }
+  int64_t vocab_size() const override { return 26; }
+  std::optional<concord::text::TokenId> token_to_id(std::string_view) const override { return {}; }
+  std::string id_to_token(concord::text::TokenId id) const override { return decode({id}, false); }
+};
+
+}  // namespace
+
+// ---- parameter counts and configs ----------------------------------------------------------
+
+TEST(ModelConfig, ParameterCountsAreExact) {
+  const fs::path models = fs::path(CONCORD_SOURCE_DIR) / "configs" / "models";
+  EXPECT_EQ(count_parameters(load_model_config(models / "gpt2.json")), 124439808);
+  // PanGu-π-1B: untied 100883-token embedding and head, 12 blocks of d = 2048 with full
+  // attention (4 d^2), SwiGLU of width 5632 (3 d I), SIAF a and b for n = 2 (4 I), one
+  // augmented shortcut with d/r = 64 (2 * 64 d + 64 + d), two RMSNorms (2 d); a final RMSNorm.
+  {
+    const int64_t V = 100883, d = 2048, L = 12, I = 5632, h = 64;
+    const int64_t want = 2 * V * d + L * (4 * d * d + 3 * d * I + 4 * I + 2 * h * d + h + d + 2 * d) + d;
+    EXPECT_EQ(count_parameters(load_model_config(models / "pangu-pi-1b.json")), want);
+    EXPECT_EQ(want, 1033272064);
+  }
+  {
+    const int64_t V = 100883, d = 4096, L = 29, I = 11008, h = 128;
+    const int64_t want = 2 * V * d + L * (4 * d * d + 3 * d * I + 4 * I + 2 * h * d + h + d + 2 * d) + d;
+    EXPECT_EQ(count_parameters(load_model_config(models / "pangu-pi-7b.json")), want);
+    EXPECT_EQ(want, 6727363200);
+  }
+  // The count from the config equals the built model's, for every shipped config small enough.
+  for (const char* name : {"gpt2.json", "tiny-gpt2.json", "tiny-llama.json", "tiny-pangu-pi.json"}) {
+    const auto config = load_model_config(models / name);
+    CausalLM model(config);
+    EXPECT_EQ(model->num_parameters(), count_parameters(config)) << name;
+    int64_t sum = 0;
+    for (const auto& [part, n] : count_parameters_by_module(config)) sum += n;
+    EXPECT_EQ(sum, count_parameters(config)) << name;
+  }
+  // And for every fixture, the count transformers reported when it made the model.
+  const auto summary = concord::load_json_file(fixture("lm/summary.json"));
+  for (const auto& family : kFamilies) {
+    const auto config = load_any_model_config(fixture("lm/" + family));
+    EXPECT_EQ(count_parameters(config), summary["models"][family]["parameters"].get<int64_t>())
+        << family;
+  }
+}
+
+TEST(ModelConfig, UnknownKeysAndBadValuesNameTheFileAndKey) {
+  TempDir tmp;
+  auto bad = concord::testing::write_file(
+      tmp / "m.json", R"({"family": "llama", "vocab_size": 10, "hiden_size": 8, "num_layers": 1,
+                           "num_heads": 2})");
+  try {
+    load_model_config(bad);
+    FAIL() << "expected FormatError";
+  } catch (const concord::FormatError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("m.json"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("hiden_size"), std::string::npos) << msg;
+  }
+  auto family = concord::testing::write_file(
+      tmp / "f.json", R"({"family": "gpt5", "vocab_size": 10, "hidden_size": 8, "num_layers": 1,
+                           "num_heads": 2})");
+  EXPECT_THROW(load_model_config(family), concord::FormatError);
+  auto heads = concord::testing::write_file(
+      tmp / "h.json", R"({"family": "llama", "vocab_size": 10, "hidden_size": 8, "num_layers": 1,
+                           "num_heads": 4, "num_kv_heads": 3})");
+  EXPECT_THROW(load_model_config(heads), concord::FormatError);
+}
+
+TEST(ModelConfig, HuggingFaceConfigsReadAndRoundTrip) {
+  const auto llama = load_any_model_config(fixture("lm/llama"));
+  EXPECT_EQ(llama.family, ModelFamily::Llama);
+  EXPECT_EQ(llama.num_kv_heads, 2);
+  EXPECT_EQ(llama.head_dim, 16);  // given explicitly, != 32 / 4
+  EXPECT_DOUBLE_EQ(llama.rope_theta, 500000.0);  // from rope_parameters
+  EXPECT_DOUBLE_EQ(llama.norm_eps, 1e-5);
+  EXPECT_FALSE(llama.tie_word_embeddings);
+  const auto mistral = load_any_model_config(fixture("lm/mistral"));
+  EXPECT_EQ(mistral.sliding_window, 5);
+  const auto qwen = load_any_model_config(fixture("lm/qwen2"));
+  EXPECT_TRUE(qwen.qkv_bias);
+  EXPECT_FALSE(qwen.attn_out_bias);
+  EXPECT_TRUE(qwen.tie_word_embeddings);
+  const auto gpt2 = load_any_model_config(fixture("lm/gpt2"));
+  EXPECT_TRUE(gpt2.layer_norm && gpt2.learned_positions && gpt2.tie_word_embeddings);
+  EXPECT_EQ(gpt2.intermediate_size, 128);
+  for (const auto& c : {llama, mistral, qwen, gpt2, tiny_pangu()}) {
+    const auto back = model_config_from_hf(model_config_to_hf(c), "<round trip>");
+    EXPECT_EQ(model_config_to_json(back), model_config_to_json(c));
+  }
+  auto j = model_config_to_hf(llama);
+  j["rope_parameters"]["rope_type"] = "yarn";
+  EXPECT_THROW(model_config_from_hf(j, "cfg.json"), concord::FormatError);
+}
+
+// ---- parity with transformers --------------------------------------------------------------
+
+TEST(CausalLM, LogitsMatchTransformers) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    auto ref = reference(family);
+    torch::NoGradGuard g;
+    const auto logits = model->forward(ref["input_ids"], ref["attention_mask"]);
+    const double full = max_diff(logits, ref["logits"]);
+    EXPECT_LT(full, 1e-4) << family;
+    // Left padding: compare real positions only (pad rows are garbage in both).
+    const auto padded = model->forward(ref["padded_ids"], ref["padded_mask"]);
+    const auto keep = ref["padded_mask"].to(at::kDouble).unsqueeze(-1);
+    const double pad = ((padded.to(at::kDouble) - ref["padded_logits"].to(at::kDouble)) * keep)
+                           .abs().max().item<double>();
+    EXPECT_LT(pad, 1e-4) << family;
+    std::cout << "[parity] " << family << " max|diff| logits " << full << ", left-padded " << pad
+              << ", |logits| max " << ref["logits"].abs().max().item<float>() << "\n";
+  }
+}
+
+TEST(CausalLM, KVCacheDecodingEqualsFullForward) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    auto ref = reference(family);
+    torch::NoGradGuard g;
+    for (const char* which : {"input_ids", "padded_ids"}) {
+      const auto ids = ref[which];
+      const auto mask = ref[std::string(which) == "input_ids" ? "attention_mask" : "padded_mask"];
+      const auto full = model->forward(ids, mask);
+      auto cache = model->make_cache();
+      std::vector<at::Tensor> parts{model->forward(ids.narrow(1, 0, 3), mask.narrow(1, 0, 3), &cache)};
+      for (int64_t t = 3; t < ids.size(1); ++t) {
+        parts.push_back(model->forward(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), &cache));
+      }
+      const auto keep = mask.to(at::kDouble).unsqueeze(-1);
+      const double d = ((torch::cat(parts, 1).to(at::kDouble) - full.to(at::kDouble)) * keep)
+                           .abs().max().item<double>();
+      EXPECT_LT(d, 1e-5) << family << " " << which;
+    }
+  }
+}
+
+TEST(CausalLM, SaveLoadRoundTripIsExact) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    TempDir tmp;
+    save_pretrained(model, tmp.path());
+    ASSERT_TRUE(fs::exists(tmp / "model.safetensors")) << family;
+    // The written tensors are transformers' tensors, bit for bit.
+    const auto original = concord::io::load_safetensors_checkpoint(fixture("lm/" + family));
+    const auto written = concord::io::load_safetensors(tmp / "model.safetensors");
+    ASSERT_EQ(written.size(), original.size()) << family;
+    for (const auto& [name, t] : original) {
+      ASSERT_TRUE(written.count(name)) << family << " " << name;
+      EXPECT_TRUE(torch::equal(written.at(name), t)) << family << " " << name;
+    }
+    auto again = load_pretrained(tmp.path());
+    auto ref = reference(family);
+    torch::NoGradGuard g;
+    EXPECT_TRUE(torch::equal(again->forward(ref["input_ids"]), model->forward(ref["input_ids"])));
+    // Sharded: several files behind an index, same model.
+    TempDir sharded;
+    save_pretrained(model, sharded.path(), 40000);
+    ASSERT_TRUE(fs::exists(sharded / concord::io::kSafetensorsIndexName)) << family;
+    auto from_shards = load_pretrained(sharded.path());
+    EXPECT_TRUE(torch::equal(from_shards->forward(ref["input_ids"]), model->forward(ref["input_ids"])));
+  }
+}
+
+TEST(CausalLM, BadCheckpointsNameTheTensor) {
+  auto model = load_pretrained(fixture("lm/llama"));
+  const auto good = to_hf_state_dict(model);
+  auto expect_error = [&](std::map<std::string, at::Tensor> tensors, const std::string& needle) {
+    TempDir tmp;
+    fs::copy_file(fixture("lm/llama/config.json"), tmp / "config.json");
+    concord::io::save_safetensors(tmp / "model.safetensors", tensors);
+    try {
+      load_pretrained(tmp.path());
+      ADD_FAILURE() << "expected FormatError mentioning " << needle;
+    } catch (const concord::FormatError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+      EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
+    }
+  };
+  auto missing = good;
+  missing.erase("model.layers.1.mlp.up_proj.weight");
+  expect_error(missing, "model.layers.1.mlp.up_proj.weight");
+  auto shape = good;
+  shape["model.layers.0.self_attn.k_proj.weight"] = torch::zeros({16, 16});
+  expect_error(shape, "model.layers.0.self_attn.k_proj.weight");
+  auto extra = good;
+  extra["model.layers.2.mlp.up_proj.weight"] = torch::zeros({4});
+  expect_error(extra, "model.layers.2.mlp.up_proj.weight");
+}
+
+// ---- generation ----------------------------------------------------------------------------
+
+TEST(Generate, GreedyMatchesTransformersGenerate) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    auto ref = reference(family);
+    GenerationOptions o;
+    o.max_new_tokens = 12;
+    o.stop_token_ids = {2};
+    const auto prompt = row(ref["prompt_ids"], 0);
+    const auto out = generate(model, {prompt}, o);
+    std::vector<int64_t> got = prompt;
+    got.insert(got.end(), out[0].tokens.begin(), out[0].tokens.end());
+    EXPECT_EQ(got, row(ref["greedy_ids"], 0)) << family;
+    const bool stopped = got.back() == 2;
+    EXPECT_EQ(out[0].finish_reason, stopped ? "stop_token" : "length") << family;
+  }
+}
+
+TEST(Generate, BatchedLeftPaddedEqualsOneByOne) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    auto ref = reference(family);
+    const std::vector<std::vector<int64_t>> prompts = {
+        row(ref["input_ids"], 0, 0, 3), row(ref["input_ids"], 1, 0, 8), row(ref["padded_ids"], 0, 2, 7)};
+    GenerationOptions o;
+    o.max_new_tokens = 10;
+    const auto batched = generate(model, prompts, o);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto alone = generate(model, {prompts[i]}, o);
+      EXPECT_EQ(batched[i].tokens, alone[0].tokens) << family << " prompt " << i;
+      EXPECT_EQ(batched[i].finish_reason, alone[0].finish_reason);
+    }
+  }
+}
+
+TEST(Generate, LogitsProcessorsFollowTransformers) {
+  const auto logits = torch::tensor({{0.0f, 1.0f, 2.0f, 3.0f}});
+  at::Generator gen = at::detail::createCPUGenerator(3);
+  GenerationOptions o;
+  EXPECT_EQ(select_next_tokens(logits, o, gen).item<int64_t>(), 3);
+  o.do_sample = true;
+  // softmax = [.032, .087, .237, .644]; ascending cumulative [.032, .119, .356, 1]:
+  // top_p = 0.5 drops everything <= 0.5 but the top token; top_p = 0.7 keeps {2, 3}.
+  o.top_p = 0.5;
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(select_next_tokens(logits, o, gen).item<int64_t>(), 3);
+  o.top_p = 0.7;
+  std::set<int64_t> seen;
+  for (int i = 0; i < 200; ++i) seen.insert(select_next_tokens(logits, o, gen).item<int64_t>());
+  EXPECT_EQ(seen, (std::set<int64_t>{2, 3}));
+  o.top_p = 1.0;
+  o.top_k = 2;
+  seen.clear();
+  for (int i = 0; i < 200; ++i) seen.insert(select_next_tokens(logits, o, gen).item<int64_t>());
+  EXPECT_EQ(seen, (std::set<int64_t>{2, 3}));
+  // A tiny temperature is greedy.
+  o.top_k = 0;
+  o.temperature = 1e-3;
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(select_next_tokens(logits, o, gen).item<int64_t>(), 3);
+}
+
+TEST(Generate, SamplingIsSeededAndTopKOneIsGreedy) {
+  auto model = load_pretrained(fixture("lm/llama"));
+  auto ref = reference("llama");
+  const auto prompt = row(ref["prompt_ids"], 0);
+  GenerationOptions greedy;
+  greedy.max_new_tokens = 8;
+  greedy.stop_token_ids = {-1};
+  GenerationOptions sample = greedy;
+  sample.do_sample = true;
+  sample.top_k = 1;
+  EXPECT_EQ(generate(model, {prompt}, sample)[0].tokens, generate(model, {prompt}, greedy)[0].tokens);
+  sample.top_k = 0;
+  sample.temperature = 1.5;
+  sample.seed = 11;
+  const auto a = generate(model, {prompt, prompt}, sample);
+  const auto b = generate(model, {prompt, prompt}, sample);
+  EXPECT_EQ(a[0].tokens, b[0].tokens);
+  EXPECT_EQ(a[1].tokens, b[1].tokens);
+  EXPECT_EQ(a[0].tokens.size(), 8u);
+}
+
+TEST(Generate, StopStringsCutTheText) {
+  auto model = load_pretrained(fixture("lm/qwen2"));
+  auto ref = reference("qwen2");
+  LetterTokenizer letters;
+  GenerationOptions o;
+  o.max_new_tokens = 12;
+  o.stop_token_ids = {-1};
+  const auto prompt = row(ref["prompt_ids"], 0);
+  const auto free = generate(model, {prompt}, o, &letters)[0];
+  ASSERT_EQ(free.text.size(), 12u);
+  const std::string stop = free.text.substr(5, 3);
+  const size_t at = free.text.find(stop);
+  o.stop_strings = {stop, "this never appears"};
+  const auto cut = generate(model, {prompt}, o, &letters)[0];
+  EXPECT_EQ(cut.finish_reason, "stop_string");
+  EXPECT_EQ(cut.text, free.text.substr(0, at));
+  EXPECT_EQ(cut.tokens.size(), at + 3);
+  o.stop_strings.clear();
+  EXPECT_THROW(generate(model, {std::vector<int64_t>{}}, o), concord::Error);
+}
+
+// ---- scoring -------------------------------------------------------------------------------
+
+TEST(Score, ContinuationLogProbsMatchReferenceLogits) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    auto ref = reference(family);
+    const auto logp = torch::log_softmax(ref["logits"].to(at::kDouble), -1);
+    const std::vector<int64_t> split = {3, 5};
+    std::vector<std::vector<int64_t>> prompts, conts;
+    for (int64_t b = 0; b < 2; ++b) {
+      prompts.push_back(row(ref["input_ids"], b, 0, split[b]));
+      conts.push_back(row(ref["input_ids"], b, split[b], 8));
+    }
+    ScoreOptions batched;
+    batched.batch_size = 2;
+    const auto scores = score_continuations(model, prompts, conts, batched);
+    ScoreOptions single;
+    single.batch_size = 1;
+    const auto alone = score_continuations(model, prompts, conts, single);
+    for (int64_t b = 0; b < 2; ++b) {
+      const auto& s = scores[b];
+      ASSERT_EQ(s.token_logprobs.size(), conts[b].size());
+      double sum = 0;
+      for (size_t t = 0; t < conts[b].size(); ++t) {
+        const int64_t pos = split[b] + static_cast<int64_t>(t);
+        const double want = logp[b][pos - 1][conts[b][t]].item<double>();
+        EXPECT_NEAR(s.token_logprobs[t], want, 1e-4) << family << " row " << b << " t " << t;
+        EXPECT_NEAR(alone[b].token_logprobs[t], s.token_logprobs[t], 1e-5);
+        sum += want;
+      }
+      EXPECT_NEAR(s.sum, sum, 1e-3);
+      EXPECT_NEAR(s.mean, s.sum / static_cast<double>(conts[b].size()), 1e-12);
+    }
+    // A continuation of argmax tokens is greedy; the tensor API agrees with the scorer.
+    std::vector<int64_t> argmax_cont;
+    auto prompt = row(ref["input_ids"], 0, 0, 4);
+    auto seq = prompt;
+    {
+      torch::NoGradGuard g;
+      for (int i = 0; i < 3; ++i) {
+        const auto next = model->forward(torch::tensor(seq).unsqueeze(0)).select(1, -1).argmax(-1);
+        seq.push_back(next.item<int64_t>());
+        argmax_cont.push_back(seq.back());
+      }
+    }
+    const auto greedy = score_continuations(model, {prompt}, {argmax_cont})[0];
+    EXPECT_TRUE(greedy.greedy) << family;
+    EXPECT_FALSE(scores[0].greedy && scores[1].greedy) << family;  // random tokens are not
+    const auto ids = ref["input_ids"];
+    auto target = torch::zeros_like(ids);
+    target.narrow(1, 3, 5).fill_(1);
+    torch::NoGradGuard g;
+    const auto lp = token_logprobs(model, ids, ref["attention_mask"], target);
+    EXPECT_NEAR(lp[0].sum().item<double>(), scores[0].sum, 1e-4) << family;
+  }
+}
+
+// ---- PanGu-π ------------------------------------------------------------------------------
+
+TEST(PanGuPi, FreshModelIsTheLlamaModelWithTheSameWeights) {
+  torch::manual_seed(21);
+  const ModelConfig pc = tiny_pangu();
+  ModelConfig lc = pc;
+  lc.family = ModelFamily::Llama;
+  lc.siaf_terms = 0;
+  lc.siaf_neighbour_kernel = 0;
+  lc.shortcut_paths = 0;
+  CausalLM pangu(pc), llama(lc);
+  auto weights = to_hf_state_dict(pangu);
+  for (auto it = weights.begin(); it != weights.end();) {
+    const bool extra = it->first.find("siaf") != std::string::npos ||
+                       it->first.find("augmented_shortcut") != std::string::npos;
+    it = extra ? weights.erase(it) : std::next(it);
+  }
+  load_hf_state_dict(llama, weights, "<pangu weights>");
+  const auto ids = torch::randint(3, 97, {2, 9});
+  torch::NoGradGuard g;
+  EXPECT_LT(max_diff(pangu->forward(ids), llama->forward(ids)), 1e-6);
+  perturb_pangu(pangu);
+  EXPECT_GT(max_diff(pangu->forward(ids), llama->forward(ids)), 1e-3);
+}
+
+TEST(PanGuPi, CacheBatchingAndRoundTrip) {
+  torch::manual_seed(22);
+  CausalLM model(tiny_pangu());
+  perturb_pangu(model);
+  model->eval();
+  const auto ids = torch::randint(3, 97, {2, 9});
+  torch::NoGradGuard g;
+  const auto full = model->forward(ids);
+  // KV cache (and the SIAF neighbour state) token by token.
+  auto cache = model->make_cache();
+  std::vector<at::Tensor> parts{model->forward(ids.narrow(1, 0, 4), {}, &cache)};
+  for (int64_t t = 4; t < 9; ++t) parts.push_back(model->forward(ids.narrow(1, t, 1), {}, &cache));
+  EXPECT_LT(max_diff(torch::cat(parts, 1), full), 1e-5);
+  // A left-padded row equals the same row alone.
+  auto padded = torch::zeros({1, 12}, torch::kLong);
+  padded.narrow(1, 3, 9).copy_(ids[1]);
+  auto mask = torch::zeros({1, 12}, torch::kLong);
+  mask.narrow(1, 3, 9).fill_(1);
+  EXPECT_LT(max_diff(model->forward(padded, mask).narrow(1, 3, 9), full.narrow(0, 1, 1)), 1e-5);
+  // Generation: batched == alone.
+  GenerationOptions o;
+  o.max_new_tokens = 6;
+  const std::vector<std::vector<int64_t>> prompts = {row(ids, 0, 0, 2), row(ids, 1)};
+  const auto batched = generate(model, prompts, o);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(batched[i].tokens, generate(model, {prompts[i]}, o)[0].tokens);
+  }
+  // Save and load.
+  TempDir tmp;
+  save_pretrained(model, tmp.path());
+  const auto config = concord::load_json_file(tmp / "config.json");
+  EXPECT_EQ(config["model_type"], "pangu_pi");
+  const auto tensors = concord::io::load_safetensors(tmp / "model.safetensors");
+  EXPECT_TRUE(tensors.count("model.layers.1.mlp.siaf.neighbour"));
+  EXPECT_TRUE(tensors.count("model.layers.0.augmented_shortcut.fc2_weight"));
+  auto again = load_pretrained(tmp.path());
+  EXPECT_TRUE(torch::equal(again->forward(ids), full));
+}
