@@ -181,7 +181,13 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
     x = x + positions->forward(pos);
   }
   nn::AttentionContext ctx;
-  ctx.mask = nn::causal_attention_mask(mask, batch, past, steps, config.sliding_window, device);
+  // Without padding and with no sliding window in reach the mask is plain causal, which the
+  // fused attention op applies itself (memory O(T) instead of a [T, S] score matrix).
+  ctx.plain_causal = !mask.defined() &&
+                     (config.sliding_window <= 0 || past + steps <= config.sliding_window);
+  if (!ctx.plain_causal) {
+    ctx.mask = nn::causal_attention_mask(mask, batch, past, steps, config.sliding_window, device);
+  }
   if (!config.learned_positions) {
     std::tie(ctx.cos, ctx.sin) =
         nn::rope_tables(pos, config.head_dim, config.rope_theta, x.scalar_type());

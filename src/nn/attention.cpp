@@ -1,4 +1,5 @@
 #include "concord/nn/attention.h"
+#include "concord/ops/attention.h"
 
 #include <cmath>
 #include <limits>
@@ -122,7 +123,11 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
     k = apply_rope(k, ctx.cos, ctx.sin);
   }
   if (cache != nullptr) std::tie(k, v) = cache->append(layer, k, v);
-  const at::Tensor o = attention_core(q, k, v, ctx.mask, 1.0 / std::sqrt(static_cast<double>(hd)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const at::Tensor o =
+      ctx.plain_causal
+          ? ops::attention(q, k, v, ops::AttentionOptions().causal(true).scale(scale))
+          : attention_core(q, k, v, ctx.mask, scale);
   return out->forward(o.transpose(1, 2).reshape({batch, steps, h * hd}));
 }
 

@@ -47,7 +47,10 @@ at::Tensor attention_core(const at::Tensor& q, const at::Tensor& k, const at::Te
 /// What every layer of one forward pass shares (computed once per pass by the model).
 struct AttentionContext {
   at::Tensor cos, sin;  ///< [B, T, D] rotary tables; undefined when the model has no RoPE
-  at::Tensor mask;      ///< [B, 1, T, S] bool (causal_attention_mask)
+  at::Tensor mask;      ///< [B, 1, T, S] bool (causal_attention_mask); undefined if plain_causal
+  /// True when the mask would be plain causal (no padding, no sliding window in reach): the
+  /// layers then call the fused flash-style ops::attention instead of materialising [T, S] scores.
+  bool plain_causal = false;
 };
 
 struct CausalSelfAttentionOptions {

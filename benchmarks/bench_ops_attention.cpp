@@ -1,0 +1,184 @@
+// Fused flash-style attention (concord::ops::attention) vs the naive matmul-softmax-matmul
+// composite (concord::ops::attention_reference, what a PyTorch user writes), measured in the
+// same run on the same tensors: time (median) and memory.
+//
+//   bench_ops_attention [--seqs 512,1024,2048,4096] [--batch 1] [--heads 8] [--kv-heads 8]
+//                       [--dim 64] [--causal 1] [--threads 2] [--iters 3] [--rss 1]
+//
+// One JSON line per (T, pass) with both times and their ratio naive / fused (goal >= 1), and
+// memory two ways (for "fwd" and "fwd+bwd"; "decode" is one new token against a T-key cache):
+//   naive_scores_bytes  the analytic size of one [B, H, T, T] fp32 score tensor, which the naive
+//                       path materialises several times (scores, masked scores, probabilities,
+//                       and their gradients backward);
+//   *_peak_rss_delta    growth of the peak resident set (getrusage ru_maxrss) while running one
+//                       pass, each path measured in its own child process (this binary run with
+//                       --probe), so neither sees the other's high-water mark. --rss 0 skips it.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "concord/ops/attention.h"
+
+namespace {
+
+struct Config {
+  std::vector<int64_t> seqs{512, 1024, 2048, 4096};
+  int64_t batch = 1, heads = 8, kv_heads = 8, dim = 64;
+  bool causal = true;
+  int threads = 2, iters = 3;
+  bool rss = true;
+};
+
+template <class F>
+double median_ms(F&& f, int iters) {
+  f();  // warm-up: first touch of buffers, thread pool start
+  std::vector<double> times;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    auto t1 = std::chrono::steady_clock::now();
+    times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+long peak_rss_kb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;  // KiB on Linux
+}
+
+struct Tensors {
+  torch::Tensor q, k, v, dout;
+};
+
+Tensors make(const Config& c, int64_t T) {
+  torch::manual_seed(0);
+  return {torch::randn({c.batch, c.heads, T, c.dim}), torch::randn({c.batch, c.kv_heads, T, c.dim}),
+          torch::randn({c.batch, c.kv_heads, T, c.dim}), torch::randn({c.batch, c.heads, T, c.dim})};
+}
+
+void run_pass(const Tensors& t, const concord::ops::AttentionOptions& o, bool fused,
+              bool backward) {
+  auto op = fused ? concord::ops::attention : concord::ops::attention_reference;
+  if (!backward) {
+    torch::NoGradGuard g;
+    op(t.q, t.k, t.v, o);
+    return;
+  }
+  auto q = t.q.detach().requires_grad_(true), k = t.k.detach().requires_grad_(true),
+       v = t.v.detach().requires_grad_(true);
+  op(q, k, v, o).backward(t.dout);
+}
+
+// Child process: one pass of one path, prints the peak RSS growth in KiB.
+int probe(const Config& c, int64_t T, bool fused, bool backward) {
+  const Tensors t = make(c, T);
+  const auto o = concord::ops::AttentionOptions().causal(c.causal);
+  const long before = peak_rss_kb();
+  run_pass(t, o, fused, backward);
+  std::printf("%ld\n", peak_rss_kb() - before);
+  return 0;
+}
+
+long probe_in_child(const char* self, const Config& c, int64_t T, bool fused, bool backward) {
+  std::ostringstream cmd;
+  cmd << self << " --probe " << (fused ? "fused" : "naive") << " --probe-bwd "
+      << (backward ? 1 : 0) << " --seqs " << T << " --batch " << c.batch << " --heads "
+      << c.heads << " --kv-heads " << c.kv_heads << " --dim " << c.dim << " --causal "
+      << (c.causal ? 1 : 0) << " --threads " << c.threads;
+  FILE* pipe = popen(cmd.str().c_str(), "r");
+  if (!pipe) return -1;
+  long kb = -1;
+  if (std::fscanf(pipe, "%ld", &kb) != 1) kb = -1;
+  pclose(pipe);
+  return kb;
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(std::atoll(item.c_str()));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c;
+  std::string probe_path;
+  bool probe_bwd = false;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--seqs") c.seqs = parse_list(v);
+    else if (k == "--batch") c.batch = std::atoll(v.c_str());
+    else if (k == "--heads") c.heads = std::atoll(v.c_str());
+    else if (k == "--kv-heads") c.kv_heads = std::atoll(v.c_str());
+    else if (k == "--dim") c.dim = std::atoll(v.c_str());
+    else if (k == "--causal") c.causal = v != "0";
+    else if (k == "--threads") c.threads = std::atoi(v.c_str());
+    else if (k == "--iters") c.iters = std::atoi(v.c_str());
+    else if (k == "--rss") c.rss = v != "0";
+    else if (k == "--probe") probe_path = v;
+    else if (k == "--probe-bwd") probe_bwd = v != "0";
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", k.c_str());
+      return 2;
+    }
+  }
+  at::set_num_threads(c.threads);
+  if (!probe_path.empty()) return probe(c, c.seqs.at(0), probe_path == "fused", probe_bwd);
+
+  const auto o = concord::ops::AttentionOptions().causal(c.causal);
+  for (int64_t T : c.seqs) {
+    const Tensors t = make(c, T);
+    const double scores_bytes = 4.0 * c.batch * c.heads * T * T;
+    for (bool backward : {false, true}) {
+      const double naive = median_ms([&] { run_pass(t, o, false, backward); }, c.iters);
+      const double fused = median_ms([&] { run_pass(t, o, true, backward); }, c.iters);
+      long rss_naive = -1, rss_fused = -1;
+      if (c.rss) {
+        rss_naive = probe_in_child(argv[0], c, T, false, backward);
+        rss_fused = probe_in_child(argv[0], c, T, true, backward);
+      }
+      std::printf(
+          "{\"bench\": \"attention\", \"pass\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, "
+          "\"T\": %lld, \"D\": %lld, \"causal\": %s, \"threads\": %d, \"naive_ms\": %.2f, "
+          "\"fused_ms\": %.2f, \"time_ratio\": %.2f, \"naive_scores_bytes\": %.0f, "
+          "\"naive_peak_rss_delta_kib\": %ld, \"fused_peak_rss_delta_kib\": %ld, "
+          "\"memory_ratio\": %.1f}\n",
+          backward ? "fwd+bwd" : "fwd", (long long)c.batch, (long long)c.heads,
+          (long long)c.kv_heads, (long long)T, (long long)c.dim, c.causal ? "true" : "false",
+          c.threads, naive, fused, naive / fused, scores_bytes, rss_naive, rss_fused,
+          rss_fused > 0 ? double(rss_naive) / double(rss_fused) : 0.0);
+      std::fflush(stdout);
+    }
+    // Decode: one new token against a T-position KV cache (the split-K schedule).
+    {
+      torch::NoGradGuard g;
+      const auto q1 = t.q.narrow(2, T - 1, 1).contiguous();
+      const int iters = std::max(c.iters, 20);
+      const double naive = median_ms([&] { concord::ops::attention_reference(q1, t.k, t.v, o); }, iters);
+      const double fused = median_ms([&] { concord::ops::attention_decode(q1, t.k, t.v, o); }, iters);
+      std::printf(
+          "{\"bench\": \"attention\", \"pass\": \"decode\", \"B\": %lld, \"H\": %lld, "
+          "\"Hkv\": %lld, \"T\": %lld, \"D\": %lld, \"threads\": %d, \"naive_ms\": %.3f, "
+          "\"fused_ms\": %.3f, \"time_ratio\": %.2f}\n",
+          (long long)c.batch, (long long)c.heads, (long long)c.kv_heads, (long long)T,
+          (long long)c.dim, c.threads, naive, fused, naive / fused);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
