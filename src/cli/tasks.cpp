@@ -6,6 +6,7 @@
 #include "concord/core/error.h"
 #include "concord/core/runtime.h"
 #include "task_tokenize.h"
+#include "task_tumlu.h"
 
 namespace concord::cli {
 
@@ -27,7 +28,7 @@ Registry<Task> build_registry() {
                              "needs the MaxMin-RLHF layer (rlhf)"));
   r.add("ppo", planned("PPO with the MaxMin objective", "needs the MaxMin-RLHF layer (rlhf)"));
   r.add("grape", planned("GRAPE response selection", "needs the GRAPE layer (grape)"));
-  r.add("tumlu", planned("TUMLU evaluation", "needs the evaluation layer (eval)"));
+  r.add("tumlu", tumlu_task());
   r.add("koala_kd", planned("KOALA self-attention distillation",
                             "needs the diffusion layer (diffusion)"));
   r.add("pipeline", planned("several tasks in order", "needs the tasks it would chain"));

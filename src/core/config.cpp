@@ -217,6 +217,10 @@ Json parse_json(const std::string& text, const std::string& source) {
     std::string what = e.what();
     if (auto p = what.find("parse error"); p != std::string::npos) what = what.substr(p);
     fail_format(source, "line ", line, " column ", column, ": invalid JSON: ", what);
+  } catch (const Json::exception& e) {
+    // Not a syntax error but still bad input, e.g. a number too large for a double (out_of_range,
+    // found by fuzz/fuzz_config.cpp).
+    fail_format(source, "invalid JSON: ", e.what());
   }
 }
 
@@ -239,7 +243,7 @@ void apply_override(Json& config, const std::string& assignment, const ConfigSch
   } else {
     try {
       value = Json::parse(text);
-    } catch (const Json::parse_error&) {
+    } catch (const Json::exception&) {
       if (key->type == ConfigType::Any) value = text;
       else fail("--set ", assignment, ": '", text, "' is not a valid ", config_type_name(key->type));
     }

@@ -162,3 +162,30 @@ TEST(Cli, ParamsCountsExactly) {
   EXPECT_EQ(lines(r.output), 1u) << r.output;
   EXPECT_NE(r.output.find("m.json"), std::string::npos) << r.output;
 }
+
+TEST(Cli, TumluTaskEvaluatesAModelIntoTheBenchmarkLayout) {
+  const auto data = concord::testing::tumlu_dir();
+  if (data.empty()) GTEST_SKIP() << "TUMLU-mini not found: set CONCORD_TUMLU_DIR";
+  concord::testing::TempDir tmp;
+  auto cfg = concord::testing::write_file(
+      tmp / "tumlu.json",
+      "{\"task\": \"tumlu\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
+          "/configs/models/tiny-llama.json\", \"tokenizer\": \"bytes\", \"data_dir\": \"" +
+          data.string() +
+          "\", \"languages\": [\"uyghur\"], \"protocol\": \"loglik\", \"max_items_per_subject\": 1}");
+  auto r = run_cli("run " + cfg.string() + " --out " + (tmp / "run").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string report = concord::read_file(tmp / "run/report.md");
+  EXPECT_NE(report.find("| tiny-llama (loglik) |"), std::string::npos) << report;
+  EXPECT_NE(report.find("uig"), std::string::npos) << report;
+  EXPECT_TRUE(fs::exists(tmp / "run/results.json"));
+  size_t subject_files = 0;
+  for (auto& e : fs::recursive_directory_iterator(tmp / "run/uyghur/outputs/loglik")) {
+    subject_files += e.path().extension() == ".json";
+  }
+  EXPECT_GE(subject_files, 4u);
+  // The stored outputs re-grade to the same table with the command-line scorer.
+  auto rescored = run_cli("tumlu-score " + (tmp / "run").string());
+  EXPECT_EQ(rescored.status, 0) << rescored.output;
+  EXPECT_NE(rescored.output.find("tiny-llama"), std::string::npos) << rescored.output;
+}

@@ -125,3 +125,13 @@ TEST(Config, LoadConfigAppliesOverridesThenValidates) {
   EXPECT_EQ(described["optimizer"]["keys"]["schedule"]["default"], "cosine");
   EXPECT_EQ(described["task"]["required"], true);
 }
+
+TEST(Config, NumberOverflowIsAFormatErrorNotACrash) {
+  // Regression input from fuzz/fuzz_config.cpp: nlohmann throws out_of_range, not parse_error.
+  std::string msg = error_of([] { concord::parse_json("33e33333333333xtr333a33.", "f.json"); });
+  EXPECT_NE(msg.find("f.json: invalid JSON"), std::string::npos) << msg;
+  auto schema = train_schema();
+  Json cfg = {{"task", "x"}};
+  msg = error_of([&] { concord::apply_override(cfg, "optimizer.learning_rate=1e999", schema); });
+  EXPECT_NE(msg.find("is not a valid number"), std::string::npos) << msg;
+}

@@ -1,0 +1,106 @@
+// CausalLmTumluModel: the TumluModel (tumlu_eval.h) over a Concord lm::CausalLM and a
+// text::Tokenizer, so the TUMLU driver evaluates real language models.
+//
+//   generate  greedy decoding with lm::generate_text: prompts batched with left padding
+//             (positions from the attention mask), each row cut before its first stop string.
+//   loglik    lm-evaluation-harness's loglikelihood request (lm_eval/api/model.py,
+//             TemplateLM._encode_pair): the context is encoded on its own (with the tokenizer's
+//             special tokens, so a BOS where the model expects one), context + continuation is
+//             encoded whole and the continuation's tokens are what follows the context's tokens:
+//
+//               log p(c | x) = sum_t log softmax(f(x, c_<t))[c_t]
+//
+//             As the harness's MMLU-style tasks do (doc_to_choice ["A","B","C","D"] after a
+//             prompt ending "Answer:", target_delimiter " "), the TUMLU driver asks for " A",
+//             " B", ... after the prompt without its trailing space; acc = argmax log p and
+//             acc_norm = argmax log p / continuation length are computed by the driver.
+//
+// Prefix cache. Every item of one subject shares the same five shots, so the shots run once and
+// their KV cache is reused for every item and every option. The interface hands the adapter only
+// whole prompts, so the shared text is found from consecutive calls: the longest common prefix of
+// this prompt and the previous one, cut just after its last blank line ("\n\n", where the shots
+// end). It is then tokenised on its own and used only when those tokens are exactly the first
+// tokens of the whole prompt's tokenisation (a BPE merge across the cut, or a tokenizer that
+// treats the cut differently, falls back to a full forward). So the cached score is the score of
+// the same token sequence a full forward sees, equal up to float rounding
+// (CausalLmTumluModel.PrefixCacheMatchesAFullForward). Per item: a deep copy of the cache runs the
+// item's own tokens once (batch 1); the last position's log-softmax scores every continuation's
+// first token; continuations of more tokens continue from that state as one right-padded batch.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "concord/eval/tumlu_eval.h"
+#include "concord/lm/causal_lm.h"
+#include "concord/nn/kv_cache.h"
+#include "concord/text/tokenizer.h"
+
+namespace concord::eval {
+
+struct CausalLmTumluOptions {
+  /// Folder name under outputs/<protocol>/ (may hold '/').
+  std::string name = "concord-lm";
+  /// Prompts per forward pass in generate (0: all prompts of a call at once).
+  int64_t generate_batch_size = 0;
+  /// Sequences per forward pass of the full-forward (uncached) loglik path.
+  int64_t score_batch_size = 8;
+  /// Reuse the KV cache of the text shared by consecutive loglik prompts.
+  bool prefix_cache = true;
+  /// Shared prefixes shorter than this (characters) are not worth a cache.
+  int64_t min_prefix_chars = 16;
+};
+
+/// Counters of the loglik path, for tests and run reports.
+struct PrefixCacheStats {
+  int64_t builds = 0;         ///< shared prefixes run into a fresh KV cache
+  int64_t hits = 0;           ///< loglik calls served from a cached prefix
+  int64_t full_forwards = 0;  ///< loglik calls scored without a cache
+  int64_t rejected = 0;       ///< shared prefixes whose tokens did not start the prompt's tokens
+  int64_t prefix_tokens = 0;  ///< tokens of the cached prefix now held
+};
+
+class CausalLmTumluModel : public TumluModel {
+ public:
+  /// `model` is used as it is (device, dtype; put it in eval mode); `tokenizer` must match it.
+  CausalLmTumluModel(lm::CausalLM model, std::shared_ptr<const text::Tokenizer> tokenizer,
+                     CausalLmTumluOptions options = {});
+
+  std::string name() const override { return options_.name; }
+  std::vector<std::string> generate(const std::vector<std::string>& prompts,
+                                    const std::vector<std::string>& stop_strings,
+                                    int64_t max_new_tokens) override;
+  std::vector<double> loglik(const std::string& prefix,
+                             const std::vector<std::string>& continuations) override;
+
+  /// Continuation token ids as the harness forms them: encode(prefix + c) after the prefix's
+  /// own tokens (encode(c) alone when the whole is not longer than the prefix's tokens).
+  std::vector<int64_t> continuation_tokens(const std::vector<int64_t>& prefix_ids,
+                                           const std::string& prefix,
+                                           const std::string& continuation) const;
+  /// encode(text, add_special_tokens = true) as int64 ids.
+  std::vector<int64_t> prompt_tokens(const std::string& text) const;
+
+  const PrefixCacheStats& stats() const { return stats_; }
+  /// Forgets the cached prefix (and the previous prompt).
+  void reset_prefix_cache();
+
+ private:
+  bool ensure_shared_prefix(const std::string& prefix, const std::vector<int64_t>& prefix_ids);
+  std::vector<double> loglik_cached(const std::vector<int64_t>& prefix_ids,
+                                    const std::vector<std::vector<int64_t>>& continuations);
+
+  lm::CausalLM model_;
+  std::shared_ptr<const text::Tokenizer> tokenizer_;
+  CausalLmTumluOptions options_;
+  int64_t pad_id_ = 0;
+
+  std::string last_prefix_;
+  std::string shared_text_;  ///< empty: no cache
+  std::vector<int64_t> shared_ids_;
+  nn::KVCache shared_cache_;
+  PrefixCacheStats stats_;
+};
+
+}  // namespace concord::eval
