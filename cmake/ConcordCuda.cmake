@@ -1,6 +1,8 @@
 # Resolves CONCORD_CUDA (AUTO|ON|OFF) into CONCORD_WITH_CUDA.
 # The CUDA kernels build whenever nvcc is found (they take raw pointers, never torch headers);
 # the dispatch from ops to them needs a LibTorch built with CUDA as well.
+set(CONCORD_CUDA_ARCHITECTURES "80-real;90-real;90-virtual" CACHE STRING
+    "CUDA architectures of the kernels when LibTorch does not choose them")
 set(CONCORD_WITH_CUDA OFF)
 set(CONCORD_TORCH_HAS_CUDA OFF)
 if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES OR CAFFE2_USE_CUDA)
@@ -17,9 +19,11 @@ if(NOT CONCORD_CUDA STREQUAL "OFF")
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(CONCORD_WITH_CUDA ON)
-    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
-      # Hopper (H100/H200) and Ampere; PTX for newer parts.
-      set(CMAKE_CUDA_ARCHITECTURES 80-real 90-real 90-virtual)
+    # A CUDA LibTorch turns CMAKE_CUDA_ARCHITECTURES OFF and passes -gencode flags for
+    # TORCH_CUDA_ARCH_LIST instead (cmake/ConcordDependencies.cmake sets it); otherwise Ampere and
+    # Hopper (H100/H200) plus PTX for newer parts.
+    if(NOT CMAKE_CUDA_ARCHITECTURES STREQUAL "OFF")
+      set(CMAKE_CUDA_ARCHITECTURES ${CONCORD_CUDA_ARCHITECTURES})
     endif()
   elseif(CONCORD_CUDA STREQUAL "ON")
     message(FATAL_ERROR "CONCORD_CUDA=ON but no CUDA compiler was found")

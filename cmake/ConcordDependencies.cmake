@@ -1,4 +1,9 @@
 # Every third-party dependency, each for one job (DESIGN.md, "Dependencies").
+# A CUDA LibTorch adds nvcc -gencode flags for TORCH_CUDA_ARCH_LIST, and its default list still
+# names compute_50, which nvcc 13 no longer supports. Ampere and Hopper (H100/H200), plus PTX.
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "8.0;9.0+PTX" CACHE STRING "CUDA architectures for the kernels")
+endif()
 find_package(Torch REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(fmt REQUIRED)

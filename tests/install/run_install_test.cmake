@@ -15,8 +15,12 @@ set(cuda_arg)
 if(CUDA_COMPILER)
   set(cuda_arg -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER})
 endif()
+# The folder holding TorchConfig's siblings (Caffe2Config), so a pip-wheel LibTorch does not
+# pair with Debian's Caffe2 config found on the default search path.
+get_filename_component(torch_cmake_root "${TORCH_PREFIX}" DIRECTORY)
 run("${CMAKE_COMMAND}" -S "${PROJECT_DIR}" -B "${WORK_DIR}/build" -G Ninja
-    "-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${TORCH_PREFIX}" ${cuda_arg})
+    "-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${TORCH_PREFIX}"
+    "-DCaffe2_DIR=${torch_cmake_root}/Caffe2" ${cuda_arg})
 run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
 run("${WORK_DIR}/build/outside")
 if(NOT last_output MATCHES "concord [0-9]+\\.[0-9]+\\.[0-9]+ ok")

@@ -1,9 +1,11 @@
-// Uses the installed package: a config schema, a tensor through LibTorch, the version header.
+// Uses the installed package: a config schema, a tensor through LibTorch, the logging header
+// (spdlog + fmt), the version header.
 #include <ATen/ATen.h>
 
 #include <iostream>
 
 #include "concord/core/config.h"
+#include "concord/core/logging.h"
 #include "concord/core/version.h"
 #include "concord/text/byte_tokenizer.h"
 
@@ -15,6 +17,7 @@ int main() {
   auto ids = tok.encode("ok");
   at::Tensor t = at::ones({resolved["steps"].get<int64_t>()});
   if (t.sum().item<double>() != 3.0 || tok.decode(ids) != "ok") return 1;
+  if (concord::process_world_size() < 1) return 1;
   std::cout << "concord " << CONCORD_VERSION_STRING << " ok\n";
   return 0;
 }
