@@ -28,6 +28,8 @@
 
 #include "concord/ops/attention.h"
 
+#include "bench_timing.h"
+
 namespace {
 
 struct Config {
@@ -38,19 +40,7 @@ struct Config {
   bool rss = true;
 };
 
-template <class F>
-double median_ms(F&& f, int iters) {
-  f();  // warm-up: first touch of buffers, thread pool start
-  std::vector<double> times;
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    auto t1 = std::chrono::steady_clock::now();
-    times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
+using concord::bench::median_ms;
 
 long peak_rss_kb() {
   rusage u{};

@@ -15,20 +15,10 @@
 
 #include "concord/ops/augmented_shortcut.h"
 
+#include "bench_timing.h"
+
 namespace {
-template <class F>
-double median_ms(F&& f, int iters) {
-  f();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                    .count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using concord::bench::median_ms;
 }  // namespace
 
 int main(int argc, char** argv) {
