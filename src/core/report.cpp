@@ -116,6 +116,19 @@ MetricsWriter& RunDirectory::metrics() {
   return *metrics_;
 }
 
+void RunDirectory::drop_metrics_after(int64_t step) {
+  const fs::path path = dir_ / "metrics.jsonl";
+  metrics_.reset();  // closes the append handle before the file is replaced
+  if (!fs::exists(path)) return;
+  std::string kept;
+  for (const auto& record : read_metrics(path)) {
+    auto it = record.find("step");
+    if (it != record.end() && it->is_number() && it->get<double>() > static_cast<double>(step)) continue;
+    kept += record.dump() + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
 std::vector<std::pair<std::string, std::string>> RunDirectory::chart_metrics(
     const std::vector<std::string>& names) const {
   std::vector<std::pair<std::string, std::string>> out;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/data/collate.h"
 
 namespace concord::lm {
 
@@ -129,7 +130,9 @@ void CausalLMImpl::reset() {
 }
 
 at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                       nn::KVCache* cache, const at::Tensor& position_ids) {
+                                       nn::KVCache* cache, const at::Tensor& position_ids,
+                                       std::vector<at::Tensor>* layer_outputs,
+                                       const at::Tensor& segment_ids) {
   CONCORD_CHECK(input_ids.defined() && input_ids.dim() == 2,
                 "CausalLM: input_ids must be [B, T], got ",
                 input_ids.defined() ? input_ids.sizes() : at::IntArrayRef{});
@@ -183,9 +186,17 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
   nn::AttentionContext ctx;
   // Without padding and with no sliding window in reach the mask is plain causal, which the
   // fused attention op applies itself (memory O(T) instead of a [T, S] score matrix).
-  ctx.plain_causal = !mask.defined() &&
+  ctx.plain_causal = !mask.defined() && !segment_ids.defined() &&
                      (config.sliding_window <= 0 || past + steps <= config.sliding_window);
-  if (!ctx.plain_causal) {
+  if (segment_ids.defined()) {
+    CONCORD_CHECK(cache == nullptr && !mask.defined(),
+                  "CausalLM: segment_ids (packed rows) take neither a cache nor an attention_mask");
+    CONCORD_CHECK(segment_ids.sizes() == ids.sizes(), "CausalLM: segment_ids must be [B, T] = [",
+                  batch, ", ", steps, "], got ", segment_ids.sizes());
+    CONCORD_CHECK(config.sliding_window <= 0 || steps <= config.sliding_window,
+                  "CausalLM: packed rows longer than the sliding window are not supported");
+    ctx.mask = data::block_causal_mask(segment_ids.to(device));
+  } else if (!ctx.plain_causal) {
     ctx.mask = nn::causal_attention_mask(mask, batch, past, steps, config.sliding_window, device);
   }
   if (!config.learned_positions) {
@@ -193,8 +204,10 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
         nn::rope_tables(pos, config.head_dim, config.rope_theta, x.scalar_type());
   }
   const at::Tensor valid = mask.defined() ? mask.narrow(1, past, steps) : at::Tensor();
+  if (layer_outputs != nullptr) layer_outputs->push_back(x);
   for (int64_t i = 0; i < config.num_layers; ++i) {
     x = layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i))->forward(x, ctx, valid, cache, i);
+    if (layer_outputs != nullptr) layer_outputs->push_back(x);
   }
   if (cache != nullptr) cache->advance(steps);
   return ln_final ? ln_final->forward(x) : rms_final->forward(x);
@@ -205,8 +218,9 @@ at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) {
 }
 
 at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                 nn::KVCache* cache, const at::Tensor& position_ids) {
-  return logits(hidden_states(input_ids, attention_mask, cache, position_ids));
+                                 nn::KVCache* cache, const at::Tensor& position_ids,
+                                 const at::Tensor& segment_ids) {
+  return logits(hidden_states(input_ids, attention_mask, cache, position_ids, nullptr, segment_ids));
 }
 
 at::Tensor CausalLMImpl::lm_head_weight() const {

@@ -46,6 +46,11 @@ class RunDirectory {
   /// Writes config.json (pretty, atomically).
   void write_config(const nlohmann::json& resolved) const;
   MetricsWriter& metrics();
+  /// True when opened to continue an earlier run (`concord run --resume`).
+  bool resuming() const { return resume_; }
+  /// Drops the metrics records of steps after `step` (a run resumed from the checkpoint of
+  /// `step` logs the later steps again), rewriting metrics.jsonl atomically.
+  void drop_metrics_after(int64_t step);
 
   /// Draws one PNG per metric name found in metrics.jsonl (names may hold '/', which become '_'),
   /// returns the relative paths in the order of `names`; names never logged are skipped.

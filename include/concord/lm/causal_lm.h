@@ -21,6 +21,7 @@
 #include <map>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "concord/lm/model_config.h"
 #include "concord/nn/attention.h"
@@ -69,12 +70,22 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
   /// transformers; undefined means no padding. `position_ids` [B, T] overrides the positions
   /// derived from the mask. With `cache`, the new tokens attend to the cached ones and are
   /// appended to it.
+  ///
+  /// `segment_ids` [B, T] (optional, no cache) marks packed rows: tokens attend only within
+  /// their own sample (1, 2, ... per row; 0 on padding), as data::block_causal_mask; give the
+  /// samples' restarting position_ids with them.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
-                     nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {});
+                     nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {},
+                     const at::Tensor& segment_ids = {});
 
   /// The final-normed hidden states [B, T, d] (what forward() feeds the LM head).
+  /// `layer_outputs`, when given, receives the residual stream before the final norm: the
+  /// input embeddings (token + learned positions) first, then each block's output, num_layers
+  /// + 1 tensors [B, T, d] (the feature-collapse measure of concord/lm/diversity.h reads them).
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
-                           nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {});
+                           nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {},
+                           std::vector<at::Tensor>* layer_outputs = nullptr,
+                           const at::Tensor& segment_ids = {});
   /// LM head on hidden states [..., d] -> [..., V].
   at::Tensor logits(const at::Tensor& hidden);
 

@@ -1,0 +1,68 @@
+// What the Trainer consumes: batches of next-token targets, from any data set behind a seeded,
+// resumable sampler. The data sets of concord/data (PretrainDataset, SftDataset) plug in through
+// SampledBatches; anything else implements BatchSource.
+#pragma once
+#include <cstdint>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "concord/data/pretrain.h"
+#include "concord/data/sampler.h"
+#include "concord/data/sft.h"
+
+namespace concord::train {
+
+/// One micro-batch. targets[b, t] is the token that follows input_ids[b, t], -100 where no loss
+/// is taken. The optional tensors are given only when they change the forward pass: a
+/// left-padded batch needs attention_mask; packed rows need segment_ids and position_ids.
+struct TrainBatch {
+  at::Tensor input_ids;       ///< [B, T] int64
+  at::Tensor targets;         ///< [B, T] int64
+  at::Tensor attention_mask;  ///< [B, T], optional
+  at::Tensor position_ids;    ///< [B, T], optional
+  at::Tensor segment_ids;     ///< [B, T], optional (packed rows)
+
+  /// Positions with a target.
+  int64_t target_tokens() const;
+};
+
+/// Pretraining blocks: no padding, so nothing but ids and targets.
+TrainBatch to_train_batch(const data::LmBatch& batch);
+/// SFT rows. Right padding needs no mask under causal attention (real tokens never see the
+/// padding after them, and padding carries no target), so unpacked rows keep the fused
+/// plain-causal attention path; packed rows (any row with a second sample) bring their
+/// segment and position ids.
+TrainBatch to_train_batch(const data::SftBatch& batch);
+
+/// An endless stream of micro-batches whose position can be saved and restored.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual TrainBatch next() = 0;
+  /// Batches in one pass over the data (evaluation takes at most this many).
+  virtual int64_t batches_per_epoch() const = 0;
+  /// The cursor (a JSON object), saved in checkpoints.
+  virtual nlohmann::json state() const = 0;
+  virtual void load_state(const nlohmann::json& state) = 0;
+};
+
+/// A concord::data data set (size(), get_batch(indices)) behind a data::BatchSampler.
+template <typename Dataset>
+class SampledBatches : public BatchSource {
+ public:
+  /// `dataset` must outlive this object.
+  SampledBatches(const Dataset& dataset, data::SamplerOptions options)
+      : dataset_(dataset), sampler_(dataset.size(), options) {}
+
+  TrainBatch next() override { return to_train_batch(dataset_.get_batch(sampler_.next())); }
+  int64_t batches_per_epoch() const override { return sampler_.batches_per_epoch(); }
+  nlohmann::json state() const override { return sampler_.state(); }
+  void load_state(const nlohmann::json& state) override { sampler_.load_state(state); }
+
+ private:
+  const Dataset& dataset_;
+  data::BatchSampler sampler_;
+};
+
+}  // namespace concord::train

@@ -1,0 +1,158 @@
+#include "concord/train/adamw.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+#include <set>
+
+#include "concord/core/error.h"
+
+namespace concord::train {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// One pass over the four arrays of an fp32 CPU parameter. Each element reads p, g, m, v and
+// writes p, m, v once (28 bytes), where the composite streams through memory six times.
+void adamw_update_cpu(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
+                      float beta1, float beta2, float step_size, float inv_sqrt_bc2, float eps) {
+  const float one_minus_beta1 = 1.0f - beta1;
+  const float one_minus_beta2 = 1.0f - beta2;
+  at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = g[i];
+      const float mi = beta1 * m[i] + one_minus_beta1 * gi;
+      const float vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      const float denom = std::sqrt(vi) * inv_sqrt_bc2 + eps;
+      p[i] = p[i] * decay_factor - step_size * mi / denom;
+    }
+  });
+}
+
+}  // namespace
+
+void AdamWOptions::validate() const {
+  CONCORD_CHECK(lr >= 0 && std::isfinite(lr), "AdamW: lr must be >= 0, got ", lr);
+  CONCORD_CHECK(beta1 >= 0 && beta1 < 1, "AdamW: beta1 must be in [0, 1), got ", beta1);
+  CONCORD_CHECK(beta2 >= 0 && beta2 < 1, "AdamW: beta2 must be in [0, 1), got ", beta2);
+  CONCORD_CHECK(eps > 0, "AdamW: eps must be > 0, got ", eps);
+  CONCORD_CHECK(weight_decay >= 0, "AdamW: weight_decay must be >= 0, got ", weight_decay);
+}
+
+nlohmann::json AdamWOptions::to_json() const {
+  return {{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay}};
+}
+
+bool decays_weight(const std::string& name, const at::Tensor& param) {
+  return param.dim() >= 2 && ends_with(name, "weight");
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
+    : options_(options) {
+  options_.validate();
+  std::set<std::string> seen;
+  for (auto& [name, param] : params) {
+    CONCORD_CHECK(seen.insert(name).second, "AdamW: parameter name '", name, "' given twice");
+    Slot slot;
+    slot.name = name;
+    slot.param = param;
+    slot.decay = decays_weight(name, param);
+    slots_.push_back(std::move(slot));
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& slot : slots_) {
+    if (slot.param.grad().defined()) slot.param.mutable_grad() = at::Tensor();
+  }
+}
+
+void AdamW::step() {
+  at::NoGradGuard no_grad;
+  for (auto& slot : slots_) {
+    if (slot.param.grad().defined()) update(slot);
+  }
+}
+
+void AdamW::update(Slot& slot) {
+  at::Tensor& p = slot.param;
+  const at::Tensor& grad = slot.param.grad();
+  if (!slot.exp_avg.defined()) {
+    slot.exp_avg = at::zeros_like(p, at::MemoryFormat::Contiguous);
+    slot.exp_avg_sq = at::zeros_like(p, at::MemoryFormat::Contiguous);
+  }
+  slot.step += 1;
+  const double lr = options_.lr;
+  const double decay_factor = slot.decay ? 1.0 - lr * options_.weight_decay : 1.0;
+  const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.step));
+  const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(slot.step));
+  const double step_size = lr / bc1;
+
+  const bool fused = p.device().is_cpu() && p.scalar_type() == at::kFloat && p.is_contiguous() &&
+                     grad.scalar_type() == at::kFloat && grad.device().is_cpu();
+  if (fused) {
+    const at::Tensor g = grad.contiguous();
+    adamw_update_cpu(p.data_ptr<float>(), g.data_ptr<float>(), slot.exp_avg.data_ptr<float>(),
+                     slot.exp_avg_sq.data_ptr<float>(), p.numel(),
+                     static_cast<float>(decay_factor), static_cast<float>(options_.beta1),
+                     static_cast<float>(options_.beta2), static_cast<float>(step_size),
+                     static_cast<float>(1.0 / std::sqrt(bc2)), static_cast<float>(options_.eps));
+    return;
+  }
+  // The same update as ATen ops (CUDA, half precision, strided parameters).
+  if (slot.decay) p.mul_(decay_factor);
+  slot.exp_avg.mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
+  slot.exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+  const at::Tensor denom = (slot.exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(options_.eps);
+  p.addcdiv_(slot.exp_avg, denom, -step_size);
+}
+
+std::map<std::string, at::Tensor> AdamW::state_dict() const {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& slot : slots_) {
+    if (slot.step == 0) continue;
+    out[slot.name + ".exp_avg"] = slot.exp_avg.cpu();
+    out[slot.name + ".exp_avg_sq"] = slot.exp_avg_sq.cpu();
+    out[slot.name + ".step"] = at::scalar_tensor(slot.step, at::kLong);
+  }
+  return out;
+}
+
+void AdamW::load_state_dict(const std::map<std::string, at::Tensor>& state,
+                            const std::string& source) {
+  std::set<std::string> used;
+  for (auto& slot : slots_) {
+    auto step = state.find(slot.name + ".step");
+    if (step == state.end()) {
+      slot.step = 0;
+      slot.exp_avg = slot.exp_avg_sq = at::Tensor();
+      continue;
+    }
+    CONCORD_CHECK(step->second.numel() == 1, source, ": optimizer entry '", step->first,
+                  "' must be a scalar");
+    slot.step = step->second.item<int64_t>();
+    for (const char* part : {".exp_avg", ".exp_avg_sq"}) {
+      const std::string key = slot.name + part;
+      auto it = state.find(key);
+      CONCORD_CHECK(it != state.end(), source, ": optimizer entry '", key, "' is missing");
+      CONCORD_CHECK(it->second.sizes() == slot.param.sizes(), source, ": optimizer entry '", key,
+                    "' has shape ", it->second.sizes(), ", the parameter ", slot.param.sizes());
+      at::Tensor t = it->second.to(slot.param.device(), slot.param.scalar_type()).contiguous().clone();
+      (std::string(part) == ".exp_avg" ? slot.exp_avg : slot.exp_avg_sq) = t;
+      used.insert(key);
+    }
+    used.insert(step->first);
+  }
+  for (const auto& [key, value] : state) {
+    CONCORD_CHECK(used.count(key), source, ": optimizer entry '", key,
+                  "' matches no parameter of this model");
+  }
+}
+
+}  // namespace concord::train

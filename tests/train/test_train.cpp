@@ -1,0 +1,324 @@
+// Tests of the train layer: the learning-rate schedules' values, AdamW against
+// torch::optim::AdamW, gradient accumulation equal to one large batch, packed SFT rows equal to
+// their samples one by one, a planted sequence learnt, checkpoints (format checks, retention)
+// and a resumed run ending with bit-for-bit the weights of an uninterrupted one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "concord/core/error.h"
+#include "concord/core/files.h"
+#include "concord/core/runtime.h"
+#include "concord/data/builtin_corpus.h"
+#include "concord/data/pretrain.h"
+#include "concord/data/sft.h"
+#include "concord/io/safetensors.h"
+#include "concord/lm/causal_lm.h"
+#include "concord/lm/model_config.h"
+#include "concord/text/byte_tokenizer.h"
+#include "concord/train/adamw.h"
+#include "concord/train/checkpoint.h"
+#include "concord/train/lr_schedule.h"
+#include "concord/train/trainer.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using namespace concord::train;
+using concord::testing::TempDir;
+
+namespace {
+
+concord::lm::ModelConfig tiny(const std::string& family) {
+  const std::string extra =
+      family == "pangu_pi"
+          ? R"(, "siaf": {"terms": 2, "neighbour_kernel": 3}, "augmented_shortcut": {"paths": 2, "reduction": 8})"
+          : "";
+  return concord::lm::model_config_from_json(
+      concord::parse_json(R"({"family": ")" + family + R"(", "vocab_size": 257, "hidden_size": 32,
+        "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 48,
+        "max_position_embeddings": 128, "eos_token_id": 256, "pad_token_id": 256)" + extra + "}",
+                          "<test>"),
+      "<test>");
+}
+
+concord::lm::CausalLM fresh_model(const std::string& family, uint64_t seed = 7) {
+  concord::seed_everything(seed);
+  return concord::lm::CausalLM(tiny(family));
+}
+
+TrainerOptions quiet_options(int64_t steps) {
+  TrainerOptions o;
+  o.max_steps = steps;
+  o.optimizer.lr = 3e-3;
+  o.warmup_steps = 2;
+  o.progress = false;
+  return o;
+}
+
+double max_weight_diff(concord::lm::CausalLM a, concord::lm::CausalLM b) {
+  double diff = 0;
+  auto pa = a->named_parameters();
+  auto pb = b->named_parameters();
+  for (const auto& item : pa) {
+    diff = std::max(diff, (item.value() - pb[item.key()]).abs().max().item<double>());
+  }
+  return diff;
+}
+
+bool weights_equal(concord::lm::CausalLM a, concord::lm::CausalLM b) {
+  auto pb = b->named_parameters();
+  for (const auto& item : a->named_parameters()) {
+    if (!torch::equal(item.value(), pb[item.key()])) return false;
+  }
+  return true;
+}
+
+const concord::data::PretrainDataset& corpus_blocks() {
+  static const concord::data::PretrainDataset data = concord::data::PretrainDataset::from_texts(
+      concord::data::builtin_corpus(40, 3), concord::text::ByteTokenizer(), 32);
+  return data;
+}
+
+}  // namespace
+
+TEST(LrSchedule, WarmupThenCosineToTheFloor) {
+  LrScheduleOptions o;
+  o.peak_lr = 1.0;
+  o.warmup_steps = 4;
+  o.total_steps = 14;
+  o.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(learning_rate(o, 0), 0.25);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 3), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 4), 1.0);            // decay starts at the peak
+  EXPECT_NEAR(learning_rate(o, 9), 0.1 + 0.9 * 0.5, 1e-12);  // half way: cos(pi/2) = 0
+  EXPECT_NEAR(learning_rate(o, 14), 0.1, 1e-12);
+  EXPECT_NEAR(learning_rate(o, 100), 0.1, 1e-12);
+  o.name = "linear";
+  EXPECT_NEAR(learning_rate(o, 9), 0.1 + 0.9 * 0.5, 1e-12);
+  EXPECT_NEAR(learning_rate(o, 6), 0.1 + 0.9 * 0.8, 1e-12);
+  o.name = "constant";
+  EXPECT_DOUBLE_EQ(learning_rate(o, 13), 1.0);
+  o.name = "step";
+  EXPECT_THROW(o.validate(), concord::Error);
+}
+
+// Fused CPU path (fp32) and ATen path (fp64) against torch::optim::AdamW with the same decay
+// split: decayed weight matrices, undecayed biases.
+TEST(AdamW, MatchesTorchAdamW) {
+  for (auto dtype : {at::kFloat, at::kDouble}) {
+    torch::manual_seed(1);
+    at::Tensor w = torch::randn({7, 5}, dtype).requires_grad_();
+    at::Tensor bias = torch::randn({5}, dtype).requires_grad_();
+    at::Tensor w2 = w.detach().clone().requires_grad_();
+    at::Tensor bias2 = bias.detach().clone().requires_grad_();
+    AdamWOptions o;
+    o.lr = 0.01;
+    o.weight_decay = 0.1;
+    AdamW ours({{"proj.weight", w}, {"proj.bias", bias}}, o);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(std::vector<at::Tensor>{w2},
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
+    groups.emplace_back(std::vector<at::Tensor>{bias2},
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+    torch::optim::AdamW reference(groups);
+    for (int step = 0; step < 6; ++step) {
+      const at::Tensor x = torch::randn({3, 7}, dtype);
+      ours.zero_grad();
+      reference.zero_grad();
+      (x.matmul(w) + bias).pow(2).sum().backward();
+      (x.matmul(w2) + bias2).pow(2).sum().backward();
+      ours.step();
+      reference.step();
+    }
+    const double tol = dtype == at::kFloat ? 2e-6 : 1e-12;
+    EXPECT_LT((w - w2).abs().max().item<double>(), tol) << dtype;
+    EXPECT_LT((bias - bias2).abs().max().item<double>(), tol) << dtype;
+  }
+}
+
+TEST(AdamW, StateRoundTripAndErrors) {
+  at::Tensor w = torch::ones({2, 3}).requires_grad_();
+  AdamW opt({{"w.weight", w}}, AdamWOptions{});
+  w.sum().backward();
+  opt.step();
+  auto state = opt.state_dict();
+  ASSERT_EQ(state.size(), 3u);
+  EXPECT_EQ(state["w.weight.step"].item<int64_t>(), 1);
+  AdamW other({{"w.weight", w}}, AdamWOptions{});
+  other.load_state_dict(state, "state.safetensors");
+  EXPECT_TRUE(torch::equal(other.state_dict()["w.weight.exp_avg"], state["w.weight.exp_avg"]));
+  state["stray.exp_avg"] = torch::zeros({1});
+  try {
+    other.load_state_dict(state, "state.safetensors");
+    FAIL() << "an unknown entry must be rejected";
+  } catch (const concord::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stray.exp_avg"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(decays_weight("layers.0.attn.q_proj.weight", torch::zeros({4, 4})));
+  EXPECT_FALSE(decays_weight("layers.0.rms_attn.weight", torch::zeros({4})));
+  EXPECT_FALSE(decays_weight("layers.0.mlp.siaf.a", torch::zeros({2, 4})));
+}
+
+// Two micro-batches of 2 rows take the same step as one batch of 4 (token-mean over the step).
+TEST(Trainer, AccumulationEqualsOneLargeBatch) {
+  const auto& data = corpus_blocks();
+  auto a = fresh_model("llama");
+  auto b = a->clone();
+  auto b_model = std::dynamic_pointer_cast<concord::lm::CausalLMImpl>(b);
+  concord::lm::CausalLM bm(b_model);
+  TrainerOptions oa = quiet_options(1);
+  oa.warmup_steps = 0;
+  Trainer ta(a, oa);
+  TrainerOptions ob = oa;
+  ob.grad_accum_steps = 2;
+  Trainer tb(bm, ob);
+  const auto big = to_train_batch(data.get_batch({0, 1, 2, 3}));
+  const auto s1 = ta.train_step({big});
+  const auto s2 = tb.train_step({to_train_batch(data.get_batch({0, 1})),
+                                 to_train_batch(data.get_batch({2, 3}))});
+  EXPECT_NEAR(s1.loss, s2.loss, 1e-6);
+  EXPECT_NEAR(s1.grad_norm, s2.grad_norm, 1e-5);
+  // The gradients the step used (still held: zero_grad runs at the start of a step).
+  auto grads_b = bm->named_parameters();
+  double grad_diff = 0;
+  for (const auto& item : a->named_parameters()) {
+    grad_diff = std::max(grad_diff,
+                         (item.value().grad() - grads_b[item.key()].grad()).abs().max().item<double>());
+  }
+  EXPECT_LT(grad_diff, 1e-6);
+}
+
+// Packed rows (block-causal mask, restarting positions) give the loss of the samples one by one.
+TEST(Trainer, PackedSftRowsEqualUnpacked) {
+  const concord::text::ByteTokenizer tok;
+  std::vector<concord::data::SftRecord> records;
+  for (int i = 0; i < 6; ++i) {
+    concord::data::SftRecord r;
+    r.prompt = "Question: " + std::to_string(i * 7) + " + 1?";
+    r.completion = " It is " + std::to_string(i * 7 + 1) + ".";
+    records.push_back(r);
+  }
+  concord::data::SftOptions plain;
+  plain.max_length = 120;
+  concord::data::SftOptions packed = plain;
+  packed.packing = true;
+  const auto d1 = concord::data::SftDataset::from_records(records, tok, plain);
+  const auto d2 = concord::data::SftDataset::from_records(records, tok, packed);
+  ASSERT_LT(d2.size(), d1.size());
+  auto model = fresh_model("pangu_pi");
+  SampledBatches<concord::data::SftDataset> s1(d1, {6, false});
+  SampledBatches<concord::data::SftDataset> s2(d2, {6, false});
+  const auto packed_batch = s2.next();
+  ASSERT_TRUE(packed_batch.segment_ids.defined());
+  s2.load_state(s2.state());
+  const double l1 = mean_token_loss(model, s1);
+  const double l2 = mean_token_loss(model, s2);
+  EXPECT_NEAR(l1, l2, 1e-5);
+}
+
+// A planted structure: the built-in corpus's templates. A small model must cut its loss well
+// below the byte-level entropy of the start (log 257 = 5.55).
+TEST(Trainer, LearnsTheCorpusAndEvaluationIsRepeatable) {
+  const auto& data = corpus_blocks();
+  auto model = fresh_model("pangu_pi");
+  SampledBatches<concord::data::PretrainDataset> train(data, {8, true, 5});
+  SampledBatches<concord::data::PretrainDataset> eval(data, {16, false});
+  TrainerOptions o = quiet_options(40);
+  o.optimizer.lr = 1e-2;
+  Trainer trainer(model, o);
+  const double before = trainer.evaluate(eval);
+  EXPECT_DOUBLE_EQ(before, trainer.evaluate(eval));  // the cursor is restored after each eval
+  const auto result = trainer.fit(train, &eval);
+  EXPECT_EQ(result.steps, 40);
+  std::cout << "eval loss " << before << " -> " << *result.final_eval_loss << "\n";
+  ASSERT_TRUE(result.final_eval_loss.has_value());
+  EXPECT_GT(before, 5.0);
+  EXPECT_LT(*result.final_eval_loss, 3.0);
+}
+
+// Interrupt at step 4 of 8, resume from the checkpoint in a fresh process state: the final
+// weights equal the uninterrupted run's bit for bit.
+TEST(Trainer, ResumeIsBitExact) {
+  const auto& data = corpus_blocks();
+  TempDir tmp;
+  TrainerOptions o = quiet_options(8);
+  o.checkpoint_every = 4;
+  o.max_grad_norm = 0.5;
+  const concord::data::SamplerOptions sampling{4, true, 11};
+
+  auto full = fresh_model("pangu_pi", 7);
+  {
+    SampledBatches<concord::data::PretrainDataset> train(data, sampling);
+    concord::RunDirectory rd(tmp / "full");
+    Trainer(full, o).fit(train, nullptr, &rd);
+  }
+  {
+    // The interrupted run: 4 steps of the same 8-step schedule, then its checkpoint.
+    auto model = fresh_model("pangu_pi", 7);
+    SampledBatches<concord::data::PretrainDataset> train(data, sampling);
+    Trainer first(model, o);
+    for (int i = 0; i < 4; ++i) first.train_step({train.next()});
+    TrainingState st;
+    st.step = first.step();
+    st.data = train.state();
+    save_checkpoint(tmp / "part" / "checkpoints", model, first.optimizer(), st);
+  }
+  const auto ckpt = latest_checkpoint(tmp / "part" / "checkpoints");
+  ASSERT_TRUE(ckpt.has_value());
+  (void)torch::randn({100});  // other work in the process draws from the global RNG meanwhile
+  auto resumed = fresh_model("pangu_pi", 99);  // the resumed run must not depend on its init
+  {
+    SampledBatches<concord::data::PretrainDataset> train(data, sampling);
+    Trainer trainer(resumed, o);
+    trainer.restore(*ckpt, train);
+    EXPECT_EQ(trainer.step(), 4);
+    concord::RunDirectory rd(tmp / "part", true);
+    trainer.fit(train, nullptr, &rd);
+  }
+  EXPECT_TRUE(weights_equal(full, resumed)) << "max diff " << max_weight_diff(full, resumed);
+  EXPECT_EQ(latest_checkpoint(tmp / "part" / "checkpoints")->filename(), "step-00000008");
+}
+
+TEST(Checkpoint, RetentionAndFormatErrors) {
+  TempDir tmp;
+  auto model = fresh_model("llama");
+  AdamW opt({}, AdamWOptions{});
+  for (int64_t step : {1, 2, 3}) {
+    TrainingState st;
+    st.step = step;
+    save_checkpoint(tmp / "ck", model, opt, st, 2);
+  }
+  EXPECT_FALSE(fs::exists(tmp / "ck" / "step-00000001"));
+  EXPECT_TRUE(fs::exists(tmp / "ck" / "step-00000002"));
+  EXPECT_EQ(latest_checkpoint(tmp / "ck")->filename(), "step-00000003");
+  // A leftover temporary folder (a crash mid-save) is never taken for a checkpoint.
+  fs::create_directories(tmp / "ck" / "step-00000004.tmp-1");
+  EXPECT_EQ(latest_checkpoint(tmp / "ck")->filename(), "step-00000003");
+
+  const fs::path state = tmp / "ck" / "step-00000003" / "training_state.safetensors";
+  auto tensors = concord::io::load_safetensors(state);
+  auto expect_error = [&](const std::map<std::string, std::string>& meta, const std::string& needle) {
+    concord::io::save_safetensors(state, tensors, meta);
+    try {
+      load_checkpoint(tmp / "ck" / "step-00000003", model, opt);
+      FAIL() << "expected an error containing " << needle;
+    } catch (const concord::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+      EXPECT_NE(msg.find("training_state.safetensors"), std::string::npos) << msg;
+    }
+  };
+  expect_error({{"concord.magic", "something-else"}, {"concord.version", "1"}, {"concord.state", "{\"step\":3}"}},
+               "not a Concord training state");
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "9"}, {"concord.state", "{\"step\":3}"}},
+               "version 9");
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}, {"concord.state", "{\"step\":"}},
+               "not valid JSON");
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}}, "concord.state");
+}
