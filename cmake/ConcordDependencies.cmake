@@ -5,40 +5,42 @@ if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(TORCH_CUDA_ARCH_LIST "8.0;9.0+PTX" CACHE STRING "CUDA architectures for the kernels")
 endif()
 find_package(Torch REQUIRED)
-find_package(nlohmann_json 3.10 REQUIRED)
-find_package(fmt REQUIRED)
-find_package(spdlog REQUIRED)
-find_package(Eigen3 3.3 REQUIRED NO_MODULE)
-find_package(CLI11 CONFIG QUIET)
 find_package(Threads REQUIRED)
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
-pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
-pkg_check_modules(PLPLOT REQUIRED IMPORTED_TARGET plplot-c++)
+if(NOT CONCORD_OPS_ONLY)  # the ops layer needs LibTorch alone
+  find_package(nlohmann_json 3.10 REQUIRED)
+  find_package(fmt REQUIRED)
+  find_package(spdlog REQUIRED)
+  find_package(Eigen3 3.3 REQUIRED NO_MODULE)
+  find_package(CLI11 CONFIG QUIET)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+  pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+  pkg_check_modules(PLPLOT REQUIRED IMPORTED_TARGET plplot-c++)
 
-if(NOT TARGET CLI11::CLI11)
-  # Debian's libcli11-dev ships the header without a CMake package on some releases.
-  find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
-  add_library(CLI11::CLI11 INTERFACE IMPORTED)
-  target_include_directories(CLI11::CLI11 INTERFACE "${CLI11_INCLUDE_DIR}")
-endif()
-
-# The LibTorch inside PyPI's wheel ships its own, newer {fmt} headers in its include folder, which
-# would shadow Debian's fmt 9 that Debian's spdlog was built against. A folder of links to the
-# Debian headers, searched first, keeps every target on one fmt (the two versions live in
-# different inline namespaces, fmt::v9 and fmt::v12, so the libraries themselves never clash).
-foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
-  if(EXISTS "${_dir}/fmt/format.h" AND NOT _dir MATCHES "^/usr/include")
-    set(_compat "${PROJECT_BINARY_DIR}/compat-include")
-    file(MAKE_DIRECTORY "${_compat}")
-    foreach(_lib fmt spdlog)
-      file(CREATE_LINK "/usr/include/${_lib}" "${_compat}/${_lib}" SYMBOLIC)
-    endforeach()
-    include_directories(BEFORE SYSTEM "${_compat}")
-    message(STATUS "concord: LibTorch bundles fmt; Debian's fmt/spdlog headers take precedence")
-    break()
+  if(NOT TARGET CLI11::CLI11)
+    # Debian's libcli11-dev ships the header without a CMake package on some releases.
+    find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
+    add_library(CLI11::CLI11 INTERFACE IMPORTED)
+    target_include_directories(CLI11::CLI11 INTERFACE "${CLI11_INCLUDE_DIR}")
   endif()
-endforeach()
+
+  # The LibTorch inside PyPI's wheel ships its own, newer {fmt} headers in its include folder,
+  # which would shadow Debian's fmt 9 that Debian's spdlog was built against. A folder of links
+  # to the Debian headers, searched first, keeps every target on one fmt (the two versions live
+  # in different inline namespaces, fmt::v9 and fmt::v12, so the libraries never clash).
+  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+    if(EXISTS "${_dir}/fmt/format.h" AND NOT _dir MATCHES "^/usr/include")
+      set(_compat "${PROJECT_BINARY_DIR}/compat-include")
+      file(MAKE_DIRECTORY "${_compat}")
+      foreach(_lib fmt spdlog)
+        file(CREATE_LINK "/usr/include/${_lib}" "${_compat}/${_lib}" SYMBOLIC)
+      endforeach()
+      include_directories(BEFORE SYSTEM "${_compat}")
+      message(STATUS "concord: LibTorch bundles fmt; Debian's fmt/spdlog headers take precedence")
+      break()
+    endif()
+  endforeach()
+endif()
 
 # The wheel's libtorch_cuda.so finds NCCL, cuDNN and the CUDA libraries in sibling pip packages
 # (site-packages/nvidia/*/lib) through its RUNPATH at run time; the linker needs to be told too,

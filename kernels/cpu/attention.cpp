@@ -10,8 +10,8 @@
 // otherwise a zero-padded copy of the tile is made (a cost of D per row against D x 64 flops).
 //
 // The fp32 drivers are compiled twice, for the baseline ISA and inside target("avx2,fma")
-// functions, and the build is picked once at run time (as kernels/cpu/siaf.cpp does); every
-// helper is always_inline so that it is compiled for the caller's ISA.
+// functions, and cpu_isa() picks the build per call (as in kernels/cpu/siaf.cpp); every helper
+// is always_inline so that it is compiled for the caller's ISA.
 #include "attention.h"
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "cpu_isa.h"
 #include "vec_math.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors stay inside inlined code
@@ -33,6 +34,8 @@ constexpr int64_t kBlockQ = 64;  // query rows per tile
 constexpr int64_t kBlockK = 64;  // keys per block
 // Decode: fewest keys a split-K task gets, so the merge stays small against the work.
 constexpr int64_t kMinKeysPerSplit = 256;
+// Decode: fewest multiply-adds (QK^T and PV together) a thread is woken for.
+constexpr int64_t kMinDecodeWork = int64_t(1) << 18;
 
 template <class T>
 struct Vec;
@@ -220,6 +223,36 @@ CONCORD_ALWAYS_INLINE T exp_row(T* s, int64_t np, T shift) {
   return hsum<T>(sum);
 }
 
+// One row of a block of raw scores sr[0, np) (keys j0 + j, j < valid allowed by the causal edge)
+// into the online softmax of its query (position p): scales and masks the scores, turns them
+// into exp(s - m_new) in place (0 where masked), and rescales the row's running sum l and
+// output orow[0, Dp) to the new running max m (FlashAttention Algorithm 1, lines 9-10).
+template <class T>
+CONCORD_ALWAYS_INLINE void softmax_update_row(T* sr, int64_t np, int64_t valid, T scale,
+                                              const int64_t* seg, int64_t p, int64_t j0, T& m,
+                                              T& l, T* orow, int64_t Dp) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  scale_and_mask(sr, np, valid, scale, seg, p, j0);
+  V<T> mx = vsplat<T>(neg_inf<T>());
+  for (int64_t j = 0; j < np; j += L) {
+    const V<T> x = vload<T>(sr + j);
+    mx = x > mx ? x : mx;
+  }
+  const T bmax = hmax<T>(mx);
+  if (bmax == neg_inf<T>()) {  // nothing allowed in this block: the row is unchanged
+    std::fill(sr, sr + np, T(0));
+    return;
+  }
+  const T mnew = std::max(m, bmax);
+  const T alpha = std::exp(m - mnew);  // 0 on the first block (m = -inf)
+  l = l * alpha + exp_row(sr, np, mnew);
+  m = mnew;
+  if (alpha != T(1)) {
+    const V<T> va = vsplat<T>(alpha);
+    for (int64_t d = 0; d < Dp; d += L) vstore<T>(orow + d, vload<T>(orow + d) * va);
+  }
+}
+
 template <class T>
 struct FwdScratch {
   std::vector<T> kt, vp, s, o, m, l;
@@ -261,30 +294,9 @@ CONCORD_ALWAYS_INLINE void attend_tile(const Problem<T>& P, FwdScratch<T>& sc, i
     T* S = sc.s.data();
     gemm<T, false>(R, np, D, q0, q_step, 1, sc.kt.data(), np, S, np);
     for (int64_t r = 0; r < R; ++r) {
-      T* sr = S + r * np;
       const int64_t p = pos0 + r * pos_step;
       const int64_t valid = P.d.causal ? std::clamp<int64_t>(p + 1 - j0, 0, n) : n;
-      scale_and_mask(sr, np, valid, scale, seg, p, j0);
-      constexpr int64_t L = Vec<T>::kLanes;
-      V<T> mx = vsplat<T>(neg_inf<T>());
-      for (int64_t j = 0; j < np; j += L) {
-        const V<T> x = vload<T>(sr + j);
-        mx = x > mx ? x : mx;
-      }
-      const T bmax = hmax<T>(mx);
-      if (bmax == neg_inf<T>()) {  // nothing allowed in this block: the row is unchanged
-        std::fill(sr, sr + np, T(0));
-        continue;
-      }
-      const T mnew = std::max(m[r], bmax);
-      const T alpha = std::exp(m[r] - mnew);  // 0 on the first block (m = -inf)
-      l[r] = l[r] * alpha + exp_row(sr, np, mnew);
-      m[r] = mnew;
-      if (alpha != T(1)) {
-        T* orow = O + r * Dp;
-        const V<T> va = vsplat<T>(alpha);
-        for (int64_t d = 0; d < Dp; d += L) vstore<T>(orow + d, vload<T>(orow + d) * va);
-      }
+      softmax_update_row(S + r * np, np, valid, scale, seg, p, j0, m[r], l[r], O + r * Dp, Dp);
     }
     gemm<T, true>(R, Dp, n, S, np, 1, vb, ldv, O, Dp);
   }
@@ -312,8 +324,118 @@ CONCORD_ALWAYS_INLINE void prefill_range(const Problem<T>& P, T* out, T* lse, in
   }
 }
 
-// Decode (Tq == 1) items (b, kvh, split): the group's query heads as the rows of one tile, one
-// contiguous range of keys; the partial (O, m, l) go to the workspace for the merge.
+// ---- decode (Tq == 1) ------------------------------------------------------------------------
+// One query row per head meets each key once, so there is nothing to amortise a transposed K
+// tile over (the prefill path's S = Q K^T micro-kernel): scores are dot products straight from
+// the K rows, four keys at a time, and O += P V is an axpy over the V rows.
+
+// s[j] = <q, k_j> for j < n, k_j = k + j*ldk; D elements each, contiguous.
+template <class T>
+CONCORD_ALWAYS_INLINE void dot_rows(const T* q, const T* k, int64_t ldk, int64_t n, int64_t D,
+                                    T* s) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  const int64_t Dv = D / L * L;
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const T* k0 = k + j * ldk;
+    const T *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+    V<T> a0 = V<T>{}, a1 = V<T>{}, a2 = V<T>{}, a3 = V<T>{};
+    for (int64_t d = 0; d < Dv; d += L) {
+      const V<T> qv = vload<T>(q + d);
+      a0 += qv * vload<T>(k0 + d);
+      a1 += qv * vload<T>(k1 + d);
+      a2 += qv * vload<T>(k2 + d);
+      a3 += qv * vload<T>(k3 + d);
+    }
+    T t0 = hsum<T>(a0), t1 = hsum<T>(a1), t2 = hsum<T>(a2), t3 = hsum<T>(a3);
+    for (int64_t d = Dv; d < D; ++d) {
+      t0 += q[d] * k0[d];
+      t1 += q[d] * k1[d];
+      t2 += q[d] * k2[d];
+      t3 += q[d] * k3[d];
+    }
+    s[j] = t0;
+    s[j + 1] = t1;
+    s[j + 2] = t2;
+    s[j + 3] = t3;
+  }
+  for (; j < n; ++j) {
+    const T* kj = k + j * ldk;
+    V<T> a = V<T>{};
+    for (int64_t d = 0; d < Dv; d += L) a += vload<T>(q + d) * vload<T>(kj + d);
+    T t = hsum<T>(a);
+    for (int64_t d = Dv; d < D; ++d) t += q[d] * kj[d];
+    s[j] = t;
+  }
+}
+
+// o[0, D) += sum_{j < n} p[j] v_j, v_j = v + j*ldv (D contiguous elements each).
+template <class T>
+CONCORD_ALWAYS_INLINE void axpy_rows(const T* p, const T* v, int64_t ldv, int64_t n, int64_t D,
+                                     T* o) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  const int64_t Dv = D / L * L;
+  int64_t d = 0;
+  for (; d + 4 * L <= Dv; d += 4 * L) {  // four independent accumulators per key
+    V<T> a0 = vload<T>(o + d), a1 = vload<T>(o + d + L), a2 = vload<T>(o + d + 2 * L),
+         a3 = vload<T>(o + d + 3 * L);
+    for (int64_t j = 0; j < n; ++j) {
+      const T* vj = v + j * ldv + d;
+      const V<T> pj = vsplat<T>(p[j]);
+      a0 += pj * vload<T>(vj);
+      a1 += pj * vload<T>(vj + L);
+      a2 += pj * vload<T>(vj + 2 * L);
+      a3 += pj * vload<T>(vj + 3 * L);
+    }
+    vstore<T>(o + d, a0);
+    vstore<T>(o + d + L, a1);
+    vstore<T>(o + d + 2 * L, a2);
+    vstore<T>(o + d + 3 * L, a3);
+  }
+  for (; d < Dv; d += L) {
+    V<T> a = vload<T>(o + d);
+    for (int64_t j = 0; j < n; ++j) a += vsplat<T>(p[j]) * vload<T>(v + j * ldv + d);
+    vstore<T>(o + d, a);
+  }
+  for (; d < D; ++d) {
+    T a = o[d];
+    for (int64_t j = 0; j < n; ++j) a += p[j] * v[j * ldv + d];
+    o[d] = a;
+  }
+}
+
+// Online softmax over keys [kbeg, kend) of kv head (b, kvh) for the G query heads of the group
+// (row g read from q0 + g*q_step), all at position p. Leaves the unnormalised output in sc.o
+// ([G, Dp]), the running max in sc.m and the running sum in sc.l.
+template <class T>
+CONCORD_ALWAYS_INLINE void decode_tile(const Problem<T>& P, FwdScratch<T>& sc, int64_t b,
+                                       int64_t kvh, const T* q0, int64_t q_step, int64_t G,
+                                       int64_t p, int64_t kbeg, int64_t kend) {
+  const int64_t D = P.d.head_dim, Dp = P.Dp;
+  const T scale = static_cast<T>(P.d.scale);
+  T* O = sc.o.data();
+  std::fill(O, O + G * Dp, T(0));
+  std::fill(sc.m.begin(), sc.m.begin() + G, neg_inf<T>());
+  std::fill(sc.l.begin(), sc.l.begin() + G, T(0));
+  if (P.d.causal) kend = std::min(kend, p + 1);
+  const T* kbase = P.k + b * P.ks.batch + kvh * P.ks.head;
+  const T* vbase = P.v + b * P.vs.batch + kvh * P.vs.head;
+  const int64_t* seg = P.d.segment_ids ? P.d.segment_ids + b * P.d.kv_len : nullptr;
+  for (int64_t j0 = kbeg; j0 < kend; j0 += kBlockK) {
+    const int64_t n = std::min(kBlockK, kend - j0), np = pad8(n);
+    const T* kb = kbase + j0 * P.ks.row;
+    const T* vb = vbase + j0 * P.vs.row;
+    for (int64_t g = 0; g < G; ++g) {
+      T* sr = sc.s.data() + g * np;
+      dot_rows(q0 + g * q_step, kb, P.ks.row, n, D, sr);
+      softmax_update_row(sr, np, n, scale, seg, p, j0, sc.m[g], sc.l[g], O + g * Dp, Dp);
+      axpy_rows(sr, vb, P.vs.row, n, D, O + g * Dp);
+    }
+  }
+}
+
+// Decode items (b, kvh, split): one contiguous range of keys for the group's query heads; the
+// partial (O, m, l) go to the workspace for the merge.
 template <class T>
 CONCORD_ALWAYS_INLINE void decode_range(const Problem<T>& P, int64_t splits, T* ws_o, T* ws_m,
                                         T* ws_l, int64_t i0, int64_t i1) {
@@ -327,7 +449,7 @@ CONCORD_ALWAYS_INLINE void decode_range(const Problem<T>& P, int64_t splits, T* 
     const int64_t kbeg = std::min(Tk, (nkb * s / splits) * kBlockK);
     const int64_t kend = std::min(Tk, (nkb * (s + 1) / splits) * kBlockK);
     const T* q0 = P.q + b * P.qs.batch + kvh * G * P.qs.head;
-    attend_tile(P, sc, b, kvh, q0, P.qs.head, G, P.offset, 0, kbeg, kend);
+    decode_tile(P, sc, b, kvh, q0, P.qs.head, G, P.offset, kbeg, kend);
     for (int64_t g = 0; g < G; ++g) {
       const int64_t row = b * P.d.q_heads + kvh * G + g;
       std::memcpy(ws_o + (s * BH + row) * Dp, sc.o.data() + g * Dp,
@@ -461,7 +583,7 @@ void backward_f32(const BwdProblem<float>& B, int64_t i0, int64_t i1) {
   backward_range(B, i0, i1);
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define CONCORD_ATTENTION_AVX2 1
 __attribute__((target("avx2,fma"))) void prefill_f32_avx2(const Problem<float>& P, float* out,
                                                           float* lse, int64_t i0, int64_t i1) {
@@ -476,31 +598,22 @@ __attribute__((target("avx2,fma"))) void backward_f32_avx2(const BwdProblem<floa
                                                            int64_t i0, int64_t i1) {
   backward_range(B, i0, i1);
 }
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-#else
-bool cpu_has_avx2() { return false; }
 #endif
 
 struct Kernels32 {
-  PrefillF prefill = &prefill_f32;
-  DecodeF decode = &decode_f32;
-  BackwardF backward = &backward_f32;
-  Kernels32() {
-#ifdef CONCORD_ATTENTION_AVX2
-    if (cpu_has_avx2()) {
-      prefill = &prefill_f32_avx2;
-      decode = &decode_f32_avx2;
-      backward = &backward_f32_avx2;
-    }
-#endif
-  }
+  PrefillF prefill;
+  DecodeF decode;
+  BackwardF backward;
 };
+// The AVX2 build whenever cpu_isa() allows it (AVX-512 machines run it too: these kernels have
+// no 16-lane build yet).
 const Kernels32& kernels32() {
-  static const Kernels32 k;
-  return k;
+  static const Kernels32 base{&prefill_f32, &decode_f32, &backward_f32};
+#ifdef CONCORD_ATTENTION_AVX2
+  static const Kernels32 avx2{&prefill_f32_avx2, &decode_f32_avx2, &backward_f32_avx2};
+  if (cpu_isa() != CpuIsa::kBaseline) return avx2;
+#endif
+  return base;
 }
 
 // fp64 runs the baseline build only: it exists for gradient checks.
@@ -549,14 +662,21 @@ void forward_impl(const T* q, AttentionStrides qs, const T* k, AttentionStrides 
   }
   // Decode: enough splits of the keys for two tasks per thread (and at least 8 tasks, so the
   // split-K path does not depend on the machine), but no split under kMinKeysPerSplit keys.
+  // A task set is only handed to the thread pool when each thread gets at least
+  // kMinDecodeWork multiply-adds: below that the fork/join costs more than it saves (a decode
+  // step of a small model is tens of microseconds of work).
   const int64_t groups = d.batch * d.kv_heads, BH = d.batch * d.q_heads;
   const int64_t tasks = std::max<int64_t>(8, 2 * threads());
   const int64_t by_threads = (tasks + groups - 1) / groups;
   const int64_t by_keys = std::max<int64_t>(1, d.kv_len / kMinKeysPerSplit);
   const int64_t splits = std::max<int64_t>(1, std::min(by_threads, by_keys));
+  const int64_t items = groups * splits;
+  const int64_t work_per_item =
+      std::max<int64_t>(1, 2 * P.group * D * ((d.kv_len + splits - 1) / splits));
+  const int64_t grain = std::max<int64_t>(1, kMinDecodeWork / work_per_item);
   std::vector<T> ws_o(static_cast<size_t>(splits * BH * Dp)), ws_m(static_cast<size_t>(splits * BH)),
       ws_l(static_cast<size_t>(splits * BH));
-  at::parallel_for(0, groups * splits, 1, [&](int64_t i0, int64_t i1) {
+  at::parallel_for(0, items, grain, [&](int64_t i0, int64_t i1) {
     decode_any(P, splits, ws_o.data(), ws_m.data(), ws_l.data(), i0, i1);
   });
   // Merge the splits: rescale each partial to the common max (Milakov & Gimelshein 2018).
@@ -662,6 +782,6 @@ void attention_backward(const double* dout, AttentionStrides dos, const double* 
   backward_impl(dout, dos, q, qs, k, ks, v, vs, out, lse, dq, dk, dv, dims);
 }
 
-bool attention_uses_avx2() { return cpu_has_avx2(); }
+bool attention_uses_avx2() { return cpu_isa() != CpuIsa::kBaseline; }
 
 }  // namespace concord::kernels::cpu

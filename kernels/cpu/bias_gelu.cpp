@@ -2,11 +2,11 @@
 #include "bias_gelu.h"
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
 
+#include "cpu_isa.h"
 #include "vec_math.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors stay inside inlined code
@@ -15,79 +15,111 @@ namespace concord::kernels::cpu {
 namespace {
 
 using vmath::GELU;
-using vmath::vf;
 
-CONCORD_ALWAYS_INLINE vf ldn(int64_t count, const float* p) {
-  return count == vmath::kLanes ? vmath::load(p) : vmath::load_partial(p, count);
+// ---- rows, fp32 on vectors V (8 or 16 lanes) and fp64 on scalars -------------------------------
+
+template <class V>
+CONCORD_ALWAYS_INLINE V ldn(int64_t count, const float* p) {
+  return count == vmath::lanes<V>() ? vmath::load<V>(p) : vmath::load_partial<V>(p, count);
 }
-CONCORD_ALWAYS_INLINE void stn(int64_t count, float* p, vf v) {
-  if (count == vmath::kLanes) {
+template <class V>
+CONCORD_ALWAYS_INLINE void stn(int64_t count, float* p, V v) {
+  if (count == vmath::lanes<V>()) {
     vmath::store(p, v);
   } else {
     vmath::store_partial(p, v, count);
   }
 }
 
-// ---- rows, fp32 (vectors) and fp64 (scalars) -------------------------------------------------
-
-CONCORD_ALWAYS_INLINE void fwd_rows_f32(float* u, const float* bias, float* g, int64_t rows,
+template <class V>
+CONCORD_ALWAYS_INLINE void fwd_rows_vec(float* u, const float* bias, float* g, int64_t rows,
                                         int64_t N) {
+  constexpr int64_t L = vmath::lanes<V>();
   for (int64_t r = 0; r < rows; ++r) {
     float* ur = u + r * N;
     float* gr = g ? g + r * N : nullptr;
-    for (int64_t c = 0; c < N; c += vmath::kLanes) {
-      const int64_t k = std::min<int64_t>(vmath::kLanes, N - c);
-      const vf pre = ldn(k, ur + c) + ldn(k, bias + c);
+    for (int64_t c = 0; c < N; c += L) {
+      const int64_t k = std::min<int64_t>(L, N - c);
+      const V pre = ldn<V>(k, ur + c) + ldn<V>(k, bias + c);
       if (gr) {
-        stn(k, ur + c, pre);
-        stn(k, gr + c, GELU::value(pre));
+        stn<V>(k, ur + c, pre);
+        stn<V>(k, gr + c, GELU::value(pre));
       } else {
-        stn(k, ur + c, GELU::value(pre));
+        stn<V>(k, ur + c, GELU::value(pre));
       }
     }
   }
 }
 
-CONCORD_ALWAYS_INLINE void bwd_rows_f32(const float* u, float* dg, float* g, float* dbias,
+template <class V>
+CONCORD_ALWAYS_INLINE void bwd_rows_vec(const float* u, float* dg, float* g, float* dbias,
                                         int64_t rows, int64_t N) {
+  constexpr int64_t L = vmath::lanes<V>();
   for (int64_t r = 0; r < rows; ++r) {
     const float* ur = u + r * N;
     float* dgr = dg + r * N;
     float* gr = g ? g + r * N : nullptr;
-    for (int64_t c = 0; c < N; c += vmath::kLanes) {
-      const int64_t k = std::min<int64_t>(vmath::kLanes, N - c);
-      vf v, d;
-      GELU::value_grad(ldn(k, ur + c), v, d);
-      const vf du = ldn(k, dgr + c) * d;
-      stn(k, dgr + c, du);
-      if (gr) stn(k, gr + c, v);
-      stn(k, dbias + c, ldn(k, dbias + c) + du);
+    for (int64_t c = 0; c < N; c += L) {
+      const int64_t k = std::min<int64_t>(L, N - c);
+      V v, d;
+      GELU::value_grad(ldn<V>(k, ur + c), v, d);
+      const V du = ldn<V>(k, dgr + c) * d;
+      stn<V>(k, dgr + c, du);
+      if (gr) stn<V>(k, gr + c, v);
+      stn<V>(k, dbias + c, ldn<V>(k, dbias + c) + du);
     }
   }
 }
 
-void fwd_rows(float* u, const float* bias, float* g, int64_t rows, int64_t N) {
-  fwd_rows_f32(u, bias, g, rows, N);
+// The fp32 builds (cpu_isa.h): baseline 4-lane SSE2, AVX2+FMA, AVX-512.
+void fwd_rows_base(float* u, const float* bias, float* g, int64_t rows, int64_t N) {
+  fwd_rows_vec<vmath::vf4>(u, bias, g, rows, N);
 }
-void bwd_rows(const float* u, float* dg, float* g, float* dbias, int64_t rows, int64_t N) {
-  bwd_rows_f32(u, dg, g, dbias, rows, N);
+void bwd_rows_base(const float* u, float* dg, float* g, float* dbias, int64_t rows, int64_t N) {
+  bwd_rows_vec<vmath::vf4>(u, dg, g, dbias, rows, N);
 }
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_BIAS_GELU_AVX2 1
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CONCORD_BIAS_GELU_X86 1
 __attribute__((target("avx2,fma"))) void fwd_rows_avx2(float* u, const float* bias, float* g,
                                                       int64_t rows, int64_t N) {
-  fwd_rows_f32(u, bias, g, rows, N);
+  fwd_rows_vec<vmath::vf>(u, bias, g, rows, N);
 }
 __attribute__((target("avx2,fma"))) void bwd_rows_avx2(const float* u, float* dg, float* g,
                                                       float* dbias, int64_t rows, int64_t N) {
-  bwd_rows_f32(u, dg, g, dbias, rows, N);
+  bwd_rows_vec<vmath::vf>(u, dg, g, dbias, rows, N);
 }
-bool has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+__attribute__((target("avx512f,avx2,fma"))) void fwd_rows_avx512(float* u, const float* bias,
+                                                                 float* g, int64_t rows,
+                                                                 int64_t N) {
+  fwd_rows_vec<vmath::vf16>(u, bias, g, rows, N);
+}
+__attribute__((target("avx512f,avx2,fma"))) void bwd_rows_avx512(const float* u, float* dg,
+                                                                 float* g, float* dbias,
+                                                                 int64_t rows, int64_t N) {
+  bwd_rows_vec<vmath::vf16>(u, dg, g, dbias, rows, N);
 }
 #endif
+
+void fwd_rows(float* u, const float* bias, float* g, int64_t rows, int64_t N) {
+#ifdef CONCORD_BIAS_GELU_X86
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512: return fwd_rows_avx512(u, bias, g, rows, N);
+    case CpuIsa::kAvx2: return fwd_rows_avx2(u, bias, g, rows, N);
+    case CpuIsa::kBaseline: break;
+  }
+#endif
+  fwd_rows_base(u, bias, g, rows, N);
+}
+void bwd_rows(const float* u, float* dg, float* g, float* dbias, int64_t rows, int64_t N) {
+#ifdef CONCORD_BIAS_GELU_X86
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512: return bwd_rows_avx512(u, dg, g, dbias, rows, N);
+    case CpuIsa::kAvx2: return bwd_rows_avx2(u, dg, g, dbias, rows, N);
+    case CpuIsa::kBaseline: break;
+  }
+#endif
+  bwd_rows_base(u, dg, g, dbias, rows, N);
+}
 
 void fwd_rows(double* u, const double* bias, double* g, int64_t rows, int64_t N) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -120,13 +152,6 @@ int64_t grain(int64_t N) { return std::max<int64_t>(1, 32768 / std::max<int64_t>
 template <class T>
 void forward_impl(T* u, const T* bias, T* g, int64_t rows, int64_t N) {
   at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
-#ifdef CONCORD_BIAS_GELU_AVX2
-    if constexpr (std::is_same_v<T, float>) {
-      if (has_avx2()) {
-        return fwd_rows_avx2(u + r0 * N, bias, g ? g + r0 * N : nullptr, r1 - r0, N);
-      }
-    }
-#endif
     fwd_rows(u + r0 * N, bias, g ? g + r0 * N : nullptr, r1 - r0, N);
   });
 }
@@ -139,16 +164,8 @@ void backward_impl(const T* u, T* dg, T* g, T* dbias, int64_t rows, int64_t N) {
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t r0 = rows * k / K, r1 = rows * (k + 1) / K;
-      T* gk = g ? g + r0 * N : nullptr;
-#ifdef CONCORD_BIAS_GELU_AVX2
-      if constexpr (std::is_same_v<T, float>) {
-        if (has_avx2()) {
-          bwd_rows_avx2(u + r0 * N, dg + r0 * N, gk, acc.data() + k * N, r1 - r0, N);
-          continue;
-        }
-      }
-#endif
-      bwd_rows(u + r0 * N, dg + r0 * N, gk, acc.data() + k * N, r1 - r0, N);
+      bwd_rows(u + r0 * N, dg + r0 * N, g ? g + r0 * N : nullptr, acc.data() + k * N, r1 - r0,
+               N);
     }
   });
   for (int64_t j = 0; j < N; ++j) {

@@ -8,9 +8,9 @@
 // bias_gelu_backward: from the saved pre-activation u and the incoming dg (in place):
 //                     g[r, j] = GELU(u[r, j]) (recomputed, overwritten; may be nullptr),
 //                     dg[r, j] *= GELU'(u[r, j]), dbias[j] = sum_r dg[r, j] (overwritten).
-// One exp per element for value and derivative together. fp32 vectorised (AVX2 when present),
-// fp64 with libm. Rows are split over at::parallel_for; dbias is reduced per chunk then summed
-// in a fixed order.
+// One exp per element for value and derivative together. fp32 vectorised (the baseline, AVX2 or
+// AVX-512 build, see cpu_isa.h), fp64 with libm. Rows are split over at::parallel_for; dbias is
+// reduced per chunk then summed in a fixed order.
 #pragma once
 #include <cstdint>
 

@@ -1,10 +1,13 @@
 // Fused CPU SIAF kernels (see siaf.h for the equations and layouts).
 //
-// One pass over x per direction: the forward evaluates all n shifted activations of a row while
-// the row is in L1, the backward recomputes them (value and derivative from one exp) and folds
-// them into dx and the per-chunk da/db sums. The inner loops run over channels with restrict
-// pointers so gcc vectorises them; the fp32 row loops are compiled twice, once for the baseline
-// ISA and once with target("avx2,fma"), and the build is picked once at run time.
+// One pass over x per direction. The forward evaluates all n shifted activations of a vector of
+// channels while x sits in a register. The backward takes a block of up to four rows at a time:
+// for each vector of channels it recomputes sigma and sigma' for every row of the block and term
+// (value and derivative from one exp), writes dx, and adds the block's contributions to the
+// chunk's da/db sums once per block instead of once per row (the sums stay in registers across
+// the rows). fp32 is compiled three times, for the baseline ISA (8 lanes as SSE2 pairs), inside
+// target("avx2,fma") (8 lanes) and inside target("avx512f,...") (16 lanes); cpu_isa() picks the
+// build per call. Nothing is allocated per row; the backward allocates one da/db buffer per chunk.
 #include "siaf.h"
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "cpu_isa.h"
 #include "vec_math.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors stay inside inlined code
@@ -55,183 +59,252 @@ CONCORD_ALWAYS_INLINE void backward_row(const double* __restrict dy, const doubl
   }
 }
 
-// ---- one row, fp32: 8 channels at a time, all n terms while x and dy sit in registers --------
-
-using vmath::vf;
-
-// Loads/stores of `count` lanes; count == kLanes is the hot case and folds to one vector move.
-CONCORD_ALWAYS_INLINE vf ld(int64_t count, const float* p) {
-  return count == vmath::kLanes ? vmath::load(p) : vmath::load_partial(p, count);
+template <class Act>
+void forward_rows_f64(const double* x, const double* a, const double* b, double* y, int64_t rows,
+                      int64_t C, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) forward_row<Act>(x + r * C, a, b, y + r * C, C, n);
 }
-CONCORD_ALWAYS_INLINE void st(int64_t count, float* p, vf v) {
-  if (count == vmath::kLanes) {
+template <class Act>
+void backward_rows_f64(const double* dy, const double* x, const double* a, const double* b,
+                       double* dx, double* S, double* P, int64_t rows, int64_t C, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) {
+    backward_row<Act>(dy + r * C, x + r * C, a, b, dx + r * C, S, P, C, n);
+  }
+}
+
+// ---- fp32 on vectors V (8 or 16 lanes) -------------------------------------------------------
+
+// Loads/stores of `count` lanes; count == lanes is the hot case and folds to one vector move.
+template <class V>
+CONCORD_ALWAYS_INLINE V ld(int64_t count, const float* p) {
+  return count == vmath::lanes<V>() ? vmath::load<V>(p) : vmath::load_partial<V>(p, count);
+}
+template <class V>
+CONCORD_ALWAYS_INLINE void st(int64_t count, float* p, V v) {
+  if (count == vmath::lanes<V>()) {
     vmath::store(p, v);
   } else {
     vmath::store_partial(p, v, count);
   }
 }
 
-template <class Act>
-CONCORD_ALWAYS_INLINE vf forward_lanes(vf xv, const float* a, const float* b, int64_t c,
-                                       int64_t C, int64_t n, int64_t count) {
-  vf acc = ld(count, a + c) * Act::value(xv + ld(count, b + c));
+template <class Act, class V>
+CONCORD_ALWAYS_INLINE V forward_lanes(V xv, const float* a, const float* b, int64_t c, int64_t C,
+                                      int64_t n, int64_t count) {
+  V acc = ld<V>(count, a + c) * Act::value(xv + ld<V>(count, b + c));
   for (int64_t i = 1; i < n; ++i) {
-    acc += ld(count, a + i * C + c) * Act::value(xv + ld(count, b + i * C + c));
+    acc += ld<V>(count, a + i * C + c) * Act::value(xv + ld<V>(count, b + i * C + c));
   }
   return acc;
 }
 
-template <class Act>
-CONCORD_ALWAYS_INLINE void forward_row(const float* __restrict x, const float* __restrict a,
-                                       const float* __restrict b, float* __restrict y, int64_t C,
-                                       int64_t n) {
-  int64_t c = 0;
-  for (; c + vmath::kLanes <= C; c += vmath::kLanes) {
-    vmath::store(y + c, forward_lanes<Act>(vmath::load(x + c), a, b, c, C, n, vmath::kLanes));
-  }
-  if (c < C) {  // tail: zero-padded lanes, only the live ones stored
-    const int64_t k = C - c;
-    const vf xv = vmath::load_partial(x + c, k);
-    vmath::store_partial(y + c, forward_lanes<Act>(xv, a, b, c, C, n, k), k);
+template <class Act, class V>
+CONCORD_ALWAYS_INLINE void forward_rows_vec(const float* __restrict x, const float* __restrict a,
+                                            const float* __restrict b, float* __restrict y,
+                                            int64_t rows, int64_t C, int64_t n) {
+  constexpr int64_t L = vmath::lanes<V>();
+  for (int64_t r = 0; r < rows; ++r, x += C, y += C) {
+    int64_t c = 0;
+    // Two independent vectors per step: the exp chains are long and serial, so the core needs
+    // two of them in flight to keep its pipes busy.
+    for (; c + 2 * L <= C; c += 2 * L) {
+      const V x0 = vmath::load<V>(x + c), x1 = vmath::load<V>(x + c + L);
+      V acc0 = vmath::load<V>(a + c) * Act::value(x0 + vmath::load<V>(b + c));
+      V acc1 = vmath::load<V>(a + c + L) * Act::value(x1 + vmath::load<V>(b + c + L));
+      for (int64_t i = 1; i < n; ++i) {
+        const int64_t j = i * C + c;
+        acc0 += vmath::load<V>(a + j) * Act::value(x0 + vmath::load<V>(b + j));
+        acc1 += vmath::load<V>(a + j + L) * Act::value(x1 + vmath::load<V>(b + j + L));
+      }
+      vmath::store(y + c, acc0);
+      vmath::store(y + c + L, acc1);
+    }
+    for (; c < C; c += L) {
+      const int64_t k = std::min(L, C - c);
+      st<V>(k, y + c, forward_lanes<Act, V>(ld<V>(k, x + c), a, b, c, C, n, k));
+    }
   }
 }
 
-template <class Act>
+// Rows r < R of a block at x + r*C (likewise dy, dx), lanes [c, c + count): dx overwritten,
+// the block's sums over its rows added to S[i, c..] (dy sigma) and P[i, c..] (dy sigma').
+template <class Act, class V, int R>
 CONCORD_ALWAYS_INLINE void backward_lanes(const float* dy, const float* x, const float* a,
                                           const float* b, float* dx, float* S, float* P,
                                           int64_t c, int64_t C, int64_t n, int64_t count) {
-  const vf xv = ld(count, x + c), dyv = ld(count, dy + c);
-  vf gsum = vf{};
+  V xv[R], dyv[R], gsum[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    xv[r] = ld<V>(count, x + r * C + c);
+    dyv[r] = ld<V>(count, dy + r * C + c);
+    gsum[r] = V{};
+  }
   for (int64_t i = 0; i < n; ++i) {
     const int64_t j = i * C + c;
-    vf v, g;
-    Act::value_grad(xv + ld(count, b + j), v, g);
-    gsum += ld(count, a + j) * g;
-    st(count, S + j, ld(count, S + j) + dyv * v);
-    st(count, P + j, ld(count, P + j) + dyv * g);
+    const V av = ld<V>(count, a + j), bv = ld<V>(count, b + j);
+    V s = V{}, p = V{};
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      V v, g;
+      Act::value_grad(xv[r] + bv, v, g);
+      gsum[r] += av * g;
+      s += dyv[r] * v;
+      p += dyv[r] * g;
+    }
+    st<V>(count, S + j, ld<V>(count, S + j) + s);
+    st<V>(count, P + j, ld<V>(count, P + j) + p);
   }
-  st(count, dx + c, dyv * gsum);
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) st<V>(count, dx + r * C + c, dyv[r] * gsum[r]);
 }
+
+template <class Act, class V, int R>
+CONCORD_ALWAYS_INLINE void backward_block(const float* dy, const float* x, const float* a,
+                                          const float* b, float* dx, float* S, float* P,
+                                          int64_t C, int64_t n) {
+  constexpr int64_t L = vmath::lanes<V>();
+  int64_t c = 0;
+  for (; c + L <= C; c += L) backward_lanes<Act, V, R>(dy, x, a, b, dx, S, P, c, C, n, L);
+  if (c < C) backward_lanes<Act, V, R>(dy, x, a, b, dx, S, P, c, C, n, C - c);
+}
+
+constexpr int kRowBlock = 4;
+
+template <class Act, class V>
+CONCORD_ALWAYS_INLINE void backward_rows_vec(const float* dy, const float* x, const float* a,
+                                             const float* b, float* dx, float* S, float* P,
+                                             int64_t rows, int64_t C, int64_t n) {
+  int64_t r = 0;
+  for (; r + kRowBlock <= rows; r += kRowBlock) {
+    const int64_t o = r * C;
+    backward_block<Act, V, kRowBlock>(dy + o, x + o, a, b, dx + o, S, P, C, n);
+  }
+  for (; r < rows; ++r) {
+    const int64_t o = r * C;
+    backward_block<Act, V, 1>(dy + o, x + o, a, b, dx + o, S, P, C, n);
+  }
+}
+
+// ---- the builds: baseline, AVX2+FMA, AVX-512 ---------------------------------------------------
+
+using ForwardRowsF = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t,
+                              int64_t);
+using BackwardRowsF = void (*)(const float*, const float*, const float*, const float*, float*,
+                               float*, float*, int64_t, int64_t, int64_t);
 
 template <class Act>
-CONCORD_ALWAYS_INLINE void backward_row(const float* __restrict dy, const float* __restrict x,
-                                        const float* __restrict a, const float* __restrict b,
-                                        float* __restrict dx, float* __restrict S,
-                                        float* __restrict P, int64_t C, int64_t n) {
-  int64_t c = 0;
-  for (; c + vmath::kLanes <= C; c += vmath::kLanes) {
-    backward_lanes<Act>(dy, x, a, b, dx, S, P, c, C, n, vmath::kLanes);
-  }
-  if (c < C) backward_lanes<Act>(dy, x, a, b, dx, S, P, c, C, n, C - c);
+void forward_rows_base(const float* x, const float* a, const float* b, float* y, int64_t rows,
+                       int64_t C, int64_t n) {
+  forward_rows_vec<Act, vmath::vf4>(x, a, b, y, rows, C, n);
+}
+template <class Act>
+void backward_rows_base(const float* dy, const float* x, const float* a, const float* b,
+                        float* dx, float* S, float* P, int64_t rows, int64_t C, int64_t n) {
+  backward_rows_vec<Act, vmath::vf4>(dy, x, a, b, dx, S, P, rows, C, n);
 }
 
-// ---- row ranges, per activation and ISA -----------------------------------------------------
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CONCORD_SIAF_X86 1
+template <class Act>
+__attribute__((target("avx2,fma"))) void forward_rows_avx2(const float* x, const float* a,
+                                                           const float* b, float* y,
+                                                           int64_t rows, int64_t C, int64_t n) {
+  forward_rows_vec<Act, vmath::vf>(x, a, b, y, rows, C, n);
+}
+template <class Act>
+__attribute__((target("avx2,fma"))) void backward_rows_avx2(const float* dy, const float* x,
+                                                            const float* a, const float* b,
+                                                            float* dx, float* S, float* P,
+                                                            int64_t rows, int64_t C,
+                                                            int64_t n) {
+  backward_rows_vec<Act, vmath::vf>(dy, x, a, b, dx, S, P, rows, C, n);
+}
+template <class Act>
+__attribute__((target("avx512f,avx2,fma"))) void forward_rows_avx512(const float* x,
+                                                                     const float* a,
+                                                                     const float* b, float* y,
+                                                                     int64_t rows, int64_t C,
+                                                                     int64_t n) {
+  forward_rows_vec<Act, vmath::vf16>(x, a, b, y, rows, C, n);
+}
+template <class Act>
+__attribute__((target("avx512f,avx2,fma"))) void backward_rows_avx512(
+    const float* dy, const float* x, const float* a, const float* b, float* dx, float* S,
+    float* P, int64_t rows, int64_t C, int64_t n) {
+  backward_rows_vec<Act, vmath::vf16>(dy, x, a, b, dx, S, P, rows, C, n);
+}
+#endif
 
-template <class T>
-using ForwardRows = void (*)(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);
-template <class T>
-using BackwardRows = void (*)(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,
+template <class Act>
+ForwardRowsF forward_for_isa() {
+#ifdef CONCORD_SIAF_X86
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512: return &forward_rows_avx512<Act>;
+    case CpuIsa::kAvx2: return &forward_rows_avx2<Act>;
+    case CpuIsa::kBaseline: break;
+  }
+#endif
+  return &forward_rows_base<Act>;
+}
+template <class Act>
+BackwardRowsF backward_for_isa() {
+#ifdef CONCORD_SIAF_X86
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512: return &backward_rows_avx512<Act>;
+    case CpuIsa::kAvx2: return &backward_rows_avx2<Act>;
+    case CpuIsa::kBaseline: break;
+  }
+#endif
+  return &backward_rows_base<Act>;
+}
+
+ForwardRowsF pick_forward_f32(SiafActivation act) {
+  switch (act) {
+    case SiafActivation::kSiLU: return forward_for_isa<SiLU>();
+    case SiafActivation::kGELU: return forward_for_isa<GELU>();
+    case SiafActivation::kReLU: return forward_for_isa<ReLU>();
+  }
+  return nullptr;
+}
+BackwardRowsF pick_backward_f32(SiafActivation act) {
+  switch (act) {
+    case SiafActivation::kSiLU: return backward_for_isa<SiLU>();
+    case SiafActivation::kGELU: return backward_for_isa<GELU>();
+    case SiafActivation::kReLU: return backward_for_isa<ReLU>();
+  }
+  return nullptr;
+}
+
+using ForwardRowsD = void (*)(const double*, const double*, const double*, double*, int64_t,
                               int64_t, int64_t);
-
-template <class Act, class T>
-void forward_rows(const T* x, const T* a, const T* b, T* y, int64_t rows, int64_t C,
-                  int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) forward_row<Act>(x + r * C, a, b, y + r * C, C, n);
-}
-template <class Act, class T>
-void backward_rows(const T* dy, const T* x, const T* a, const T* b, T* dx, T* S, T* P,
-                   int64_t rows, int64_t C, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) {
-    backward_row<Act>(dy + r * C, x + r * C, a, b, dx + r * C, S, P, C, n);
-  }
-}
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_SIAF_AVX2 1
-#define CONCORD_SIAF_AVX2_ROWS(ACT)                                                            \
-  __attribute__((target("avx2,fma"))) void forward_rows_avx2_##ACT(                           \
-      const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t C,      \
-      int64_t n) {                                                                             \
-    for (int64_t r = 0; r < rows; ++r) forward_row<ACT>(x + r * C, a, b, y + r * C, C, n);    \
-  }                                                                                            \
-  __attribute__((target("avx2,fma"))) void backward_rows_avx2_##ACT(                          \
-      const float* dy, const float* x, const float* a, const float* b, float* dx, float* S,   \
-      float* P, int64_t rows, int64_t C, int64_t n) {                                          \
-    for (int64_t r = 0; r < rows; ++r) {                                                       \
-      backward_row<ACT>(dy + r * C, x + r * C, a, b, dx + r * C, S, P, C, n);                 \
-    }                                                                                          \
-  }
-CONCORD_SIAF_AVX2_ROWS(SiLU)
-CONCORD_SIAF_AVX2_ROWS(GELU)
-CONCORD_SIAF_AVX2_ROWS(ReLU)
-#undef CONCORD_SIAF_AVX2_ROWS
-
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-#else
-bool cpu_has_avx2() { return false; }
-#endif
-
-template <class T>
-ForwardRows<T> pick_forward(SiafActivation act) {
+using BackwardRowsD = void (*)(const double*, const double*, const double*, const double*,
+                               double*, double*, double*, int64_t, int64_t, int64_t);
+ForwardRowsD pick_forward_f64(SiafActivation act) {
   switch (act) {
-    case SiafActivation::kSiLU: return &forward_rows<SiLU, T>;
-    case SiafActivation::kGELU: return &forward_rows<GELU, T>;
-    case SiafActivation::kReLU: return &forward_rows<ReLU, T>;
+    case SiafActivation::kSiLU: return &forward_rows_f64<SiLU>;
+    case SiafActivation::kGELU: return &forward_rows_f64<GELU>;
+    case SiafActivation::kReLU: return &forward_rows_f64<ReLU>;
   }
   return nullptr;
 }
-template <class T>
-BackwardRows<T> pick_backward(SiafActivation act) {
+BackwardRowsD pick_backward_f64(SiafActivation act) {
   switch (act) {
-    case SiafActivation::kSiLU: return &backward_rows<SiLU, T>;
-    case SiafActivation::kGELU: return &backward_rows<GELU, T>;
-    case SiafActivation::kReLU: return &backward_rows<ReLU, T>;
+    case SiafActivation::kSiLU: return &backward_rows_f64<SiLU>;
+    case SiafActivation::kGELU: return &backward_rows_f64<GELU>;
+    case SiafActivation::kReLU: return &backward_rows_f64<ReLU>;
   }
   return nullptr;
 }
 
-template <>
-ForwardRows<float> pick_forward<float>(SiafActivation act) {
-#ifdef CONCORD_SIAF_AVX2
-  if (cpu_has_avx2()) {
-    switch (act) {
-      case SiafActivation::kSiLU: return &forward_rows_avx2_SiLU;
-      case SiafActivation::kGELU: return &forward_rows_avx2_GELU;
-      case SiafActivation::kReLU: return &forward_rows_avx2_ReLU;
-    }
-  }
-#endif
-  switch (act) {
-    case SiafActivation::kSiLU: return &forward_rows<SiLU, float>;
-    case SiafActivation::kGELU: return &forward_rows<GELU, float>;
-    case SiafActivation::kReLU: return &forward_rows<ReLU, float>;
-  }
-  return nullptr;
-}
-template <>
-BackwardRows<float> pick_backward<float>(SiafActivation act) {
-#ifdef CONCORD_SIAF_AVX2
-  if (cpu_has_avx2()) {
-    switch (act) {
-      case SiafActivation::kSiLU: return &backward_rows_avx2_SiLU;
-      case SiafActivation::kGELU: return &backward_rows_avx2_GELU;
-      case SiafActivation::kReLU: return &backward_rows_avx2_ReLU;
-    }
-  }
-#endif
-  switch (act) {
-    case SiafActivation::kSiLU: return &backward_rows<SiLU, float>;
-    case SiafActivation::kGELU: return &backward_rows<GELU, float>;
-    case SiafActivation::kReLU: return &backward_rows<ReLU, float>;
-  }
-  return nullptr;
-}
+ForwardRowsF pick_forward(float*, SiafActivation act) { return pick_forward_f32(act); }
+ForwardRowsD pick_forward(double*, SiafActivation act) { return pick_forward_f64(act); }
+BackwardRowsF pick_backward(float*, SiafActivation act) { return pick_backward_f32(act); }
+BackwardRowsD pick_backward(double*, SiafActivation act) { return pick_backward_f64(act); }
 
 // About 32k activations per task: enough to amortise a thread wake-up, small enough to balance.
-int64_t row_grain(int64_t C, int64_t n) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, C * n)); }
+int64_t row_grain(int64_t C, int64_t n) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, C * n));
+}
 
 // Number of row chunks for the backward: each has its own da/db accumulators.
 int64_t backward_chunks(int64_t rows, int64_t C, int64_t n) {
@@ -245,16 +318,31 @@ int64_t backward_chunks(int64_t rows, int64_t C, int64_t n) {
 template <class T>
 void forward_impl(const T* x, const T* a, const T* b, T* y, int64_t rows, int64_t C, int64_t n,
                   SiafActivation act) {
-  ForwardRows<T> fn = pick_forward<T>(act);
+  const auto fn = pick_forward(static_cast<T*>(nullptr), act);
   at::parallel_for(0, rows, row_grain(C, n), [&](int64_t r0, int64_t r1) {
     fn(x + r0 * C, a, b, y + r0 * C, r1 - r0, C, n);
   });
 }
 
+// The chunk sums S (dy sigma) and P (dy sigma') are reduced in a fixed order, then db = a * P.
+template <class T, class A>
+void reduce_chunks(const std::vector<T>& acc, int64_t K, int64_t nc, const A* a, A* da, A* db,
+                   const T* a_wide) {
+  for (int64_t j = 0; j < nc; ++j) {
+    T s = 0, p = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      s += acc[k * 2 * nc + j];
+      p += acc[k * 2 * nc + nc + j];
+    }
+    da[j] = static_cast<A>(s);
+    db[j] = static_cast<A>((a_wide ? a_wide[j] : static_cast<T>(a[j])) * p);
+  }
+}
+
 template <class T>
 void backward_impl(const T* dy, const T* x, const T* a, const T* b, T* dx, T* da, T* db,
                    int64_t rows, int64_t C, int64_t n, SiafActivation act) {
-  BackwardRows<T> fn = pick_backward<T>(act);
+  const auto fn = pick_backward(static_cast<T*>(nullptr), act);
   const int64_t K = backward_chunks(rows, C, n);
   const int64_t nc = n * C;
   std::vector<T> acc(static_cast<size_t>(K * 2 * nc), T(0));  // per chunk: S then P
@@ -265,22 +353,20 @@ void backward_impl(const T* dy, const T* x, const T* a, const T* b, T* dx, T* da
       fn(dy + r0 * C, x + r0 * C, a, b, dx + r0 * C, S, S + nc, r1 - r0, C, n);
     }
   });
-  for (int64_t j = 0; j < nc; ++j) {
-    T s = 0, p = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      s += acc[k * 2 * nc + j];
-      p += acc[k * 2 * nc + nc + j];
-    }
-    da[j] = s;
-    db[j] = a[j] * p;
-  }
+  reduce_chunks<T, T>(acc, K, nc, a, da, db, nullptr);
 }
 
-// bf16: rows are widened to fp32 scratch and run through the fp32 row kernels.
+// bf16: blocks of rows are widened to fp32 scratch and run through the fp32 row kernels.
 std::vector<float> widen(const c10::BFloat16* p, int64_t count) {
   std::vector<float> out(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(p[i]);
   return out;
+}
+void widen_into(const c10::BFloat16* p, int64_t count, float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(p[i]);
+}
+void narrow_into(const float* p, int64_t count, c10::BFloat16* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = c10::BFloat16(p[i]);
 }
 
 }  // namespace
@@ -295,16 +381,15 @@ void siaf_forward(const double* x, const double* a, const double* b, double* y, 
 }
 void siaf_forward(const c10::BFloat16* x, const c10::BFloat16* a, const c10::BFloat16* b,
                   c10::BFloat16* y, int64_t rows, int64_t C, int64_t n, SiafActivation act) {
-  ForwardRows<float> fn = pick_forward<float>(act);
+  const ForwardRowsF fn = pick_forward_f32(act);
   const std::vector<float> af = widen(a, n * C), bf = widen(b, n * C);
   at::parallel_for(0, rows, row_grain(C, n), [&](int64_t r0, int64_t r1) {
-    std::vector<float> xs(static_cast<size_t>(C)), ys(static_cast<size_t>(C));
-    for (int64_t r = r0; r < r1; ++r) {
-      const c10::BFloat16* xr = x + r * C;
-      for (int64_t c = 0; c < C; ++c) xs[c] = static_cast<float>(xr[c]);
-      fn(xs.data(), af.data(), bf.data(), ys.data(), 1, C, n);
-      c10::BFloat16* yr = y + r * C;
-      for (int64_t c = 0; c < C; ++c) yr[c] = c10::BFloat16(ys[c]);
+    std::vector<float> xs(static_cast<size_t>(kRowBlock * C)), ys(xs.size());
+    for (int64_t r = r0; r < r1; r += kRowBlock) {
+      const int64_t m = std::min<int64_t>(kRowBlock, r1 - r);
+      widen_into(x + r * C, m * C, xs.data());
+      fn(xs.data(), af.data(), bf.data(), ys.data(), m, C, n);
+      narrow_into(ys.data(), m * C, y + r * C);
     }
   });
 }
@@ -322,37 +407,26 @@ void siaf_backward(const double* dy, const double* x, const double* a, const dou
 void siaf_backward(const c10::BFloat16* dy, const c10::BFloat16* x, const c10::BFloat16* a,
                    const c10::BFloat16* b, c10::BFloat16* dx, c10::BFloat16* da,
                    c10::BFloat16* db, int64_t rows, int64_t C, int64_t n, SiafActivation act) {
-  BackwardRows<float> fn = pick_backward<float>(act);
+  const BackwardRowsF fn = pick_backward_f32(act);
   const std::vector<float> af = widen(a, n * C), bf = widen(b, n * C);
   const int64_t K = backward_chunks(rows, C, n);
   const int64_t nc = n * C;
   std::vector<float> acc(static_cast<size_t>(K * 2 * nc), 0.0f);
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
-    std::vector<float> dys(static_cast<size_t>(C)), xs(static_cast<size_t>(C)),
-        dxs(static_cast<size_t>(C));
+    std::vector<float> dys(static_cast<size_t>(kRowBlock * C)), xs(dys.size()), dxs(dys.size());
     for (int64_t k = k0; k < k1; ++k) {
       float* S = acc.data() + k * 2 * nc;
-      for (int64_t r = rows * k / K; r < rows * (k + 1) / K; ++r) {
-        for (int64_t c = 0; c < C; ++c) {
-          dys[c] = static_cast<float>(dy[r * C + c]);
-          xs[c] = static_cast<float>(x[r * C + c]);
-        }
-        fn(dys.data(), xs.data(), af.data(), bf.data(), dxs.data(), S, S + nc, 1, C, n);
-        for (int64_t c = 0; c < C; ++c) dx[r * C + c] = c10::BFloat16(dxs[c]);
+      const int64_t r1 = rows * (k + 1) / K;
+      for (int64_t r = rows * k / K; r < r1; r += kRowBlock) {
+        const int64_t m = std::min<int64_t>(kRowBlock, r1 - r);
+        widen_into(dy + r * C, m * C, dys.data());
+        widen_into(x + r * C, m * C, xs.data());
+        fn(dys.data(), xs.data(), af.data(), bf.data(), dxs.data(), S, S + nc, m, C, n);
+        narrow_into(dxs.data(), m * C, dx + r * C);
       }
     }
   });
-  for (int64_t j = 0; j < nc; ++j) {
-    float s = 0, p = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      s += acc[k * 2 * nc + j];
-      p += acc[k * 2 * nc + nc + j];
-    }
-    da[j] = c10::BFloat16(s);
-    db[j] = c10::BFloat16(af[j] * p);
-  }
+  reduce_chunks<float, c10::BFloat16>(acc, K, nc, a, da, db, af.data());
 }
-
-bool siaf_uses_avx2() { return cpu_has_avx2(); }
 
 }  // namespace concord::kernels::cpu

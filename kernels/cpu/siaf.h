@@ -10,8 +10,9 @@
 //   db[i, c] = a[i, c] * sum_r dy[r, c] * sigma'(x[r, c] + b[i, c])
 // Rows are split across at::parallel_for; each chunk of rows accumulates da/db in its own
 // buffer and the chunks are summed in a fixed order, so results do not depend on scheduling.
-// fp32 runs vectorised (AVX2+FMA when the CPU has it, chosen at run time), fp64 runs with
-// libm's exp/erf, bf16 converts each row to fp32 and accumulates in fp32.
+// fp32 runs vectorised (a baseline SSE2, an AVX2+FMA and an AVX-512 build; cpu_isa.h picks one
+// per call), fp64 runs with libm's exp/erf, bf16 converts blocks of rows to fp32 and
+// accumulates in fp32.
 #pragma once
 #include <cstdint>
 
@@ -40,8 +41,5 @@ void siaf_backward(const c10::BFloat16* dy, const c10::BFloat16* x, const c10::B
                    const c10::BFloat16* b, c10::BFloat16* dx, c10::BFloat16* da,
                    c10::BFloat16* db, int64_t rows, int64_t channels, int64_t n_terms,
                    SiafActivation act);
-
-/// True when the fp32 kernels run their AVX2+FMA build on this CPU (for benchmarks' reports).
-bool siaf_uses_avx2();
 
 }  // namespace concord::kernels::cpu

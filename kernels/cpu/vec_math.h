@@ -1,14 +1,17 @@
-// Math for the fused CPU kernels: fp32 on explicit 8-lane vectors (GCC/Clang vector extensions),
-// fp64 on scalars with libm.
+// Math for the fused CPU kernels: fp32 on explicit vectors (GCC vector extensions) of 8 lanes
+// (`vf`, SSE2 pairs or AVX2) or 16 lanes (`vf16`, AVX-512), fp64 on scalars with libm.
 //
 // Why explicit vectors: with the default -ftrapping-math, gcc refuses to if-convert loops whose
 // branches hold floating-point arithmetic, and it creates such branches itself from a clamp
 // followed by arithmetic (it folds the constant arm), so an auto-vectorised exp never happens.
-// Vector-extension code compiles to 8-wide AVX2 inside target("avx2,fma") functions and to pairs
-// of SSE2 operations elsewhere, with no dependence on the optimiser's mood.
+// Vector-extension code compiles to whatever the enclosing function's target allows: 8-lane
+// vectors become AVX2 inside target("avx2,fma") functions and pairs of SSE2 operations
+// elsewhere; 16-lane vectors become AVX-512 inside target("avx512f,...") functions. Every helper
+// is a template over the vector type and always_inline, so it is compiled for its caller's ISA.
 //
 // exp: Cody-Waite range reduction x = k ln2 + r, |r| <= ln2/2, then the classic degree-6
-//      single-precision minimax polynomial for e^r; ~2 ulp on [-87, 88].
+//      single-precision minimax polynomial for e^r; ~2 ulp on [-87, 88]. `exp_core` skips the
+//      clamps for callers whose argument is already inside that range.
 // erfc: Abramowitz & Stegun 7.1.26, |error| < 1.5e-7; its e^{-z^2} is shared with the Gaussian
 //      pdf that GELU's derivative needs, so GELU's value and gradient cost one exp.
 #pragma once
@@ -27,64 +30,115 @@
 
 namespace concord::kernels::cpu::vmath {
 
-constexpr int64_t kLanes = 8;
-typedef float vf __attribute__((vector_size(32)));
-typedef int32_t vi __attribute__((vector_size(32)));
+template <int W>
+struct VecOf {
+  typedef float f __attribute__((vector_size(4 * W)));
+  typedef int32_t i __attribute__((vector_size(4 * W)));
+};
+using vf4 = VecOf<4>::f;    ///< 4 fp32 lanes: SSE2 (the x86-64 baseline), NEON
+using vf = VecOf<8>::f;     ///< 8 fp32 lanes: AVX2 (or two baseline registers)
+using vi = VecOf<8>::i;
+using vf16 = VecOf<16>::f;  ///< 16 fp32 lanes: AVX-512
 
-CONCORD_ALWAYS_INLINE vf splat(float c) { return vf{} + c; }
+template <class V>
+struct IntVec;
+template <>
+struct IntVec<vf4> {
+  using type = VecOf<4>::i;
+};
+template <>
+struct IntVec<vf> {
+  using type = VecOf<8>::i;
+};
+template <>
+struct IntVec<vf16> {
+  using type = VecOf<16>::i;
+};
 
-CONCORD_ALWAYS_INLINE vf load(const float* p) {
-  vf v;
+/// Number of fp32 lanes of vector type V.
+template <class V>
+constexpr int64_t lanes() {
+  return static_cast<int64_t>(sizeof(V) / sizeof(float));
+}
+constexpr int64_t kLanes = lanes<vf>();
+
+template <class V = vf>
+CONCORD_ALWAYS_INLINE V splat(float c) {
+  return V{} + c;
+}
+
+template <class V = vf>
+CONCORD_ALWAYS_INLINE V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-CONCORD_ALWAYS_INLINE void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-/// The first `count` (< kLanes) lanes from p, zeros after.
-CONCORD_ALWAYS_INLINE vf load_partial(const float* p, int64_t count) {
-  vf v = vf{};
+template <class V>
+CONCORD_ALWAYS_INLINE void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+/// The first `count` (< lanes) lanes from p, zeros after.
+template <class V = vf>
+CONCORD_ALWAYS_INLINE V load_partial(const float* p, int64_t count) {
+  V v = V{};
   std::memcpy(&v, p, static_cast<size_t>(count) * sizeof(float));
   return v;
 }
-CONCORD_ALWAYS_INLINE void store_partial(float* p, vf v, int64_t count) {
+template <class V>
+CONCORD_ALWAYS_INLINE void store_partial(float* p, V v, int64_t count) {
   std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(float));
 }
 
-CONCORD_ALWAYS_INLINE vf exp(vf x) {
-  // Comparisons are false for NaN, so NaN passes through to the result.
-  x = x > splat(88.3762626647949f) ? splat(88.3762626647949f) : x;
-  x = x < splat(-87.3365447504019f) ? splat(-87.3365447504019f) : x;
+/// e^x for x already in [-87.33, 88.37] (NaN propagates).
+template <class V>
+CONCORD_ALWAYS_INLINE V exp_core(V x) {
+  using I = typename IntVec<V>::type;
   // Round x*log2(e) to nearest with the 1.5*2^23 trick (plain add/sub, SSE2-friendly).
-  const vf shifter = splat(12582912.0f);
-  vf k = (x * splat(1.44269504088896341f) + shifter) - shifter;
-  vf r = x - k * splat(0.693359375f);
-  r = r - k * splat(-2.12194440e-4f);
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
-  vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
-  return p * (vf)bits;
+  const V shifter = splat<V>(12582912.0f);
+  V k = (x * splat<V>(1.44269504088896341f) + shifter) - shifter;
+  V r = x - k * splat<V>(0.693359375f);
+  r = r - k * splat<V>(-2.12194440e-4f);
+  V p = splat<V>(1.9875691500e-4f);
+  p = p * r + splat<V>(1.3981999507e-3f);
+  p = p * r + splat<V>(8.3334519073e-3f);
+  p = p * r + splat<V>(4.1665795894e-2f);
+  p = p * r + splat<V>(1.6666665459e-1f);
+  p = p * r + splat<V>(5.0000001201e-1f);
+  p = p * r * r + r + splat<V>(1.0f);
+  I bits = (__builtin_convertvector(k, I) + 127) << 23;
+  return p * (V)bits;
+}
+
+template <class V>
+CONCORD_ALWAYS_INLINE V exp(V x) {
+  // Comparisons are false for NaN, so NaN passes through to the result.
+  x = x > splat<V>(88.3762626647949f) ? splat<V>(88.3762626647949f) : x;
+  x = x < splat<V>(-87.3365447504019f) ? splat<V>(-87.3365447504019f) : x;
+  return exp_core(x);
 }
 
 // ---- activations: value(u) and value_grad(u, v, g) with g = d sigma / du -------------------
-// Each has an fp32 vector form and an fp64 scalar form (libm, for gradient checks).
+// Each has a vector form (any lane count) and an fp64 scalar form (libm, for gradient checks).
 
 struct SiLU {
-  static CONCORD_ALWAYS_INLINE vf sigmoid(vf u) {
-    // Clamped so that 1/(1+e^{-u}) stays a normal number: denormals cost ~100x on x86.
-    vf t = -u;
-    t = t > splat(80.0f) ? splat(80.0f) : t;
-    t = t < splat(-80.0f) ? splat(-80.0f) : t;
-    return splat(1.0f) / (splat(1.0f) + exp(t));
+  template <class V>
+  static CONCORD_ALWAYS_INLINE V sigmoid(V u) {
+    // -u clamped to [-80, 80] so that 1/(1+e^{-u}) stays a normal number (denormals cost ~100x
+    // on x86); inside exp's range, so exp_core needs no clamps of its own.
+    V t = -u;
+    t = t > splat<V>(80.0f) ? splat<V>(80.0f) : t;
+    t = t < splat<V>(-80.0f) ? splat<V>(-80.0f) : t;
+    return splat<V>(1.0f) / (splat<V>(1.0f) + exp_core(t));
   }
-  static CONCORD_ALWAYS_INLINE vf value(vf u) { return u * sigmoid(u); }
-  static CONCORD_ALWAYS_INLINE void value_grad(vf u, vf& v, vf& g) {
-    vf s = sigmoid(u);
+  template <class V>
+  static CONCORD_ALWAYS_INLINE V value(V u) {
+    return u * sigmoid(u);
+  }
+  template <class V>
+  static CONCORD_ALWAYS_INLINE void value_grad(V u, V& v, V& g) {
+    V s = sigmoid(u);
     v = u * s;
-    g = s * (splat(1.0f) + u * (splat(1.0f) - s));
+    g = s * (splat<V>(1.0f) + u * (splat<V>(1.0f) - s));
   }
   static CONCORD_ALWAYS_INLINE double value(double u) { return u / (1.0 + std::exp(-u)); }
   static CONCORD_ALWAYS_INLINE void value_grad(double u, double& v, double& g) {
@@ -96,27 +150,33 @@ struct SiLU {
 
 struct GELU {
   // Phi(u) = 0.5 erfc(-u / sqrt 2); phi(u) = e^{-u^2/2} / sqrt(2 pi).
-  static CONCORD_ALWAYS_INLINE void cdf_pdf(vf u, vf& cdf, vf& pdf) {
-    vf z = u * splat(0.70710678118654752f);
-    vf az = z < splat(0.0f) ? -z : z;
-    vf gauss = exp(-(az * az));
-    vf t = splat(1.0f) / (splat(1.0f) + splat(0.3275911f) * az);
-    vf poly = splat(1.061405429f);
-    poly = poly * t - splat(1.453152027f);
-    poly = poly * t + splat(1.421413741f);
-    poly = poly * t - splat(0.284496736f);
-    poly = poly * t + splat(0.254829592f);
-    vf half_erfc = splat(0.5f) * poly * t * gauss;  // 0.5 erfc(|z|), no cancellation
-    cdf = z < splat(0.0f) ? half_erfc : splat(1.0f) - half_erfc;
-    pdf = gauss * splat(0.39894228040143268f);
+  template <class V>
+  static CONCORD_ALWAYS_INLINE void cdf_pdf(V u, V& cdf, V& pdf) {
+    V z = u * splat<V>(0.70710678118654752f);
+    V az = z < splat<V>(0.0f) ? -z : z;
+    // -z^2 <= 0: only the lower clamp of exp is needed (it also maps -inf to a tiny value).
+    V nz2 = -(az * az);
+    nz2 = nz2 < splat<V>(-87.3365447504019f) ? splat<V>(-87.3365447504019f) : nz2;
+    V gauss = exp_core(nz2);
+    V t = splat<V>(1.0f) / (splat<V>(1.0f) + splat<V>(0.3275911f) * az);
+    V poly = splat<V>(1.061405429f);
+    poly = poly * t - splat<V>(1.453152027f);
+    poly = poly * t + splat<V>(1.421413741f);
+    poly = poly * t - splat<V>(0.284496736f);
+    poly = poly * t + splat<V>(0.254829592f);
+    V half_erfc = splat<V>(0.5f) * poly * t * gauss;  // 0.5 erfc(|z|), no cancellation
+    cdf = z < splat<V>(0.0f) ? half_erfc : splat<V>(1.0f) - half_erfc;
+    pdf = gauss * splat<V>(0.39894228040143268f);
   }
-  static CONCORD_ALWAYS_INLINE vf value(vf u) {
-    vf cdf, pdf;
+  template <class V>
+  static CONCORD_ALWAYS_INLINE V value(V u) {
+    V cdf, pdf;
     cdf_pdf(u, cdf, pdf);
     return u * cdf;
   }
-  static CONCORD_ALWAYS_INLINE void value_grad(vf u, vf& v, vf& g) {
-    vf cdf, pdf;
+  template <class V>
+  static CONCORD_ALWAYS_INLINE void value_grad(V u, V& v, V& g) {
+    V cdf, pdf;
     cdf_pdf(u, cdf, pdf);
     v = u * cdf;
     g = cdf + u * pdf;
@@ -132,10 +192,14 @@ struct GELU {
 };
 
 struct ReLU {
-  static CONCORD_ALWAYS_INLINE vf value(vf u) { return u < splat(0.0f) ? splat(0.0f) : u; }
-  static CONCORD_ALWAYS_INLINE void value_grad(vf u, vf& v, vf& g) {
-    v = u < splat(0.0f) ? splat(0.0f) : u;  // NaN passes through, as torch.relu
-    g = u > splat(0.0f) ? splat(1.0f) : splat(0.0f);  // 0 at u == 0, as threshold_backward
+  template <class V>
+  static CONCORD_ALWAYS_INLINE V value(V u) {
+    return u < splat<V>(0.0f) ? splat<V>(0.0f) : u;
+  }
+  template <class V>
+  static CONCORD_ALWAYS_INLINE void value_grad(V u, V& v, V& g) {
+    v = u < splat<V>(0.0f) ? splat<V>(0.0f) : u;          // NaN passes through, as torch.relu
+    g = u > splat<V>(0.0f) ? splat<V>(1.0f) : splat<V>(0.0f);  // 0 at u == 0, as threshold_backward
   }
   static CONCORD_ALWAYS_INLINE double value(double u) { return u < 0.0 ? 0.0 : u; }
   static CONCORD_ALWAYS_INLINE void value_grad(double u, double& v, double& g) {

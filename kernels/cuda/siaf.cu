@@ -9,8 +9,10 @@
 // arithmetic and accumulation in fp32. y and dx are overwritten; da/db are fp32 accumulators
 // (+=) that the caller zeroes.
 //
-// Forward: one thread per element, grid-stride; a and b rows are read through the read-only
-// cache (they are tiny and shared by every row).
+// Forward: a thread owns a pack of 16 bytes of channels (4 fp32 or 8 fp16/bf16; one element when
+// C is not a multiple of that) and walks a stride of rows, so x and y move in 16-byte accesses
+// and no thread divides by C; a and b are read through the read-only cache (they are tiny and
+// shared by every row).
 // Backward: a block is 32 channels x 8 row lanes; each thread walks rows with a stride of
 // 8 * gridDim.y, writes dx, and keeps its n partial sums of da/db in registers (n <= 8). The 8
 // lanes are then reduced in shared memory and one atomicAdd per (block, i, c) lands in da/db.
@@ -24,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "concord/core/error.h"
 
@@ -63,17 +66,46 @@ __device__ __forceinline__ float act_value(float u) {
   return u < 0.0f ? 0.0f : u;
 }
 
-template <int ACT, class T>
+// Packs of VEC consecutive elements, moved as one 16-byte (or narrower) access.
+template <class T, int VEC>
+struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void from_f(float& d, float v) { d = v; }
+__device__ __forceinline__ void from_f(__half& d, float v) { d = __float2half_rn(v); }
+__device__ __forceinline__ void from_f(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
+
+constexpr int kForwardThreads = 256;
+
+// blockIdx.x covers kForwardThreads * VEC channels, blockIdx.y strides over rows: a thread owns
+// VEC consecutive channels and walks rows r = blockIdx.y, blockIdx.y + gridDim.y, ... (a and b of
+// its channels stay in L1 across the rows). No per-element division by C.
+template <int ACT, class T, int VEC>
 __global__ void siaf_forward_kernel(const T* __restrict__ x, const T* __restrict__ a,
-                                    const T* __restrict__ b, T* __restrict__ y, int64_t total,
+                                    const T* __restrict__ b, T* __restrict__ y, int64_t rows,
                                     int64_t C, int n) {
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
-       idx += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t c = idx % C;
-    const float xv = load(x + idx);
-    float acc = 0.0f;
-    for (int i = 0; i < n; ++i) acc += load(a + i * C + c) * act_value<ACT>(xv + load(b + i * C + c));
-    store(y + idx, acc);
+  const int64_t c0 = (blockIdx.x * (int64_t)kForwardThreads + threadIdx.x) * VEC;
+  if (c0 >= C) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const Pack<T, VEC> xp = *reinterpret_cast<const Pack<T, VEC>*>(x + r * C + c0);
+    float acc[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] = 0.0f;
+    for (int i = 0; i < n; ++i) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int64_t j = i * C + c0 + k;
+        acc[k] += load(a + j) * act_value<ACT>(to_f(xp.v[k]) + load(b + j));
+      }
+    }
+    Pack<T, VEC> yp;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) from_f(yp.v[k], acc[k]);
+    *reinterpret_cast<Pack<T, VEC>*>(y + r * C + c0) = yp;
   }
 }
 
@@ -152,16 +184,30 @@ int sm_count() {
   return count;
 }
 
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <int ACT, class T, int VEC>
+void forward_launch_vec(const void* x, const void* a, const void* b, void* y, int64_t rows,
+                        int64_t C, int n, cudaStream_t stream) {
+  const int64_t col_blocks = (C / VEC + kForwardThreads - 1) / kForwardThreads;
+  // ~8 blocks per SM in all, each thread still walking several rows.
+  const int64_t want = std::max<int64_t>(1, int64_t(sm_count()) * 8 / col_blocks);
+  const int64_t row_blocks = std::max<int64_t>(1, std::min<int64_t>({want, rows, 65535}));
+  const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(row_blocks));
+  siaf_forward_kernel<ACT, T, VEC><<<grid, kForwardThreads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(a), static_cast<const T*>(b),
+      static_cast<T*>(y), rows, C, n);
+}
+
 template <int ACT, class T>
 void forward_launch(const void* x, const void* a, const void* b, void* y, int64_t rows,
                     int64_t C, int n, cudaStream_t stream) {
-  const int64_t total = rows * C;
-  const int threads = 256;
-  const int64_t want = (total + threads - 1) / threads;
-  const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t(sm_count()) * 32));
-  siaf_forward_kernel<ACT, T><<<std::max(blocks, 1), threads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(a), static_cast<const T*>(b),
-      static_cast<T*>(y), total, C, n);
+  constexpr int V = static_cast<int>(16 / sizeof(T));  // 4 fp32 or 8 fp16/bf16 per access
+  if (C % V == 0 && aligned16(x) && aligned16(y)) {
+    forward_launch_vec<ACT, T, V>(x, a, b, y, rows, C, n, stream);
+  } else {
+    forward_launch_vec<ACT, T, 1>(x, a, b, y, rows, C, n, stream);
+  }
   check_launch("siaf_forward_cuda");
 }
 

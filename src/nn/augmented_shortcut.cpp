@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/ops/augmented_shortcut.h"
 
 namespace concord::nn {
 
@@ -45,17 +46,12 @@ void AugmentedShortcutImpl::reset_parameters() {
 at::Tensor AugmentedShortcutImpl::forward(const at::Tensor& z) {
   TORCH_CHECK(z.size(-1) == options.dim(), "AugmentedShortcut: expected last dim ", options.dim(),
               ", got ", z.sizes());
+  // Without biases the op gets zeros that nothing differentiates: the fused path adds them in
+  // the same pass it applies GELU in, so they cost nothing worth a second code path.
   const int64_t t = options.paths(), d = options.dim(), h = bottleneck();
-  const at::Tensor flat = z.reshape({-1, d});  // [N, d]
-  // All T first FCs in one matmul: [N, d] x [d, T*h].
-  at::Tensor u = at::matmul(flat, fc1_weight.reshape({t * h, d}).t());  // [N, T*h]
-  if (fc1_bias.defined()) u = u + fc1_bias.reshape({t * h});
-  u = at::gelu(u);
-  // sum_i FC_i2(u_i) = [u_1 .. u_T] x [W_1^T ; ... ; W_T^T]: one matmul over the stacked paths.
-  const at::Tensor w2 = fc2_weight.permute({0, 2, 1}).reshape({t * h, d});  // [T*h, d]
-  at::Tensor out = at::matmul(u, w2);
-  if (fc2_bias.defined()) out = out + fc2_bias.sum(0);
-  return out.reshape(z.sizes());
+  const at::Tensor b1 = fc1_bias.defined() ? fc1_bias : at::zeros({t, h}, fc1_weight.options());
+  const at::Tensor b2 = fc2_bias.defined() ? fc2_bias : at::zeros({t, d}, fc2_weight.options());
+  return ops::augmented_shortcut(z, fc1_weight, b1, fc2_weight, b2);
 }
 
 void AugmentedShortcutImpl::pretty_print(std::ostream& stream) const {

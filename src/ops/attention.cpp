@@ -8,7 +8,9 @@
 #include <torch/autograd.h>
 
 #include "concord/core/error.h"
+#include "concord/ops/fused.h"
 #include "../../kernels/cpu/attention.h"
+#include "output.h"
 
 #ifdef CONCORD_CUDA_DISPATCH
 #include <ATen/cuda/CUDAContext.h>
@@ -123,6 +125,7 @@ kcuda::AttentionDType cuda_dtype(at::ScalarType t) {
 #endif
 
 bool fused_available(const at::Tensor& q) {
+  if (!fused_ops_enabled()) return false;
   if (q.device().is_cpu()) return cpu_fused_dtype(q.scalar_type());
 #ifdef CONCORD_CUDA_DISPATCH
   return q.dim() == 4 && cuda_fused(q);
@@ -178,7 +181,8 @@ AttentionOutput forward_fused(const at::Tensor& q_in, const at::Tensor& k_in,
   const at::Tensor q = unit_last_stride(q_in), k = unit_last_stride(k_in),
                    v = unit_last_stride(v_in);
   AttentionOutput o;
-  o.out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
+  o.out = detail::empty_output(q.sizes(),
+                               q.options().memory_format(at::MemoryFormat::Contiguous));
   const auto lse_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   o.lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(lse_type));
 #ifdef CONCORD_CUDA_DISPATCH
@@ -243,9 +247,9 @@ AttentionGrads backward_fused(const at::Tensor& dout_in, const at::Tensor& q_in,
   }
 #endif
   const auto cont = q.options().memory_format(at::MemoryFormat::Contiguous);
-  g.dq = at::empty(q.sizes(), cont);
-  g.dk = at::empty(k.sizes(), cont);
-  g.dv = at::empty(v.sizes(), cont);
+  g.dq = detail::empty_output(q.sizes(), cont);
+  g.dk = detail::empty_output(k.sizes(), cont);
+  g.dv = detail::empty_output(v.sizes(), cont);
   const auto dims = cpu_dims(q, k, r);
   if (q.scalar_type() == at::kFloat) {
     kcpu::attention_backward(dout.data_ptr<float>(), cpu_strides(dout), q.data_ptr<float>(),

@@ -5,7 +5,14 @@
 #include <torch/autograd.h>
 
 #include "concord/core/error.h"
+#include "concord/ops/fused.h"
 #include "../../kernels/cpu/bias_gelu.h"
+#include "output.h"
+
+#ifdef CONCORD_CUDA_DISPATCH
+#include <ATen/cuda/CUDAContext.h>
+#include "../../kernels/cuda/bias_gelu.cuh"
+#endif
 
 namespace concord::ops {
 namespace {
@@ -43,13 +50,36 @@ void check_inputs(const at::Tensor& z, const at::Tensor& w1, const at::Tensor& b
 }
 
 bool fused_available(const at::Tensor& z) {
-  return z.device().is_cpu() && (z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble);
+  if (!fused_ops_enabled()) return false;
+  const auto t = z.scalar_type();
+  if (z.device().is_cpu()) return t == at::kFloat || t == at::kDouble;
+#ifdef CONCORD_CUDA_DISPATCH
+  return z.is_cuda() && (t == at::kFloat || t == at::kHalf || t == at::kBFloat16);
+#else
+  return false;
+#endif
 }
+
+#ifdef CONCORD_CUDA_DISPATCH
+kernels::cuda::BiasGeluDType cuda_dtype(at::ScalarType t) {
+  if (t == at::kHalf) return kernels::cuda::BiasGeluDType::kF16;
+  if (t == at::kBFloat16) return kernels::cuda::BiasGeluDType::kBF16;
+  return kernels::cuda::BiasGeluDType::kF32;
+}
+#endif
 
 // u <- u + b1 in place; returns GELU(u).
 at::Tensor bias_gelu(at::Tensor& u, const at::Tensor& b1cat) {
-  at::Tensor g = at::empty_like(u);
+  at::Tensor g = detail::empty_output_like(u);
   const int64_t rows = u.size(0), N = u.size(1);
+#ifdef CONCORD_CUDA_DISPATCH
+  if (u.is_cuda()) {
+    kernels::cuda::bias_gelu_forward_cuda(u.data_ptr(), b1cat.data_ptr(), g.data_ptr(), rows, N,
+                                          cuda_dtype(u.scalar_type()),
+                                          at::cuda::getCurrentCUDAStream(u.get_device()).stream());
+    return g;
+  }
+#endif
   if (u.scalar_type() == at::kFloat) {
     kernels::cpu::bias_gelu_forward(u.data_ptr<float>(), b1cat.data_ptr<float>(),
                                     g.data_ptr<float>(), rows, N);
@@ -62,8 +92,17 @@ at::Tensor bias_gelu(at::Tensor& u, const at::Tensor& b1cat) {
 
 // dg <- dg * GELU'(u) in place; returns GELU(u) (recomputed) and the bias gradient.
 std::pair<at::Tensor, at::Tensor> bias_gelu_backward(const at::Tensor& u, at::Tensor& dg) {
-  at::Tensor g = at::empty_like(u);
+  at::Tensor g = detail::empty_output_like(u);
   const int64_t rows = u.size(0), N = u.size(1);
+#ifdef CONCORD_CUDA_DISPATCH
+  if (u.is_cuda()) {
+    at::Tensor db = at::zeros({N}, u.options().dtype(at::kFloat));
+    kernels::cuda::bias_gelu_backward_cuda(
+        u.data_ptr(), dg.data_ptr(), dg.data_ptr(), g.data_ptr(), db.data_ptr<float>(), rows, N,
+        cuda_dtype(u.scalar_type()), at::cuda::getCurrentCUDAStream(u.get_device()).stream());
+    return {g, db.to(u.scalar_type())};
+  }
+#endif
   at::Tensor db = at::empty({N}, u.options());
   if (u.scalar_type() == at::kFloat) {
     kernels::cpu::bias_gelu_backward(u.data_ptr<float>(), dg.data_ptr<float>(),
@@ -124,6 +163,8 @@ at::Tensor augmented_shortcut_reference(const at::Tensor& z, const at::Tensor& w
   }
   return out;
 }
+
+bool augmented_shortcut_is_fused(const at::Tensor& z) { return z.defined() && fused_available(z); }
 
 at::Tensor augmented_shortcut(const at::Tensor& z, const at::Tensor& w1, const at::Tensor& b1,
                               const at::Tensor& w2, const at::Tensor& b2) {

@@ -8,7 +8,9 @@
 #include <torch/autograd.h>
 
 #include "concord/core/error.h"
+#include "concord/ops/fused.h"
 #include "../../kernels/cpu/siaf.h"
+#include "output.h"
 
 #ifdef CONCORD_CUDA_DISPATCH
 #include <ATen/cuda/CUDAContext.h>
@@ -97,6 +99,7 @@ kernels::cuda::SiafDType cuda_dtype(at::ScalarType t) {
 #endif
 
 bool fused_available(const at::Tensor& x, int64_t n) {
+  if (!fused_ops_enabled()) return false;
   if (x.device().is_cpu()) return cpu_fused_dtype(x.scalar_type());
 #ifdef CONCORD_CUDA_DISPATCH
   return cuda_fused(x, n);
@@ -109,7 +112,7 @@ bool fused_available(const at::Tensor& x, int64_t n) {
 at::Tensor forward_fused(const at::Tensor& x_in, const at::Tensor& a_in, const at::Tensor& b_in,
                          Activation act) {
   const at::Tensor x = x_in.contiguous(), a = a_in.contiguous(), b = b_in.contiguous();
-  at::Tensor y = at::empty_like(x, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor y = detail::empty_output_like(x);
   const int64_t C = a.size(1), n = a.size(0);
   if (x.numel() == 0) return y;
   const int64_t rows = x.numel() / C;
@@ -149,7 +152,7 @@ SiafGrads backward_fused(const at::Tensor& dy_in, const at::Tensor& x_in, const 
                    b = b_in.contiguous();
   const int64_t C = a.size(1), n = a.size(0);
   SiafGrads g;
-  g.dx = at::empty_like(x, x.options().memory_format(at::MemoryFormat::Contiguous));
+  g.dx = detail::empty_output_like(x);
   if (x.numel() == 0) {
     g.da = at::zeros_like(a);
     g.db = at::zeros_like(b);

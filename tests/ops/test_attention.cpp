@@ -82,6 +82,8 @@ const Shape kSweep[] = {
     {1, 2, 2, 64, 64, 64, true},      // exactly one block
     {2, 8, 2, 1, 700, 64, true},      // decode schedule (Tq = 1), split-K
     {1, 4, 4, 1, 90, 128, false},     // decode, full, D = 128
+    {2, 3, 1, 1, 77, 5, true},        // decode, GQA 3, D = 5: dot-product and axpy tails
+    {1, 2, 2, 1, 331, 44, false},     // decode, D = 44: vector groups + a scalar tail, 3-key tail
 };
 
 TEST(Attention, FusedMatchesReferenceFp32Sweep) {
@@ -342,6 +344,8 @@ TEST(Attention, MatchesCpu_CUDA) {
   CONCORD_REQUIRE_CUDA();
   torch::manual_seed(11);
   const auto cuda = torch::Device(torch::kCUDA);
+  // Otherwise this would compare the composite with itself (a build without CUDA dispatch).
+  ASSERT_TRUE(concord::ops::attention_is_fused(torch::zeros({1, 1, 1, 8}, torch::device(cuda))));
   for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
     const double tol = dtype == torch::kFloat ? 2e-4 : (dtype == torch::kHalf ? 2e-2 : 5e-2);
     for (const Shape& s : kSweep) {

@@ -9,6 +9,7 @@
 #include "concord/ops/siaf.h"
 #include "gradcheck.h"
 #include "test_support.h"
+#include "../../kernels/cpu/cpu_isa.h"
 
 namespace {
 
@@ -115,6 +116,54 @@ TEST(Siaf, FusedMatchesReferenceFp32AndFp64) {
       }
     }
   }
+}
+
+// The fp32 kernels have a baseline (SSE2), an AVX2 and an AVX-512 build; cpu_isa() runs the
+// best one, so every build this CPU can run is checked here by capping the choice. Shapes put
+// lane tails (C % 16 and C % 8 non-zero) and row-block tails (rows % 4 non-zero) in play.
+TEST(Siaf, EveryCpuBuildMatchesReference) {
+  namespace k = concord::kernels::cpu;
+  const Case cases[] = {{{1, 5}, 2},    {{7, 16}, 2},  {{6, 47}, 3},  {{13, 33}, 1},
+                        {{2, 9, 100}, 2}, {{4, 1, 24}, 2}, {{5, 200}, 4}};
+  const k::CpuIsa best = k::cpu_isa_supported();
+  torch::manual_seed(11);
+  for (int isa = 0; isa <= static_cast<int>(best); ++isa) {
+    const k::CpuIsa previous = k::set_cpu_isa_cap(static_cast<k::CpuIsa>(isa));
+    ASSERT_EQ(k::cpu_isa(), static_cast<k::CpuIsa>(isa));
+    for (const auto& c : cases) {
+      for (Activation act : kAll) {
+        const int64_t C = c.shape.back();
+        auto x = 3 * torch::randn(c.shape), a = torch::randn({c.n, C}),
+             b = torch::randn({c.n, C}), dy = torch::randn(c.shape);
+        Grads fused = run(siaf, x, a, b, dy, act);
+        Grads ref = run(siaf_reference, x.to(torch::kDouble), a.to(torch::kDouble),
+                        b.to(torch::kDouble), dy.to(torch::kDouble), act);
+        const std::string what = std::string(k::cpu_isa_name(static_cast<k::CpuIsa>(isa))) +
+                                 " " + concord::ops::activation_name(act) + " x" +
+                                 c10::str(c.shape) + " n=" + std::to_string(c.n);
+        const double rows = static_cast<double>(x.numel() / C);
+        expect_close(fused.y, ref.y, 2e-5, 2e-5, what + " y");
+        expect_close(fused.dx, ref.dx, 2e-5, 2e-5, what + " dx");
+        expect_close(fused.da, ref.da, 2e-5, 2e-5 * std::sqrt(rows), what + " da");
+        expect_close(fused.db, ref.db, 2e-5, 2e-5 * std::sqrt(rows), what + " db");
+      }
+    }
+    k::set_cpu_isa_cap(previous);
+  }
+}
+
+// Outputs of >= 4 MiB get huge-page advice before the kernel writes them (src/ops/output.h);
+// the result must not depend on it.
+TEST(Siaf, LargeOutputMatchesReference) {
+  torch::manual_seed(12);
+  auto x = 3 * torch::randn({300, 4096}), a = torch::randn({2, 4096}), b = torch::randn({2, 4096});
+  auto dy = torch::randn({300, 4096});
+  Grads fused = run(siaf, x, a, b, dy, Activation::SiLU);
+  Grads ref = run(siaf_reference, x, a, b, dy, Activation::SiLU);
+  expect_close(fused.y, ref.y, 2e-5, 2e-5, "y");
+  expect_close(fused.dx, ref.dx, 2e-5, 2e-5, "dx");
+  expect_close(fused.da, ref.da, 2e-5, 2e-5 * std::sqrt(300.0), "da");
+  expect_close(fused.db, ref.db, 2e-5, 2e-5 * std::sqrt(300.0), "db");
 }
 
 TEST(Siaf, ForwardBackwardFunctionsMatchAutograd) {
@@ -247,6 +296,8 @@ TEST(Siaf, InputChecks) {
 TEST(Siaf, MatchesCpu_CUDA) {
   CONCORD_REQUIRE_CUDA();
   torch::manual_seed(7);
+  // Otherwise this would compare the composite with itself (a build without CUDA dispatch).
+  ASSERT_TRUE(concord::ops::siaf_is_fused(torch::zeros({2, 8}, torch::device(torch::kCUDA))));
   for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
     const double tol = dtype == torch::kFloat ? 2e-5 : 2e-2;
     for (const auto& c : kSweep) {

@@ -8,7 +8,9 @@
 // the residual, on the block's normed input. The second FC of every path is zero-initialised, so
 // a fresh shortcut adds nothing and a block starts as the plain pre-norm block; its gradient
 // (GELU(FC_i1(Z)) times the incoming gradient) is non-zero, so the paths start learning at once.
-// The T paths run as one grouped pair of matmuls (weights stacked [T, ...]), not T small ones.
+// The T paths run as concord::ops::augmented_shortcut: one grouped pair of GEMMs over the stacked
+// weights ([T, ...]) with bias + GELU fused between them (CPU, and CUDA in a build with CUDA
+// dispatch), the composite elsewhere (see concord/ops/augmented_shortcut.h).
 #pragma once
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>

@@ -16,9 +16,15 @@
 
 namespace concord::ops {
 
-/// Differentiable sum_i T_i(z): fused on CPU fp32/fp64, the composite reference elsewhere.
+/// Differentiable sum_i T_i(z): fused on CPU fp32/fp64 (vectorised bias + GELU kernels) and, in a
+/// build with CUDA dispatch, on CUDA fp32/fp16/bf16 (cuBLAS GEMMs + kernels/cuda/bias_gelu.cu);
+/// the composite reference elsewhere or with the fused ops switched off (concord/ops/fused.h).
 at::Tensor augmented_shortcut(const at::Tensor& z, const at::Tensor& w1, const at::Tensor& b1,
                               const at::Tensor& w2, const at::Tensor& b2);
+
+/// True when `augmented_shortcut` on inputs like z runs the fused path; false when it runs the
+/// composite.
+bool augmented_shortcut_is_fused(const at::Tensor& z);
 
 /// Composite ATen reference: sum_i linear(gelu(linear(z, w1[i], b1[i])), w2[i], b2[i]).
 at::Tensor augmented_shortcut_reference(const at::Tensor& z, const at::Tensor& w1,
