@@ -9,6 +9,13 @@ namespace fs = std::filesystem;
 
 namespace concord::eval {
 
+std::vector<std::vector<double>> TumluModel::loglik_batch(const std::vector<LoglikRequest>& requests) {
+  std::vector<std::vector<double>> out;
+  out.reserve(requests.size());
+  for (const auto& r : requests) out.push_back(loglik(r.prefix, r.continuations));
+  return out;
+}
+
 bool TumluProtocol::applies_to(const TumluLanguage&, const TumluSubjectSet& subject) const {
   return !subject.test.empty();
 }
@@ -104,31 +111,45 @@ class LoglikProtocol : public TumluProtocol {
     po.shuffle = options.shuffle;
     po.seed = options.seed;
     const std::string shots = build_shots(language, subject, po);
+    const size_t batch = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
     std::vector<TumluRecord> records;
-    for (size_t index : indices) {
-      const TumluPrompt prompt = build_prompt(language, subject, index, po, shots);
-      // The prompt ends "Cavab: "; the space moves into the continuations (" A"), where
-      // word-initial tokenizers expect it.
-      std::string prefix = prompt.full();
-      if (!prefix.empty() && prefix.back() == ' ') prefix.pop_back();
-      std::vector<std::string> continuations;
-      for (size_t i = 0; i < prompt.item.choices.size(); ++i) {
-        continuations.push_back(options.loglik_target == "letter"
-                                    ? " " + answer_letter(static_cast<int>(i))
-                                    : " " + prompt.item.choices[i]);
+    for (size_t start = 0; start < indices.size(); start += batch) {
+      const size_t end = std::min(indices.size(), start + batch);
+      std::vector<TumluPrompt> prompts;
+      std::vector<TumluModel::LoglikRequest> requests;
+      for (size_t k = start; k < end; ++k) {
+        prompts.push_back(build_prompt(language, subject, indices[k], po, shots));
+        const TumluPrompt& prompt = prompts.back();
+        // The prompt ends "Cavab: "; the space moves into the continuations (" A"), where
+        // word-initial tokenizers expect it.
+        TumluModel::LoglikRequest request;
+        request.prefix = prompt.full();
+        if (!request.prefix.empty() && request.prefix.back() == ' ') request.prefix.pop_back();
+        for (size_t i = 0; i < prompt.item.choices.size(); ++i) {
+          request.continuations.push_back(options.loglik_target == "letter"
+                                              ? " " + answer_letter(static_cast<int>(i))
+                                              : " " + prompt.item.choices[i]);
+        }
+        requests.push_back(std::move(request));
       }
-      const auto scores = model.loglik(prefix, continuations);
-      CONCORD_CHECK(scores.size() == continuations.size(), "TumluModel::loglik returned ",
-                    scores.size(), " scores for ", continuations.size(), " continuations");
-      TumluRecord r = base_record(subject, index, prompt);
-      r.loglik = scores;
-      for (size_t i = 0; i < scores.size(); ++i) {
-        r.loglik_norm.push_back(scores[i] / static_cast<double>(std::max<size_t>(1, code_points(continuations[i]))));
+      const auto all_scores = model.loglik_batch(requests);
+      CONCORD_CHECK(all_scores.size() == requests.size(), "TumluModel::loglik_batch returned ",
+                    all_scores.size(), " score vectors for ", requests.size(), " requests");
+      for (size_t k = start; k < end; ++k) {
+        const auto& scores = all_scores[k - start];
+        const auto& continuations = requests[k - start].continuations;
+        CONCORD_CHECK(scores.size() == continuations.size(), "TumluModel::loglik returned ",
+                      scores.size(), " scores for ", continuations.size(), " continuations");
+        TumluRecord r = base_record(subject, indices[k], prompts[k - start]);
+        r.loglik = scores;
+        for (size_t i = 0; i < scores.size(); ++i) {
+          r.loglik_norm.push_back(scores[i] / static_cast<double>(std::max<size_t>(1, code_points(continuations[i]))));
+        }
+        const int best = static_cast<int>(std::max_element(scores.begin(), scores.end()) - scores.begin());
+        r.output = answer_letter(best);
+        r.prediction = r.output;
+        records.push_back(std::move(r));
       }
-      const int best = static_cast<int>(std::max_element(scores.begin(), scores.end()) - scores.begin());
-      r.output = answer_letter(best);
-      r.prediction = r.output;
-      records.push_back(std::move(r));
     }
     return records;
   }

@@ -102,6 +102,51 @@ TEST(CausalLmTumluModel, PrefixCacheMatchesAFullForward) {
   EXPECT_EQ(cached.stats().hits, 2);
 }
 
+TEST(CausalLmTumluModel, BatchedLoglikMatchesAFullForward) {
+  auto model = tiny_model();
+  CausalLmTumluOptions ao;
+  ao.item_batch_size = 3;  // 5 items: one batch of 3 and one of 2
+  CausalLmTumluModel adapter(model, bytes(), ao);
+  // Items of different lengths (the short ones are padded in their batch), 2 to 4 options, letters
+  // and option texts of different token counts.
+  std::vector<TumluModel::LoglikRequest> requests;
+  for (int i = 0; i < 5; ++i) {
+    const std::string question = "Q" + std::to_string(i) + std::string(static_cast<size_t>(7 * i), 'x');
+    const int options = 2 + i % 3;
+    std::string prompt = kShots + "Sual: " + question + "\n";
+    TumluModel::LoglikRequest r;
+    for (int k = 0; k < options; ++k) {
+      prompt += answer_letter(k) + ") opt" + std::to_string(k) + "\n";
+      r.continuations.push_back(i % 2 == 0 ? " " + answer_letter(k)
+                                           : " opt" + std::string(static_cast<size_t>(k + 1), 'y'));
+    }
+    r.prefix = prompt + "\nCavab:";
+    requests.push_back(r);
+  }
+  const auto got = adapter.loglik_batch(requests);
+  ASSERT_EQ(got.size(), requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto ids = adapter.prompt_tokens(requests[i].prefix);
+    ASSERT_EQ(got[i].size(), requests[i].continuations.size());
+    for (size_t k = 0; k < got[i].size(); ++k) {
+      const auto cont = adapter.continuation_tokens(ids, requests[i].prefix, requests[i].continuations[k]);
+      EXPECT_NEAR(got[i][k], full_forward_loglik(model, ids, cont), 1e-4) << "item " << i << " option " << k;
+    }
+  }
+  // The first call has no history: the shared text comes from the requests themselves.
+  EXPECT_EQ(adapter.stats().builds, 1);
+  EXPECT_EQ(adapter.stats().hits, 5);
+  EXPECT_EQ(adapter.stats().full_forwards, 0);
+  EXPECT_EQ(adapter.stats().prefix_tokens, static_cast<int64_t>(kShots.size()) + 1);  // + BOS
+
+  // The default TumluModel::loglik_batch (one loglik call per request) gives the same numbers.
+  CausalLmTumluModel one_by_one(model, bytes());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto alone = one_by_one.loglik(requests[i].prefix, requests[i].continuations);
+    for (size_t k = 0; k < alone.size(); ++k) EXPECT_NEAR(alone[k], got[i][k], 1e-4);
+  }
+}
+
 TEST(CausalLmTumluModel, NewSharedPrefixRebuildsTheCache) {
   auto model = tiny_model();
   CausalLmTumluModel adapter(model, bytes());
@@ -166,9 +211,11 @@ TEST(CausalLmTumluModel, DriverRunsEndToEndOnSyntheticData) {
   const auto result = run_tumlu_eval(adapter, data, out, options);
   EXPECT_EQ(result.subjects_run, 2);
   ASSERT_EQ(result.outcomes.size(), 2u);
-  // One shared-prefix build per subject; every item after a subject's first is a cache hit.
+  // One shared-prefix build per subject; the driver sends a subject's items together, so every
+  // item, the first too, is a cache hit.
   EXPECT_EQ(adapter.stats().builds, 2);
-  EXPECT_EQ(adapter.stats().hits, (5 - 1) + (4 - 1));
+  EXPECT_EQ(adapter.stats().hits, 5 + 4);
+  EXPECT_EQ(adapter.stats().full_forwards, 0);
 
   // The stored log-likelihoods are the model's, recomputed here by a full forward.
   const fs::path file = out / "azerbaijani/outputs/loglik/tiny/llama/Biology.json";

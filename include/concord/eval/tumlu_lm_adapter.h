@@ -23,9 +23,17 @@
 // tokens of the whole prompt's tokenisation (a BPE merge across the cut, or a tokenizer that
 // treats the cut differently, falls back to a full forward). So the cached score is the score of
 // the same token sequence a full forward sees, equal up to float rounding
-// (CausalLmTumluModel.PrefixCacheMatchesAFullForward). Per item: a deep copy of the cache runs the
-// item's own tokens once (batch 1); the last position's log-softmax scores every continuation's
-// first token; continuations of more tokens continue from that state as one right-padded batch.
+// (CausalLmTumluModel.PrefixCacheMatchesAFullForward).
+//
+// Batches. loglik_batch() takes several prompts at once (the driver sends up to batch_size items
+// of one subject); their common text, cut after its last blank line, is the shared prefix, so even
+// a subject's first items are served by the cache. The cached items run together, up to
+// item_batch_size at a time: the shared cache copied into one row per item, the items' own tokens
+// right-padded after it. Right padding needs no attention mask: a real token never attends to a
+// later position, so plain causal attention gives each item exactly what it would get alone; the
+// log-softmax at each item's last real token scores every continuation's first token. Longer
+// continuations (option texts) continue per item from that item's row as one right-padded batch,
+// with a mask that hides the item's padding (CausalLmTumluModel.BatchedLoglikMatchesAFullForward).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -46,6 +54,8 @@ struct CausalLmTumluOptions {
   int64_t generate_batch_size = 0;
   /// Sequences per forward pass of the full-forward (uncached) loglik path.
   int64_t score_batch_size = 8;
+  /// Items per forward pass of the cached loglik path (each holds a copy of the shared cache).
+  int64_t item_batch_size = 16;
   /// Reuse the KV cache of the text shared by consecutive loglik prompts.
   bool prefix_cache = true;
   /// Shared prefixes shorter than this (characters) are not worth a cache.
@@ -55,8 +65,8 @@ struct CausalLmTumluOptions {
 /// Counters of the loglik path, for tests and run reports.
 struct PrefixCacheStats {
   int64_t builds = 0;         ///< shared prefixes run into a fresh KV cache
-  int64_t hits = 0;           ///< loglik calls served from a cached prefix
-  int64_t full_forwards = 0;  ///< loglik calls scored without a cache
+  int64_t hits = 0;           ///< loglik requests (items) served from a cached prefix
+  int64_t full_forwards = 0;  ///< loglik requests scored without a cache
   int64_t rejected = 0;       ///< shared prefixes whose tokens did not start the prompt's tokens
   int64_t prefix_tokens = 0;  ///< tokens of the cached prefix now held
 };
@@ -73,6 +83,7 @@ class CausalLmTumluModel : public TumluModel {
                                     int64_t max_new_tokens) override;
   std::vector<double> loglik(const std::string& prefix,
                              const std::vector<std::string>& continuations) override;
+  std::vector<std::vector<double>> loglik_batch(const std::vector<LoglikRequest>& requests) override;
 
   /// Continuation token ids as the harness forms them: encode(prefix + c) after the prefix's
   /// own tokens (encode(c) alone when the whole is not longer than the prefix's tokens).
@@ -87,9 +98,17 @@ class CausalLmTumluModel : public TumluModel {
   void reset_prefix_cache();
 
  private:
-  bool ensure_shared_prefix(const std::string& prefix, const std::vector<int64_t>& prefix_ids);
-  std::vector<double> loglik_cached(const std::vector<int64_t>& prefix_ids,
-                                    const std::vector<std::vector<int64_t>>& continuations);
+  struct Encoded {
+    std::vector<int64_t> prefix_ids;
+    std::vector<std::vector<int64_t>> continuations;
+  };
+  bool cache_serves(const std::string& prefix, const std::vector<int64_t>& prefix_ids) const;
+  void ensure_shared_prefix(const std::vector<LoglikRequest>& requests,
+                            const std::vector<Encoded>& encoded);
+  /// Scores the requests `items` (all served by the cache) in one batched pass into `out`.
+  void loglik_cached(const std::vector<Encoded>& encoded, const std::vector<size_t>& items,
+                     std::vector<std::vector<double>>& out);
+  std::vector<double> loglik_full(const Encoded& encoded);
 
   lm::CausalLM model_;
   std::shared_ptr<const text::Tokenizer> tokenizer_;
