@@ -9,10 +9,8 @@
 #include "concord/eval/tumlu_eval.h"
 #include "concord/eval/tumlu_lm_adapter.h"
 #include "concord/eval/tumlu_report.h"
-#include "concord/io/safetensors_sharded.h"
-#include "concord/lm/hf_checkpoint.h"
-#include "concord/lm/model_config.h"
 #include "concord/text/tokenizer.h"
+#include "model_loading.h"
 
 namespace concord::cli {
 
@@ -24,26 +22,6 @@ namespace fs = std::filesystem;
 std::string default_tumlu_dir() {
   if (const char* env = std::getenv("CONCORD_TUMLU_DIR"); env != nullptr && *env != '\0') return env;
   return "../shared/data/tumlu-mini";
-}
-
-// A Hugging Face model folder (config.json + safetensors), or a model config file (Concord's or
-// a config.json) with `weights` (a .safetensors, an index, or a folder; empty: fresh weights
-// drawn from the run's seed, for smoke runs).
-lm::CausalLM load_model(const std::string& model, const std::string& weights, c10::Device device) {
-  lm::LoadOptions lo;
-  lo.device = device;
-  if (fs::is_directory(model)) {
-    CONCORD_CHECK(weights.empty(), "tumlu: 'weights' is for a model config file; '", model,
-                  "' is a folder that holds its own weights");
-    return lm::load_pretrained(model, lo);
-  }
-  CONCORD_CHECK(fs::is_regular_file(model), "tumlu: model '", model,
-                "' is neither a model folder nor a model config file");
-  lm::CausalLM m(lm::load_any_model_config(model));
-  if (!weights.empty()) lm::load_hf_state_dict(m, io::load_safetensors_checkpoint(weights), weights);
-  m->to(device);
-  m->eval();
-  return m;
 }
 
 int env_int(const char* name, int fallback) {
@@ -88,15 +66,9 @@ Task tumlu_task() {
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
     const std::string model_path = config["model"].get<std::string>();
     const auto device = select_device(config["device"].get<std::string>());
-    auto model = load_model(model_path, config["weights"].get<std::string>(), device);
-
-    std::string tokenizer_path = config["tokenizer"].get<std::string>();
-    if (tokenizer_path.empty()) {
-      CONCORD_CHECK(fs::is_directory(model_path), "tumlu: give 'tokenizer' (a file, a folder or "
-                    "'bytes') for the model config file '", model_path, "'");
-      tokenizer_path = model_path;
-    }
-    std::shared_ptr<const text::Tokenizer> tokenizer = text::load_tokenizer(tokenizer_path);
+    auto model = load_model(model_path, config["weights"].get<std::string>(), device, "tumlu");
+    std::shared_ptr<const text::Tokenizer> tokenizer = text::load_tokenizer(
+        tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "tumlu"));
 
     std::string data_dir = config["data_dir"].get<std::string>();
     if (data_dir.empty()) data_dir = default_tumlu_dir();
@@ -116,10 +88,7 @@ Task tumlu_task() {
 
     eval::CausalLmTumluOptions ao;
     ao.name = config["model_name"].get<std::string>();
-    if (ao.name.empty()) {
-      const fs::path p = fs::path(model_path).lexically_normal();
-      ao.name = (p.has_filename() ? p : p.parent_path()).stem().string();
-    }
+    if (ao.name.empty()) ao.name = model_display_name(model_path);
     eval::CausalLmTumluModel adapter(model, tokenizer, ao);
 
     eval::TumluEvalOptions options;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/linear.h"
 #include "concord/data/collate.h"
 
 namespace concord::lm {
@@ -214,7 +215,7 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
 }
 
 at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) {
-  return at::linear(hidden, lm_head_weight());
+  return nn::linear(hidden, lm_head_weight());
 }
 
 at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,

@@ -1,4 +1,5 @@
 #include "concord/nn/attention.h"
+#include "concord/nn/linear.h"
 #include "concord/ops/attention.h"
 
 #include <cmath>
@@ -111,7 +112,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
               "CausalSelfAttention: x must be [B, T, ", options.dim(), "], got ", x.sizes());
   const int64_t batch = x.size(0), steps = x.size(1);
   const int64_t h = options.heads(), hkv = kv_heads(), hd = head_dim();
-  const at::Tensor proj = qkv->forward(x);
+  const at::Tensor proj = linear(x, qkv->weight, qkv->bias);
   at::Tensor q = proj.narrow(-1, 0, h * hd).reshape({batch, steps, h, hd}).transpose(1, 2);
   at::Tensor k = proj.narrow(-1, h * hd, hkv * hd).reshape({batch, steps, hkv, hd}).transpose(1, 2);
   at::Tensor v =
@@ -128,7 +129,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
       ctx.plain_causal
           ? ops::attention(q, k, v, ops::AttentionOptions().causal(true).scale(scale))
           : attention_core(q, k, v, ctx.mask, scale);
-  return out->forward(o.transpose(1, 2).reshape({batch, steps, h * hd}));
+  return linear(o.transpose(1, 2).reshape({batch, steps, h * hd}), out->weight, out->bias);
 }
 
 void CausalSelfAttentionImpl::pretty_print(std::ostream& stream) const {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/linear.h"
 
 namespace concord::nn {
 
@@ -69,12 +70,12 @@ at::Tensor FeedForwardImpl::forward_tokens(const at::Tensor& x, const at::Tensor
                                            at::Tensor* state) {
   TORCH_CHECK(x.size(-1) == options.dim(), "FeedForward: expected last dim ", options.dim(),
               ", got ", x.sizes());
-  const at::Tensor h = fc_in->forward(x);
-  if (!options.gated()) return fc_out->forward(activate(h, valid, state));
+  const at::Tensor h = linear(x, fc_in->weight, fc_in->bias);
+  if (!options.gated()) return linear(activate(h, valid, state), fc_out->weight, fc_out->bias);
   const int64_t i = options.hidden();
   const at::Tensor gate = h.narrow(-1, 0, i);
   const at::Tensor up = h.narrow(-1, i, i);
-  return fc_out->forward(activate(gate, valid, state) * up);
+  return linear(activate(gate, valid, state) * up, fc_out->weight, fc_out->bias);
 }
 
 void FeedForwardImpl::pretty_print(std::ostream& stream) const {

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Training-step throughput: Concord's CausalLM (bench_train_step) vs PyTorch eager (the
+baseline: transformers' GPT2LMHeadModel, default attention implementation), same model, same
+weights, same batches, same run, same thread count.
+
+  ~/.cache/concord/venv/bin/python benchmarks/bench_train_step.py \
+      --bin build/benchmarks/bench_train_step [--config configs/models/gpt2.json] \
+      [--batch 4] [--seq 256] [--steps 5] [--warmup 2] [--threads 2] [--rounds 1] \
+      [--optimizers torch,concord]
+
+One step is: zero the gradients, forward, mean cross-entropy over every position, backward,
+AdamW (lr 1e-4, betas (0.9, 0.95), eps 1e-8, weight decay 0.1). Concord runs once per optimizer
+named: `torch` is torch::optim::AdamW (decay on every parameter, as the baseline's
+torch.optim.AdamW), `concord` is Concord's train::AdamW (one fused CPU pass; biases and norm
+gains exempt from decay, so its losses part from the baseline's after the first step). No dropout
+on either side (Concord has none; the baseline's is set to 0). The model is built here from the
+Concord config's shapes, saved with save_pretrained to a temp folder, and loaded by both sides,
+so the first step's loss must agree (checked: a mismatch means the two are not the same
+computation). Each round runs Concord (each optimizer), then the baseline; tokens/s is
+batch * seq over the median timed step (median over rounds). Prints a table and the ratios.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+transformers.utils.logging.disable_progress_bar()  # keep the output to the table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpt2_config(concord_config):
+    c = json.loads(Path(concord_config).read_text())
+    if c["family"] != "gpt2":
+        sys.exit(f"bench_train_step.py: the baseline is GPT2LMHeadModel; {concord_config} is {c['family']}")
+    return transformers.GPT2Config(
+        vocab_size=c["vocab_size"], n_embd=c["hidden_size"], n_layer=c["num_layers"],
+        n_head=c["num_heads"], n_positions=c.get("max_position_embeddings", 1024),
+        n_inner=c.get("intermediate_size"), layer_norm_epsilon=c.get("norm_eps", 1e-5),
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"))
+
+
+def train_eager(model_dir, ids, warmup, lr):
+    model = transformers.GPT2LMHeadModel.from_pretrained(model_dir)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    vocab = model.config.vocab_size
+    losses, times = [], []
+    for s in range(ids.shape[0]):
+        inputs, targets = ids[s, :, :-1], ids[s, :, 1:]
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        logits = model(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        t1 = time.perf_counter()
+        losses.append(value)
+        if s >= warmup:
+            times.append((t1 - t0) * 1e3)
+    return {"losses": losses, "step_ms": times, "median_step_ms": statistics.median(times),
+            "attn_implementation": model.config._attn_implementation}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="path to the bench_train_step binary")
+    ap.add_argument("--config", default=str(ROOT / "configs/models/gpt2.json"))
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="Concord-then-baseline rounds")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--optimizers", default="torch,concord",
+                    help="Concord's optimizers to run: torch (torch::optim::AdamW), concord (train::AdamW)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = gpt2_config(args.config)
+    total = args.warmup + args.steps
+    tokens = args.batch * args.seq
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        transformers.GPT2LMHeadModel(config).save_pretrained(model_dir)
+        ids = torch.randint(config.vocab_size, (total, args.batch, args.seq + 1), dtype=torch.int64)
+        data = Path(tmp) / "ids.bin"
+        data.write_bytes(ids.numpy().tobytes())
+        optimizers = args.optimizers.split(",")
+        ours = {name: [] for name in optimizers}
+        theirs = []
+        for r in range(args.rounds):
+            for name in optimizers:
+                out = subprocess.run(
+                    [args.bin, "--model", str(model_dir), "--data", str(data), "--batch", str(args.batch),
+                     "--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                     "--threads", str(args.threads), "--lr", str(args.lr), "--optimizer", name],
+                    check=True, capture_output=True, text=True)
+                ours[name].append(json.loads(out.stdout))
+            theirs.append(train_eager(model_dir, ids, args.warmup, args.lr))
+            print(f"round {r + 1}: " + ", ".join(f"concord/{n} {ours[n][-1]['median_step_ms']:.0f} ms"
+                                                  for n in optimizers)
+                  + f", eager {theirs[-1]['median_step_ms']:.0f} ms per step", flush=True)
+
+    e_ms = statistics.median(t["median_step_ms"] for t in theirs)
+    first = ours[optimizers[0]][0]
+    print(f"model {args.config}: {first['parameters']:,} parameters; batch {args.batch} x seq "
+          f"{args.seq} = {tokens} tokens a step; fp32, {args.threads} threads each; "
+          f"{args.warmup} warm-up + {args.steps} timed steps, {args.rounds} round(s)")
+    print(f"  {'pytorch eager ' + torch.__version__ + ' (' + theirs[0]['attn_implementation'] + ')':40s} "
+          f"{e_ms:9.0f} ms/step {tokens / e_ms * 1e3:9.1f} tok/s")
+    ok = True
+    for name in optimizers:
+        c_ms = statistics.median(o["median_step_ms"] for o in ours[name])
+        run = ours[name][0]
+        label = f"concord (libtorch {run['libtorch']}, {name} AdamW)"
+        print(f"  {label:40s} {c_ms:9.0f} ms/step {tokens / c_ms * 1e3:9.1f} tok/s   "
+              f"ratio {e_ms / c_ms:.2f}x")
+        diff = max(abs(a - b) for a, b in zip(run["losses"], theirs[0]["losses"]))
+        print(f"    first-step loss {run['losses'][0]:.6f} vs eager {theirs[0]['losses'][0]:.6f}; "
+              f"largest difference over {total} steps {diff:.2e}")
+        # Same weights and batch: the first loss agrees to float rounding, or the comparison is void.
+        ok = ok and abs(run["losses"][0] - theirs[0]["losses"][0]) < 1e-3
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+#include "model_loading.h"
+
+#include <filesystem>
+
+#include "concord/core/error.h"
+#include "concord/io/safetensors_sharded.h"
+#include "concord/lm/hf_checkpoint.h"
+#include "concord/lm/model_config.h"
+
+namespace concord::cli {
+
+namespace fs = std::filesystem;
+
+lm::CausalLM load_model(const std::string& model, const std::string& weights, c10::Device device,
+                        const std::string& task) {
+  lm::LoadOptions lo;
+  lo.device = device;
+  if (fs::is_directory(model)) {
+    CONCORD_CHECK(weights.empty(), task, ": 'weights' is for a model config file; '", model,
+                  "' is a folder that holds its own weights");
+    return lm::load_pretrained(model, lo);
+  }
+  CONCORD_CHECK(fs::is_regular_file(model), task, ": model '", model,
+                "' is neither a model folder nor a model config file");
+  lm::CausalLM m(lm::load_any_model_config(model));
+  if (!weights.empty()) lm::load_hf_state_dict(m, io::load_safetensors_checkpoint(weights), weights);
+  m->to(device);
+  m->eval();
+  return m;
+}
+
+std::string tokenizer_path_for(const std::string& model, const std::string& tokenizer,
+                               const std::string& task) {
+  if (!tokenizer.empty()) return tokenizer;
+  CONCORD_CHECK(fs::is_directory(model), task, ": give 'tokenizer' (a file, a folder or 'bytes') "
+                "for the model config file '", model, "'");
+  return model;
+}
+
+std::string model_display_name(const std::string& model) {
+  fs::path p = fs::path(model).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();  // "dir/" -> "dir"
+  // A folder keeps its whole name (a dot in "Qwen2-0.5B" is not an extension).
+  return fs::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
+}  // namespace concord::cli

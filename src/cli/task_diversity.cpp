@@ -1,0 +1,145 @@
+#include "task_diversity.h"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "concord/core/error.h"
+#include "concord/core/files.h"
+#include "concord/core/plot.h"
+#include "concord/core/runtime.h"
+#include "concord/data/builtin_corpus.h"
+#include "concord/data/jsonl.h"
+#include "concord/lm/diversity.h"
+#include "concord/text/tokenizer.h"
+#include "model_loading.h"
+
+namespace concord::cli {
+
+namespace {
+
+// The "text" field of the first `limit` records of a JSONL file (0: all).
+std::vector<std::string> read_texts(const std::string& path, int64_t limit) {
+  std::vector<std::string> texts;
+  data::JsonlReader reader(path);
+  Json record;
+  while ((limit == 0 || static_cast<int64_t>(texts.size()) < limit) && reader.next(record)) {
+    auto it = record.find("text");
+    if (it == record.end() || !it->is_string()) {
+      reader.location().fail("expected a string field \"text\"");
+    }
+    texts.push_back(it->get<std::string>());
+  }
+  return texts;
+}
+
+}  // namespace
+
+Task diversity_task() {
+  Task t;
+  t.summary = "Per-layer feature diversity d_M(H) of a causal language model (PanGu-pi's "
+              "feature-collapse analysis)";
+  t.schema = [] {
+    ConfigSchema s;
+    s.required("model", ConfigType::String,
+               "a Hugging Face model folder, or a model config file (Concord's or config.json)")
+        .optional("weights", ConfigType::String, "",
+                  "safetensors weights for a model config file (empty: fresh seeded weights)")
+        .optional("model_name", ConfigType::String, "",
+                  "name in the report (default: the model's file or folder name)")
+        .optional("tokenizer", ConfigType::String, "",
+                  "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
+        .optional("input", ConfigType::String, "",
+                  "JSONL file of {\"text\"} records (empty: the built-in corpus)")
+        .optional("documents", ConfigType::Int, 64,
+                  "texts to measure: the first N of the file, or N built-in documents (0: the "
+                  "whole file)")
+        .optional("max_length", ConfigType::Int, 128, "tokens per text at most (longer are cut)")
+        .optional("batch_size", ConfigType::Int, 8, "texts per forward pass")
+        .optional("device", ConfigType::String, "cpu", "cpu, cuda, cuda:N or auto");
+    return s;
+  };
+  t.run = [](const Json& config, RunDirectory& dir, Report& report) {
+    const std::string model_path = config["model"].get<std::string>();
+    const int64_t documents = config["documents"].get<int64_t>();
+    CONCORD_CHECK(documents >= 0, "diversity: documents must be >= 0, got ", documents);
+    const std::string input = config["input"].get<std::string>();
+    CONCORD_CHECK(!input.empty() || documents > 0,
+                  "diversity: documents must be > 0 for the built-in corpus");
+    lm::DiversityOptions options;
+    options.max_length = config["max_length"].get<int64_t>();
+    options.batch_size = config["batch_size"].get<int64_t>();
+    CONCORD_CHECK(options.max_length > 1, "diversity: max_length must be > 1, got ",
+                  options.max_length);
+    CONCORD_CHECK(options.batch_size > 0, "diversity: batch_size must be > 0, got ",
+                  options.batch_size);
+
+    const auto device = select_device(config["device"].get<std::string>());
+    auto model = load_model(model_path, config["weights"].get<std::string>(), device, "diversity");
+    const auto tokenizer = text::load_tokenizer(
+        tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "diversity"));
+    std::string name = config["model_name"].get<std::string>();
+    if (name.empty()) name = model_display_name(model_path);
+
+    const std::vector<std::string> texts =
+        input.empty() ? data::builtin_corpus(documents, config["seed"].get<uint64_t>())
+                      : read_texts(input, documents);
+    CONCORD_CHECK(!texts.empty(), "diversity: no texts in '", input, "'");
+    const lm::LayerDiversity r = lm::layer_diversity_texts(model, *tokenizer, texts, options);
+    CONCORD_CHECK(r.sequences > 0, "diversity: every text is shorter than ", options.min_length,
+                  " tokens; nothing to measure");
+
+    // One metrics line per layer; "step" is the layer index, so the run's charts have depth on x.
+    Json layers = Json::array();
+    std::vector<std::vector<std::string>> rows;
+    Series relative{name, {}, {}}, per_token{name, {}, {}};
+    for (size_t l = 0; l < r.num_layers(); ++l) {
+      dir.metrics().log_json({{"step", l},
+                              {"layer", lm::LayerDiversity::layer_name(l)},
+                              {"diversity/distance", r.distance[l]},
+                              {"diversity/per_token", r.per_token[l]},
+                              {"diversity/relative", r.relative[l]}});
+      rows.push_back({std::to_string(l), lm::LayerDiversity::layer_name(l), fixed(r.distance[l], 3),
+                      fixed(r.per_token[l], 4), fixed(r.relative[l], 4)});
+      relative.x.push_back(static_cast<double>(l));
+      relative.y.push_back(r.relative[l]);
+      per_token.x.push_back(static_cast<double>(l));
+      per_token.y.push_back(r.per_token[l]);
+    }
+    Json summary = r.to_json();
+    summary["model"] = name;
+    summary["input"] = input.empty() ? "builtin_corpus" : input;
+    write_file_atomic(dir.file("diversity.json"), summary.dump(2) + "\n");
+    plot_lines(dir.chart("diversity_relative.png"),
+               {"relative diversity d_M(H) / ||H||_F by layer", "layer (0: embedding)",
+                "d_M(H) / ||H||_F"},
+               {relative});
+    plot_lines(dir.chart("diversity_per_token.png"),
+               {"per-token diversity d_M(H) / sqrt(N) by layer", "layer (0: embedding)",
+                "d_M(H) / sqrt(N)"},
+               {per_token});
+
+    report.paragraph(
+        "Model `" + name + "` (" + model_path + ") on " +
+        (input.empty() ? std::to_string(documents) + " documents of the built-in corpus"
+                       : "`" + input + "`") +
+        ": " + std::to_string(r.sequences) + " texts, " + std::to_string(r.tokens) +
+        " tokens (" + std::to_string(r.truncated) + " cut to " +
+        std::to_string(options.max_length) + " tokens, " + std::to_string(r.skipped) +
+        " too short to measure).");
+    report.heading("Feature diversity by layer")
+        .paragraph("d_M(H) = min_x ||H - 1 x^T||_F = ||H - 1 mean(H)^T||_F for the features H "
+                   "(tokens x d) of one text at one layer (PanGu-pi, Section 3): 0 when every "
+                   "token has the same feature. Each column is a mean over texts; padding is "
+                   "excluded; layer 0 is the input embedding, layer l the output of block l "
+                   "(before the final norm). `relative` divides by ||H||_F and is the one to "
+                   "compare across depths.")
+        .table({"layer", "name", "d_M(H)", "d_M(H) / sqrt(N)", "d_M(H) / ||H||_F"}, rows)
+        .image("relative diversity by layer", "charts/diversity_relative.png")
+        .image("per-token diversity by layer", "charts/diversity_per_token.png")
+        .paragraph("All values: [diversity.json](diversity.json).");
+  };
+  return t;
+}
+
+}  // namespace concord::cli
