@@ -1,0 +1,76 @@
+// The GRAPE paper's controlled claim, in miniature ("The Best Instruction-Tuning Data are Those
+// That Fit", arXiv 2502.04194, Sec. 4): with the instructions and the step budget fixed, SFT on
+// the responses the base model itself finds most probable,
+//
+//   y*(x) = argmax_y (1/|y|) sum_t log p_base(y_t | template(x), y_<t)        (GRAPE)
+//
+// beats SFT on a random response per instruction, on the single source that is best on its own,
+// on the least probable response (Reverse-GRAPE) and on all responses.
+//
+// The run: a synthetic pool with verifiable answers (synthetic_pool.h); a byte-level base model
+// pretrained on text in one of the sources' styles (so it has a "style" of its own); GRAPE
+// scores of every candidate under that base model; then, for each selection mode and seed, SFT
+// from the base weights for the same number of steps and greedy accuracy on held-out
+// instructions, checked by a program.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "concord/grape/synthetic_pool.h"
+#include "concord/lm/model_config.h"
+#include "concord/train/trainer.h"
+
+namespace concord::grape {
+
+struct GrapeExperimentOptions {
+  SyntheticPoolOptions pool;
+  lm::ModelConfig model;              ///< the base model's architecture (byte vocabulary)
+  train::TrainerOptions pretrain;     ///< the base model's pretraining
+  int64_t pretrain_block = 128;
+  int64_t pretrain_batch_size = 16;
+  train::TrainerOptions sft;          ///< the same budget for every selection
+  int64_t sft_batch_size = 16;
+  /// Selection modes compared (select.h); "source" uses the source that is best on its own,
+  /// found by fine-tuning on each source with the first seed.
+  std::vector<std::string> modes = {"grape", "random", "source", "reverse", "all"};
+  std::vector<uint64_t> seeds = {1, 2, 3};
+  int64_t max_new_tokens = 24;
+  uint64_t base_seed = 1;             ///< the base model's initialisation and data order
+};
+
+struct ModeResult {
+  std::string mode;
+  std::vector<double> accuracy;              ///< held-out accuracy (%) per seed
+  double mean = 0, stddev = 0;
+  int64_t examples = 0;                      ///< SFT examples selected (first seed)
+  std::map<std::string, int64_t> sources;    ///< selected examples per source (first seed)
+  std::vector<std::string> sample_outputs;   ///< the first held-out generations (first seed)
+  nlohmann::json to_json() const;
+};
+
+struct GrapeExperimentResult {
+  double base_accuracy = 0;                  ///< the base model before any SFT (%)
+  double base_pretrain_loss = 0;
+  std::map<std::string, double> single_source_accuracy;  ///< SFT on each source, first seed (%)
+  std::string best_source;
+  std::map<std::string, int64_t> grape_wins;  ///< pools where each source had the top score
+  std::vector<ModeResult> modes;
+  nlohmann::json to_json() const;
+};
+
+/// Greedy accuracy (%) of `model` on `items`: the prompt is the plain chat template's question
+/// ("Question: {x}\nAnswer:"), generation stops at EOS or a newline.
+/// `outputs` (optional) receives each item's generated text.
+double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
+                        int64_t max_new_tokens, std::vector<std::string>* outputs = nullptr);
+
+GrapeExperimentResult run_grape_experiment(
+    const GrapeExperimentOptions& options,
+    const std::function<void(const std::string&)>& progress = nullptr);
+
+}  // namespace concord::grape

@@ -1,0 +1,202 @@
+#include "concord/grape/experiment.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "concord/core/error.h"
+#include "concord/core/runtime.h"
+#include "concord/data/pretrain.h"
+#include "concord/data/records.h"
+#include "concord/data/sft.h"
+#include "concord/grape/score.h"
+#include "concord/grape/select.h"
+#include "concord/lm/generate.h"
+#include "concord/text/byte_tokenizer.h"
+#include "concord/train/batch.h"
+
+namespace concord::grape {
+
+namespace {
+
+void say(const std::function<void(const std::string&)>& progress, const std::string& what) {
+  if (progress) progress(what);
+}
+
+// A copy of `model` with its own parameters (SFT starts from the base weights every time).
+lm::CausalLM copy_of(lm::CausalLM model) {
+  auto clone = std::dynamic_pointer_cast<lm::CausalLMImpl>(model->clone());
+  return lm::CausalLM(clone);
+}
+
+// SFT of a copy of `base` on prompt/completion records; returns the fine-tuned model.
+lm::CausalLM fine_tune(lm::CausalLM base, const std::vector<data::SftRecord>& records,
+                       const GrapeExperimentOptions& o, uint64_t seed) {
+  const text::ByteTokenizer tokenizer;
+  data::SftOptions so;
+  so.chat_template = "plain";
+  so.max_length = o.model.max_position_embeddings;
+  const auto dataset = data::SftDataset::from_records(records, tokenizer, so);
+  CONCORD_CHECK(dataset.size() > 0, "grape experiment: no SFT samples left after tokenisation");
+  seed_everything(seed);
+  lm::CausalLM model = copy_of(base);
+  data::SamplerOptions sampling;
+  sampling.batch_size = o.sft_batch_size;
+  sampling.seed = seed;
+  train::SampledBatches<data::SftDataset> batches(dataset, sampling);
+  train::Trainer trainer(model, o.sft);
+  trainer.fit(batches);
+  return model;
+}
+
+std::pair<double, double> mean_std(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  double sq = 0;
+  for (double x : v) sq += (x - m) * (x - m);
+  return {m, v.size() > 1 ? std::sqrt(sq / static_cast<double>(v.size() - 1)) : 0.0};
+}
+
+}  // namespace
+
+nlohmann::json ModeResult::to_json() const {
+  return {{"mode", mode}, {"accuracy", accuracy}, {"mean", mean}, {"stddev", stddev},
+          {"examples", examples}, {"sources", sources}, {"sample_outputs", sample_outputs}};
+}
+
+nlohmann::json GrapeExperimentResult::to_json() const {
+  nlohmann::json m = nlohmann::json::array();
+  for (const auto& r : modes) m.push_back(r.to_json());
+  return {{"base_accuracy", base_accuracy},
+          {"base_pretrain_loss", base_pretrain_loss},
+          {"single_source_accuracy", single_source_accuracy},
+          {"best_source", best_source},
+          {"grape_wins", grape_wins},
+          {"modes", m}};
+}
+
+double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
+                        int64_t max_new_tokens, std::vector<std::string>* texts) {
+  CONCORD_CHECK(!items.empty(), "heldout_accuracy: no items");
+  const text::ByteTokenizer tokenizer;
+  std::vector<std::string> prompts;
+  for (const auto& item : items) prompts.push_back("Question: " + item.instruction + "\nAnswer:");
+  lm::GenerationOptions go;
+  go.max_new_tokens = max_new_tokens;
+  go.stop_strings = {"\n"};
+  go.batch_size = 32;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto outputs = lm::generate_text(model, tokenizer, prompts, go);
+  if (was_training) model->train();
+  int64_t correct = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    correct += verify_synthetic_answer(items[i], outputs[i].text);
+    if (texts != nullptr) texts->push_back(outputs[i].text);
+  }
+  return 100.0 * static_cast<double>(correct) / static_cast<double>(items.size());
+}
+
+GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
+                                           const std::function<void(const std::string&)>& progress) {
+  CONCORD_CHECK(!o.seeds.empty() && !o.modes.empty(), "grape experiment: no seeds or no modes");
+  GrapeExperimentResult result;
+  const SyntheticPool pool = make_synthetic_pool(o.pool);
+  const text::ByteTokenizer tokenizer;
+
+  // 1. The base model, pretrained on text in the base_style.
+  say(progress, "pretraining the base model");
+  seed_everything(o.base_seed);
+  lm::CausalLM base(o.model);
+  {
+    const auto corpus = data::PretrainDataset::from_texts(pool.pretraining, tokenizer, o.pretrain_block);
+    data::SamplerOptions sampling;
+    sampling.batch_size = o.pretrain_batch_size;
+    sampling.seed = o.base_seed;
+    train::SampledBatches<data::PretrainDataset> batches(corpus, sampling);
+    train::Trainer trainer(base, o.pretrain);
+    result.base_pretrain_loss = trainer.fit(batches).final_loss;
+  }
+  result.base_accuracy = heldout_accuracy(base, pool.heldout, o.max_new_tokens);
+
+  // 2. GRAPE scores of every candidate under the base model.
+  say(progress, "scoring the pool");
+  base->eval();
+  GrapeScoreOptions score_options;
+  score_options.max_length = o.model.max_position_embeddings;
+  const auto scores = grape_score(base, tokenizer, pool.train, score_options);
+  base->train();
+  {
+    SelectOptions top;
+    top.mode = "grape";
+    for (const auto& s : select_responses(pool.train, scores, top)) {
+      result.grape_wins[pool.train[s.pool].responses[s.candidate].source] += 1;
+    }
+  }
+
+  auto records_for = [&](const SelectOptions& so, ModeResult* mode) {
+    std::vector<data::SftRecord> records;
+    for (const auto& s : select_responses(pool.train, scores, so)) {
+      data::SftRecord r;
+      r.prompt = pool.train[s.pool].instruction;
+      r.completion = pool.train[s.pool].responses[s.candidate].text;
+      if (mode != nullptr) mode->sources[pool.train[s.pool].responses[s.candidate].source] += 1;
+      records.push_back(std::move(r));
+    }
+    return records;
+  };
+
+  // 3. The source that is best on its own (the paper's "strongest model" baseline).
+  const bool wants_source =
+      std::find(o.modes.begin(), o.modes.end(), "source") != o.modes.end();
+  if (wants_source) {
+    for (const auto& source : synthetic_sources()) {
+      if (!o.pool.sources.empty() &&
+          std::find(o.pool.sources.begin(), o.pool.sources.end(), source) == o.pool.sources.end()) {
+        continue;
+      }
+      say(progress, "SFT on source " + source);
+      SelectOptions so;
+      so.mode = "source";
+      so.source = source;
+      const auto model = fine_tune(base, records_for(so, nullptr), o, o.seeds.front());
+      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, o.max_new_tokens);
+    }
+    double best = -1;
+    for (const auto& [source, acc] : result.single_source_accuracy) {
+      if (acc > best) {
+        best = acc;
+        result.best_source = source;
+      }
+    }
+  }
+
+  // 4. Every mode, every seed, the same step budget.
+  for (const auto& mode_name : o.modes) {
+    ModeResult mode;
+    mode.mode = mode_name;
+    for (size_t i = 0; i < o.seeds.size(); ++i) {
+      const uint64_t seed = o.seeds[i];
+      SelectOptions so;
+      so.mode = mode_name;
+      so.seed = seed;
+      if (mode_name == "source") so.source = result.best_source;
+      say(progress, "SFT on " + mode_name + " selection, seed " + std::to_string(seed));
+      const auto records = records_for(so, i == 0 ? &mode : nullptr);
+      if (i == 0) mode.examples = static_cast<int64_t>(records.size());
+      const auto model = fine_tune(base, records, o, seed);
+      std::vector<std::string> texts;
+      mode.accuracy.push_back(heldout_accuracy(model, pool.heldout, o.max_new_tokens, &texts));
+      if (i == 0) {
+        for (size_t k = 0; k < std::min<size_t>(4, texts.size()); ++k) {
+          mode.sample_outputs.push_back(pool.heldout[k].instruction + " -> " + texts[k]);
+        }
+      }
+    }
+    std::tie(mode.mean, mode.stddev) = mean_std(mode.accuracy);
+    result.modes.push_back(std::move(mode));
+  }
+  return result;
+}
+
+}  // namespace concord::grape

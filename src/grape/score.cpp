@@ -1,0 +1,547 @@
+#include "concord/grape/score.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <unordered_map>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "concord/core/error.h"
+#include "concord/core/files.h"
+#include "concord/data/jsonl.h"
+#include "concord/lm/score.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace concord::grape {
+
+// ---- statuses, JSON ----------------------------------------------------------------------------
+
+const char* to_string(CandidateStatus status) {
+  switch (status) {
+    case CandidateStatus::scored: return "scored";
+    case CandidateStatus::too_long: return "too_long";
+    case CandidateStatus::empty: return "empty";
+  }
+  return "?";
+}
+
+CandidateStatus candidate_status_from_string(const std::string& name) {
+  if (name == "scored") return CandidateStatus::scored;
+  if (name == "too_long") return CandidateStatus::too_long;
+  if (name == "empty") return CandidateStatus::empty;
+  fail("unknown candidate status '", name, "' (valid: empty, scored, too_long)");
+}
+
+json PoolScores::to_json() const {
+  json candidates_json = json::array();
+  for (const auto& c : candidates) {
+    json o = {{"source", c.source}, {"status", to_string(c.status)}};
+    // JSON has no NaN: a candidate without a score says so with null.
+    o["score"] = c.has_score() ? json(c.score) : json(nullptr);
+    o["logprob_sum"] = c.logprob_sum;
+    o["response_tokens"] = c.response_tokens;
+    if (c.duplicate_of >= 0) o["duplicate_of"] = c.duplicate_of;
+    candidates_json.push_back(std::move(o));
+  }
+  return {{"id", id}, {"pool_index", pool_index}, {"prompt_tokens", prompt_tokens},
+          {"candidates", std::move(candidates_json)}};
+}
+
+namespace {
+
+const json& require(const json& object, const std::string& key, const data::RecordLocation& loc) {
+  auto it = object.find(key);
+  if (it == object.end()) loc.fail("missing key '" + key + "'");
+  return *it;
+}
+
+int64_t require_int(const json& object, const std::string& key, const data::RecordLocation& loc) {
+  const json& v = require(object, key, loc);
+  if (!v.is_number_integer()) loc.fail("key '" + key + "' must be an integer, got " + v.type_name());
+  return v.get<int64_t>();
+}
+
+std::string require_string(const json& object, const std::string& key,
+                           const data::RecordLocation& loc) {
+  const json& v = require(object, key, loc);
+  if (!v.is_string()) loc.fail("key '" + key + "' must be a string, got " + v.type_name());
+  return v.get<std::string>();
+}
+
+}  // namespace
+
+PoolScores PoolScores::from_json(const json& object, const data::RecordLocation& loc) {
+  PoolScores p;
+  p.id = require_string(object, "id", loc);
+  p.pool_index = require_int(object, "pool_index", loc);
+  p.prompt_tokens = require_int(object, "prompt_tokens", loc);
+  const json& candidates = require(object, "candidates", loc);
+  if (!candidates.is_array()) loc.fail("key 'candidates' must be an array");
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const json& c = candidates[i];
+    if (!c.is_object()) loc.fail("candidates[" + std::to_string(i) + "] must be an object");
+    CandidateScore s;
+    s.source = require_string(c, "source", loc);
+    try {
+      s.status = candidate_status_from_string(require_string(c, "status", loc));
+    } catch (const FormatError&) {
+      throw;
+    } catch (const Error& e) {
+      loc.fail(e.what());
+    }
+    const json& score = require(c, "score", loc);
+    if (s.has_score()) {
+      if (!score.is_number()) loc.fail("candidates[" + std::to_string(i) + "]: a scored candidate needs a number 'score'");
+      s.score = score.get<double>();
+    }
+    const json& sum = require(c, "logprob_sum", loc);
+    if (!sum.is_number()) loc.fail("key 'logprob_sum' must be a number");
+    s.logprob_sum = sum.get<double>();
+    s.response_tokens = require_int(c, "response_tokens", loc);
+    if (c.contains("duplicate_of")) s.duplicate_of = require_int(c, "duplicate_of", loc);
+    p.candidates.push_back(std::move(s));
+  }
+  return p;
+}
+
+json ScoreStats::to_json() const {
+  return {{"pools", pools},
+          {"candidates", candidates},
+          {"scored", scored},
+          {"skipped_too_long", skipped_too_long},
+          {"skipped_empty", skipped_empty},
+          {"deduplicated", deduplicated},
+          {"response_tokens", response_tokens},
+          {"prompt_tokens", prompt_tokens},
+          {"seconds", seconds}};
+}
+
+ScoreStats summarize(const std::vector<PoolScores>& scores) {
+  ScoreStats s;
+  for (const auto& p : scores) {
+    ++s.pools;
+    bool any_run = false;
+    for (const auto& c : p.candidates) {
+      ++s.candidates;
+      switch (c.status) {
+        case CandidateStatus::scored:
+          ++s.scored;
+          if (c.duplicate_of >= 0) {
+            ++s.deduplicated;
+          } else {
+            s.response_tokens += c.response_tokens;
+            any_run = true;
+          }
+          break;
+        case CandidateStatus::too_long: ++s.skipped_too_long; break;
+        case CandidateStatus::empty: ++s.skipped_empty; break;
+      }
+    }
+    if (any_run) s.prompt_tokens += p.prompt_tokens;
+  }
+  return s;
+}
+
+json GrapeScoreOptions::to_json() const {
+  return {{"prompt_template", prompt_template}, {"max_length", max_length},
+          {"batch_size", batch_size},           {"share_prompt", share_prompt},
+          {"dedup", dedup},                     {"rank", rank},
+          {"world_size", world_size}};
+}
+
+// ---- templates ---------------------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kPlaceholder = "{instruction}";
+
+std::string fill(const std::string& format, const std::string& instruction) {
+  std::string out;
+  size_t from = 0;
+  const std::string key = kPlaceholder;
+  for (size_t at = format.find(key); at != std::string::npos; at = format.find(key, from)) {
+    out.append(format, from, at - from);
+    out += instruction;
+    from = at + key.size();
+  }
+  out.append(format, from, std::string::npos);
+  return out;
+}
+
+std::vector<int64_t> widen(const std::vector<text::TokenId>& ids) {
+  return {ids.begin(), ids.end()};
+}
+
+}  // namespace
+
+PromptRenderer::PromptRenderer(const std::string& prompt_template, const text::Tokenizer& tokenizer)
+    : template_(prompt_template), tokenizer_(&tokenizer) {
+  if (prompt_template.find(kPlaceholder) != std::string::npos) return;
+  const auto names = data::chat_template_names();
+  if (std::find(names.begin(), names.end(), prompt_template) == names.end()) {
+    std::string valid;
+    for (const auto& n : names) valid += ", " + n;
+    fail("grape: template '", prompt_template, "' is neither a format string with ", kPlaceholder,
+         " nor a chat template name (valid chat templates: ", valid.substr(2), ")");
+  }
+  chat_ = data::make_chat_template(prompt_template);
+}
+
+ScoringTokens PromptRenderer::render(const std::string& instruction,
+                                     const std::string& response) const {
+  ScoringTokens t;
+  if (!chat_) {
+    // As lm::score_texts: the prompt with the tokenizer's special tokens (a BOS where the model
+    // expects one), the response on its own, so its tokens do not depend on the prompt.
+    t.prompt = widen(tokenizer_->encode(fill(template_, instruction), /*add_special_tokens=*/true));
+    t.response = widen(tokenizer_->encode(response, /*add_special_tokens=*/false));
+    return t;
+  }
+  // The SFT rendering of the pair: the scored tokens are the trainable run (the assistant turn).
+  const data::TokenizedSample s =
+      chat_->tokenize(*tokenizer_, {{"user", instruction}, {"assistant", response}});
+  const size_t start = static_cast<size_t>(s.prompt_length());
+  size_t end = start;
+  while (end < s.ids.size() && s.train[end]) ++end;
+  t.prompt.assign(s.ids.begin(), s.ids.begin() + static_cast<std::ptrdiff_t>(start));
+  t.response.assign(s.ids.begin() + static_cast<std::ptrdiff_t>(start),
+                    s.ids.begin() + static_cast<std::ptrdiff_t>(end));
+  return t;
+}
+
+std::string PromptRenderer::prompt_text(const std::string& instruction) const {
+  if (!chat_) return fill(template_, instruction);
+  return chat_->render_text({{"user", instruction}}, /*add_generation_prompt=*/true);
+}
+
+// ---- scoring -----------------------------------------------------------------------------------
+
+namespace {
+
+// One (prompt, response) pair the model must run.
+struct Job {
+  size_t pool = 0;       // index into the result
+  size_t candidate = 0;  // index in the pool
+  std::vector<int64_t> response;
+};
+
+void record(CandidateScore& c, const std::vector<double>& logprobs) {
+  c.status = CandidateStatus::scored;
+  c.logprob_sum = 0.0;
+  for (double v : logprobs) c.logprob_sum += v;
+  c.score = c.logprob_sum / static_cast<double>(logprobs.size());
+}
+
+// Scores the responses of a chunk of pools. The chunk's prompts run once, left-padded so that
+// they all end at the last cache position, into a KV cache; the responses are then sorted by
+// length and run in batches of `batch_size`, each over a copy of the cache whose rows are the
+// prompts of its responses. The first response token is predicted by the prompt's last position,
+// the others by the response positions before them; only those positions reach the LM head.
+void score_shared_chunk(lm::CausalLM& model, const std::vector<size_t>& chunk_pools,
+                        const std::vector<std::vector<int64_t>>& prompts,
+                        const std::vector<std::vector<size_t>>& jobs_of_pool,
+                        const std::vector<Job>& jobs, int64_t pad_id, int64_t batch_size,
+                        std::vector<PoolScores>& result) {
+  const c10::Device device = model->embed->weight.device();
+  const int64_t n_prompts = static_cast<int64_t>(chunk_pools.size());
+  int64_t prompt_len = 0;
+  for (size_t p : chunk_pools) prompt_len = std::max<int64_t>(prompt_len, static_cast<int64_t>(prompts[p].size()));
+  at::Tensor prompt_ids = at::full({n_prompts, prompt_len}, pad_id, at::kLong);
+  at::Tensor prompt_mask = at::zeros({n_prompts, prompt_len}, at::kLong);
+  std::vector<std::pair<size_t, int64_t>> work;  // (job, prompt row)
+  {
+    auto pi = prompt_ids.accessor<int64_t, 2>();
+    auto pm = prompt_mask.accessor<int64_t, 2>();
+    for (int64_t g = 0; g < n_prompts; ++g) {
+      const size_t pool = chunk_pools[static_cast<size_t>(g)];
+      const auto& p = prompts[pool];
+      const int64_t offset = prompt_len - static_cast<int64_t>(p.size());
+      for (size_t t = 0; t < p.size(); ++t) {
+        pi[g][offset + static_cast<int64_t>(t)] = p[t];
+        pm[g][offset + static_cast<int64_t>(t)] = 1;
+      }
+      for (size_t j : jobs_of_pool[pool]) work.emplace_back(j, g);
+    }
+  }
+  // Longest responses first, so each batch pads little.
+  std::stable_sort(work.begin(), work.end(), [&](const auto& a, const auto& b) {
+    return jobs[a.first].response.size() > jobs[b.first].response.size();
+  });
+  // Rows without padding need no mask, and without a mask the model takes the fused causal
+  // attention (flash-style, no [T, S] score matrix), which is much faster on CPU.
+  bool prompts_padded = false;
+  for (size_t p : chunk_pools) prompts_padded |= static_cast<int64_t>(prompts[p].size()) != prompt_len;
+  nn::KVCache prompt_cache = model->make_cache();
+  const at::Tensor prompt_last =
+      model->hidden_states(prompt_ids.to(device),
+                           prompts_padded ? prompt_mask.to(device) : at::Tensor(), &prompt_cache)
+          .select(1, prompt_len - 1);  // [n_prompts, d]: predicts each first response token
+
+  for (size_t start = 0; start < work.size(); start += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(work.size(), start + static_cast<size_t>(batch_size));
+    const int64_t rows = static_cast<int64_t>(end - start);
+    const int64_t response_len = static_cast<int64_t>(jobs[work[start].first].response.size());
+    at::Tensor response_ids = at::full({rows, response_len}, pad_id, at::kLong);
+    at::Tensor response_mask = at::zeros({rows, response_len}, at::kLong);
+    std::vector<int64_t> row_prompt, picks, targets;
+    {
+      auto ri = response_ids.accessor<int64_t, 2>();
+      auto rm = response_mask.accessor<int64_t, 2>();
+      for (int64_t row = 0; row < rows; ++row) {
+        const auto& [j, g] = work[start + static_cast<size_t>(row)];
+        row_prompt.push_back(g);
+        const auto& r = jobs[j].response;
+        for (size_t t = 0; t < r.size(); ++t) {
+          ri[row][static_cast<int64_t>(t)] = r[t];
+          rm[row][static_cast<int64_t>(t)] = 1;
+          // Column t of the predictor matrix below holds the state that predicts token t.
+          picks.push_back(row * response_len + static_cast<int64_t>(t));
+          targets.push_back(r[t]);
+        }
+      }
+    }
+    const at::Tensor index = at::tensor(row_prompt, at::kLong);
+    const at::Tensor index_d = index.to(device);
+    // Predictors: the prompt's last state, then the response states but the last.
+    at::Tensor predictors = prompt_last.index_select(0, index_d).unsqueeze(1);
+    if (response_len > 1) {
+      // A copy of the prompt cache holding this batch's rows (select_rows builds new buffers,
+      // so the chunk's cache stays as it was for the next batch).
+      nn::KVCache cache = prompt_cache;
+      cache.select_rows(index_d);
+      cache.reserve(prompt_len + response_len - 1);
+      const bool padded =
+          prompts_padded ||
+          static_cast<int64_t>(jobs[work[end - 1].first].response.size()) != response_len;
+      at::Tensor mask;
+      if (padded) {
+        mask = at::cat({prompt_mask.index_select(0, index),
+                        response_mask.narrow(1, 0, response_len - 1)}, 1).to(device);
+      }
+      const at::Tensor hidden = model->hidden_states(
+          response_ids.narrow(1, 0, response_len - 1).to(device), mask, &cache);
+      predictors = at::cat({predictors, hidden}, 1);
+    }
+    const at::Tensor picked = predictors.reshape({rows * response_len, predictors.size(2)})
+                                  .index_select(0, at::tensor(picks, at::kLong).to(device));
+    const at::Tensor logp = at::log_softmax(model->logits(picked).to(at::kFloat), -1);
+    const at::Tensor target = at::tensor(targets, at::kLong).to(device);
+    const at::Tensor lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).to(at::kDouble).cpu();
+    auto lp_a = lp.accessor<double, 1>();
+    int64_t k = 0;
+    std::vector<double> values;
+    for (size_t w = start; w < end; ++w) {
+      const Job& job = jobs[work[w].first];
+      values.resize(job.response.size());
+      for (double& v : values) v = lp_a[k++];
+      record(result[job.pool].candidates[job.candidate], values);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& tokenizer,
+                                    const std::vector<data::GrapePool>& pools,
+                                    const GrapeScoreOptions& options, ScoreStats* stats) {
+  CONCORD_CHECK(options.world_size >= 1, "grape_score: world_size must be >= 1, got ",
+                options.world_size);
+  CONCORD_CHECK(options.rank >= 0 && options.rank < options.world_size,
+                "grape_score: rank must be in [0, world_size = ", options.world_size, "), got ",
+                options.rank);
+  CONCORD_CHECK(options.batch_size > 0, "grape_score: batch_size must be positive, got ",
+                options.batch_size);
+  CONCORD_CHECK(options.max_length >= 0, "grape_score: max_length must be >= 0, got ",
+                options.max_length);
+  const int64_t max_length =
+      options.max_length > 0 ? options.max_length : model->config.max_position_embeddings;
+  // Learned position tables end at max_position_embeddings; rotary models could run past it,
+  // but their scores there would not be the model's.
+  CONCORD_CHECK(max_length <= model->config.max_position_embeddings, "grape_score: max_length ",
+                max_length, " is past the model's context (max_position_embeddings ",
+                model->config.max_position_embeddings, ")");
+  const auto start_time = std::chrono::steady_clock::now();
+  const PromptRenderer renderer(options.prompt_template, tokenizer);
+  int64_t pad_id = 0;
+  if (auto pad = tokenizer.pad_id(); pad && *pad >= 0 && *pad < model->config.vocab_size) pad_id = *pad;
+
+  // Tokenise this rank's pools; decide which candidates run.
+  std::vector<PoolScores> result;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<Job> jobs;
+  std::vector<std::pair<size_t, size_t>> duplicates;  // (pool in result, candidate)
+  for (size_t i = static_cast<size_t>(options.rank); i < pools.size();
+       i += static_cast<size_t>(options.world_size)) {
+    const data::GrapePool& pool = pools[i];
+    PoolScores ps;
+    ps.id = pool.id;
+    ps.pool_index = static_cast<int64_t>(i);
+    ps.candidates.resize(pool.responses.size());
+    std::vector<int64_t> prompt;
+    bool have_prompt = false;
+    std::unordered_map<std::string, size_t> first_with_text;
+    for (size_t j = 0; j < pool.responses.size(); ++j) {
+      const auto& response = pool.responses[j];
+      CandidateScore& c = ps.candidates[j];
+      c.source = response.source;
+      if (options.dedup) {
+        auto [it, inserted] = first_with_text.emplace(response.text, j);
+        if (!inserted) {
+          c.duplicate_of = static_cast<int64_t>(it->second);
+          duplicates.emplace_back(result.size(), j);
+          continue;
+        }
+      }
+      ScoringTokens t = renderer.render(pool.instruction, response.text);
+      if (!have_prompt) {
+        prompt = std::move(t.prompt);
+        have_prompt = true;
+        CONCORD_CHECK(!prompt.empty(), "grape_score: pool '", pool.id,
+                      "': the prompt renders to no tokens (the first response token needs a "
+                      "context: use a template with text around {instruction}, or a tokenizer "
+                      "that adds a BOS token)");
+      } else if (t.prompt != prompt) {
+        fail("grape_score: pool '", pool.id, "': the prompt tokens depend on the response under "
+             "template '", options.prompt_template, "'; prompts cannot be shared");
+      }
+      c.response_tokens = static_cast<int64_t>(t.response.size());
+      if (t.response.empty()) {
+        c.status = CandidateStatus::empty;
+      } else if (static_cast<int64_t>(prompt.size() + t.response.size()) > max_length) {
+        c.status = CandidateStatus::too_long;
+      } else {
+        jobs.push_back({result.size(), j, std::move(t.response)});
+      }
+    }
+    ps.prompt_tokens = static_cast<int64_t>(prompt.size());
+    result.push_back(std::move(ps));
+    prompts.push_back(std::move(prompt));
+  }
+
+  if (!jobs.empty()) {
+    c10::InferenceMode inference;
+    model->eval();
+    if (!options.share_prompt) {
+      std::vector<std::vector<int64_t>> p, r;
+      for (const auto& j : jobs) {
+        p.push_back(prompts[j.pool]);
+        r.push_back(j.response);
+      }
+      lm::ScoreOptions so;
+      so.batch_size = options.batch_size;
+      so.pad_token_id = pad_id;
+      const auto scores = lm::score_continuations(model, p, r, so);
+      for (size_t k = 0; k < jobs.size(); ++k) {
+        record(result[jobs[k].pool].candidates[jobs[k].candidate], scores[k].token_logprobs);
+      }
+    } else {
+      // Chunks of pools with similar prompt lengths (longest first) and up to
+      // kChunkBatches * batch_size responses: each chunk runs its prompts once and its
+      // responses in length-sorted batches, so prompts are shared and little is padding.
+      constexpr size_t kChunkBatches = 4;
+      std::vector<std::vector<size_t>> jobs_of_pool(result.size());
+      for (size_t k = 0; k < jobs.size(); ++k) jobs_of_pool[jobs[k].pool].push_back(k);
+      std::vector<size_t> order;
+      for (size_t p = 0; p < result.size(); ++p) {
+        if (!jobs_of_pool[p].empty()) order.push_back(p);
+      }
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return prompts[a].size() > prompts[b].size();
+      });
+      const size_t budget = kChunkBatches * static_cast<size_t>(options.batch_size);
+      std::vector<size_t> chunk;
+      size_t chunk_rows = 0;
+      for (size_t i = 0; i <= order.size(); ++i) {
+        if (i == order.size() ||
+            (!chunk.empty() && chunk_rows + jobs_of_pool[order[i]].size() > budget)) {
+          if (!chunk.empty()) {
+            score_shared_chunk(model, chunk, prompts, jobs_of_pool, jobs, pad_id,
+                               options.batch_size, result);
+          }
+          chunk.clear();
+          chunk_rows = 0;
+          if (i == order.size()) break;
+        }
+        chunk.push_back(order[i]);
+        chunk_rows += jobs_of_pool[order[i]].size();
+      }
+    }
+  }
+
+  // Identical candidates take the first one's outcome.
+  for (const auto& [p, j] : duplicates) {
+    CandidateScore& c = result[p].candidates[j];
+    const CandidateScore& first = result[p].candidates[static_cast<size_t>(c.duplicate_of)];
+    c.status = first.status;
+    c.score = first.score;
+    c.logprob_sum = first.logprob_sum;
+    c.response_tokens = first.response_tokens;
+    if (!first.has_score()) c.duplicate_of = -1;  // skipped for the same reason, not deduplicated
+  }
+  if (stats) {
+    *stats = summarize(result);
+    stats->seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  }
+  return result;
+}
+
+// ---- files -------------------------------------------------------------------------------------
+
+void write_score_file(const fs::path& path, const std::vector<PoolScores>& scores) {
+  std::vector<json> lines;
+  lines.reserve(scores.size());
+  for (const auto& s : scores) lines.push_back(s.to_json());
+  data::write_jsonl(path, lines);
+}
+
+std::vector<PoolScores> read_score_file(const fs::path& path) {
+  data::JsonlReader reader(path);
+  std::vector<PoolScores> out;
+  reader.for_each([&](const json& object, const data::RecordLocation& loc) {
+    out.push_back(PoolScores::from_json(object, loc));
+  });
+  return out;
+}
+
+std::string score_shard_name(int64_t rank, int64_t world_size) {
+  return "scores.rank" + std::to_string(rank) + "-of-" + std::to_string(world_size) + ".jsonl";
+}
+
+std::vector<PoolScores> merge_scores(std::vector<std::vector<PoolScores>> parts,
+                                     int64_t expected_pools) {
+  std::vector<PoolScores> all;
+  for (auto& part : parts) {
+    for (auto& p : part) all.push_back(std::move(p));
+  }
+  std::stable_sort(all.begin(), all.end(), [](const PoolScores& a, const PoolScores& b) {
+    return a.pool_index < b.pool_index;
+  });
+  for (size_t i = 1; i < all.size(); ++i) {
+    CONCORD_CHECK(all[i].pool_index != all[i - 1].pool_index, "merge_scores: pool ",
+                  all[i].pool_index, " ('", all[i].id, "') appears in two parts");
+  }
+  if (expected_pools >= 0) {
+    CONCORD_CHECK(static_cast<int64_t>(all.size()) == expected_pools, "merge_scores: expected ",
+                  expected_pools, " pools, the parts hold ", all.size());
+    for (size_t i = 0; i < all.size(); ++i) {
+      CONCORD_CHECK(all[i].pool_index == static_cast<int64_t>(i), "merge_scores: pool ", i,
+                    " is missing from the parts");
+    }
+  }
+  return all;
+}
+
+std::vector<PoolScores> merge_score_files(const std::vector<fs::path>& paths,
+                                          int64_t expected_pools) {
+  std::vector<std::vector<PoolScores>> parts;
+  for (const auto& p : paths) parts.push_back(read_score_file(p));
+  return merge_scores(std::move(parts), expected_pools);
+}
+
+}  // namespace concord::grape
