@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The Python environment for fixture scripts, peer benchmarks and the pip-torch LibTorch flavour.
 # Lives under ~/.cache/concord/venv, outside the checkout, so CI on the same machine reuses it.
-# Idempotent. `--print-torch-cmake` prints the wheel's CMake prefix (for CMAKE_PREFIX_PATH).
+# Idempotent. `--print-torch-cmake` prints the wheel's CMake prefix (for CMAKE_PREFIX_PATH);
+# `--bench` adds the benchmarks' heavy peers (below).
 set -euo pipefail
 venv="${CONCORD_VENV:-$HOME/.cache/concord/venv}"
 # torch 2.15.0 ships CUDA 13.2 runtime libraries; nvcc here is 13.0, and CUDA's minor-version
 # compatibility lets 13.0-compiled kernels run beside the 13.2 runtime. Pinned so the CI flavour
-# does not move under us.
-requirements=(torch==2.15.0 numpy safetensors==0.8.0 tokenizers==0.23.3 sentencepiece==0.2.3)
+# does not move under us. transformers: the LM fixtures and the baselines of
+# benchmarks/bench_train_step.py and bench_generate.py.
+requirements=(torch==2.15.0 numpy safetensors==0.8.0 tokenizers==0.23.3 sentencepiece==0.2.3
+              transformers==5.24.0)
 
 if [[ ! -x "$venv/bin/python" ]]; then
   mkdir -p "$(dirname "$venv")"
@@ -17,6 +20,16 @@ stamp="$venv/.concord-requirements"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "${requirements[*]}" ]]; then
   "$venv/bin/pip" install -q --disable-pip-version-check "${requirements[@]}" >&2
   echo "${requirements[*]}" > "$stamp"
+fi
+# `--bench`: also the heavy peers that only benchmarks run (lm-evaluation-harness brings datasets,
+# pandas, scikit-learn, ...; its HF backend imports accelerate), for benchmarks/bench_tumlu_loglik.py.
+bench_requirements=(lm-eval==0.4.13 accelerate==1.15.0)
+if [[ " $* " == *" --bench "* ]]; then
+  bench_stamp="$venv/.concord-bench-requirements"
+  if [[ ! -f "$bench_stamp" || "$(cat "$bench_stamp")" != "${bench_requirements[*]}" ]]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check "${bench_requirements[@]}" >&2
+    echo "${bench_requirements[*]}" > "$bench_stamp"
+  fi
 fi
 if [[ "${1:-}" == "--print-torch-cmake" ]]; then
   "$venv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)'

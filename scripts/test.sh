@@ -11,6 +11,9 @@ flavours="${CONCORD_FLAVOURS:-debian pip-torch}"
 
 "$root/scripts/install-deps.sh"
 export CONCORD_SHARED_DIR="${CONCORD_SHARED_DIR:-$root/../shared}"
+# ctest runs one test binary per core; each one on one intra-op thread keeps OpenMP workers
+# from spinning against each other (two 2-thread processes on 2 cores ran 5-10x slower).
+export CONCORD_NUM_THREADS="${CONCORD_NUM_THREADS:-1}"
 
 status=0
 for flavour in $flavours; do

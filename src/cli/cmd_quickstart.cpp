@@ -6,7 +6,7 @@
 namespace concord::cli {
 
 int cmd_quickstart(const QuickstartArgs& args) {
-  const auto report = run_quickstart(args.out_dir);
+  const auto report = run_quickstart(args.out_dir, args.quick);
   std::cout << "report: " << report.string() << "\n";
   return 0;
 }

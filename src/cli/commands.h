@@ -26,6 +26,7 @@ struct TumluScoreArgs {
 
 struct QuickstartArgs {
   std::string out_dir;
+  bool quick = false;  ///< every stage at a seconds-long size (tests)
 };
 
 int cmd_version();

@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
   concord::cli::QuickstartArgs quick_args;
   auto* quick = app.add_subcommand("quickstart", "The end-to-end pipeline on built-in data");
   quick->add_option("--out", quick_args.out_dir, "Output folder")->default_val("runs/quickstart");
+  quick->add_flag("--quick", quick_args.quick,
+                  "Every stage at a seconds-long size (a smoke test; the numbers mean little)");
 
   try {
     app.parse(argc, argv);

@@ -4,30 +4,29 @@
 #include <spdlog/spdlog.h>
 
 #include "concord/core/error.h"
+#include "grape_experiment_run.h"
 #include "stage_data.h"
+#include "stage_pretrain.h"
+#include "stage_tumlu.h"
 
 namespace concord::cli {
 
-std::vector<Stage> quickstart_stages() {
+std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quick) {
   std::vector<Stage> stages;
   stages.push_back(data_stage());
-  stages.push_back({"pretrain", "pretrain a tiny PanGu-pi and a Vanilla model on built-in text; "
-                    "losses and the per-layer diversity measure", nullptr,
-                    "needs the language-model layer (nn, lm, train)"});
-  stages.push_back({"tumlu", "evaluate the quickstart model on TUMLU-mini with the generative "
-                    "and log-likelihood protocols", nullptr, "needs the evaluation layer (eval)"});
-  stages.push_back({"grape", "GRAPE against random selection on a generated pool, then SFT",
-                    nullptr, "needs the GRAPE layer (grape)"});
+  stages.push_back(pretrain_stage(quick));
+  stages.push_back(tumlu_stage(out / kQuickstartModel, quick));
+  stages.push_back(grape_stage(quick));
   return stages;
 }
 
-std::filesystem::path run_quickstart(const std::filesystem::path& out) {
+std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quick) {
   std::filesystem::create_directories(out);
   Report top("Concord quickstart");
   top.paragraph("Each stage runs on built-in data in its own folder; stages that need a part of "
                 "Concord not built yet are listed as such.");
   std::vector<std::vector<std::string>> rows;
-  for (auto& stage : quickstart_stages()) {
+  for (auto& stage : quickstart_stages(out, quick)) {
     if (!stage.unavailable.empty()) {
       spdlog::info("quickstart: stage {}: not yet available ({})", stage.name, stage.unavailable);
       rows.push_back({stage.name, stage.what, "not yet available: " + stage.unavailable});

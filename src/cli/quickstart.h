@@ -19,9 +19,10 @@ struct Stage {
   std::string unavailable;  ///< non-empty: the stage is not in this build, and why
 };
 
-std::vector<Stage> quickstart_stages();
+/// `quick`: every stage at a seconds-long size (tests).
+std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quick = false);
 
 /// Runs the stages into `out`; returns the path of the top report.
-std::filesystem::path run_quickstart(const std::filesystem::path& out);
+std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quick = false);
 
 }  // namespace concord::cli

@@ -5,7 +5,12 @@
 
 #include "concord/core/error.h"
 #include "concord/core/runtime.h"
+#include "grape_experiment_run.h"
+#include "task_ablation.h"
+#include "task_diversity.h"
+#include "task_grape.h"
 #include "task_tokenize.h"
+#include "task_train.h"
 #include "task_tumlu.h"
 
 namespace concord::cli {
@@ -19,16 +24,17 @@ Task planned(const std::string& summary, const std::string& missing) {
 Registry<Task> build_registry() {
   Registry<Task> r("task");
   r.add("tokenize", tokenize_task());
-  r.add("pretrain", planned("pretrain a causal LM (Vanilla or PanGu-pi)",
-                            "needs the language-model layer (nn, lm, train)"));
-  r.add("sft", planned("supervised fine-tuning with completion-only loss",
-                       "needs the language-model layer (nn, lm, train)"));
+  r.add("pretrain", pretrain_task());
+  r.add("sft", sft_task());
   r.add("reward", planned("Bradley-Terry reward model", "needs the MaxMin-RLHF layer (rlhf)"));
   r.add("reward_em", planned("EM-learned mixture of reward models",
                              "needs the MaxMin-RLHF layer (rlhf)"));
   r.add("ppo", planned("PPO with the MaxMin objective", "needs the MaxMin-RLHF layer (rlhf)"));
-  r.add("grape", planned("GRAPE response selection", "needs the GRAPE layer (grape)"));
+  r.add("grape", grape_task());
+  r.add("grape_experiment", grape_experiment_task());
   r.add("tumlu", tumlu_task());
+  r.add("diversity", diversity_task());
+  r.add("pangu_ablation", pangu_ablation_task());
   r.add("koala_kd", planned("KOALA self-attention distillation",
                             "needs the diffusion layer (diffusion)"));
   r.add("pipeline", planned("several tasks in order", "needs the tasks it would chain"));

@@ -32,6 +32,19 @@ Result run_cli(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+// run_cli with environment assignments ("A=1 B=2") for the one command, through env(1).
+Result run_cli_env(const std::string& env, const std::string& args) {
+  const std::string cmd =
+      "env " + env + " " + std::string(CONCORD_BINARY_DIR) + "/bin/concord " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
 size_t lines(const std::string& s) {
   size_t n = 0;
   for (char c : s) n += c == '\n';
@@ -114,14 +127,19 @@ TEST(Cli, TokenizeTaskWritesARunFolder) {
 
 TEST(Cli, QuickstartRunsTheAvailableStagesAndNamesTheRest) {
   concord::testing::TempDir tmp;
-  auto r = run_cli("quickstart --out " + (tmp / "qs").string());
+  auto r = run_cli("quickstart --quick --out " + (tmp / "qs").string());
   ASSERT_EQ(r.status, 0) << r.output;
   const std::string report = concord::read_file(tmp / "qs/report.md");
   EXPECT_NE(report.find("[data](data/report.md)"), std::string::npos) << report;
   EXPECT_NE(report.find("2000 documents"), std::string::npos);
-  EXPECT_NE(report.find("not yet available"), std::string::npos);
+  EXPECT_NE(report.find("[pretrain](pretrain/report.md)"), std::string::npos) << report;
+  EXPECT_NE(report.find("validation loss: Vanilla"), std::string::npos) << report;
+  const std::string pretrain = concord::read_file(tmp / "qs/pretrain/report.md");
+  EXPECT_NE(pretrain.find("| block 4 |"), std::string::npos) << pretrain;
   for (const char* f : {"data/config.json", "data/metrics.jsonl", "data/report.md",
-                        "data/charts/document_lengths.png"}) {
+                        "data/charts/document_lengths.png", "pretrain/results.json",
+                        "pretrain/charts/diversity.png", "pretrain/models/siaf+as/model.safetensors",
+                        "pretrain/models/vanilla/config.json"}) {
     EXPECT_TRUE(fs::exists(tmp / "qs" / f)) << f;
   }
 }
@@ -188,4 +206,172 @@ TEST(Cli, TumluTaskEvaluatesAModelIntoTheBenchmarkLayout) {
   auto rescored = run_cli("tumlu-score " + (tmp / "run").string());
   EXPECT_EQ(rescored.status, 0) << rescored.output;
   EXPECT_NE(rescored.output.find("tiny-llama"), std::string::npos) << rescored.output;
+}
+
+TEST(Cli, DiversityTaskReportsEveryLayer) {
+  concord::testing::TempDir tmp;
+  const std::string model = std::string(CONCORD_SOURCE_DIR) + "/configs/models/tiny-gpt2.json";
+  // Built-in corpus, fresh seeded weights.
+  auto cfg = concord::testing::write_file(
+      tmp / "div.json", "{\"task\": \"diversity\", \"model\": \"" + model +
+                            "\", \"tokenizer\": \"bytes\", \"documents\": 6, \"max_length\": 32}");
+  auto r = run_cli("run " + cfg.string() + " --out " + (tmp / "run").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string report = concord::read_file(tmp / "run/report.md");
+  EXPECT_NE(report.find("| 0 | embedding |"), std::string::npos) << report;
+  EXPECT_NE(report.find("| 2 | block 2 |"), std::string::npos) << report;
+  EXPECT_TRUE(fs::exists(tmp / "run/charts/diversity_relative.png"));
+  auto metrics = concord::read_metrics(tmp / "run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);  // embedding + 2 blocks
+  for (size_t l = 0; l < 3; ++l) {
+    EXPECT_EQ(metrics[l]["step"], l);
+    EXPECT_GT(metrics[l]["diversity/relative"].get<double>(), 0.0);
+    EXPECT_LE(metrics[l]["diversity/relative"].get<double>(), 1.0);
+  }
+  auto summary = concord::parse_json(concord::read_file(tmp / "run/diversity.json"), "diversity.json");
+  EXPECT_EQ(summary["sequences"], 6);
+  EXPECT_GT(summary["truncated"].get<int>(), 0);  // built-in documents are longer than 32 bytes
+
+  // A JSONL file: every record measured; a record without "text" names its line.
+  auto corpus = concord::testing::write_file(
+      tmp / "c.jsonl", "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"a dog\"}\n");
+  r = run_cli("run " + cfg.string() + " --out " + (tmp / "run2").string() + " --set input=" +
+              corpus.string() + " --set documents=0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  summary = concord::parse_json(concord::read_file(tmp / "run2/diversity.json"), "diversity.json");
+  EXPECT_EQ(summary["sequences"], 2);
+  EXPECT_EQ(summary["tokens"], 23 + 6);  // bytes + the EOS the byte tokenizer appends
+  auto bad = concord::testing::write_file(tmp / "bad.jsonl", "{\"text\": \"ok\"}\n{\"txt\": \"no\"}\n");
+  r = run_cli("run " + cfg.string() + " --out " + (tmp / "run3").string() + " --set input=" +
+              bad.string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.output), 1u) << r.output;
+  EXPECT_NE(r.output.find("bad.jsonl:2"), std::string::npos) << r.output;
+}
+
+// `concord run --resume` after a crash: the run restarts from its newest checkpoint and ends
+// with byte-identical weights to an uninterrupted run.
+TEST(Cli, PretrainResumesBitForBit) {
+  concord::testing::TempDir tmp;
+  auto cfg = concord::testing::write_file(tmp / "pre.json", R"({"task": "pretrain",
+    "model": ")" + std::string(CONCORD_SOURCE_DIR) + R"(/configs/models/tiny-pangu-pi.json",
+    "tokenizer": "bytes", "data": {"block_size": 32, "builtin_documents": 40}, "batch_size": 4,
+    "train": {"max_steps": 6, "lr": 0.003, "warmup_steps": 2, "checkpoint_every": 3,
+              "keep_checkpoints": 0, "progress": false}})");
+  auto r = run_cli("run " + cfg.string() + " --out " + (tmp / "full").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto full = tmp / "full";
+  EXPECT_TRUE(fs::exists(full / "checkpoints/step-00000003/training_state.safetensors"));
+  EXPECT_TRUE(fs::exists(full / "charts/loss.png"));
+
+  // The crash: the run folder as it was after step 3's checkpoint.
+  const auto part = tmp / "part";
+  fs::create_directories(part / "checkpoints");
+  fs::copy(full / "checkpoints/step-00000003", part / "checkpoints/step-00000003",
+           fs::copy_options::recursive);
+  concord::testing::write_file(part / "checkpoints/latest", "step-00000003\n");
+  r = run_cli("run " + cfg.string() + " --out " + part.string() + " --resume --set seed=99");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(concord::read_file(part / "model/model.safetensors"),
+            concord::read_file(full / "model/model.safetensors"));
+  const auto metrics = concord::read_metrics(part / "metrics.jsonl");
+  int64_t first_logged = -1;
+  for (const auto& m : metrics) {
+    if (m.contains("train/loss")) {
+      first_logged = m["step"].get<int64_t>();
+      break;
+    }
+  }
+  EXPECT_EQ(first_logged, 4);
+}
+
+TEST(Cli, SftTaskTrainsOnCompletions) {
+  concord::testing::TempDir tmp;
+  std::string records;
+  for (int i = 0; i < 12; ++i) {
+    records += "{\"prompt\": \"Q: " + std::to_string(i) + "+1=\", \"completion\": \" " +
+               std::to_string(i + 1) + "\"}\n";
+  }
+  records += "{\"prompt\": \"no completion\"}\n";
+  auto data = concord::testing::write_file(tmp / "sft.jsonl", records);
+  auto cfg = concord::testing::write_file(tmp / "sft.json", R"({"task": "sft",
+    "model": ")" + std::string(CONCORD_SOURCE_DIR) + R"(/configs/models/tiny-llama.json",
+    "tokenizer": "bytes", "data": {"train": ")" + data.string() + R"(", "max_length": 32,
+    "eval_fraction": 0.25}, "batch_size": 4, "train": {"max_steps": 3, "progress": false}})");
+  auto r = run_cli("run " + cfg.string() + " --out " + (tmp / "bad").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.output), 1u) << r.output;
+  EXPECT_NE(r.output.find("sft.jsonl:13"), std::string::npos) << r.output;
+
+  r = run_cli("run " + cfg.string() + " --out " + (tmp / "ok").string() +
+              " --set data.on_bad_record=skip --set data.packing=true");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string report = concord::read_file(tmp / "ok/report.md");
+  EXPECT_NE(report.find("1 bad record"), std::string::npos) << report;
+  EXPECT_NE(report.find("evaluation loss"), std::string::npos) << report;
+  EXPECT_TRUE(fs::exists(tmp / "ok/model/config.json"));
+}
+
+TEST(Cli, GrapeTaskScoresSelectsAndReportsBadRecords) {
+  concord::testing::TempDir tmp;
+  // The fixture pool plus a record without responses on line 6.
+  const std::string pool_text = concord::read_file(concord::testing::fixture("grape/pool.jsonl")) +
+                                "{\"id\": \"broken\", \"instruction\": \"x\"}\n";
+  const auto pool = concord::testing::write_file(tmp / "pool.jsonl", pool_text);
+  auto cfg = concord::testing::write_file(
+      tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
+                              "/configs/models/tiny-gpt2.json\", \"tokenizer\": \"bytes\", "
+                              "\"pool\": \"" + pool.string() +
+                              "\", \"max_length\": 64, \"on_bad_record\": \"skip\"}");
+  auto r = run_cli("run " + cfg.string() + " --out " + (tmp / "run").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string report = concord::read_file(tmp / "run/report.md");
+  EXPECT_NE(report.find("pool.jsonl:6"), std::string::npos) << report;
+  EXPECT_NE(report.find("| terse |"), std::string::npos) << report;
+  EXPECT_TRUE(fs::exists(tmp / "run/charts/grape_score_histogram.png"));
+  // One kept response per pool; the byte tokenizer gives the fixture's token counts, so one
+  // candidate is too long for 64 positions and one is empty.
+  const std::string selected = concord::read_file(tmp / "run/selected.jsonl");
+  EXPECT_EQ(lines(selected), 5u);
+  EXPECT_NE(selected.find("\"prompt\":\"What is 2 plus 3?\""), std::string::npos) << selected;
+  auto metrics = concord::read_metrics(tmp / "run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_EQ(metrics[0]["grape/bad_records"], 1);
+  EXPECT_EQ(metrics[0]["grape/skipped_too_long"], 1);
+  EXPECT_EQ(metrics[0]["grape/skipped_empty"], 1);
+  EXPECT_EQ(metrics[0]["grape/deduplicated"], 2);
+  EXPECT_EQ(metrics[1]["grape/selected"], 5);
+
+  // Under `stop` the bad line ends the run with its FILE:LINE.
+  r = run_cli("run " + cfg.string() + " --out " + (tmp / "run2").string() +
+              " --set on_bad_record=stop");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.output), 1u) << r.output;
+  EXPECT_NE(r.output.find("pool.jsonl:6"), std::string::npos) << r.output;
+}
+
+// Two ranks launched as torchrun launches them, one after the other: the first writes its part
+// and waits; the second finds both parts, merges and selects what a one-process run selects.
+TEST(Cli, GrapeTaskMergesTheRanksParts) {
+  concord::testing::TempDir tmp;
+  auto cfg = concord::testing::write_file(
+      tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
+                              "/configs/models/tiny-gpt2.json\", \"tokenizer\": \"bytes\", "
+                              "\"pool\": \"" + concord::testing::fixture("grape/pool.jsonl").string() +
+                              "\", \"max_length\": 64, \"batch_size\": 1}");
+  const std::string run = "run " + cfg.string() + " --out " + (tmp / "run").string();
+  for (int rank : {0, 1}) {
+    auto r = run_cli_env("RANK=" + std::to_string(rank) + " WORLD_SIZE=2", run);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(fs::exists(tmp / ("run/scores.rank" + std::to_string(rank) + "-of-2.jsonl")));
+    EXPECT_EQ(fs::exists(tmp / "run/selected.jsonl"), rank == 1);
+  }
+  auto single = run_cli("run " + cfg.string() + " --out " + (tmp / "single").string());
+  ASSERT_EQ(single.status, 0) << single.output;
+  // Same pools, same picks; one candidate a pass, so no batch differs and the numbers match to
+  // the last digit.
+  EXPECT_EQ(concord::read_file(tmp / "run/selected.jsonl"),
+            concord::read_file(tmp / "single/selected.jsonl"));
+  EXPECT_EQ(concord::read_file(tmp / "run/scores.jsonl"),
+            concord::read_file(tmp / "single/scores.jsonl"));
 }

@@ -20,6 +20,7 @@
 #include "concord/lm/causal_lm.h"
 #include "concord/lm/model_config.h"
 #include "concord/text/byte_tokenizer.h"
+#include "concord/train/ablation.h"
 #include "concord/train/adamw.h"
 #include "concord/train/checkpoint.h"
 #include "concord/train/lr_schedule.h"
@@ -321,4 +322,27 @@ TEST(Checkpoint, RetentionAndFormatErrors) {
   expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}, {"concord.state", "{\"step\":"}},
                "not valid JSON");
   expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}}, "concord.state");
+}
+
+// Equal size: every variant's FFN width brings it within one FFN unit of the PanGu-π model.
+TEST(Ablation, VariantsHaveEqualSizeAndTheRightParts) {
+  const auto pangu = tiny("pangu_pi");
+  const auto variants = pangu_ablation_variants(pangu, {"vanilla", "siaf", "as", "siaf+as"});
+  ASSERT_EQ(variants.size(), 4u);
+  const int64_t target = concord::lm::count_parameters(variants[3].config);
+  EXPECT_EQ(variants[3].config.intermediate_size, pangu.intermediate_size);
+  for (const auto& v : variants) {
+    const int64_t n = concord::lm::count_parameters(v.config);
+    const int64_t unit = 3 * v.config.hidden_size * v.config.num_layers +
+                         2 * v.config.siaf_terms * v.config.num_layers;
+    EXPECT_LE(std::abs(n - target), unit / 2 + 1) << v.name << " " << n << " vs " << target;
+  }
+  EXPECT_EQ(variants[0].config.family, concord::lm::ModelFamily::Llama);
+  EXPECT_EQ(variants[0].config.siaf_terms + variants[0].config.shortcut_paths, 0);
+  EXPECT_GT(variants[1].config.siaf_terms, 0);
+  EXPECT_EQ(variants[1].config.shortcut_paths, 0);
+  EXPECT_EQ(variants[2].config.siaf_terms, 0);
+  EXPECT_GT(variants[2].config.shortcut_paths, 0);
+  EXPECT_GT(variants[0].config.intermediate_size, variants[3].config.intermediate_size);
+  EXPECT_THROW(pangu_ablation_variants(pangu, {"wide"}), concord::Error);
 }

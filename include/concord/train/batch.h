@@ -3,10 +3,12 @@
 // SampledBatches; anything else implements BatchSource.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "concord/core/error.h"
 #include "concord/data/pretrain.h"
 #include "concord/data/sampler.h"
 #include "concord/data/sft.h"
@@ -34,6 +36,27 @@ TrainBatch to_train_batch(const data::LmBatch& batch);
 /// plain-causal attention path; packed rows (any row with a second sample) bring their
 /// segment and position ids.
 TrainBatch to_train_batch(const data::SftBatch& batch);
+
+/// Items [begin, end) of a data set, as a data set (a held-out tail for evaluation).
+template <typename Dataset>
+class DatasetSlice {
+ public:
+  /// `dataset` must outlive this object.
+  DatasetSlice(const Dataset& dataset, int64_t begin, int64_t end)
+      : dataset_(dataset), begin_(begin), end_(end) {
+    CONCORD_CHECK(0 <= begin && begin <= end && end <= dataset.size(), "DatasetSlice: [", begin,
+                  ", ", end, ") is not inside [0, ", dataset.size(), ")");
+  }
+  int64_t size() const { return end_ - begin_; }
+  auto get_batch(std::vector<int64_t> indices) const {
+    for (auto& i : indices) i += begin_;
+    return dataset_.get_batch(indices);
+  }
+
+ private:
+  const Dataset& dataset_;
+  int64_t begin_, end_;
+};
 
 /// An endless stream of micro-batches whose position can be saved and restored.
 class BatchSource {

@@ -1,0 +1,70 @@
+// PanGu-π's architecture ablation (arXiv 2312.17276, Table 5 / Sec. 5.1), in miniature: the same
+// Llama-style model as Vanilla, with the series informed activation (SIAF, Eq. 7), with augmented
+// shortcuts (AS, Eq. 9), and with both (PanGu-π), each trained from several seeds on the same
+// data, then compared on
+//   - validation loss (mean and sample standard deviation over seeds),
+//   - the per-layer feature diversity d_M(H) / ||H||_F (concord/lm/diversity.h), the quantity
+//     the paper's nonlinearity-compensation argument is about,
+//   - forward latency relative to Vanilla (the paper: SIAF+AS costs +4%, 7.56 -> 7.86 ms).
+// Variants have equal size: each one's FFN width is chosen so its parameter count is the closest
+// to the full PanGu-π model's, so a gain cannot come from extra parameters.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "concord/data/pretrain.h"
+#include "concord/lm/diversity.h"
+#include "concord/lm/model_config.h"
+#include "concord/train/trainer.h"
+
+namespace concord::train {
+
+struct AblationVariant {
+  std::string name;  ///< vanilla, siaf, as, siaf+as
+  lm::ModelConfig config;
+};
+
+/// The named variants ("vanilla", "siaf", "as", "siaf+as") of a PanGu-π config (SIAF and AS
+/// settings taken from it), FFN widths matched to the siaf+as model's parameter count.
+std::vector<AblationVariant> pangu_ablation_variants(const lm::ModelConfig& pangu,
+                                                     const std::vector<std::string>& names);
+
+struct AblationOptions {
+  TrainerOptions train;                  ///< the same for every variant and seed
+  int64_t batch_size = 8;
+  std::vector<uint64_t> seeds = {1, 2, 3};
+  int64_t diversity_sequences = 32;      ///< validation blocks measured for d_M
+  int64_t latency_batch = 1;             ///< forward latency on [batch, block] tokens
+  int64_t latency_repeats = 20;          ///< timed forwards (median), after 3 warm-ups
+  /// When set, the first seed's model of each variant is saved to <folder>/<variant> as a
+  /// Hugging Face folder (later stages evaluate it).
+  std::filesystem::path save_models_to;
+};
+
+struct VariantResult {
+  std::string name;
+  int64_t parameters = 0;
+  int64_t intermediate_size = 0;
+  std::vector<double> eval_loss;                                    ///< one per seed
+  double eval_loss_mean = 0, eval_loss_std = 0;
+  std::vector<std::vector<std::pair<int64_t, double>>> train_loss;  ///< curve per seed
+  std::vector<double> relative_diversity;                           ///< per layer, seed mean
+  double latency_ms = 0;                                            ///< median forward, seed 1
+  double latency_ratio = 1;                                         ///< / the first variant's
+  nlohmann::json to_json() const;
+};
+
+/// Trains every variant with every seed on `train` and evaluates on `eval` (all of it);
+/// `on_run(variant, seed)` is called before each training run (progress reporting).
+std::vector<VariantResult> run_ablation(
+    const std::vector<AblationVariant>& variants, const data::PretrainDataset& train,
+    const data::PretrainDataset& eval, const AblationOptions& options,
+    const std::function<void(const std::string&, uint64_t)>& on_run = nullptr);
+
+}  // namespace concord::train

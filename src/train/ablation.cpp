@@ -1,0 +1,180 @@
+#include "concord/train/ablation.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+
+#include "concord/core/error.h"
+#include "concord/core/runtime.h"
+#include "concord/lm/hf_checkpoint.h"
+#include "concord/train/batch.h"
+
+namespace concord::train {
+
+namespace {
+
+lm::ModelConfig with_parts(lm::ModelConfig c, bool siaf, bool shortcut, int64_t siaf_terms,
+                           int64_t paths) {
+  c.siaf_terms = siaf ? siaf_terms : 0;
+  if (!siaf) c.siaf_neighbour_kernel = 0;
+  c.shortcut_paths = shortcut ? paths : 0;
+  c.family = siaf || shortcut ? lm::ModelFamily::PanGuPi : lm::ModelFamily::Llama;
+  return c;
+}
+
+// The FFN width that brings count_parameters(c) closest to `target` (SwiGLU: 3 d I per layer).
+// The count is affine in the width (SwiGLU's 3 d I per layer, SIAF's 2 n I), so two counts fix it.
+lm::ModelConfig match_size(lm::ModelConfig c, int64_t target) {
+  c.intermediate_size = 1;
+  const int64_t at_one = lm::count_parameters(c);
+  c.intermediate_size = 2;
+  const int64_t per_unit = lm::count_parameters(c) - at_one;
+  const int64_t base = at_one - per_unit;  // everything but the FFN width
+  const double exact = static_cast<double>(target - base) / static_cast<double>(per_unit);
+  c.intermediate_size = std::max<int64_t>(1, std::llround(exact));
+  return c;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+double forward_latency_ms(lm::CausalLM model, const at::Tensor& ids, int64_t repeats) {
+  c10::InferenceMode guard;
+  model->eval();
+  for (int i = 0; i < 3; ++i) (void)model->forward(ids);
+  std::vector<double> ms;
+  for (int64_t i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)model->forward(ids);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  model->train();
+  return median(ms);
+}
+
+}  // namespace
+
+std::vector<AblationVariant> pangu_ablation_variants(const lm::ModelConfig& pangu,
+                                                     const std::vector<std::string>& names) {
+  CONCORD_CHECK(pangu.siaf_terms > 0 && pangu.shortcut_paths > 0,
+                "ablation: the base config must have both SIAF (siaf.terms > 0) and augmented "
+                "shortcuts (augmented_shortcut.paths > 0)");
+  const lm::ModelConfig full =
+      with_parts(pangu, true, true, pangu.siaf_terms, pangu.shortcut_paths);
+  const int64_t target = lm::count_parameters(full);
+  std::vector<AblationVariant> out;
+  for (const auto& name : names) {
+    bool siaf = false, shortcut = false;
+    if (name == "vanilla") {
+    } else if (name == "siaf") {
+      siaf = true;
+    } else if (name == "as") {
+      shortcut = true;
+    } else if (name == "siaf+as") {
+      siaf = shortcut = true;
+    } else {
+      fail("ablation: unknown variant '", name, "' (valid: vanilla, siaf, as, siaf+as)");
+    }
+    lm::ModelConfig c = with_parts(pangu, siaf, shortcut, pangu.siaf_terms, pangu.shortcut_paths);
+    if (!(siaf && shortcut)) c = match_size(c, target);
+    c.validate("ablation variant " + name);
+    out.push_back({name, c});
+  }
+  return out;
+}
+
+nlohmann::json VariantResult::to_json() const {
+  nlohmann::json curves = nlohmann::json::array();
+  for (const auto& curve : train_loss) {
+    nlohmann::json c = nlohmann::json::array();
+    for (const auto& [s, l] : curve) c.push_back({s, l});
+    curves.push_back(c);
+  }
+  return {{"name", name},
+          {"parameters", parameters},
+          {"intermediate_size", intermediate_size},
+          {"eval_loss", eval_loss},
+          {"eval_loss_mean", eval_loss_mean},
+          {"eval_loss_std", eval_loss_std},
+          {"relative_diversity", relative_diversity},
+          {"latency_ms", latency_ms},
+          {"latency_ratio", latency_ratio},
+          {"train_loss", curves}};
+}
+
+std::vector<VariantResult> run_ablation(
+    const std::vector<AblationVariant>& variants, const data::PretrainDataset& train,
+    const data::PretrainDataset& eval, const AblationOptions& options,
+    const std::function<void(const std::string&, uint64_t)>& on_run) {
+  CONCORD_CHECK(!variants.empty() && !options.seeds.empty(), "ablation: no variants or no seeds");
+  CONCORD_CHECK(train.size() > 0 && eval.size() > 0, "ablation: empty training or validation data");
+  std::vector<VariantResult> results;
+  // The same validation blocks for every variant: the first ones, in order.
+  std::vector<std::vector<int64_t>> diversity_seqs;
+  for (int64_t i = 0; i < std::min(options.diversity_sequences, eval.size()); ++i) {
+    auto b = eval.block(i);
+    b.pop_back();  // the inputs of the block
+    diversity_seqs.push_back(std::move(b));
+  }
+  const int64_t lat_rows = std::min(options.latency_batch, eval.size());
+  std::vector<int64_t> lat_index(static_cast<size_t>(lat_rows));
+  for (int64_t i = 0; i < lat_rows; ++i) lat_index[static_cast<size_t>(i)] = i;
+  const at::Tensor latency_ids = eval.get_batch(lat_index).input_ids;
+
+  for (const auto& variant : variants) {
+    VariantResult r;
+    r.name = variant.name;
+    r.parameters = lm::count_parameters(variant.config);
+    r.intermediate_size = variant.config.intermediate_size;
+    std::vector<std::vector<double>> diversity;
+    for (size_t s = 0; s < options.seeds.size(); ++s) {
+      const uint64_t seed = options.seeds[s];
+      if (on_run) on_run(variant.name, seed);
+      seed_everything(seed);
+      lm::CausalLM model(variant.config);
+      data::SamplerOptions sampling;
+      sampling.batch_size = options.batch_size;
+      sampling.seed = seed;
+      SampledBatches<data::PretrainDataset> train_batches(train, sampling);
+      data::SamplerOptions in_order;
+      in_order.batch_size = options.batch_size;
+      in_order.shuffle = false;
+      SampledBatches<data::PretrainDataset> eval_batches(eval, in_order);
+      TrainerOptions to = options.train;
+      to.eval_every = 0;  // one evaluation, at the end (eval_batches as configured)
+      Trainer trainer(model, to);
+      const TrainResult tr = trainer.fit(train_batches, &eval_batches, nullptr);
+      r.eval_loss.push_back(*tr.final_eval_loss);
+      r.train_loss.push_back(tr.train_loss);
+      lm::DiversityOptions dopt;
+      dopt.batch_size = options.batch_size;
+      diversity.push_back(lm::layer_diversity(model, diversity_seqs, dopt).relative);
+      if (s == 0) {
+        r.latency_ms = forward_latency_ms(model, latency_ids, options.latency_repeats);
+        if (!options.save_models_to.empty()) {
+          lm::save_pretrained(model, options.save_models_to / variant.name);
+        }
+      }
+    }
+    double sum = 0;
+    for (double l : r.eval_loss) sum += l;
+    r.eval_loss_mean = sum / static_cast<double>(r.eval_loss.size());
+    double sq = 0;
+    for (double l : r.eval_loss) sq += (l - r.eval_loss_mean) * (l - r.eval_loss_mean);
+    r.eval_loss_std = r.eval_loss.size() > 1 ? std::sqrt(sq / static_cast<double>(r.eval_loss.size() - 1)) : 0.0;
+    r.relative_diversity.assign(diversity[0].size(), 0.0);
+    for (const auto& d : diversity) {
+      for (size_t l = 0; l < d.size(); ++l) r.relative_diversity[l] += d[l] / static_cast<double>(diversity.size());
+    }
+    results.push_back(std::move(r));
+  }
+  for (auto& r : results) r.latency_ratio = r.latency_ms / results.front().latency_ms;
+  return results;
+}
+
+}  // namespace concord::train
