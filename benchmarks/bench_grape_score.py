@@ -19,9 +19,9 @@ vocabulary makes about 3 tokens a word.
 The baseline is what a transformers user writes for this: candidates sorted by length, batches
 of --batch-size right-padded rows, `model(input_ids, attention_mask).logits`, log_softmax,
 gather the response tokens, under torch.inference_mode() in fp32 (default SDPA attention).
-Concord runs with its defaults (pairs sorted by length across pools, only response positions
-through the LM head), and once more with share_prompt on (one prompt pass per instruction
-into a KV cache reused by its responses).
+Concord runs with its defaults (one prompt pass per instruction into a KV cache reused by its
+responses; only response positions through the LM head), and once more with share_prompt off
+(every pair a row, sorted by length across pools).
 Both sides: a warm-up pass over the first 4 pools, then the best of --repeat passes over all.
 """
 import argparse
@@ -138,7 +138,7 @@ def main():
 
         env = dict(os.environ, CONCORD_NUM_THREADS=str(args.threads))
         runs = {}
-        for share in (0, 1):
+        for share in (1, 0):
             scores_path = Path(tmp) / f"scores{share}.jsonl"
             out = subprocess.run(
                 [args.bin, str(model_dir), str(tokenizer_path), str(pool_path),
@@ -163,7 +163,8 @@ def main():
     print(f"  {'transformers ' + transformers.__version__ + ' (torch ' + torch.__version__ + ')':44s} "
           f"{hf_rate:9.1f} response tokens/s  ({t_hf:.2f} s)")
     worst = 0.0
-    for share, label in ((0, "concord grape_score (default)"), (1, "concord grape_score (share_prompt)")):
+    for share, label in ((1, "concord grape_score (default, shared prompts)"),
+                         (0, "concord grape_score (share_prompt off)")):
         result, scores = runs[share]
         assert len(scores) == len(hf), "different candidate counts"
         for (a, na), (b, nb) in zip(scores, hf):

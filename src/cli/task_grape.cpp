@@ -57,9 +57,9 @@ Task grape_task() {
                   "longest prompt + response scored, in tokens; longer candidates are skipped "
                   "and counted (0: the model's context)")
         .optional("batch_size", ConfigType::Int, 16, "responses per forward pass")
-        .optional("share_prompt", ConfigType::Bool, false,
+        .optional("share_prompt", ConfigType::Bool, true,
                   "run each instruction's prompt once into a KV cache for all of its responses "
-                  "(fewer FLOPs; measured slower on CPU, see docs/grape.md)")
+                  "(false: every pair on its own, faster when the LM head dominates)")
         .optional("dedup", ConfigType::Bool, true, "score identical responses of a pool once")
         .choice("on_bad_record", {"stop", "skip"}, "stop",
                 "a malformed pool line: stop with FILE:LINE, or skip it and list it in the report")

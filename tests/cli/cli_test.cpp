@@ -358,7 +358,7 @@ TEST(Cli, GrapeTaskMergesTheRanksParts) {
       tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
                               "/configs/models/tiny-gpt2.json\", \"tokenizer\": \"bytes\", "
                               "\"pool\": \"" + concord::testing::fixture("grape/pool.jsonl").string() +
-                              "\", \"max_length\": 64, \"batch_size\": 1}");
+                              "\", \"max_length\": 64, \"batch_size\": 1, \"share_prompt\": false}");
   const std::string run = "run " + cfg.string() + " --out " + (tmp / "run").string();
   for (int rank : {0, 1}) {
     auto r = run_cli_env("RANK=" + std::to_string(rank) + " WORLD_SIZE=2", run);

@@ -19,15 +19,15 @@
 //   are skipped and counted too: their mean is undefined.
 // - Identical candidates of one instruction (same response text) are scored once; the others
 //   take the score and are counted as deduplicated.
-// - Batched, under InferenceMode, longest first; only the positions that predict response
-//   tokens go through the LM head. By default each (prompt, response) pair is a row of
-//   lm::score_continuations, length-sorted across all pools. With share_prompt, pools are taken
-//   in chunks of similar prompt length (about 4 batches of responses each): a chunk's prompts
-//   run once into a KV cache (left-padded), and its responses run in length-sorted batches over
-//   copies of the cache rows they need, so a pool of k responses costs one prompt pass, not k.
-//   That is fewer FLOPs, but on CPU the cached, masked attention over the padded prompt keys
-//   cost more than it saved in our measurements (docs/benchmarks.md), so it is opt-in. Both
-//   give the same scores (tested).
+// - Batched, under InferenceMode; only the positions that predict response tokens go through
+//   the LM head. With share_prompt (default), pools are taken in chunks of similar prompt
+//   length (about 4 batches of responses each): a chunk's prompts run once into a KV cache
+//   (left-padded), and its responses run in length-sorted batches over copies of the cache rows
+//   they need, so a pool of k responses costs one prompt pass, not k. Without it, each
+//   (prompt, response) pair is a row of lm::score_continuations, length-sorted across all
+//   pools: more FLOPs, but no attention over padded prompt keys, which wins when the LM head
+//   dominates (small models with large vocabularies; docs/benchmarks.md). Both give the same
+//   scores (tested).
 // - Sharding: rank r of w scores pools r, r + w, r + 2w, ... (launched the way torchrun launches
 //   processes); each rank writes its part with write_score_file, and merge_score_files puts the
 //   parts back into pool order, checking that every pool is there exactly once.
@@ -112,9 +112,8 @@ struct GrapeScoreOptions {
   int64_t max_length = 0;
   /// Responses per forward pass.
   int64_t batch_size = 16;
-  /// Run each instruction's prompt once into a KV cache and reuse it for its responses (fewer
-  /// FLOPs; slower on CPU in our measurements, see above).
-  bool share_prompt = false;
+  /// Run each instruction's prompt once into a KV cache and reuse it for its responses.
+  bool share_prompt = true;
   /// Score identical responses of a pool once.
   bool dedup = true;
   /// This process's share: pools i with i % world_size == rank.
@@ -151,7 +150,7 @@ class PromptRenderer {
 
 /// Scores this rank's share of `pools` (the others are not in the result). The result is in
 /// pool order; each PoolScores carries its pool_index. `stats` (optional) gets the counts and
-/// the wall time.
+/// the wall time. The model is switched to eval mode (dropout off) and left there.
 std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& tokenizer,
                                     const std::vector<data::GrapePool>& pools,
                                     const GrapeScoreOptions& options = {},
