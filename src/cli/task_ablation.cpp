@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ablation_report.h"
+#include "text_input.h"
 #include "concord/core/error.h"
 #include "concord/data/builtin_corpus.h"
 #include "concord/data/fortune.h"
@@ -23,15 +24,7 @@ std::vector<std::string> read_corpus(const Json& d, uint64_t seed) {
   const std::string path = d["train"].get<std::string>();
   if (format == "builtin") return data::builtin_corpus(d["builtin_documents"].get<int64_t>(), seed);
   if (format == "fortune") return data::read_fortunes(path);
-  std::vector<std::string> texts;
-  data::JsonlReader reader(path);
-  Json record;
-  while (reader.next(record)) {
-    auto it = record.find("text");
-    if (it == record.end() || !it->is_string()) reader.location().fail("expected a string field \"text\"");
-    texts.push_back(it->get<std::string>());
-  }
-  return texts;
+  return read_jsonl_texts(path);
 }
 
 }  // namespace

@@ -13,27 +13,10 @@
 #include "concord/lm/diversity.h"
 #include "concord/text/tokenizer.h"
 #include "model_loading.h"
+#include "text_input.h"
 
 namespace concord::cli {
 
-namespace {
-
-// The "text" field of the first `limit` records of a JSONL file (0: all).
-std::vector<std::string> read_texts(const std::string& path, int64_t limit) {
-  std::vector<std::string> texts;
-  data::JsonlReader reader(path);
-  Json record;
-  while ((limit == 0 || static_cast<int64_t>(texts.size()) < limit) && reader.next(record)) {
-    auto it = record.find("text");
-    if (it == record.end() || !it->is_string()) {
-      reader.location().fail("expected a string field \"text\"");
-    }
-    texts.push_back(it->get<std::string>());
-  }
-  return texts;
-}
-
-}  // namespace
 
 Task diversity_task() {
   Task t;
@@ -83,7 +66,7 @@ Task diversity_task() {
 
     const std::vector<std::string> texts =
         input.empty() ? data::builtin_corpus(documents, config["seed"].get<uint64_t>())
-                      : read_texts(input, documents);
+                      : read_jsonl_texts(input, documents);
     CONCORD_CHECK(!texts.empty(), "diversity: no texts in '", input, "'");
     const lm::LayerDiversity r = lm::layer_diversity_texts(model, *tokenizer, texts, options);
     CONCORD_CHECK(r.sequences > 0, "diversity: every text is shorter than ", options.min_length,
