@@ -5,6 +5,7 @@
 
 #include "concord/core/error.h"
 #include "concord/nn/linear.h"
+#include "concord/ops/attention.h"
 #include "concord/data/collate.h"
 
 namespace concord::lm {
@@ -186,17 +187,30 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
   }
   nn::AttentionContext ctx;
   // Without padding and with no sliding window in reach the mask is plain causal, which the
-  // fused attention op applies itself (memory O(T) instead of a [T, S] score matrix).
-  ctx.plain_causal = !mask.defined() && !segment_ids.defined() &&
-                     (config.sliding_window <= 0 || past + steps <= config.sliding_window);
+  // fused attention op applies itself (memory O(T) instead of a [T, S] score matrix). Padding
+  // and packed rows go to the same op as segment ids where a fused kernel serves this dtype and
+  // device: its rule (same non-zero segment, or the query's own position) equals the padding
+  // mask for every real query, and differs only in what a padding position reads, which no real
+  // position ever sees. The composite with a materialised mask remains for sliding windows and
+  // for dtypes without a kernel, where it keeps fp32 scores.
+  const bool window_in_reach = config.sliding_window > 0 && past + steps > config.sliding_window;
+  const bool fused_segments =
+      ops::attention_is_fused(at::empty({1, 1, 1, config.head_dim}, embed->weight.options()));
+  ctx.plain_causal = !mask.defined() && !segment_ids.defined() && !window_in_reach;
   if (segment_ids.defined()) {
     CONCORD_CHECK(cache == nullptr && !mask.defined(),
                   "CausalLM: segment_ids (packed rows) take neither a cache nor an attention_mask");
     CONCORD_CHECK(segment_ids.sizes() == ids.sizes(), "CausalLM: segment_ids must be [B, T] = [",
                   batch, ", ", steps, "], got ", segment_ids.sizes());
-    CONCORD_CHECK(config.sliding_window <= 0 || steps <= config.sliding_window,
+    CONCORD_CHECK(!window_in_reach,
                   "CausalLM: packed rows longer than the sliding window are not supported");
-    ctx.mask = data::block_causal_mask(segment_ids.to(device));
+    if (fused_segments) {
+      ctx.segment_ids = segment_ids.to(device).to(at::kLong);
+    } else {
+      ctx.mask = data::block_causal_mask(segment_ids.to(device));
+    }
+  } else if (mask.defined() && !window_in_reach && fused_segments) {
+    ctx.segment_ids = mask.ne(0).to(at::kLong);
   } else if (!ctx.plain_causal) {
     ctx.mask = nn::causal_attention_mask(mask, batch, past, steps, config.sliding_window, device);
   }

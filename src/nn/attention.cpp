@@ -125,10 +125,14 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
   }
   if (cache != nullptr) std::tie(k, v) = cache->append(layer, k, v);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  const at::Tensor o =
-      ctx.plain_causal
-          ? ops::attention(q, k, v, ops::AttentionOptions().causal(true).scale(scale))
-          : attention_core(q, k, v, ctx.mask, scale);
+  at::Tensor o;
+  if (ctx.plain_causal || ctx.segment_ids.defined()) {
+    auto fused = ops::AttentionOptions().causal(true).scale(scale);
+    if (ctx.segment_ids.defined()) fused.segment_ids(ctx.segment_ids);
+    o = ops::attention(q, k, v, fused);
+  } else {
+    o = attention_core(q, k, v, ctx.mask, scale);
+  }
   return linear(o.transpose(1, 2).reshape({batch, steps, h * hd}), out->weight, out->bias);
 }
 

@@ -47,10 +47,14 @@ at::Tensor attention_core(const at::Tensor& q, const at::Tensor& k, const at::Te
 /// What every layer of one forward pass shares (computed once per pass by the model).
 struct AttentionContext {
   at::Tensor cos, sin;  ///< [B, T, D] rotary tables; undefined when the model has no RoPE
-  at::Tensor mask;      ///< [B, 1, T, S] bool (causal_attention_mask); undefined if plain_causal
+  at::Tensor mask;      ///< [B, 1, T, S] bool (causal_attention_mask); undefined on fused paths
   /// True when the mask would be plain causal (no padding, no sliding window in reach): the
   /// layers then call the fused flash-style ops::attention instead of materialising [T, S] scores.
   bool plain_causal = false;
+  /// [B, S] int64 segment ids for the fused op's segment rule (ops/attention.h): the 0/1
+  /// attention mask of a padded batch (padding keys are never read by real queries) or the ids
+  /// of packed rows. When defined, the layers call ops::attention with it instead of `mask`.
+  at::Tensor segment_ids;
 };
 
 struct CausalSelfAttentionOptions {
