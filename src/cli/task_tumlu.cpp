@@ -57,7 +57,8 @@ Task tumlu_task() {
         .optional("max_items_per_subject", ConfigType::Int, 0, "test items per subject (0: all)")
         .optional("max_new_tokens", ConfigType::Int, 0,
                   "generation limit (0: 32 for generative, 512 for cot)")
-        .optional("batch_size", ConfigType::Int, 16, "prompts per generation batch")
+        .optional("batch_size", ConfigType::Int, 16,
+                  "prompts per generation batch; loglik: items per forward pass")
         .choice("loglik_target", {"letter", "text"}, "letter",
                 "loglik continuation: \" A\" or \" \" + option text")
         .optional("device", ConfigType::String, "cpu", "cpu, cuda, cuda:N or auto");
@@ -89,6 +90,7 @@ Task tumlu_task() {
     eval::CausalLmTumluOptions ao;
     ao.name = config["model_name"].get<std::string>();
     if (ao.name.empty()) ao.name = model_display_name(model_path);
+    ao.item_batch_size = config["batch_size"].get<int64_t>();
     eval::CausalLmTumluModel adapter(model, tokenizer, ao);
 
     eval::TumluEvalOptions options;

@@ -111,45 +111,45 @@ class LoglikProtocol : public TumluProtocol {
     po.shuffle = options.shuffle;
     po.seed = options.seed;
     const std::string shots = build_shots(language, subject, po);
-    const size_t batch = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
+    // The whole subject in one call: the model batches the items itself and can order them by
+    // length (CausalLmTumluModel sorts them and runs item_batch_size at a time), which slices of
+    // batch_size items in the subject's order would prevent.
     std::vector<TumluRecord> records;
-    for (size_t start = 0; start < indices.size(); start += batch) {
-      const size_t end = std::min(indices.size(), start + batch);
-      std::vector<TumluPrompt> prompts;
-      std::vector<TumluModel::LoglikRequest> requests;
-      for (size_t k = start; k < end; ++k) {
-        prompts.push_back(build_prompt(language, subject, indices[k], po, shots));
-        const TumluPrompt& prompt = prompts.back();
-        // The prompt ends "Cavab: "; the space moves into the continuations (" A"), where
-        // word-initial tokenizers expect it.
-        TumluModel::LoglikRequest request;
-        request.prefix = prompt.full();
-        if (!request.prefix.empty() && request.prefix.back() == ' ') request.prefix.pop_back();
-        for (size_t i = 0; i < prompt.item.choices.size(); ++i) {
-          request.continuations.push_back(options.loglik_target == "letter"
-                                              ? " " + answer_letter(static_cast<int>(i))
-                                              : " " + prompt.item.choices[i]);
-        }
-        requests.push_back(std::move(request));
+    std::vector<TumluPrompt> prompts;
+    std::vector<TumluModel::LoglikRequest> requests;
+    for (size_t index : indices) {
+      prompts.push_back(build_prompt(language, subject, index, po, shots));
+      const TumluPrompt& prompt = prompts.back();
+      // The prompt ends "Cavab: "; the space moves into the continuations (" A"), where
+      // word-initial tokenizers expect it.
+      TumluModel::LoglikRequest request;
+      request.prefix = prompt.full();
+      if (!request.prefix.empty() && request.prefix.back() == ' ') request.prefix.pop_back();
+      for (size_t i = 0; i < prompt.item.choices.size(); ++i) {
+        request.continuations.push_back(options.loglik_target == "letter"
+                                            ? " " + answer_letter(static_cast<int>(i))
+                                            : " " + prompt.item.choices[i]);
       }
-      const auto all_scores = model.loglik_batch(requests);
-      CONCORD_CHECK(all_scores.size() == requests.size(), "TumluModel::loglik_batch returned ",
-                    all_scores.size(), " score vectors for ", requests.size(), " requests");
-      for (size_t k = start; k < end; ++k) {
-        const auto& scores = all_scores[k - start];
-        const auto& continuations = requests[k - start].continuations;
-        CONCORD_CHECK(scores.size() == continuations.size(), "TumluModel::loglik returned ",
-                      scores.size(), " scores for ", continuations.size(), " continuations");
-        TumluRecord r = base_record(subject, indices[k], prompts[k - start]);
-        r.loglik = scores;
-        for (size_t i = 0; i < scores.size(); ++i) {
-          r.loglik_norm.push_back(scores[i] / static_cast<double>(std::max<size_t>(1, code_points(continuations[i]))));
-        }
-        const int best = static_cast<int>(std::max_element(scores.begin(), scores.end()) - scores.begin());
-        r.output = answer_letter(best);
-        r.prediction = r.output;
-        records.push_back(std::move(r));
+      requests.push_back(std::move(request));
+    }
+    if (requests.empty()) return records;
+    const auto all_scores = model.loglik_batch(requests);
+    CONCORD_CHECK(all_scores.size() == requests.size(), "TumluModel::loglik_batch returned ",
+                  all_scores.size(), " score vectors for ", requests.size(), " requests");
+    for (size_t k = 0; k < requests.size(); ++k) {
+      const auto& scores = all_scores[k];
+      const auto& continuations = requests[k].continuations;
+      CONCORD_CHECK(scores.size() == continuations.size(), "TumluModel::loglik returned ",
+                    scores.size(), " scores for ", continuations.size(), " continuations");
+      TumluRecord r = base_record(subject, indices[k], prompts[k]);
+      r.loglik = scores;
+      for (size_t i = 0; i < scores.size(); ++i) {
+        r.loglik_norm.push_back(scores[i] / static_cast<double>(std::max<size_t>(1, code_points(continuations[i]))));
       }
+      const int best = static_cast<int>(std::max_element(scores.begin(), scores.end()) - scores.begin());
+      r.output = answer_letter(best);
+      r.prediction = r.output;
+      records.push_back(std::move(r));
     }
     return records;
   }

@@ -297,6 +297,12 @@ std::vector<std::vector<double>> CausalLmTumluModel::loglik_batch(
     const bool hit = options_.prefix_cache && cache_serves(requests[i].prefix, encoded[i].prefix_ids);
     (hit ? cached : full).push_back(i);
   }
+  // Longest first, so each chunk pads its items to nearly their own length: in a subject's
+  // order the longest of a chunk sets the width of all of them (about a third of the positions
+  // were padding on TUMLU-mini).
+  std::stable_sort(cached.begin(), cached.end(), [&](size_t a, size_t b) {
+    return encoded[a].prefix_ids.size() > encoded[b].prefix_ids.size();
+  });
   const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, options_.item_batch_size));
   for (size_t start = 0; start < cached.size(); start += chunk) {
     const std::vector<size_t> items(cached.begin() + static_cast<std::ptrdiff_t>(start),

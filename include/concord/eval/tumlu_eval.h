@@ -54,8 +54,8 @@ class TumluModel {
     std::string prefix;
     std::vector<std::string> continuations;
   };
-  /// Several loglik() requests in one call (the loglik protocol sends up to `batch_size` items of
-  /// one subject, which share their shots), so an adapter can batch them. One score vector per
+  /// Several loglik() requests in one call (the loglik protocol sends every item of a subject,
+  /// which share their shots), so an adapter can batch them and order them by length. One score vector per
   /// request, in order. The default calls loglik() on each.
   virtual std::vector<std::vector<double>> loglik_batch(const std::vector<LoglikRequest>& requests);
 };
@@ -69,7 +69,7 @@ struct TumluEvalOptions {
   uint64_t seed = 1234;
   /// 0: the protocol's default (generative 32, generative_cot 512).
   int64_t max_new_tokens = 0;
-  /// Prompts per TumluModel::generate (or loglik_batch) call.
+  /// Prompts per TumluModel::generate call (loglik sends a whole subject per call).
   int64_t batch_size = 16;
   /// loglik continuations: "letter" (" A") or "text" (" " + option text).
   std::string loglik_target = "letter";

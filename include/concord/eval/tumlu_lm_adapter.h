@@ -25,9 +25,9 @@
 // the same token sequence a full forward sees, equal up to float rounding
 // (CausalLmTumluModel.PrefixCacheMatchesAFullForward).
 //
-// Batches. loglik_batch() takes several prompts at once (the driver sends up to batch_size items
-// of one subject); their common text, cut after its last blank line, is the shared prefix, so even
-// a subject's first items are served by the cache. The cached items run together, up to
+// Batches. loglik_batch() takes several prompts at once (the driver sends a whole subject); their
+// common text, cut after its last blank line, is the shared prefix, so even a subject's first
+// items are served by the cache. The cached items run together, longest first, up to
 // item_batch_size at a time: the shared cache copied into one row per item, the items' own tokens
 // right-padded after it. Right padding needs no attention mask: a real token never attends to a
 // later position, so plain causal attention gives each item exactly what it would get alone; the
