@@ -8,8 +8,11 @@
 namespace concord {
 
 /// Sets LibTorch's intra-op thread count to the machine's cores (it defaults to 1 on Debian's
-/// build) unless CONCORD_NUM_THREADS or OMP_NUM_THREADS says otherwise, and sets up logging.
-/// Safe to call more than once.
+/// build) unless CONCORD_NUM_THREADS or OMP_NUM_THREADS says otherwise, sizes OpenBLAS's own
+/// pool (when LibTorch uses it) to match, keeps freed large blocks in glibc's heap for reuse
+/// (CONCORD_MALLOC=system opts out; see runtime.cpp), and sets up logging. The CLI, tests and
+/// benchmarks call it; a program embedding the library chooses whether to. Safe to call more
+/// than once.
 void init_runtime();
 
 /// Physical parallelism available to this process (sched affinity, not the host's core count).
