@@ -14,6 +14,21 @@ endif()
 # code-generation flags, and one shared PCH is worth more than PIE's small speed edge.
 add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fPIC>)
 
+# OpenMP for C++: LibTorch's at::parallel_for is a header template whose `omp parallel` region
+# exists only where the including file is compiled with OpenMP (ATen/ParallelOpenMP.h tests
+# _OPENMP). Without it, every at::parallel_for in Concord's own kernels ran the whole range on
+# the calling thread, whatever at::set_num_threads said. The PCH is built with the same flag, so
+# every target gets it. Linking: see concord_link_openmp below.
+add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fopenmp>)
+
+# The OpenMP runtime for a target: plain `gomp` (soname libgomp.so.1), the runtime LibTorch
+# itself uses. Debian's LibTorch links the system's libgomp.so.1; a pip torch ships its own
+# libgomp.so.1 in torch/lib, which the binaries' RUNPATH (torch/lib comes first) finds before the
+# system's, so one process never holds two OpenMP runtimes with two thread pools.
+function(concord_link_openmp target)
+  target_link_libraries(${target} PUBLIC gomp)
+endfunction()
+
 set(CONCORD_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare
     -Wno-missing-field-initializers)
 
