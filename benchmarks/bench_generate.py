@@ -133,6 +133,14 @@ def main():
         print(f"  {'concord (libtorch ' + ours['libtorch'] + ')':34s} {our_ms:8.0f} ms "
               f"{n / our_ms * 1e3:8.1f} tok/s")
         print(f"  {'transformers generate':34s} {their_ms:8.0f} ms {n / their_ms * 1e3:8.1f} tok/s")
+        # One pass over the weights per decoding step (prefill counted as one step too): the
+        # fastest any implementation could run this call at the measured read bandwidth.
+        steps = args.new_tokens
+        floor_ms = ours["weights_read_ms"] * steps
+        print(f"  {'weight-read floor':34s} {floor_ms:8.0f} ms {n / floor_ms * 1e3:8.1f} tok/s "
+              f"({ours['weights_bytes'] / 1e6:.0f} MB read once per step, "
+              f"{ours['weights_bytes'] / ours['weights_read_ms'] / 1e6:.1f} GB/s); "
+              f"transformers at {floor_ms / their_ms:.0%} of it, concord at {floor_ms / our_ms:.0%}")
         print(f"  ratio concord / transformers: {their_ms / our_ms:.2f}x "
               f"(per round: {', '.join(f'{t / o:.2f}x' for o, t in zip(our_times, their_times))}); "
               f"ids identical: {'yes' if same else 'NO'}")

@@ -6,7 +6,7 @@ weights, same batches, same run, same thread count.
   ~/.cache/concord/venv/bin/python benchmarks/bench_train_step.py \
       --bin build/benchmarks/bench_train_step [--config configs/models/gpt2.json] \
       [--batch 4] [--seq 256] [--steps 5] [--warmup 2] [--threads 2] [--rounds 1] \
-      [--optimizers torch,concord]
+      [--optimizers torch,concord] [--gemm-share]
 
 One step is: zero the gradients, forward, mean cross-entropy over every position, backward,
 AdamW (lr 1e-4, betas (0.9, 0.95), eps 1e-8, weight decay 0.1). Concord runs once per optimizer
@@ -72,6 +72,34 @@ def train_eager(model_dir, ids, warmup, lr):
             "attn_implementation": model.config._attn_implementation}
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def gemm_share(model_dir, ids, lr):
+    """Share of one eager step's CPU time spent inside matrix products (self time of the ATen
+    GEMM ops, torch.profiler). Both sides call the same BLAS for these products, so even a
+    framework whose every other op took no time could not be faster than 1 / share."""
+    from torch.profiler import ProfilerActivity, profile
+    model = transformers.GPT2LMHeadModel.from_pretrained(model_dir)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    vocab = model.config.vocab_size
+
+    def step(s):
+        opt.zero_grad()
+        logits = model(input_ids=ids[s, :, :-1]).logits
+        F.cross_entropy(logits.reshape(-1, vocab), ids[s, :, 1:].reshape(-1)).backward()
+        opt.step()
+
+    step(0)  # warm-up outside the profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(1)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    return gemm / total if total > 0 else float("nan")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="path to the bench_train_step binary")
@@ -83,6 +111,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="Concord-then-baseline rounds")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--gemm-share", action="store_true",
+                    help="also profile one baseline step: the share of its time in GEMMs, and the "
+                         "ratio ceiling it implies for a framework on the same BLAS")
     ap.add_argument("--optimizers", default="torch,concord",
                     help="Concord's optimizers to run: torch (torch::optim::AdamW), concord (train::AdamW)")
     args = ap.parse_args()
@@ -113,6 +144,7 @@ def main():
             print(f"round {r + 1}: " + ", ".join(f"concord/{n} {ours[n][-1]['median_step_ms']:.0f} ms"
                                                   for n in optimizers)
                   + f", eager {theirs[-1]['median_step_ms']:.0f} ms per step", flush=True)
+        share = gemm_share(model_dir, ids, args.lr) if args.gemm_share else None
 
     e_ms = statistics.median(t["median_step_ms"] for t in theirs)
     first = ours[optimizers[0]][0]
@@ -133,6 +165,9 @@ def main():
               f"largest difference over {total} steps {diff:.2e}")
         # Same weights and batch: the first loss agrees to float rounding, or the comparison is void.
         ok = ok and abs(run["losses"][0] - theirs[0]["losses"][0]) < 1e-3
+    if share is not None:
+        print(f"  eager step's time in GEMMs ({', '.join(GEMM_OPS)}; torch.profiler self time): "
+              f"{share:.1%}; ceiling for any framework on the same BLAS: {1 / share:.2f}x")
     return 0 if ok else 1
 
 

@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-THREADS = 2
+# Threads for each side; CONCORD_BENCH_THREADS=1 leaves the other core to other work.
+THREADS = int(os.environ.get("CONCORD_BENCH_THREADS", "2"))
 # Offline everything before transformers/datasets/lm_eval are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
