@@ -28,3 +28,21 @@ TEST(Linear, SingleRowPathMatchesAtLinearWithGradients) {
     }
   }
 }
+
+// Without gradients a single row goes to ops::matvec (the parallel fp32 kernel); its result
+// equals at::linear up to float summation order.
+TEST(Linear, SingleRowWithoutGradientsTakesTheMatvecKernel) {
+  torch::manual_seed(4);
+  const at::Tensor w = torch::randn({301, 77});
+  const at::Tensor b = torch::randn({301});
+  const at::Tensor x = torch::randn({1, 1, 77});
+  c10::InferenceMode guard;
+  for (bool with_bias : {true, false}) {
+    const at::Tensor bias = with_bias ? b : at::Tensor();
+    const at::Tensor ours = concord::nn::linear(x, w, bias);
+    const at::Tensor ref = at::linear(x.to(at::kDouble), w.to(at::kDouble),
+                                      with_bias ? b.to(at::kDouble) : at::Tensor());
+    ASSERT_EQ(ours.sizes(), ref.sizes());
+    EXPECT_LT((ours.to(at::kDouble) - ref).abs().max().item<double>(), 1e-4) << with_bias;
+  }
+}

@@ -1,0 +1,93 @@
+#include "gemv.h"
+
+#include <algorithm>
+
+#include <ATen/Parallel.h>
+
+#include "cpu_isa.h"
+#include "vec_math.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors stay inside inlined code
+
+namespace concord::kernels::cpu {
+namespace {
+
+// Fewest weights a thread is woken for: below ~64K (256 KB) the fork/join costs more than the
+// read it saves (a small model's projections are tens of microseconds).
+constexpr int64_t kMinWeightsPerTask = int64_t(1) << 16;
+// Weight rows streamed together against one load of the input: independent accumulator chains
+// and that many concurrent memory streams per thread.
+constexpr int kRows = 8;
+
+template <class V>
+CONCORD_ALWAYS_INLINE float hsum(V v) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  float s = 0;
+  for (int i = 0; i < L; ++i) s += v[i];
+  return s;
+}
+
+// Rows [o0, o1) of y = W x + b.
+template <class V>
+CONCORD_ALWAYS_INLINE void gemv_rows(const float* w, int64_t in, const float* x, const float* bias,
+                                     float* y, int64_t o0, int64_t o1) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  const int64_t vec_end = in - in % L;
+  int64_t o = o0;
+  for (; o + kRows <= o1; o += kRows) {
+    const float* r = w + o * in;
+    V acc[kRows] = {};
+    for (int64_t i = 0; i < vec_end; i += L) {
+      const V xv = vmath::load<V>(x + i);
+#pragma GCC unroll 8
+      for (int k = 0; k < kRows; ++k) acc[k] += vmath::load<V>(r + k * in + i) * xv;
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < kRows; ++k) {
+      float s = hsum(acc[k]);
+      for (int64_t i = vec_end; i < in; ++i) s += r[k * in + i] * x[i];
+      y[o + k] = s + (bias ? bias[o + k] : 0.0f);
+    }
+  }
+  for (; o < o1; ++o) {
+    const float* r = w + o * in;
+    V a{};
+    for (int64_t i = 0; i < vec_end; i += L) a += vmath::load<V>(r + i) * vmath::load<V>(x + i);
+    float s = hsum(a);
+    for (int64_t i = vec_end; i < in; ++i) s += r[i] * x[i];
+    y[o] = s + (bias ? bias[o] : 0.0f);
+  }
+}
+
+void rows_base(const float* w, int64_t in, const float* x, const float* bias, float* y,
+               int64_t o0, int64_t o1) {
+  gemv_rows<vmath::vf4>(w, in, x, bias, y, o0, o1);
+}
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CONCORD_GEMV_X86 1
+__attribute__((target("avx2,fma"))) void rows_avx2(const float* w, int64_t in, const float* x,
+                                                  const float* bias, float* y, int64_t o0,
+                                                  int64_t o1) {
+  gemv_rows<vmath::vf>(w, in, x, bias, y, o0, o1);
+}
+#endif
+
+void rows(const float* w, int64_t in, const float* x, const float* bias, float* y, int64_t o0,
+          int64_t o1) {
+#ifdef CONCORD_GEMV_X86
+  if (cpu_isa() != CpuIsa::kBaseline) return rows_avx2(w, in, x, bias, y, o0, o1);
+#endif
+  rows_base(w, in, x, bias, y, o0, o1);
+}
+
+}  // namespace
+
+void gemv(const float* w, int64_t out, int64_t in, const float* x, const float* bias, float* y) {
+  if (out <= 0) return;
+  // Grain in rows, a multiple of kRows so every task but the last runs whole row groups.
+  int64_t grain = std::max<int64_t>(kRows, kMinWeightsPerTask / std::max<int64_t>(1, in));
+  grain = (grain + kRows - 1) / kRows * kRows;
+  at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) { rows(w, in, x, bias, y, o0, o1); });
+}
+
+}  // namespace concord::kernels::cpu
