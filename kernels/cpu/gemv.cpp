@@ -19,44 +19,35 @@ constexpr int64_t kMinWeightsPerTask = int64_t(1) << 16;
 // and that many concurrent memory streams per thread.
 constexpr int kRows = 8;
 
-template <class V>
-CONCORD_ALWAYS_INLINE float hsum(V v) {
-  constexpr int L = sizeof(V) / sizeof(float);
-  float s = 0;
-  for (int i = 0; i < L; ++i) s += v[i];
-  return s;
+// R consecutive weight rows (from r, bias and y already offset to the first) against x.
+template <class V, int R>
+CONCORD_ALWAYS_INLINE void row_block(const float* r, int64_t in, const float* x, const float* bias,
+                                     float* y) {
+  constexpr int64_t L = vmath::lanes<V>();
+  const int64_t vec_end = in - in % L;
+  V acc[R] = {};
+  for (int64_t i = 0; i < vec_end; i += L) {
+    const V xv = vmath::load<V>(x + i);
+#pragma GCC unroll 8
+    for (int k = 0; k < R; ++k) acc[k] += vmath::load<V>(r + k * in + i) * xv;
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k) {
+    float s = vmath::hsum(acc[k]);
+    for (int64_t i = vec_end; i < in; ++i) s += r[k * in + i] * x[i];
+    y[k] = s + (bias ? bias[k] : 0.0f);
+  }
 }
 
 // Rows [o0, o1) of y = W x + b.
 template <class V>
 CONCORD_ALWAYS_INLINE void gemv_rows(const float* w, int64_t in, const float* x, const float* bias,
                                      float* y, int64_t o0, int64_t o1) {
-  constexpr int64_t L = sizeof(V) / sizeof(float);
-  const int64_t vec_end = in - in % L;
   int64_t o = o0;
   for (; o + kRows <= o1; o += kRows) {
-    const float* r = w + o * in;
-    V acc[kRows] = {};
-    for (int64_t i = 0; i < vec_end; i += L) {
-      const V xv = vmath::load<V>(x + i);
-#pragma GCC unroll 8
-      for (int k = 0; k < kRows; ++k) acc[k] += vmath::load<V>(r + k * in + i) * xv;
-    }
-#pragma GCC unroll 8
-    for (int k = 0; k < kRows; ++k) {
-      float s = hsum(acc[k]);
-      for (int64_t i = vec_end; i < in; ++i) s += r[k * in + i] * x[i];
-      y[o + k] = s + (bias ? bias[o + k] : 0.0f);
-    }
+    row_block<V, kRows>(w + o * in, in, x, bias ? bias + o : nullptr, y + o);
   }
-  for (; o < o1; ++o) {
-    const float* r = w + o * in;
-    V a{};
-    for (int64_t i = 0; i < vec_end; i += L) a += vmath::load<V>(r + i) * vmath::load<V>(x + i);
-    float s = hsum(a);
-    for (int64_t i = vec_end; i < in; ++i) s += r[i] * x[i];
-    y[o] = s + (bias ? bias[o] : 0.0f);
-  }
+  for (; o < o1; ++o) row_block<V, 1>(w + o * in, in, x, bias ? bias + o : nullptr, y + o);
 }
 
 void rows_base(const float* w, int64_t in, const float* x, const float* bias, float* y,

@@ -77,6 +77,13 @@ template <class V>
 CONCORD_ALWAYS_INLINE void store(float* p, V v) {
   std::memcpy(p, &v, sizeof(v));
 }
+/// Sum of the lanes, first to last.
+template <class V>
+CONCORD_ALWAYS_INLINE float hsum(V v) {
+  float s = 0;
+  for (int64_t i = 0; i < lanes<V>(); ++i) s += v[i];
+  return s;
+}
 /// The first `count` (< lanes) lanes from p, zeros after.
 template <class V = vf>
 CONCORD_ALWAYS_INLINE V load_partial(const float* p, int64_t count) {
