@@ -6,6 +6,7 @@
 #include "concord/core/error.h"
 #include "concord/nn/linear.h"
 #include "concord/ops/attention.h"
+#include "concord/ops/linear_cross_entropy.h"
 #include "concord/data/collate.h"
 
 namespace concord::lm {
@@ -230,6 +231,14 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
 
 at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) {
   return nn::linear(hidden, lm_head_weight());
+}
+
+at::Tensor CausalLMImpl::token_loss(const at::Tensor& hidden, const at::Tensor& targets,
+                                    at::Reduction::Reduction reduction, int64_t ignore_index) {
+  ops::LinearCrossEntropyOptions options;
+  options.reduction = reduction;
+  options.ignore_index = ignore_index;
+  return ops::linear_cross_entropy(hidden, lm_head_weight(), targets, options);
 }
 
 at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,

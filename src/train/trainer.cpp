@@ -46,9 +46,9 @@ std::pair<at::Tensor, int64_t> batch_loss_sum(lm::CausalLM model, const TrainBat
     flat = flat.index_select(0, index);
     flat_targets = targets.index_select(0, index);
   }
-  const at::Tensor logits = model->logits(flat).to(at::kFloat);
-  at::Tensor sum = at::cross_entropy_loss(logits, flat_targets, {}, at::Reduction::Sum,
-                                          data::kIgnoreIndex);
+  // The LM head and the loss together (ops::linear_cross_entropy): on CPU the [n, V] logits
+  // are never materialised.
+  at::Tensor sum = model->token_loss(flat, flat_targets, at::Reduction::Sum, data::kIgnoreIndex);
   return {sum, n};
 }
 

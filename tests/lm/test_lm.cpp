@@ -20,6 +20,7 @@
 #include "concord/lm/model_config.h"
 #include "concord/lm/score.h"
 #include "concord/ops/fused.h"
+#include "concord/ops/linear_cross_entropy.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -265,6 +266,44 @@ TEST(CausalLM, PaddedCachedAndPackedBatchesMatchTheComposite) {
       grad_diff = std::max(grad_diff, max_diff(fused_grads[i], plain_grads[i]));
     }
     EXPECT_LT(grad_diff, 1e-5) << family;
+    model->zero_grad();
+  }
+}
+
+// token_loss (the LM head and cross-entropy fused, ops::linear_cross_entropy) against
+// cross-entropy on forward()'s logits: loss and every parameter's gradient, tied heads (gpt2,
+// qwen2 fixtures) and untied ones alike, with ignored targets.
+TEST(CausalLM, TokenLossMatchesCrossEntropyOnTheLogits) {
+  for (const auto& family : kFamilies) {
+    auto model = load_pretrained(fixture("lm/" + family));
+    const auto ids = reference(family)["input_ids"];
+    at::Tensor targets = ids.roll(-1, 1).clone();
+    targets.select(1, targets.size(1) - 1).fill_(-100);
+    targets[0][1] = -100;
+    auto grads_of = [&](const at::Tensor& loss) {
+      model->zero_grad();
+      loss.backward();
+      std::vector<at::Tensor> grads;
+      for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
+      return grads;
+    };
+    ASSERT_TRUE(concord::ops::linear_cross_entropy_is_fused(model->hidden_states(ids),
+                                                            model->lm_head_weight()));
+    const at::Tensor fused = model->token_loss(model->hidden_states(ids), targets);
+    const auto fused_grads = grads_of(fused);
+    const at::Tensor logits = model->forward(ids);
+    const at::Tensor plain =
+        at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), targets.view({-1}));
+    const auto plain_grads = grads_of(plain);
+    EXPECT_NEAR(fused.item<double>(), plain.item<double>(), 1e-5) << family;
+    for (size_t i = 0; i < fused_grads.size(); ++i) {
+      EXPECT_LT(max_diff(fused_grads[i], plain_grads[i]), 1e-5) << family << " parameter " << i;
+    }
+    const at::Tensor summed = model->token_loss(model->hidden_states(ids), targets,
+                                                at::Reduction::Sum);
+    EXPECT_NEAR(summed.item<double>(), plain.item<double>() * targets.ne(-100).sum().item<double>(),
+                1e-4)
+        << family;
     model->zero_grad();
   }
 }

@@ -16,6 +16,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
+#include <ATen/core/Reduction.h>
 
 #include <cstdint>
 #include <map>
@@ -88,6 +89,13 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
                            const at::Tensor& segment_ids = {});
   /// LM head on hidden states [..., d] -> [..., V].
   at::Tensor logits(const at::Tensor& hidden);
+  /// Next-token cross-entropy of the LM head on hidden states [..., d] (hidden_states' output)
+  /// against targets [...] int64, mean over the targets that are not `ignore_index` (or their
+  /// sum). Through ops::linear_cross_entropy: on CPU fp32 the [..., V] logits are never
+  /// materialised; elsewhere half-precision logits are cast to fp32 before the loss.
+  at::Tensor token_loss(const at::Tensor& hidden, const at::Tensor& targets,
+                        at::Reduction::Reduction reduction = at::Reduction::Mean,
+                        int64_t ignore_index = -100);
 
   /// A KV cache sized for this model.
   nn::KVCache make_cache() const { return nn::KVCache(config.num_layers); }
