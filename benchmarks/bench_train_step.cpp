@@ -1,16 +1,22 @@
 // Training-step throughput of a CausalLM: forward, cross-entropy over every position, backward
 // and one AdamW step (torch::optim::AdamW, or Concord's train::AdamW with --optimizer concord),
-// in tokens per second. benchmarks/bench_train_step.py runs
+// in tokens per second. The loss is the trainer's, CausalLM::token_loss (LM head and
+// cross-entropy fused, ops/linear_cross_entropy.h); --loss composite computes the [B, T, V]
+// logits and at::cross_entropy_loss instead. benchmarks/bench_train_step.py runs
 // the same model (transformers' GPT2LMHeadModel with the same weights) in PyTorch eager on the
 // same batches in the same run and prints the ratio; the baseline is named there.
 //
 //   bench_train_step --model MODEL [--data IDS.bin] [--batch 4] [--seq 256] [--steps 5]
 //                    [--warmup 2] [--threads 2] [--lr 1e-4] [--optimizer torch|concord]
+//                    [--loss fused|composite] [--profile TRACE.json]
 // MODEL is a Hugging Face model folder (what the driver saves) or a model config file (fresh
 // weights). IDS.bin holds int64 token ids laid out [warmup + steps, batch, seq + 1]: row b of
 // step s gives inputs [0, seq) and targets [1, seq + 1). Without it, ids are drawn uniformly.
 // Prints one JSON object: per-step losses (warm-up included) and times, the median step time and
-// tokens per second over the timed steps.
+// tokens per second over the timed steps, and the median time of each phase (forward with the
+// loss, backward, optimizer step; zeroing the gradients counts in the first). --profile writes
+// the last step's ATen ops as a Chrome trace (LibTorch's legacy profiler; bench_train_step.py
+// --gemm-share reads it).
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -19,11 +25,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/optim/adamw.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -51,10 +59,19 @@ at::Tensor read_ids(const std::string& path, int64_t steps, int64_t batch, int64
   return ids;
 }
 
+double ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, data, optimizer_name = "torch";
+  std::string model_path, data, optimizer_name = "torch", profile_path, loss_name = "fused";
   int64_t batch = 4, seq = 256, steps = 5, warmup = 2;
   int threads = 2;
   double lr = 1e-4;
@@ -69,15 +86,19 @@ int main(int argc, char** argv) {
     else if (flag == "--threads") threads = std::stoi(value);
     else if (flag == "--lr") lr = std::stod(value);
     else if (flag == "--optimizer") optimizer_name = value;
+    else if (flag == "--profile") profile_path = value;
+    else if (flag == "--loss") loss_name = value;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
   if (model_path.empty() || steps < 1 || warmup < 0 ||
-      (optimizer_name != "torch" && optimizer_name != "concord")) {
+      (optimizer_name != "torch" && optimizer_name != "concord") ||
+      (loss_name != "fused" && loss_name != "composite")) {
     std::fprintf(stderr, "usage: %s --model MODEL [--data IDS.bin] [--batch B] [--seq T] "
-                 "[--steps N] [--warmup W] [--threads N] [--lr LR] [--optimizer torch|concord]\n",
+                 "[--steps N] [--warmup W] [--threads N] [--lr LR] [--optimizer torch|concord] "
+                 "[--loss fused|composite] [--profile TRACE.json]\n",
                  argv[0]);
     return 2;
   }
@@ -92,6 +113,7 @@ int main(int argc, char** argv) {
     model->train();
     const int64_t vocab = model->config.vocab_size;
     const int64_t total = warmup + steps;
+    const bool fused_loss = loss_name == "fused";
     const at::Tensor ids = data.empty() ? at::randint(vocab, {total, batch, seq + 1}, at::kLong)
                                         : read_ids(data, total, batch, seq);
     // The baseline's hyper-parameters (bench_train_step.py). torch::optim::AdamW decays every
@@ -112,18 +134,29 @@ int main(int argc, char** argv) {
     }
 
     std::vector<double> losses, times;
+    std::map<std::string, std::vector<double>> phases;  // per timed step, where the time goes
     for (int64_t s = 0; s < total; ++s) {
       const at::Tensor inputs = ids[s].narrow(1, 0, seq).contiguous();
       const at::Tensor targets = ids[s].narrow(1, 1, seq).contiguous();
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+      if (!profile_path.empty() && s + 1 == total) {
+        profile = std::make_unique<torch::autograd::profiler::RecordProfile>(profile_path);
+      }
       const auto t0 = std::chrono::steady_clock::now();
       if (torch_adamw) {
         torch_adamw->zero_grad();
       } else {
         concord_adamw->zero_grad();
       }
-      const at::Tensor logits = model->forward(inputs);
-      const at::Tensor loss = at::cross_entropy_loss(logits.view({-1, vocab}), targets.view({-1}));
+      // The trainer's loss (CausalLM::token_loss: LM head and cross-entropy fused), or with
+      // --loss composite the [B, T, V] logits and at::cross_entropy_loss on them.
+      const at::Tensor loss =
+          fused_loss ? model->token_loss(model->hidden_states(inputs), targets)
+                     : at::cross_entropy_loss(model->forward(inputs).view({-1, vocab}),
+                                              targets.view({-1}));
+      const auto t_forward = std::chrono::steady_clock::now();
       loss.backward();
+      const auto t_backward = std::chrono::steady_clock::now();
       if (torch_adamw) {
         torch_adamw->step();
       } else {
@@ -131,18 +164,26 @@ int main(int argc, char** argv) {
       }
       const double value = loss.item<double>();
       const auto t1 = std::chrono::steady_clock::now();
+      if (s >= warmup) {
+        phases["forward_loss"].push_back(ms(t0, t_forward));
+        phases["backward"].push_back(ms(t_forward, t_backward));
+        phases["optimizer"].push_back(ms(t_backward, t1));
+      }
+      profile.reset();  // writes the trace, outside the timed span
       losses.push_back(value);
-      if (s >= warmup) times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      if (s >= warmup) times.push_back(ms(t0, t1));
     }
-    std::vector<double> sorted = times;
-    std::sort(sorted.begin(), sorted.end());
-    const double median = sorted[sorted.size() / 2];
+    const double median = median_of(times);
+    nlohmann::json phase_ms;
+    for (const auto& [name, values] : phases) phase_ms[name] = median_of(values);
     nlohmann::json result = {{"losses", losses},
                              {"step_ms", times},
                              {"median_step_ms", median},
+                             {"median_phase_ms", phase_ms},
                              {"tokens_per_s", static_cast<double>(batch * seq) / (median / 1e3)},
                              {"threads", at::get_num_threads()},
                              {"optimizer", optimizer_name},
+                             {"loss", loss_name},
                              {"parameters", model->num_parameters()},
                              {"libtorch", TORCH_VERSION}};
     std::cout << result.dump() << std::endl;
