@@ -1,12 +1,12 @@
 #include "concord/train/adamw.h"
 
-#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
 #include <cmath>
 #include <set>
 
 #include "concord/core/error.h"
+#include "concord/ops/adamw.h"
 
 namespace concord::train {
 
@@ -14,25 +14,6 @@ namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// One pass over the four arrays of an fp32 CPU parameter. Each element reads p, g, m, v and
-// writes p, m, v once (28 bytes), where the composite streams through memory six times.
-void adamw_update_cpu(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
-                      float beta1, float beta2, float step_size, float inv_sqrt_bc2, float eps) {
-  const float one_minus_beta1 = 1.0f - beta1;
-  const float one_minus_beta2 = 1.0f - beta2;
-  at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float gi = g[i];
-      const float mi = beta1 * m[i] + one_minus_beta1 * gi;
-      const float vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      const float denom = std::sqrt(vi) * inv_sqrt_bc2 + eps;
-      p[i] = p[i] * decay_factor - step_size * mi / denom;
-    }
-  });
 }
 
 }  // namespace
@@ -92,25 +73,15 @@ void AdamW::update(Slot& slot) {
   const double decay_factor = slot.decay ? 1.0 - lr * options_.weight_decay : 1.0;
   const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.step));
   const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(slot.step));
-  const double step_size = lr / bc1;
 
-  const bool fused = p.device().is_cpu() && p.scalar_type() == at::kFloat && p.is_contiguous() &&
-                     grad.scalar_type() == at::kFloat && grad.device().is_cpu();
-  if (fused) {
-    const at::Tensor g = grad.contiguous();
-    adamw_update_cpu(p.data_ptr<float>(), g.data_ptr<float>(), slot.exp_avg.data_ptr<float>(),
-                     slot.exp_avg_sq.data_ptr<float>(), p.numel(),
-                     static_cast<float>(decay_factor), static_cast<float>(options_.beta1),
-                     static_cast<float>(options_.beta2), static_cast<float>(step_size),
-                     static_cast<float>(1.0 / std::sqrt(bc2)), static_cast<float>(options_.eps));
-    return;
-  }
-  // The same update as ATen ops (CUDA, half precision, strided parameters).
-  if (slot.decay) p.mul_(decay_factor);
-  slot.exp_avg.mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
-  slot.exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-  const at::Tensor denom = (slot.exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(options_.eps);
-  p.addcdiv_(slot.exp_avg, denom, -step_size);
+  ops::AdamWStep step;
+  step.decay_factor = decay_factor;
+  step.beta1 = options_.beta1;
+  step.beta2 = options_.beta2;
+  step.step_size = lr / bc1;
+  step.bias_correction2 = bc2;
+  step.eps = options_.eps;
+  ops::adamw_update_(p, grad.contiguous(), slot.exp_avg, slot.exp_avg_sq, step);
 }
 
 std::map<std::string, at::Tensor> AdamW::state_dict() const {

@@ -10,8 +10,9 @@
 // Why our own and not torch::optim::AdamW: its state is keyed by tensor addresses, which makes a
 // checkpoint that survives a restart awkward and differs between LibTorch versions; here the
 // state is named after the parameters, so it saves to safetensors and a resumed run continues
-// bit for bit. On CPU, fp32 contiguous parameters take one fused pass over p, g, m and v (the
-// composite takes six passes over memory); elsewhere the same update runs as ATen ops.
+// bit for bit. The arithmetic is ops::adamw_update_ (ops/adamw.h): on CPU, fp32 contiguous
+// parameters take one vectorised pass over p, g, m and v (the composite takes six passes over
+// memory); elsewhere the same update runs as ATen ops.
 //
 // Weight decay applies to weight matrices only (parameters whose name ends in "weight" with two
 // or more dimensions): biases, norm gains and SIAF's per-channel a_i, b_i are exempt, as in
