@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/torch.h>
@@ -113,10 +114,12 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
   const int64_t batch = x.size(0), steps = x.size(1);
   const int64_t h = options.heads(), hkv = kv_heads(), hd = head_dim();
   const at::Tensor proj = linear(x, qkv->weight, qkv->bias);
-  at::Tensor q = proj.narrow(-1, 0, h * hd).reshape({batch, steps, h, hd}).transpose(1, 2);
-  at::Tensor k = proj.narrow(-1, h * hd, hkv * hd).reshape({batch, steps, hkv, hd}).transpose(1, 2);
-  at::Tensor v =
-      proj.narrow(-1, (h + hkv) * hd, hkv * hd).reshape({batch, steps, hkv, hd}).transpose(1, 2);
+  // One split, not three narrows: its backward concatenates the three gradients in one pass,
+  // where each narrow's backward zero-fills a whole [B, T, (h + 2 hkv) hd] tensor to be summed.
+  const std::vector<at::Tensor> parts = proj.split_with_sizes({h * hd, hkv * hd, hkv * hd}, -1);
+  at::Tensor q = parts[0].reshape({batch, steps, h, hd}).transpose(1, 2);
+  at::Tensor k = parts[1].reshape({batch, steps, hkv, hd}).transpose(1, 2);
+  at::Tensor v = parts[2].reshape({batch, steps, hkv, hd}).transpose(1, 2);
   if (options.rope()) {
     TORCH_CHECK(ctx.cos.defined() && ctx.sin.defined(),
                 "CausalSelfAttention: RoPE needs the rotary tables in the context");
