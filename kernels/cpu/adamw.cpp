@@ -49,7 +49,8 @@ CONCORD_ALWAYS_INLINE void update_one(float& p, float g, float& m, float& v,
     const V vi = b2 * vmath::load<V>(v + i) + c2 * gi * gi;                                    \
     vmath::store(m + i, mi);                                                                   \
     vmath::store(v + i, vi);                                                                   \
-    vmath::store(p + i, vmath::load<V>(p + i) * decay - step * mi / (SQRT(vi) * inv_bc2 + eps)); \
+    const V denom = SQRT(vi) * inv_bc2 + eps;                                                  \
+    vmath::store(p + i, vmath::load<V>(p + i) * decay - step * mi / denom);                    \
   }                                                                                            \
   for (; i < i1; ++i) update_one(p[i], g[i], m[i], v[i], s);
 

@@ -19,19 +19,6 @@ using vmath::GELU;
 // ---- rows, fp32 on vectors V (8 or 16 lanes) and fp64 on scalars -------------------------------
 
 template <class V>
-CONCORD_ALWAYS_INLINE V ldn(int64_t count, const float* p) {
-  return count == vmath::lanes<V>() ? vmath::load<V>(p) : vmath::load_partial<V>(p, count);
-}
-template <class V>
-CONCORD_ALWAYS_INLINE void stn(int64_t count, float* p, V v) {
-  if (count == vmath::lanes<V>()) {
-    vmath::store(p, v);
-  } else {
-    vmath::store_partial(p, v, count);
-  }
-}
-
-template <class V>
 CONCORD_ALWAYS_INLINE void fwd_rows_vec(float* u, const float* bias, float* g, int64_t rows,
                                         int64_t N) {
   constexpr int64_t L = vmath::lanes<V>();
@@ -40,12 +27,12 @@ CONCORD_ALWAYS_INLINE void fwd_rows_vec(float* u, const float* bias, float* g, i
     float* gr = g ? g + r * N : nullptr;
     for (int64_t c = 0; c < N; c += L) {
       const int64_t k = std::min<int64_t>(L, N - c);
-      const V pre = ldn<V>(k, ur + c) + ldn<V>(k, bias + c);
+      const V pre = vmath::load_n<V>(k, ur + c) + vmath::load_n<V>(k, bias + c);
       if (gr) {
-        stn<V>(k, ur + c, pre);
-        stn<V>(k, gr + c, GELU::value(pre));
+        vmath::store_n<V>(k, ur + c, pre);
+        vmath::store_n<V>(k, gr + c, GELU::value(pre));
       } else {
-        stn<V>(k, ur + c, GELU::value(pre));
+        vmath::store_n<V>(k, ur + c, GELU::value(pre));
       }
     }
   }
@@ -62,11 +49,11 @@ CONCORD_ALWAYS_INLINE void bwd_rows_vec(const float* u, float* dg, float* g, flo
     for (int64_t c = 0; c < N; c += L) {
       const int64_t k = std::min<int64_t>(L, N - c);
       V v, d;
-      GELU::value_grad(ldn<V>(k, ur + c), v, d);
-      const V du = ldn<V>(k, dgr + c) * d;
-      stn<V>(k, dgr + c, du);
-      if (gr) stn<V>(k, gr + c, v);
-      stn<V>(k, dbias + c, ldn<V>(k, dbias + c) + du);
+      GELU::value_grad(vmath::load_n<V>(k, ur + c), v, d);
+      const V du = vmath::load_n<V>(k, dgr + c) * d;
+      vmath::store_n<V>(k, dgr + c, du);
+      if (gr) vmath::store_n<V>(k, gr + c, v);
+      vmath::store_n<V>(k, dbias + c, vmath::load_n<V>(k, dbias + c) + du);
     }
   }
 }

@@ -22,19 +22,6 @@ constexpr int64_t kTileCols = 64;
 // Fewest elements a thread is woken for.
 constexpr int64_t kMinElementsPerTask = int64_t(1) << 16;
 
-template <class V>
-CONCORD_ALWAYS_INLINE V ldn(int64_t count, const float* p) {
-  return count == vmath::lanes<V>() ? vmath::load<V>(p) : vmath::load_partial<V>(p, count);
-}
-template <class V>
-CONCORD_ALWAYS_INLINE void stn(int64_t count, float* p, V v) {
-  if (count == vmath::lanes<V>()) {
-    vmath::store(p, v);
-  } else {
-    vmath::store_partial(p, v, count);
-  }
-}
-
 // One tile, `rows` rows by `w` (<= kTileCols) columns from t (row stride ld): t <- exp(t - m)
 // with m the column maxima (0 in place of -inf, so an all -inf column gives ~0, not NaN);
 // m_out and s_out [w] receive the maxima and the sums of the exponentials.
@@ -60,7 +47,7 @@ CONCORD_ALWAYS_INLINE void forward_tile(float* t, int64_t ld, int64_t rows, int6
     for (int64_t r = 0; r < rows; ++r) {
       const float* row = t + r * ld;
       for (int64_t j = 0; j < nv; ++j) {
-        const V x = ldn<V>(std::min(L, w - j * L), row + j * L);
+        const V x = vmath::load_n<V>(std::min(L, w - j * L), row + j * L);
         m[j] = x > m[j] ? x : m[j];
       }
     }
@@ -85,16 +72,16 @@ CONCORD_ALWAYS_INLINE void forward_tile(float* t, int64_t ld, int64_t rows, int6
       float* row = t + r * ld;
       for (int64_t j = 0; j < nv; ++j) {
         const int64_t k = std::min(L, w - j * L);
-        const V e = vmath::exp(ldn<V>(k, row + j * L) - shift[j]);
-        stn<V>(k, row + j * L, e);
+        const V e = vmath::exp(vmath::load_n<V>(k, row + j * L) - shift[j]);
+        vmath::store_n<V>(k, row + j * L, e);
         s[j] += e;
       }
     }
   }
   for (int64_t j = 0; j < nv; ++j) {
     const int64_t k = std::min(L, w - j * L);
-    stn<V>(k, m_out + j * L, m[j]);
-    stn<V>(k, s_out + j * L, s[j]);
+    vmath::store_n<V>(k, m_out + j * L, m[j]);
+    vmath::store_n<V>(k, s_out + j * L, s[j]);
   }
 }
 
@@ -106,19 +93,21 @@ CONCORD_ALWAYS_INLINE void scale_tile(float* t, int64_t ld, int64_t rows, int64_
   constexpr int64_t kVecs = kTileCols / L;
   const int64_t nv = (w + L - 1) / L;
   V fv[kVecs];
-  for (int64_t j = 0; j < nv; ++j) fv[j] = ldn<V>(std::min(L, w - j * L), f + j * L);
+  for (int64_t j = 0; j < nv; ++j) fv[j] = vmath::load_n<V>(std::min(L, w - j * L), f + j * L);
   if (w == kTileCols) {
     for (int64_t r = 0; r < rows; ++r) {
       float* row = t + r * ld;
 #pragma GCC unroll 16
-      for (int64_t j = 0; j < kVecs; ++j) vmath::store(row + j * L, vmath::load<V>(row + j * L) * fv[j]);
+      for (int64_t j = 0; j < kVecs; ++j) {
+        vmath::store(row + j * L, vmath::load<V>(row + j * L) * fv[j]);
+      }
     }
   } else {
     for (int64_t r = 0; r < rows; ++r) {
       float* row = t + r * ld;
       for (int64_t j = 0; j < nv; ++j) {
         const int64_t k = std::min(L, w - j * L);
-        stn<V>(k, row + j * L, ldn<V>(k, row + j * L) * fv[j]);
+        vmath::store_n<V>(k, row + j * L, vmath::load_n<V>(k, row + j * L) * fv[j]);
       }
     }
   }

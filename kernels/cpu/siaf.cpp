@@ -74,26 +74,13 @@ void backward_rows_f64(const double* dy, const double* x, const double* a, const
 
 // ---- fp32 on vectors V (8 or 16 lanes) -------------------------------------------------------
 
-// Loads/stores of `count` lanes; count == lanes is the hot case and folds to one vector move.
-template <class V>
-CONCORD_ALWAYS_INLINE V ld(int64_t count, const float* p) {
-  return count == vmath::lanes<V>() ? vmath::load<V>(p) : vmath::load_partial<V>(p, count);
-}
-template <class V>
-CONCORD_ALWAYS_INLINE void st(int64_t count, float* p, V v) {
-  if (count == vmath::lanes<V>()) {
-    vmath::store(p, v);
-  } else {
-    vmath::store_partial(p, v, count);
-  }
-}
-
 template <class Act, class V>
 CONCORD_ALWAYS_INLINE V forward_lanes(V xv, const float* a, const float* b, int64_t c, int64_t C,
                                       int64_t n, int64_t count) {
-  V acc = ld<V>(count, a + c) * Act::value(xv + ld<V>(count, b + c));
+  V acc = vmath::load_n<V>(count, a + c) * Act::value(xv + vmath::load_n<V>(count, b + c));
   for (int64_t i = 1; i < n; ++i) {
-    acc += ld<V>(count, a + i * C + c) * Act::value(xv + ld<V>(count, b + i * C + c));
+    acc += vmath::load_n<V>(count, a + i * C + c) *
+           Act::value(xv + vmath::load_n<V>(count, b + i * C + c));
   }
   return acc;
 }
@@ -121,7 +108,8 @@ CONCORD_ALWAYS_INLINE void forward_rows_vec(const float* __restrict x, const flo
     }
     for (; c < C; c += L) {
       const int64_t k = std::min(L, C - c);
-      st<V>(k, y + c, forward_lanes<Act, V>(ld<V>(k, x + c), a, b, c, C, n, k));
+      vmath::store_n<V>(k, y + c,
+                        forward_lanes<Act, V>(vmath::load_n<V>(k, x + c), a, b, c, C, n, k));
     }
   }
 }
@@ -135,13 +123,13 @@ CONCORD_ALWAYS_INLINE void backward_lanes(const float* dy, const float* x, const
   V xv[R], dyv[R], gsum[R];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    xv[r] = ld<V>(count, x + r * C + c);
-    dyv[r] = ld<V>(count, dy + r * C + c);
+    xv[r] = vmath::load_n<V>(count, x + r * C + c);
+    dyv[r] = vmath::load_n<V>(count, dy + r * C + c);
     gsum[r] = V{};
   }
   for (int64_t i = 0; i < n; ++i) {
     const int64_t j = i * C + c;
-    const V av = ld<V>(count, a + j), bv = ld<V>(count, b + j);
+    const V av = vmath::load_n<V>(count, a + j), bv = vmath::load_n<V>(count, b + j);
     V s = V{}, p = V{};
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
@@ -151,11 +139,11 @@ CONCORD_ALWAYS_INLINE void backward_lanes(const float* dy, const float* x, const
       s += dyv[r] * v;
       p += dyv[r] * g;
     }
-    st<V>(count, S + j, ld<V>(count, S + j) + s);
-    st<V>(count, P + j, ld<V>(count, P + j) + p);
+    vmath::store_n<V>(count, S + j, vmath::load_n<V>(count, S + j) + s);
+    vmath::store_n<V>(count, P + j, vmath::load_n<V>(count, P + j) + p);
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) st<V>(count, dx + r * C + c, dyv[r] * gsum[r]);
+  for (int r = 0; r < R; ++r) vmath::store_n<V>(count, dx + r * C + c, dyv[r] * gsum[r]);
 }
 
 template <class Act, class V, int R>

@@ -95,6 +95,20 @@ template <class V>
 CONCORD_ALWAYS_INLINE void store_partial(float* p, V v, int64_t count) {
   std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(float));
 }
+/// `count` (<= lanes) lanes from p, zeros after; count == lanes, the hot case, is one vector load.
+template <class V>
+CONCORD_ALWAYS_INLINE V load_n(int64_t count, const float* p) {
+  return count == lanes<V>() ? load<V>(p) : load_partial<V>(p, count);
+}
+/// The first `count` (<= lanes) lanes of v to p.
+template <class V>
+CONCORD_ALWAYS_INLINE void store_n(int64_t count, float* p, V v) {
+  if (count == lanes<V>()) {
+    store(p, v);
+  } else {
+    store_partial(p, v, count);
+  }
+}
 
 /// e^x for x already in [-87.33, 88.37] (NaN propagates).
 template <class V>

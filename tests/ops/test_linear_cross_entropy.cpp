@@ -198,7 +198,8 @@ TEST(LinearCrossEntropy, BadInputsThrowOneLineErrors) {
 }
 
 TEST(LinearCrossEntropy, FallsBackToTheCompositeOffTheFusedPath) {
-  const at::Tensor h = torch::randn({5, 6}, torch::kDouble), w = torch::randn({9, 6}, torch::kDouble);
+  const at::Tensor h = torch::randn({5, 6}, torch::kDouble);
+  const at::Tensor w = torch::randn({9, 6}, torch::kDouble);
   const at::Tensor t = torch::randint(9, {5}, torch::kLong);
   EXPECT_FALSE(concord::ops::linear_cross_entropy_is_fused(h, w));
   EXPECT_NEAR(concord::ops::linear_cross_entropy(h, w, t).item<double>(),
