@@ -194,8 +194,11 @@ def main():
         c_ms = statistics.median(o["median_step_ms"] for o in ours[name])
         run = ours[name][0]
         label = f"concord (libtorch {run['libtorch']}, {name} AdamW)"
+        # Each round's two sides ran back to back, so a round's ratio shares that round's load.
+        per_round = [t["median_step_ms"] / o["median_step_ms"] for o, t in zip(ours[name], theirs)]
         print(f"  {label:40s} {c_ms:9.0f} ms/step {tokens / c_ms * 1e3:9.1f} tok/s   "
-              f"ratio {e_ms / c_ms:.2f}x")
+              f"ratio {e_ms / c_ms:.2f}x (per round {', '.join(f'{r:.2f}' for r in per_round)}; "
+              f"median {statistics.median(per_round):.2f}x)")
         diff = max(abs(a - b) for a, b in zip(run["losses"], theirs[0]["losses"]))
         print(f"    first-step loss {run['losses'][0]:.6f} vs eager {theirs[0]['losses'][0]:.6f}; "
               f"largest difference over {total} steps {diff:.2e}")

@@ -195,6 +195,32 @@ TEST(Trainer, AccumulationEqualsOneLargeBatch) {
   EXPECT_LT(grad_diff, 1e-6);
 }
 
+// bf16 autocast on a GPU (skipped without one; scripts/gpu-check.sh runs it): the same steps as
+// fp32 on the same device to bf16 accuracy, the weights and AdamW state still fp32, the loss
+// going down.
+TEST(Trainer, Bf16AutocastTracksFp32_CUDA) {
+  CONCORD_REQUIRE_CUDA();
+  const auto& data = corpus_blocks();
+  auto fp32 = fresh_model("llama");
+  fp32->to(torch::kCUDA);
+  auto copy = std::dynamic_pointer_cast<concord::lm::CausalLMImpl>(fp32->clone());
+  concord::lm::CausalLM bf16(copy);
+  TrainerOptions o32 = quiet_options(8);
+  TrainerOptions o16 = o32;
+  o16.precision = "bf16";
+  Trainer t32(fp32, o32), t16(bf16, o16);
+  std::vector<double> l32, l16;
+  for (int64_t s = 0; s < 8; ++s) {
+    const int64_t n = data.size();
+    const auto batch = to_train_batch(data.get_batch({(2 * s) % n, (2 * s + 1) % n}));
+    l32.push_back(t32.train_step({batch}).loss);
+    l16.push_back(t16.train_step({batch}).loss);
+  }
+  for (size_t i = 0; i < l32.size(); ++i) EXPECT_NEAR(l16[i], l32[i], 0.05 * l32[i]) << i;
+  EXPECT_LT(l16.back(), l16.front());
+  for (const auto& p : bf16->parameters()) EXPECT_EQ(p.scalar_type(), at::kFloat);
+}
+
 // Packed rows (block-causal mask, restarting positions) give the loss of the samples one by one.
 TEST(Trainer, PackedSftRowsEqualUnpacked) {
   const concord::text::ByteTokenizer tok;
