@@ -66,11 +66,12 @@ int64_t chunk_tokens(const LinearCrossEntropyOptions& o, int64_t N, int64_t V) {
   return std::max<int64_t>(1, std::min(N, std::max(kMinChunkTokens, kChunkElements / V)));
 }
 
-// The chunk buffer outlives the call: a training loop asks for the same size every step, and a
-// fresh buffer that size (206 MB for GPT-2's head at 1024 tokens) put the head's first GEMM at
-// 650-690 ms instead of ~440 (bench_train_step, GPT-2 small), the difference being page faults
-// on new memory. One buffer per process, grow-only; a call that finds it in use by another
-// thread allocates its own.
+// The chunk buffer outlives the call: a training loop asks for the same size every step, and the
+// first write to fresh memory that size (206 MB for GPT-2's head at 1024 tokens) is paid in page
+// faults inside the head's first GEMM: 650-690 ms instead of ~440 with the huge-page advice of
+// output.h (faults that may compact memory), ~480 ms with plain 4 KiB pages (bench_train_step,
+// GPT-2 small). One buffer per process, grow-only; a call that finds it in use by another thread
+// allocates its own.
 struct Workspace {
   std::mutex mutex;
   c10::DataPtr data;  // raw memory, so that no tensor of it is ever an inference tensor

@@ -17,7 +17,7 @@
 // linear cross-entropy does for GPUs). Memory: one chunk buffer (at most 2^26 floats, 256 MiB,
 // unless the options ask otherwise) plus the gradients themselves, against three [N, V] tensors
 // for logits -> log_softmax -> nll on the composite path. The chunk buffer is kept for the next
-// call (a new one each step cost ~200 ms of page faults on GPT-2's head);
+// call (a new one each step cost 40-250 ms of page faults on GPT-2's head);
 // release_linear_cross_entropy_workspace() frees it.
 //
 // Elsewhere (CUDA, other dtypes, fused ops switched off, ops/fused.h) it is the composite,
