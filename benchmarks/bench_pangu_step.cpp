@@ -1,7 +1,9 @@
 // One PanGu-π training step (arXiv 2312.17276: SIAF Eq. 7 in the FFN, augmented shortcuts
 // Eq. 9/10 beside the attention) with the fused ops against the same model on their composite
 // ATen references (concord::ops::set_fused_ops_enabled(false)), measured in the same run from
-// the same weights on the same batch: forward, next-token cross-entropy, backward, AdamW step.
+// the same weights on the same batch: forward, next-token cross-entropy, backward, AdamW step,
+// each as the trainer runs it (CausalLM::token_loss, train::AdamW), so the switch also moves the
+// fused LM-head loss and the AdamW kernel to their composites.
 //
 //   bench_pangu_step [--config configs/models/tiny-pangu-pi.json] [--hidden 512] [--layers 4]
 //                    [--heads 8] [--intermediate 1408] [--vocab 0 (the config's)] [--seq 256]
@@ -25,12 +27,13 @@
 #include "concord/lm/causal_lm.h"
 #include "concord/lm/model_config.h"
 #include "concord/ops/fused.h"
+#include "concord/train/adamw.h"
 
 namespace {
 
 struct Side {
   concord::lm::CausalLM model{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optim;
+  std::unique_ptr<concord::train::AdamW> optim;
   std::vector<double> times_ms;
   double first_loss = NAN;
 };
@@ -39,11 +42,9 @@ double step(Side& s, const torch::Tensor& ids, bool fused) {
   concord::ops::FusedOpsGuard guard(fused);
   const auto t0 = std::chrono::steady_clock::now();
   s.optim->zero_grad();
-  const torch::Tensor logits = s.model->forward(ids);  // [B, T, V]
-  const int64_t V = logits.size(-1);
-  const torch::Tensor loss = torch::nn::functional::cross_entropy(
-      logits.narrow(1, 0, ids.size(1) - 1).reshape({-1, V}),
-      ids.narrow(1, 1, ids.size(1) - 1).reshape({-1}));
+  const int64_t T = ids.size(1);
+  const torch::Tensor loss = s.model->token_loss(s.model->hidden_states(ids).narrow(1, 0, T - 1),
+                                                 ids.narrow(1, 1, T - 1));
   loss.backward();
   s.optim->step();
   const auto t1 = std::chrono::steady_clock::now();
@@ -109,9 +110,15 @@ int main(int argc, char** argv) {
     auto src = fused.model->named_parameters();
     for (auto& p : composite.model->named_parameters()) p.value().copy_(src[p.key()]);
   }
-  const auto adamw = torch::optim::AdamWOptions(3e-4).weight_decay(0.1);
-  fused.optim = std::make_unique<torch::optim::AdamW>(fused.model->parameters(), adamw);
-  composite.optim = std::make_unique<torch::optim::AdamW>(composite.model->parameters(), adamw);
+  auto make_adamw = [](concord::lm::CausalLM model) {
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+    concord::train::AdamWOptions o;
+    o.lr = 3e-4;
+    return std::make_unique<concord::train::AdamW>(std::move(named), o);
+  };
+  fused.optim = make_adamw(fused.model);
+  composite.optim = make_adamw(composite.model);
   const torch::Tensor ids = torch::randint(cfg.vocab_size, {batch, seq}, torch::kLong);
 
   step(fused, ids, true);  // warm-up (first-touch of buffers, thread pool), not timed
