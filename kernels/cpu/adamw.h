@@ -4,7 +4,7 @@
 //
 // Vectorised (baseline SSE2, AVX2 or AVX-512 build, see cpu_isa.h) with the ISA's own square
 // root: a scalar loop is bound by arithmetic, not memory (GPT-2 small's 124M parameters took
-// 165 ms; torch's fused AdamW takes ~45 ms on the same machine), and gcc does not vectorise
+// 165 ms, now 44-64 ms: bench_train_step's median_phase_ms.optimizer), and gcc does not vectorise
 // std::sqrt under the default -fmath-errno. Elements are split over at::parallel_for; each is
 // computed the same way whatever the thread count.
 #pragma once

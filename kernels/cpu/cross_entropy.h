@@ -3,9 +3,9 @@
 //
 // Layout: lt is [V, N] row-major with row stride ld >= N: row v holds class v's logit for each
 // of N tokens. That is the transposed logits, W h^T, which the LM head's GEMM produces faster
-// than h W^T: MKL runs [50257, 768] x [768, 1024] at ~180 GFLOP/s on this project's 2-core
-// machine against ~125 for [1024, 768] x [768, 50257] (benchmarks/bench_train_step.py; see
-// docs/ops.md). Tokens are contiguous, so the kernels vectorise across tokens.
+// than h W^T: MKL runs [50257, 768] x [768, 1024] at 179 GFLOP/s on this project's 2-core
+// machine against 136 for [1024, 768] x [768, 50257] (benchmarks/bench_head_layout.py).
+// Tokens are contiguous, so the kernels vectorise across tokens.
 //
 // The classes are cut into blocks of kXentBlockRows rows. A task takes one block and up to 64
 // token columns: a max pass over the tile, then an exp pass that reads the tile back from L2

@@ -4,10 +4,8 @@
 
 #include <algorithm>
 #include <limits>
-#include <mutex>
 #include <vector>
 
-#include <c10/core/CPUAllocator.h>
 #include <torch/autograd.h>
 
 #include "../../kernels/cpu/cross_entropy.h"
@@ -66,22 +64,6 @@ int64_t chunk_tokens(const LinearCrossEntropyOptions& o, int64_t N, int64_t V) {
   return std::max<int64_t>(1, std::min(N, std::max(kMinChunkTokens, kChunkElements / V)));
 }
 
-// The chunk buffer outlives the call: a training loop asks for the same size every step, and the
-// first write to fresh memory that size (206 MB for GPT-2's head at 1024 tokens) is paid in page
-// faults inside the head's first GEMM: 650-690 ms instead of ~440 with the huge-page advice of
-// output.h (faults that may compact memory), ~480 ms with plain 4 KiB pages (bench_train_step,
-// GPT-2 small). One buffer per process, grow-only; a call that finds it in use by another thread
-// allocates its own.
-struct Workspace {
-  std::mutex mutex;
-  c10::DataPtr data;  // raw memory, so that no tensor of it is ever an inference tensor
-  int64_t capacity = 0;  // floats
-};
-Workspace& workspace() {
-  static auto* w = new Workspace;  // never destroyed: no exit-time order with LibTorch's allocator
-  return *w;
-}
-
 struct Fused {
   at::Tensor loss;  // fp32 scalar
   at::Tensor dh;    // [N, d] for a unit incoming gradient, when asked for
@@ -96,19 +78,7 @@ Fused run_fused(const at::Tensor& h, const at::Tensor& w, const at::Tensor& t,
   const int64_t chunk = chunk_tokens(o, N, V);
   const bool mean = o.reduction == at::Reduction::Mean;
   const float weight_of_token = mean ? (count > 0 ? 1.0f / static_cast<float>(count) : 0.0f) : 1.0f;
-  Workspace& ws = workspace();
-  std::unique_lock<std::mutex> lock(ws.mutex, std::try_to_lock);
-  at::Tensor buffer;
-  if (lock.owns_lock()) {
-    if (ws.capacity < V * chunk) {
-      ws.data.clear();  // free the smaller one first
-      ws.data = c10::GetCPUAllocator()->allocate(static_cast<size_t>(V * chunk) * sizeof(float));
-      ws.capacity = V * chunk;
-    }
-    buffer = at::from_blob(ws.data.get(), {V * chunk}, h.options());
-  } else {
-    buffer = at::empty({V * chunk}, h.options());
-  }
+  at::Tensor buffer = at::empty({V * chunk}, h.options());
   std::vector<float> block_max(static_cast<size_t>(k::xent_blocks(V) * chunk));
   std::vector<float> lse(static_cast<size_t>(chunk)), target_logit(static_cast<size_t>(chunk));
   std::vector<float> scale(static_cast<size_t>(chunk));
@@ -237,13 +207,6 @@ at::Tensor linear_cross_entropy_reference(const at::Tensor& hidden, const at::Te
   if (at::elementSize(logits.scalar_type()) < 4) logits = logits.to(at::kFloat);  // fp16, bf16
   return at::cross_entropy_loss(logits, targets.reshape({-1}), {}, options.reduction,
                                 options.ignore_index);
-}
-
-void release_linear_cross_entropy_workspace() {
-  Workspace& ws = workspace();
-  std::lock_guard<std::mutex> lock(ws.mutex);
-  ws.data.clear();
-  ws.capacity = 0;
 }
 
 bool linear_cross_entropy_is_fused(const at::Tensor& hidden, const at::Tensor& weight) {

@@ -16,9 +16,7 @@
 // held until backward, which scales them by the incoming gradient (what Liger-Kernel's fused
 // linear cross-entropy does for GPUs). Memory: one chunk buffer (at most 2^26 floats, 256 MiB,
 // unless the options ask otherwise) plus the gradients themselves, against three [N, V] tensors
-// for logits -> log_softmax -> nll on the composite path. The chunk buffer is kept for the next
-// call (a new one each step cost 40-250 ms of page faults on GPT-2's head);
-// release_linear_cross_entropy_workspace() frees it.
+// for logits -> log_softmax -> nll on the composite path.
 //
 // Elsewhere (CUDA, other dtypes, fused ops switched off, ops/fused.h) it is the composite,
 // at::cross_entropy_loss(at::linear(h, W)), with half-precision logits cast to fp32 first.
@@ -51,9 +49,6 @@ at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weig
 at::Tensor linear_cross_entropy_reference(const at::Tensor& hidden, const at::Tensor& weight,
                                           const at::Tensor& targets,
                                           const LinearCrossEntropyOptions& options = {});
-
-/// Frees the chunk buffer the fused path keeps between calls.
-void release_linear_cross_entropy_workspace();
 
 /// True when linear_cross_entropy on these tensors takes the fused path.
 bool linear_cross_entropy_is_fused(const at::Tensor& hidden, const at::Tensor& weight);
