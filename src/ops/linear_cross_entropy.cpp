@@ -175,23 +175,16 @@ struct LinearCrossEntropyFunction
       dh = f.dh;
       dw = f.dw;
     }
+    torch::autograd::variable_list out(8);  // one per forward argument; only hidden, weight
     const at::Tensor& g = grads[0];
-    if (!g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-                              at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!g.defined()) return out;
     // A unit gradient (loss.backward()) needs no pass over the [V, d] weight gradient.
     const bool unit = g.item<double>() == 1.0;
-    if (dh.defined()) dh = (unit ? dh : dh * g).view(hidden.sizes());
-    if (dw.defined() && !unit) dw = dw * g;
-    return {dh, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+    if (dh.defined()) out[0] = (unit ? dh : dh * g).view(hidden.sizes());
+    if (dw.defined()) out[1] = unit ? dw : dw * g;
+    return out;
   }
 };
-
-bool fused_path(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets) {
-  return fused_ops_enabled() && hidden.device().is_cpu() && weight.device().is_cpu() &&
-         targets.device().is_cpu() && hidden.scalar_type() == at::kFloat &&
-         weight.scalar_type() == at::kFloat && hidden.numel() > 0 && weight.size(0) > 0;
-}
 
 }  // namespace
 
@@ -210,15 +203,18 @@ at::Tensor linear_cross_entropy_reference(const at::Tensor& hidden, const at::Te
 }
 
 bool linear_cross_entropy_is_fused(const at::Tensor& hidden, const at::Tensor& weight) {
-  return hidden.defined() && weight.defined() && weight.dim() == 2 &&
-         fused_path(hidden, weight, hidden);
+  return fused_ops_enabled() && hidden.defined() && weight.defined() && weight.dim() == 2 &&
+         hidden.device().is_cpu() && weight.device().is_cpu() &&
+         hidden.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
+         hidden.numel() > 0 && weight.size(0) > 0;
 }
 
 at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight,
                                 const at::Tensor& targets,
                                 const LinearCrossEntropyOptions& options) {
   check_inputs("linear_cross_entropy", hidden, weight, targets, options);
-  if (!fused_path(hidden, weight, targets)) {
+  // (check_inputs put targets on hidden's device.)
+  if (!linear_cross_entropy_is_fused(hidden, weight)) {
     return linear_cross_entropy_reference(hidden, weight, targets, options);
   }
   const bool grad = at::GradMode::is_enabled();
