@@ -19,6 +19,7 @@
 #include "concord/text/tokenizer.h"
 #include "concord/train/batch.h"
 #include "concord/train/checkpoint.h"
+#include "concord/train/next_token.h"
 #include "concord/train/trainer.h"
 #include "model_loading.h"
 
@@ -76,7 +77,8 @@ void run_training(const Json& config, RunDirectory& dir, Report& report, lm::Cau
     eval_batches = std::make_unique<train::SampledBatches<Dataset>>(*eval_set, in_order);
   }
 
-  train::Trainer trainer(model, options);
+  train::Trainer trainer({{"model", model.ptr()}}, options);
+  train::NextTokenObjective objective(model);
   if (dir.resuming()) {
     if (auto ckpt = train::latest_checkpoint(dir.file("checkpoints"))) {
       trainer.restore(*ckpt, train_batches);
@@ -88,7 +90,7 @@ void run_training(const Json& config, RunDirectory& dir, Report& report, lm::Cau
     }
   }
   const int64_t first_step = trainer.step();
-  const auto result = trainer.fit(train_batches, eval_batches.get(), &dir);
+  const auto result = trainer.fit(objective, train_batches, eval_batches.get(), &dir);
 
   if (config["save_model"].get<bool>()) {
     const fs::path out = dir.file("model");
@@ -118,7 +120,7 @@ void run_training(const Json& config, RunDirectory& dir, Report& report, lm::Cau
   spec.y_label = "mean token loss (nats)";
   plot_lines(dir.chart("loss.png"), spec, series);
 
-  const double tok_per_s = result.seconds > 0 ? result.tokens / result.seconds : 0.0;
+  const double tok_per_s = result.seconds > 0 ? result.inputs / result.seconds : 0.0;
   std::vector<std::vector<std::string>> rows = {
       {"parameters", std::to_string(model->num_parameters())},
       {"steps", std::to_string(result.steps) +

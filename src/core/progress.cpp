@@ -32,7 +32,7 @@ std::string format_progress(const ProgressStats& s, int64_t total_steps, double 
   for (const auto& [name, v] : s.extra) line += fmt::format(" | {} {:.4g}", name, v);
   line += " | " + human_duration_ms(s.step_ms);
   if (s.tokens && s.step_ms > 0) {
-    line += " | " + human_count(*s.tokens / (s.step_ms / 1000.0)) + " tok/s";
+    line += " | " + human_count(*s.tokens / (s.step_ms / 1000.0)) + " " + s.unit + "/s";
   }
   if (total_steps > 0 && s.step < total_steps && mean_step_ms > 0) {
     line += " | ETA " + human_duration_ms(mean_step_ms * static_cast<double>(total_steps - s.step));

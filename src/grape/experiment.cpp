@@ -13,6 +13,7 @@
 #include "concord/lm/generate.h"
 #include "concord/text/byte_tokenizer.h"
 #include "concord/train/batch.h"
+#include "concord/train/next_token.h"
 
 namespace concord::grape {
 
@@ -43,8 +44,9 @@ lm::CausalLM fine_tune(lm::CausalLM base, const std::vector<data::SftRecord>& re
   sampling.batch_size = o.sft_batch_size;
   sampling.seed = seed;
   train::SampledBatches<data::SftDataset> batches(dataset, sampling);
-  train::Trainer trainer(model, o.sft);
-  trainer.fit(batches);
+  train::Trainer trainer({{"model", model.ptr()}}, o.sft);
+  train::NextTokenObjective objective(model);
+  trainer.fit(objective, batches);
   return model;
 }
 
@@ -114,8 +116,9 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
     sampling.batch_size = o.pretrain_batch_size;
     sampling.seed = o.base_seed;
     train::SampledBatches<data::PretrainDataset> batches(corpus, sampling);
-    train::Trainer trainer(base, o.pretrain);
-    result.base_pretrain_loss = trainer.fit(batches).final_loss;
+    train::Trainer trainer({{"model", base.ptr()}}, o.pretrain);
+    train::NextTokenObjective objective(base);
+    result.base_pretrain_loss = trainer.fit(objective, batches).final_loss;
   }
   result.base_accuracy = heldout_accuracy(base, pool.heldout, o.max_new_tokens);
 

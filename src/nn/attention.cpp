@@ -28,7 +28,10 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& positions, int64
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos_table, const at::Tensor& sin_table) {
+  // In x's dtype, as transformers does: under autocast the projections come out in bf16 while
+  // the tables are fp32, and an fp32 q, k beside a bf16 v would not reach the attention op.
+  const at::Tensor cos = cos_table.to(x.scalar_type()), sin = sin_table.to(x.scalar_type());
   const int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);

@@ -11,6 +11,7 @@
 #include "concord/core/runtime.h"
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/train/batch.h"
+#include "concord/train/next_token.h"
 
 namespace concord::train {
 
@@ -147,8 +148,9 @@ std::vector<VariantResult> run_ablation(
       SampledBatches<data::PretrainDataset> eval_batches(eval, in_order);
       TrainerOptions to = options.train;
       to.eval_every = 0;  // one evaluation, at the end (eval_batches as configured)
-      Trainer trainer(model, to);
-      const TrainResult tr = trainer.fit(train_batches, &eval_batches, nullptr);
+      Trainer trainer({{"model", model.ptr()}}, to);
+      NextTokenObjective objective(model);
+      const TrainResult tr = trainer.fit(objective, train_batches, &eval_batches, nullptr);
       r.eval_loss.push_back(*tr.final_eval_loss);
       r.train_loss.push_back(tr.train_loss);
       lm::DiversityOptions dopt;

@@ -35,17 +35,44 @@ bool decays_weight(const std::string& name, const at::Tensor& param) {
 }
 
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
-    : options_(options) {
+    : AdamW(std::vector<ParamGroup>{ParamGroup{"default", std::move(params), {}, {}}}, options) {}
+
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
+    : options_(options), lr_(options.lr) {
   options_.validate();
-  std::set<std::string> seen;
-  for (auto& [name, param] : params) {
-    CONCORD_CHECK(seen.insert(name).second, "AdamW: parameter name '", name, "' given twice");
-    Slot slot;
-    slot.name = name;
-    slot.param = param;
-    slot.decay = decays_weight(name, param);
-    slots_.push_back(std::move(slot));
+  std::set<std::string> seen, group_names;
+  for (auto& group : groups) {
+    CONCORD_CHECK(group_names.insert(group.name).second, "AdamW: parameter group '", group.name,
+                  "' given twice");
+    const double peak = group.lr.value_or(options_.lr);
+    const double decay = group.weight_decay.value_or(options_.weight_decay);
+    CONCORD_CHECK(peak >= 0 && std::isfinite(peak), "AdamW: group '", group.name,
+                  "': lr must be >= 0, got ", peak);
+    CONCORD_CHECK(decay >= 0, "AdamW: group '", group.name, "': weight_decay must be >= 0, got ",
+                  decay);
+    // A group at the base rate keeps ratio exactly 1, so its steps are bit-identical to a
+    // single-group optimiser's.
+    const double ratio = peak == options_.lr ? 1.0 : (options_.lr > 0 ? peak / options_.lr : 0.0);
+    CONCORD_CHECK(options_.lr > 0 || peak == 0, "AdamW: group '", group.name, "' has lr ", peak,
+                  " but the base lr is 0 (the schedule scales every group from the base)");
+    for (auto& [name, param] : group.params) {
+      CONCORD_CHECK(seen.insert(name).second, "AdamW: parameter name '", name, "' given twice");
+      Slot slot;
+      slot.name = name;
+      slot.param = param;
+      slot.decay = decays_weight(name, param);
+      slot.lr_ratio = ratio;
+      slot.weight_decay = decay;
+      slots_.push_back(std::move(slot));
+    }
   }
+}
+
+std::vector<at::Tensor> AdamW::parameters() const {
+  std::vector<at::Tensor> out;
+  out.reserve(slots_.size());
+  for (const auto& slot : slots_) out.push_back(slot.param);
+  return out;
 }
 
 void AdamW::zero_grad() {
@@ -69,8 +96,8 @@ void AdamW::update(Slot& slot) {
     slot.exp_avg_sq = at::zeros_like(p, at::MemoryFormat::Contiguous);
   }
   slot.step += 1;
-  const double lr = options_.lr;
-  const double decay_factor = slot.decay ? 1.0 - lr * options_.weight_decay : 1.0;
+  const double lr = slot.lr_ratio == 1.0 ? lr_ : lr_ * slot.lr_ratio;
+  const double decay_factor = slot.decay ? 1.0 - lr * slot.weight_decay : 1.0;
   const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.step));
   const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(slot.step));
 

@@ -2,19 +2,19 @@
 
 namespace concord::train {
 
-int64_t TrainBatch::target_tokens() const {
+int64_t TokenBatch::target_tokens() const {
   return targets.ne(data::kIgnoreIndex).sum().item<int64_t>();
 }
 
-TrainBatch to_train_batch(const data::LmBatch& batch) {
-  TrainBatch out;
+TokenBatch to_token_batch(const data::LmBatch& batch) {
+  TokenBatch out;
   out.input_ids = batch.input_ids;
   out.targets = batch.targets;
   return out;
 }
 
-TrainBatch to_train_batch(const data::SftBatch& batch) {
-  TrainBatch out;
+TokenBatch to_token_batch(const data::SftBatch& batch) {
+  TokenBatch out;
   out.input_ids = batch.input_ids;
   out.targets = batch.targets;
   if (batch.segment_ids.defined() && batch.segment_ids.numel() > 0 &&

@@ -6,12 +6,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/io/safetensors.h"
-#include "concord/lm/hf_checkpoint.h"
 
 namespace concord::train {
 
@@ -20,7 +20,49 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kStateFile = "training_state.safetensors";
+constexpr const char* kModulesDir = "modules";
 constexpr const char* kRngKey = "__rng.cpu";
+
+// A module's parameters and buffers under their named_parameters()/named_buffers() names.
+std::map<std::string, at::Tensor> module_tensors(const torch::nn::Module& module) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& item : module.named_parameters()) out[item.key()] = item.value();
+  for (const auto& item : module.named_buffers()) out[item.key()] = item.value();
+  return out;
+}
+
+void check_module_names(const std::vector<NamedModule>& modules) {
+  std::set<std::string> seen;
+  for (const auto& [name, module] : modules) {
+    CONCORD_CHECK(module != nullptr, "checkpoint: module '", name, "' is null");
+    CONCORD_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." &&
+                      name != "..",
+                  "checkpoint: module name '", name, "' must be a non-empty file name");
+    CONCORD_CHECK(seen.insert(name).second, "checkpoint: module name '", name, "' given twice");
+  }
+}
+
+// Copies the tensors of `path` into `module`: the same names, the same shapes, nothing missing
+// and nothing left over.
+void load_module(const fs::path& path, torch::nn::Module& module) {
+  const std::string source = path.string();
+  CONCORD_CHECK(fs::is_regular_file(path), source, ": missing (the checkpoint has no such module)");
+  const io::SafetensorsFile file(path);
+  auto targets = module_tensors(module);
+  for (const auto& key : file.keys()) {
+    if (!targets.count(key)) fail_format(source, "tensor '", key, "' matches nothing in the module");
+  }
+  at::NoGradGuard no_grad;
+  for (auto& [key, target] : targets) {
+    if (!file.contains(key)) fail_format(source, "tensor '", key, "' is missing");
+    const at::Tensor saved = file.get(key);
+    if (saved.sizes() != target.sizes()) {
+      fail_format(source, "tensor '", key, "' has shape ", saved.sizes(), ", the module ",
+                  target.sizes());
+    }
+    target.copy_(saved);
+  }
+}
 
 std::string step_folder_name(int64_t step) {
   char name[32];
@@ -44,8 +86,9 @@ std::vector<fs::path> step_folders(const fs::path& dir) {
 
 }  // namespace
 
-fs::path save_checkpoint(const fs::path& checkpoints_dir, lm::CausalLM model,
+fs::path save_checkpoint(const fs::path& checkpoints_dir, const std::vector<NamedModule>& modules,
                          const AdamW& optimizer, const TrainingState& state, int64_t keep) {
+  check_module_names(modules);
   fs::create_directories(checkpoints_dir);
   const std::string name = step_folder_name(state.step);
   const fs::path final_dir = checkpoints_dir / name;
@@ -53,7 +96,13 @@ fs::path save_checkpoint(const fs::path& checkpoints_dir, lm::CausalLM model,
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
 
-  lm::save_pretrained(model, tmp_dir);
+  nlohmann::json module_names = nlohmann::json::array();
+  fs::create_directories(tmp_dir / kModulesDir);
+  for (const auto& [name, module] : modules) {
+    io::save_safetensors(tmp_dir / kModulesDir / (name + ".safetensors"), module_tensors(*module),
+                         {{"concord.module", name}});
+    module_names.push_back(name);
+  }
   std::map<std::string, at::Tensor> tensors = optimizer.state_dict();
   {
     // The default generator is shared process-wide; read its state under its own lock.
@@ -61,7 +110,10 @@ fs::path save_checkpoint(const fs::path& checkpoints_dir, lm::CausalLM model,
     std::lock_guard<std::mutex> lock(gen.mutex());
     tensors[kRngKey] = gen.get_state();
   }
-  const nlohmann::json meta = {{"step", state.step}, {"data", state.data}, {"extra", state.extra}};
+  const nlohmann::json meta = {{"step", state.step},
+                               {"data", state.data},
+                               {"modules", module_names},
+                               {"extra", state.extra}};
   io::save_safetensors(tmp_dir / kStateFile, tensors,
                        {{"concord.magic", kTrainingStateMagic},
                         {"concord.version", std::to_string(kTrainingStateVersion)},
@@ -98,7 +150,9 @@ std::optional<fs::path> latest_checkpoint(const fs::path& checkpoints_dir) {
   return dir;
 }
 
-TrainingState load_checkpoint(const fs::path& checkpoint, lm::CausalLM model, AdamW& optimizer) {
+TrainingState load_checkpoint(const fs::path& checkpoint, const std::vector<NamedModule>& modules,
+                              AdamW& optimizer) {
+  check_module_names(modules);
   const fs::path state_path = checkpoint / kStateFile;
   CONCORD_CHECK(fs::is_regular_file(state_path), checkpoint.string(),
                 ": not a checkpoint folder (no ", kStateFile, ")");
@@ -119,9 +173,11 @@ TrainingState load_checkpoint(const fs::path& checkpoint, lm::CausalLM model, Ad
   } catch (const std::exception&) {
     fail_format(source, "concord.version '", field("concord.version"), "' is not a number");
   }
-  if (version < 1 || version > kTrainingStateVersion) {
-    fail_format(source, "training-state version ", version, " is not supported (this build reads 1..",
-                kTrainingStateVersion, ")");
+  if (version != kTrainingStateVersion) {
+    fail_format(source, "training-state version ", version, " is not supported (this build reads ",
+                kTrainingStateVersion, version == 1 ? "; version 1 held a single causal LM as a "
+                "Hugging Face folder: load its config.json + model.safetensors as a model instead)"
+                : ")");
   }
   nlohmann::json meta_json;
   try {
@@ -133,9 +189,30 @@ TrainingState load_checkpoint(const fs::path& checkpoint, lm::CausalLM model, Ad
     fail_format(source, "concord.state must be an object with an integer 'step'");
   }
 
-  // Weights: the same loader as any Hugging Face folder, into the caller's model.
-  lm::load_hf_state_dict(model, io::load_safetensors(checkpoint / "model.safetensors"),
-                         (checkpoint / "model.safetensors").string());
+  // The saved modules must be exactly the ones given: a module left out would silently keep
+  // its fresh weights.
+  std::set<std::string> saved, given;
+  if (meta_json.contains("modules") && meta_json["modules"].is_array()) {
+    for (const auto& m : meta_json["modules"]) {
+      if (!m.is_string()) fail_format(source, "concord.state.modules must hold strings");
+      saved.insert(m.get<std::string>());
+    }
+  } else {
+    fail_format(source, "concord.state has no 'modules' list");
+  }
+  for (const auto& [name, module] : modules) given.insert(name);
+  if (saved != given) {
+    auto join = [](const std::set<std::string>& names) {
+      std::string out;
+      for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+      return out;
+    };
+    fail_format(source, "the checkpoint holds modules [", join(saved), "], the run has [",
+                join(given), "]");
+  }
+  for (const auto& [name, module] : modules) {
+    load_module(checkpoint / kModulesDir / (name + ".safetensors"), *module);
+  }
 
   std::map<std::string, at::Tensor> tensors;
   for (const auto& key : file.keys()) tensors[key] = file.get(key).clone();

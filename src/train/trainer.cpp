@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <set>
 
 #include "concord/core/error.h"
 #include "concord/core/progress.h"
@@ -23,34 +24,13 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-std::vector<std::pair<std::string, at::Tensor>> named_parameters(lm::CausalLM model) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& item : model->named_parameters()) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
-// Sum of the token losses of `batch` under `model`, and its number of targets. Only positions
-// with a target go through the LM head: for SFT that skips every prompt token's [V] logits.
-std::pair<at::Tensor, int64_t> batch_loss_sum(lm::CausalLM model, const TrainBatch& batch) {
-  const c10::Device device = model->embed->weight.device();
-  const at::Tensor targets = batch.targets.to(device).reshape({-1});
-  const at::Tensor hidden =
-      model->hidden_states(batch.input_ids, batch.attention_mask, nullptr, batch.position_ids,
-                           nullptr, batch.segment_ids);
-  at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
-  at::Tensor flat_targets = targets;
-  const at::Tensor keep = targets.ne(data::kIgnoreIndex);
-  const int64_t n = keep.sum().item<int64_t>();
-  if (n < targets.numel()) {
-    const at::Tensor index = keep.nonzero().squeeze(1);
-    flat = flat.index_select(0, index);
-    flat_targets = targets.index_select(0, index);
-  }
-  // The LM head and the loss together (ops::linear_cross_entropy): on CPU the [n, V] logits
-  // are never materialised.
-  at::Tensor sum = model->token_loss(flat, flat_targets, at::Reduction::Sum, data::kIgnoreIndex);
-  return {sum, n};
-}
+// The autocast a loss runs under: bf16 for CUDA tensors, and for CPU tensors with autocast_cpu.
+struct LossAutocast {
+  explicit LossAutocast(const TrainerOptions& o)
+      : cuda(o.precision == "bf16", at::kBFloat16, AutocastDevice::cuda),
+        cpu(o.precision == "bf16" && o.autocast_cpu, at::kBFloat16, AutocastDevice::cpu) {}
+  AutocastGuard cuda, cpu;
+};
 
 }  // namespace
 
@@ -74,6 +54,8 @@ void TrainerOptions::validate() const {
   CONCORD_CHECK(max_grad_norm >= 0, "train.max_grad_norm must be >= 0, got ", max_grad_norm);
   CONCORD_CHECK(precision == "fp32" || precision == "bf16",
                 "train.precision must be fp32 or bf16, got '", precision, "'");
+  CONCORD_CHECK(!autocast_cpu || precision == "bf16",
+                "train.autocast_cpu needs train.precision bf16");
   CONCORD_CHECK(eval_every >= 0 && eval_batches >= 0 && checkpoint_every >= 0 &&
                     keep_checkpoints >= 0,
                 "train.eval_every, eval_batches, checkpoint_every and keep_checkpoints must be >= 0");
@@ -94,6 +76,7 @@ nlohmann::json TrainerOptions::to_json() const {
           {"warmup_steps", warmup_steps},
           {"min_lr_ratio", min_lr_ratio},
           {"precision", precision},
+          {"autocast_cpu", autocast_cpu},
           {"eval_every", eval_every},
           {"eval_batches", eval_batches},
           {"checkpoint_every", checkpoint_every},
@@ -115,6 +98,7 @@ TrainerOptions TrainerOptions::from_json(const nlohmann::json& j) {
   o.warmup_steps = j.at("warmup_steps").get<int64_t>();
   o.min_lr_ratio = j.at("min_lr_ratio").get<double>();
   o.precision = j.at("precision").get<std::string>();
+  o.autocast_cpu = j.at("autocast_cpu").get<bool>();
   o.eval_every = j.at("eval_every").get<int64_t>();
   o.eval_batches = j.at("eval_batches").get<int64_t>();
   o.checkpoint_every = j.at("checkpoint_every").get<int64_t>();
@@ -144,7 +128,9 @@ ConfigSchema train_schema() {
       .optional("min_lr_ratio", ConfigType::Float, d.min_lr_ratio,
                 "final learning rate as a fraction of the peak")
       .choice("precision", {"fp32", "bf16"}, d.precision,
-              "bf16: autocast on CUDA (fp32 master weights); CPU runs stay fp32")
+              "bf16: the loss runs under autocast for CUDA tensors (fp32 master weights)")
+      .optional("autocast_cpu", ConfigType::Bool, d.autocast_cpu,
+                "with precision bf16, autocast CPU tensors too (fast only with AVX512-BF16/AMX)")
       .optional("eval_every", ConfigType::Int, d.eval_every, "steps between evaluations (0: at the end)")
       .optional("eval_batches", ConfigType::Int, d.eval_batches,
                 "batches per evaluation (0: the whole eval set)")
@@ -157,17 +143,67 @@ ConfigSchema train_schema() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Trainer
+// Parameter groups
 
-Trainer::Trainer(lm::CausalLM model, TrainerOptions options)
-    : model_(model), options_(std::move(options)),
-      optimizer_(named_parameters(model), options_.optimizer) {
-  options_.validate();
-  model_->train();
+ParamGroup parameter_group(const std::vector<NamedModule>& modules, std::string name,
+                           const std::function<bool(const std::string&)>& keep) {
+  ParamGroup group;
+  group.name = std::move(name);
+  for (const auto& [module_name, module] : modules) {
+    CONCORD_CHECK(module != nullptr, "parameter_group: module '", module_name, "' is null");
+    for (const auto& item : module->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      std::string full = module_name + "." + item.key();
+      if (keep && !keep(full)) continue;
+      group.params.emplace_back(std::move(full), item.value());
+    }
+  }
+  return group;
 }
 
-void Trainer::restore(const std::filesystem::path& checkpoint, BatchSource& train) {
-  const TrainingState state = load_checkpoint(checkpoint, model_, optimizer_);
+namespace {
+
+// Every group parameter must belong to a trained module: a checkpoint saves modules, so a
+// parameter outside them would resume from its fresh value.
+std::vector<ParamGroup> checked_groups(const std::vector<NamedModule>& modules,
+                                       std::vector<ParamGroup> groups) {
+  if (groups.empty()) groups.push_back(parameter_group(modules));
+  std::set<const void*> owned;
+  for (const auto& [name, module] : modules) {
+    CONCORD_CHECK(module != nullptr, "Trainer: module '", name, "' is null");
+    for (const auto& p : module->parameters()) owned.insert(p.unsafeGetTensorImpl());
+  }
+  for (const auto& g : groups) {
+    for (const auto& [name, p] : g.params) {
+      CONCORD_CHECK(owned.count(p.unsafeGetTensorImpl()), "Trainer: parameter '", name,
+                    "' of group '", g.name, "' belongs to none of the trained modules");
+      CONCORD_CHECK(p.requires_grad(), "Trainer: parameter '", name, "' of group '", g.name,
+                    "' does not require a gradient");
+    }
+  }
+  return groups;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Trainer
+
+Trainer::Trainer(std::vector<NamedModule> modules, TrainerOptions options,
+                 std::vector<ParamGroup> groups)
+    : modules_(std::move(modules)), options_(std::move(options)),
+      optimizer_(checked_groups(modules_, std::move(groups)), options_.optimizer) {
+  options_.validate();
+  CONCORD_CHECK(!modules_.empty(), "Trainer: no modules to train");
+  set_train_mode(true);
+}
+
+void Trainer::set_train_mode(bool on) {
+  for (auto& [name, module] : modules_) module->train(on);
+}
+
+void Trainer::restore(const std::filesystem::path& checkpoint, DataCursor& train) {
+  const TrainingState state = load_checkpoint(checkpoint, modules_, optimizer_);
   CONCORD_CHECK(state.step <= options_.max_steps, checkpoint.string(), ": checkpoint is at step ",
                 state.step, ", past train.max_steps = ", options_.max_steps);
   step_ = state.step;
@@ -180,55 +216,71 @@ void Trainer::restore(const std::filesystem::path& checkpoint, BatchSource& trai
   }
 }
 
-std::pair<at::Tensor, int64_t> Trainer::loss_sum(const TrainBatch& batch) {
-  const bool autocast = options_.precision == "bf16" && model_->embed->weight.is_cuda();
-  AutocastGuard guard(autocast);
-  return batch_loss_sum(model_, batch);
-}
-
-StepStats Trainer::train_step(const std::vector<TrainBatch>& micro_batches) {
-  CONCORD_CHECK(!micro_batches.empty(), "Trainer: a step needs at least one micro-batch");
+StepStats Trainer::step_feed(detail::Feed& feed) {
+  CONCORD_CHECK(feed.size() > 0, "Trainer: a step needs at least one micro-batch");
   StepStats stats;
   stats.lr = learning_rate(options_.schedule(), step_);
   optimizer_.set_lr(stats.lr);
-  for (const auto& mb : micro_batches) {
-    stats.tokens += mb.input_ids.numel();
-    stats.target_tokens += mb.target_tokens();
+  std::vector<int64_t> counts;
+  for (int64_t i = 0; i < feed.size(); ++i) {
+    counts.push_back(feed.count(i));
+    stats.units += counts.back();
+    stats.inputs += feed.inputs(i);
   }
-  CONCORD_CHECK(stats.target_tokens > 0, "Trainer: step ", step_ + 1,
-                " has no target tokens (every target is -100)");
+  CONCORD_CHECK(stats.units > 0, "Trainer: step ", step_ + 1, " has nothing to learn from (every ",
+                "micro-batch counts 0 ", feed.unit(), ")");
 
   optimizer_.zero_grad();
   double loss_total = 0;
-  const double scale = 1.0 / static_cast<double>(stats.target_tokens);
-  for (const auto& mb : micro_batches) {
-    auto [sum, n] = loss_sum(mb);
-    if (n == 0) continue;
-    (sum * scale).backward();
-    loss_total += sum.item<double>();
+  // Each micro-batch is backpropagated already scaled by 1/N, so the accumulated gradient is the
+  // step's mean-loss gradient without another pass over the gradients.
+  const double scale = 1.0 / static_cast<double>(stats.units);
+  for (int64_t i = 0; i < feed.size(); ++i) {
+    if (counts[static_cast<size_t>(i)] == 0) continue;
+    LossSum part;
+    {
+      LossAutocast autocast(options_);
+      part = feed.loss(i);
+    }
+    CONCORD_CHECK(part.sum.defined() && part.sum.numel() == 1,
+                  "Trainer: the objective's loss sum must be a scalar tensor");
+    (part.sum * scale).backward();
+    loss_total += part.sum.item<double>();
+    accumulate(stats.metrics, part.metrics);
   }
   stats.loss = loss_total * scale;
   CONCORD_CHECK(std::isfinite(stats.loss), "Trainer: the loss is not finite (", stats.loss,
                 ") at step ", step_ + 1, "; lower train.lr or check the data");
 
   std::vector<at::Tensor> params;
-  for (const auto& p : model_->parameters()) {
+  for (const auto& p : optimizer_.parameters()) {
     if (p.grad().defined()) params.push_back(p);
   }
+  if (gradient_hook_) gradient_hook_(params);
   const double max_norm = options_.max_grad_norm > 0 ? options_.max_grad_norm
                                                       : std::numeric_limits<double>::infinity();
   stats.grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
   optimizer_.step();
   ++step_;
+  if (step_hook_) step_hook_(step_);
   return stats;
 }
 
-double Trainer::evaluate(BatchSource& eval, int64_t batches) {
-  const bool autocast = options_.precision == "bf16" && model_->embed->weight.is_cuda();
-  return mean_token_loss(model_, eval, batches, autocast);
+EvalResult Trainer::evaluate_feed(detail::Feed& feed, int64_t batches) {
+  set_train_mode(false);
+  EvalResult result;
+  try {
+    result = detail::evaluate_feed(feed, batches, options_);
+  } catch (...) {
+    set_train_mode(true);
+    throw;
+  }
+  set_train_mode(true);
+  return result;
 }
 
-TrainResult Trainer::fit(BatchSource& train, BatchSource* eval, RunDirectory* dir) {
+TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirectory* dir) {
+  CONCORD_CHECK(train.cursor() != nullptr, "Trainer::fit: the training data has no source");
   TrainResult result;
   const auto start = Clock::now();
   std::unique_ptr<ProgressLine> progress;
@@ -237,42 +289,45 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* eval, RunDirectory* di
 
   auto run_eval = [&] {
     if (eval == nullptr) return;
-    const double loss = evaluate(*eval, options_.eval_batches);
-    eval_history_.emplace_back(step_, loss);
-    result.final_eval_loss = loss;
+    const EvalResult e = evaluate_feed(*eval, options_.eval_batches);
+    eval_history_.emplace_back(step_, e.loss);
+    result.final_eval_loss = e.loss;
     if (dir != nullptr) {
-      dir->metrics().log(step_, {{"eval/loss", loss}, {"eval/perplexity", std::exp(loss)}});
+      std::map<std::string, double> values{{"eval/loss", e.loss}};
+      if (eval->loss_is_nll()) values["eval/perplexity"] = std::exp(e.loss);
+      for (const auto& [name, m] : e.metrics) values["eval/" + name] = m.value();
+      dir->metrics().log(step_, values);
     }
   };
   auto checkpoint = [&] {
     if (dir == nullptr) return;
     TrainingState state;
     state.step = step_;
-    state.data = train.state();
+    state.data = train.cursor()->state();
     nlohmann::json history = nlohmann::json::array();
     for (const auto& [s, l] : eval_history_) history.push_back({s, l});
     state.extra = {{"eval_loss", history}};
     result.last_checkpoint =
-        save_checkpoint(checkpoints, model_, optimizer_, state, options_.keep_checkpoints);
+        save_checkpoint(checkpoints, modules_, optimizer_, state, options_.keep_checkpoints);
   };
 
   while (step_ < options_.max_steps) {
     const auto t0 = Clock::now();
-    std::vector<TrainBatch> micro;
-    micro.reserve(static_cast<size_t>(options_.grad_accum_steps));
-    for (int64_t i = 0; i < options_.grad_accum_steps; ++i) micro.push_back(train.next());
-    const StepStats stats = train_step(micro);
+    train.fetch(options_.grad_accum_steps);
+    const StepStats stats = step_feed(train);
     const double step_ms = ms_since(t0);
 
     result.train_loss.emplace_back(step_, stats.loss);
     result.final_loss = stats.loss;
-    result.tokens += stats.tokens;
+    result.inputs += stats.inputs;
     if (dir != nullptr) {
-      dir->metrics().log(step_, {{"train/loss", stats.loss},
-                                 {"train/grad_norm", stats.grad_norm},
-                                 {"train/learning_rate", stats.lr},
-                                 {"train/tokens", static_cast<double>(stats.tokens)},
-                                 {"train/step_ms", step_ms}});
+      std::map<std::string, double> values{{"train/loss", stats.loss},
+                                           {"train/grad_norm", stats.grad_norm},
+                                           {"train/learning_rate", stats.lr},
+                                           {"train/" + train.unit(), static_cast<double>(stats.inputs)},
+                                           {"train/step_ms", step_ms}};
+      for (const auto& [name, m] : stats.metrics) values["train/" + name] = m.value();
+      dir->metrics().log(step_, values);
     }
     if (progress) {
       ProgressStats p;
@@ -280,7 +335,8 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* eval, RunDirectory* di
       p.loss = stats.loss;
       p.lr = stats.lr;
       p.step_ms = step_ms;
-      p.tokens = static_cast<double>(stats.tokens);
+      p.tokens = static_cast<double>(stats.inputs);
+      p.unit = train.unit();
       p.extra["norm"] = stats.grad_norm;
       progress->update(p);
     }
@@ -295,28 +351,32 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* eval, RunDirectory* di
   return result;
 }
 
-double mean_token_loss(lm::CausalLM model, BatchSource& data, int64_t batches, bool autocast) {
-  const int64_t n_batches = batches > 0 ? std::min(batches, data.batches_per_epoch())
-                                        : data.batches_per_epoch();
+EvalResult detail::evaluate_feed(Feed& feed, int64_t batches, const TrainerOptions& options) {
+  DataCursor* cursor = feed.cursor();
+  CONCORD_CHECK(cursor != nullptr, "evaluation: the data has no source");
+  const int64_t n_batches = batches > 0 ? std::min(batches, cursor->batches_per_epoch())
+                                        : cursor->batches_per_epoch();
   CONCORD_CHECK(n_batches > 0, "evaluation: the data has no batches");
-  const nlohmann::json cursor = data.state();
-  const bool was_training = model->is_training();
-  model->eval();
+  const nlohmann::json position = cursor->state();
+  EvalResult result;
   double sum = 0;
   int64_t count = 0;
   {
     c10::InferenceMode guard;
-    AutocastGuard cast(autocast);
+    LossAutocast autocast(options);
     for (int64_t i = 0; i < n_batches; ++i) {
-      auto [s, n] = batch_loss_sum(model, data.next());
-      sum += s.item<double>();
-      count += n;
+      feed.fetch(1);
+      const LossSum part = feed.loss(0);
+      sum += part.sum.item<double>();
+      count += feed.count(0);
+      accumulate(result.metrics, part.metrics);
     }
   }
-  data.load_state(cursor);
-  if (was_training) model->train();
-  CONCORD_CHECK(count > 0, "evaluation: no target tokens in ", n_batches, " batches");
-  return sum / static_cast<double>(count);
+  cursor->load_state(position);
+  CONCORD_CHECK(count > 0, "evaluation: nothing to evaluate in ", n_batches, " batches (every ",
+                "batch counts 0 ", feed.unit(), ")");
+  result.loss = sum / static_cast<double>(count);
+  return result;
 }
 
 }  // namespace concord::train

@@ -1,7 +1,9 @@
 // Tests of the train layer: the learning-rate schedules' values, AdamW against
 // torch::optim::AdamW, gradient accumulation equal to one large batch, packed SFT rows equal to
 // their samples one by one, a planted sequence learnt, checkpoints (format checks, retention)
-// and a resumed run ending with bit-for-bit the weights of an uninterrupted one.
+// and a resumed run ending with bit-for-bit the weights of an uninterrupted one; the generic
+// Trainer's parts: parameter groups, frozen modules, the gradient hook, several named modules
+// in one checkpoint, autocast as an option.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +14,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
+#include "concord/core/metrics.h"
 #include "concord/core/runtime.h"
 #include "concord/data/builtin_corpus.h"
 #include "concord/data/pretrain.h"
@@ -24,6 +27,7 @@
 #include "concord/train/adamw.h"
 #include "concord/train/checkpoint.h"
 #include "concord/train/lr_schedule.h"
+#include "concord/train/next_token.h"
 #include "concord/train/trainer.h"
 #include "test_support.h"
 
@@ -175,14 +179,18 @@ TEST(Trainer, AccumulationEqualsOneLargeBatch) {
   concord::lm::CausalLM bm(b_model);
   TrainerOptions oa = quiet_options(1);
   oa.warmup_steps = 0;
-  Trainer ta(a, oa);
+  Trainer ta({{"model", a.ptr()}}, oa);
+  NextTokenObjective la(a);
   TrainerOptions ob = oa;
   ob.grad_accum_steps = 2;
-  Trainer tb(bm, ob);
-  const auto big = to_train_batch(data.get_batch({0, 1, 2, 3}));
-  const auto s1 = ta.train_step({big});
-  const auto s2 = tb.train_step({to_train_batch(data.get_batch({0, 1})),
-                                 to_train_batch(data.get_batch({2, 3}))});
+  Trainer tb({{"model", bm.ptr()}}, ob);
+  NextTokenObjective lb(bm);
+  const auto big = to_token_batch(data.get_batch({0, 1, 2, 3}));
+  const auto s1 = ta.train_step(la, {big});
+  const auto s2 = tb.train_step(lb, {to_token_batch(data.get_batch({0, 1})),
+                                     to_token_batch(data.get_batch({2, 3}))});
+  EXPECT_EQ(s1.units, s2.units);
+  EXPECT_EQ(s1.units, big.target_tokens());
   EXPECT_NEAR(s1.loss, s2.loss, 1e-6);
   EXPECT_NEAR(s1.grad_norm, s2.grad_norm, 1e-5);
   // The gradients the step used (still held: zero_grad runs at the start of a step).
@@ -208,13 +216,14 @@ TEST(Trainer, Bf16AutocastTracksFp32_CUDA) {
   TrainerOptions o32 = quiet_options(8);
   TrainerOptions o16 = o32;
   o16.precision = "bf16";
-  Trainer t32(fp32, o32), t16(bf16, o16);
+  Trainer t32({{"model", fp32.ptr()}}, o32), t16({{"model", bf16.ptr()}}, o16);
+  NextTokenObjective l32_objective(fp32), l16_objective(bf16);
   std::vector<double> l32, l16;
   for (int64_t s = 0; s < 8; ++s) {
     const int64_t n = data.size();
-    const auto batch = to_train_batch(data.get_batch({(2 * s) % n, (2 * s + 1) % n}));
-    l32.push_back(t32.train_step({batch}).loss);
-    l16.push_back(t16.train_step({batch}).loss);
+    const auto batch = to_token_batch(data.get_batch({(2 * s) % n, (2 * s + 1) % n}));
+    l32.push_back(t32.train_step(l32_objective, {batch}).loss);
+    l16.push_back(t16.train_step(l16_objective, {batch}).loss);
   }
   for (size_t i = 0; i < l32.size(); ++i) EXPECT_NEAR(l16[i], l32[i], 0.05 * l32[i]) << i;
   EXPECT_LT(l16.back(), l16.front());
@@ -258,10 +267,12 @@ TEST(Trainer, LearnsTheCorpusAndEvaluationIsRepeatable) {
   SampledBatches<concord::data::PretrainDataset> eval(data, {16, false});
   TrainerOptions o = quiet_options(40);
   o.optimizer.lr = 1e-2;
-  Trainer trainer(model, o);
-  const double before = trainer.evaluate(eval);
-  EXPECT_DOUBLE_EQ(before, trainer.evaluate(eval));  // the cursor is restored after each eval
-  const auto result = trainer.fit(train, &eval);
+  Trainer trainer({{"model", model.ptr()}}, o);
+  NextTokenObjective objective(model);
+  const double before = trainer.evaluate(objective, eval).loss;
+  // The cursor is restored after each eval.
+  EXPECT_DOUBLE_EQ(before, trainer.evaluate(objective, eval).loss);
+  const auto result = trainer.fit(objective, train, &eval);
   EXPECT_EQ(result.steps, 40);
   std::cout << "eval loss " << before << " -> " << *result.final_eval_loss << "\n";
   ASSERT_TRUE(result.final_eval_loss.has_value());
@@ -283,18 +294,20 @@ TEST(Trainer, ResumeIsBitExact) {
   {
     SampledBatches<concord::data::PretrainDataset> train(data, sampling);
     concord::RunDirectory rd(tmp / "full");
-    Trainer(full, o).fit(train, nullptr, &rd);
+    NextTokenObjective objective(full);
+    Trainer({{"model", full.ptr()}}, o).fit(objective, train, nullptr, &rd);
   }
   {
     // The interrupted run: 4 steps of the same 8-step schedule, then its checkpoint.
     auto model = fresh_model("pangu_pi", 7);
     SampledBatches<concord::data::PretrainDataset> train(data, sampling);
-    Trainer first(model, o);
-    for (int i = 0; i < 4; ++i) first.train_step({train.next()});
+    Trainer first({{"model", model.ptr()}}, o);
+    NextTokenObjective objective(model);
+    for (int i = 0; i < 4; ++i) first.train_step(objective, {train.next()});
     TrainingState st;
     st.step = first.step();
     st.data = train.state();
-    save_checkpoint(tmp / "part" / "checkpoints", model, first.optimizer(), st);
+    save_checkpoint(tmp / "part" / "checkpoints", first.modules(), first.optimizer(), st);
   }
   const auto ckpt = latest_checkpoint(tmp / "part" / "checkpoints");
   ASSERT_TRUE(ckpt.has_value());
@@ -302,11 +315,12 @@ TEST(Trainer, ResumeIsBitExact) {
   auto resumed = fresh_model("pangu_pi", 99);  // the resumed run must not depend on its init
   {
     SampledBatches<concord::data::PretrainDataset> train(data, sampling);
-    Trainer trainer(resumed, o);
+    Trainer trainer({{"model", resumed.ptr()}}, o);
+    NextTokenObjective objective(resumed);
     trainer.restore(*ckpt, train);
     EXPECT_EQ(trainer.step(), 4);
     concord::RunDirectory rd(tmp / "part", true);
-    trainer.fit(train, nullptr, &rd);
+    trainer.fit(objective, train, nullptr, &rd);
   }
   EXPECT_TRUE(weights_equal(full, resumed)) << "max diff " << max_weight_diff(full, resumed);
   EXPECT_EQ(latest_checkpoint(tmp / "part" / "checkpoints")->filename(), "step-00000008");
@@ -315,11 +329,12 @@ TEST(Trainer, ResumeIsBitExact) {
 TEST(Checkpoint, RetentionAndFormatErrors) {
   TempDir tmp;
   auto model = fresh_model("llama");
-  AdamW opt({}, AdamWOptions{});
+  const std::vector<NamedModule> modules{{"model", model.ptr()}};
+  AdamW opt(std::vector<ParamGroup>{}, AdamWOptions{});
   for (int64_t step : {1, 2, 3}) {
     TrainingState st;
     st.step = step;
-    save_checkpoint(tmp / "ck", model, opt, st, 2);
+    save_checkpoint(tmp / "ck", modules, opt, st, 2);
   }
   EXPECT_FALSE(fs::exists(tmp / "ck" / "step-00000001"));
   EXPECT_TRUE(fs::exists(tmp / "ck" / "step-00000002"));
@@ -333,7 +348,7 @@ TEST(Checkpoint, RetentionAndFormatErrors) {
   auto expect_error = [&](const std::map<std::string, std::string>& meta, const std::string& needle) {
     concord::io::save_safetensors(state, tensors, meta);
     try {
-      load_checkpoint(tmp / "ck" / "step-00000003", model, opt);
+      load_checkpoint(tmp / "ck" / "step-00000003", modules, opt);
       FAIL() << "expected an error containing " << needle;
     } catch (const concord::Error& e) {
       const std::string msg = e.what();
@@ -341,13 +356,20 @@ TEST(Checkpoint, RetentionAndFormatErrors) {
       EXPECT_NE(msg.find("training_state.safetensors"), std::string::npos) << msg;
     }
   };
-  expect_error({{"concord.magic", "something-else"}, {"concord.version", "1"}, {"concord.state", "{\"step\":3}"}},
+  const std::string version = std::to_string(kTrainingStateVersion);
+  const std::string state_json = R"({"step":3,"modules":["model"]})";
+  expect_error({{"concord.magic", "something-else"}, {"concord.version", version}, {"concord.state", state_json}},
                "not a Concord training state");
-  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "9"}, {"concord.state", "{\"step\":3}"}},
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "9"}, {"concord.state", state_json}},
                "version 9");
-  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}, {"concord.state", "{\"step\":"}},
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}, {"concord.state", state_json}},
+               "version 1");
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", version}, {"concord.state", "{\"step\":"}},
                "not valid JSON");
-  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", "1"}}, "concord.state");
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", version}}, "concord.state");
+  expect_error({{"concord.magic", kTrainingStateMagic}, {"concord.version", version},
+                {"concord.state", R"({"step":3,"modules":["policy"]})"}},
+               "holds modules [policy], the run has [model]");
 }
 
 // Equal size: every variant's FFN width brings it within one FFN unit of the PanGu-π model.
@@ -371,4 +393,223 @@ TEST(Ablation, VariantsHaveEqualSizeAndTheRightParts) {
   EXPECT_GT(variants[2].config.shortcut_paths, 0);
   EXPECT_GT(variants[0].config.intermediate_size, variants[3].config.intermediate_size);
   EXPECT_THROW(pangu_ablation_variants(pangu, {"wide"}), concord::Error);
+}
+
+namespace {
+
+// A distillation-shaped objective over token batches: the student's next-token loss plus the
+// squared distance of its final hidden states to a frozen teacher's, with a metric. The teacher
+// belongs to the objective, never to the Trainer.
+class DistillObjective final : public Objective<TokenBatch> {
+ public:
+  DistillObjective(concord::lm::CausalLM student, concord::lm::CausalLM teacher)
+      : student_(student), teacher_(teacher), next_token_(student) {
+    teacher_->eval();
+  }
+  int64_t count(const TokenBatch& b) const override { return b.target_tokens(); }
+  LossSum loss(const TokenBatch& b) override {
+    LossSum out = next_token_.loss(b);
+    at::Tensor target;
+    {
+      at::NoGradGuard no_grad;
+      target = teacher_->hidden_states(b.input_ids);
+    }
+    const at::Tensor mse = (student_->hidden_states(b.input_ids) - target).pow(2).mean(-1).sum();
+    out.sum = out.sum + mse;
+    out.metrics["distill/mse"] = {mse.item<double>(), static_cast<double>(b.input_ids.numel())};
+    return out;
+  }
+
+ private:
+  concord::lm::CausalLM student_, teacher_;
+  NextTokenObjective next_token_;
+};
+
+concord::lm::CausalLM copy_model(concord::lm::CausalLM m) {
+  return concord::lm::CausalLM(std::dynamic_pointer_cast<concord::lm::CausalLMImpl>(m->clone()));
+}
+
+}  // namespace
+
+// Groups take their own rates (the embedding at rate 0 stays as it was, the rest moves), a
+// frozen teacher used by the objective is never touched, and the objective's metrics reach
+// metrics.jsonl under train/ and eval/.
+TEST(Trainer, ParameterGroupsAndFrozenModules) {
+  const auto& data = corpus_blocks();
+  auto student = fresh_model("llama", 3);
+  auto teacher = fresh_model("llama", 4);
+  const auto teacher_before = copy_model(teacher);
+  const auto student_before = copy_model(student);
+  const std::vector<NamedModule> modules{{"student", student.ptr()}};
+  ParamGroup frozen_embedding = parameter_group(
+      modules, "embedding", [](const std::string& n) { return n == "student.embed.weight"; });
+  frozen_embedding.lr = 0.0;
+  ParamGroup rest = parameter_group(modules, "rest",
+                                    [](const std::string& n) { return n != "student.embed.weight"; });
+  ASSERT_EQ(frozen_embedding.params.size(), 1u);
+  TrainerOptions o = quiet_options(3);
+  Trainer trainer(modules, o, {frozen_embedding, rest});
+  DistillObjective objective(student, teacher);
+  SampledBatches<concord::data::PretrainDataset> train(data, {4, true, 2});
+  SampledBatches<concord::data::PretrainDataset> eval(data, {4, false});
+  TempDir tmp;
+  concord::RunDirectory rd(tmp / "run");
+  trainer.fit(objective, train, &eval, &rd);
+
+  EXPECT_TRUE(torch::equal(student->embed->weight, student_before->embed->weight));
+  auto before = student_before->named_parameters();
+  for (const auto& item : student->named_parameters()) {
+    if (item.key() == "embed.weight") continue;
+    EXPECT_FALSE(torch::equal(item.value(), before[item.key()])) << item.key() << " did not move";
+  }
+  EXPECT_TRUE(weights_equal(teacher, teacher_before));
+  for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+  EXPECT_FALSE(teacher->is_training());
+  const auto records = concord::read_metrics(rd.file("metrics.jsonl"));
+  EXPECT_EQ(concord::metric_series(records, "train/distill/mse").size(), 3u);
+  EXPECT_EQ(concord::metric_series(records, "eval/distill/mse").size(), 1u);
+  EXPECT_EQ(concord::metric_series(records, "eval/perplexity").size(), 0u);  // not an NLL
+
+  // A parameter outside the trained modules cannot be in a group: no checkpoint would hold it.
+  ParamGroup stray = parameter_group({{"teacher", teacher.ptr()}}, "stray");
+  EXPECT_THROW(Trainer(modules, o, {stray}), concord::Error);
+}
+
+// The gradient seam: the hook runs once a step, after every micro-batch's backward and before
+// clipping, with every gradient; what it does to them is what clipping and AdamW see.
+TEST(Trainer, GradientHookRunsBetweenBackwardAndClipping) {
+  const auto& data = corpus_blocks();
+  auto a = fresh_model("pangu_pi", 5);
+  auto b = copy_model(a);
+  TrainerOptions o = quiet_options(1);
+  o.warmup_steps = 0;
+  o.grad_accum_steps = 2;
+  o.max_grad_norm = 0;  // clipping off: the reported norm is the hooked gradients' norm
+  Trainer plain({{"model", a.ptr()}}, o), hooked({{"model", b.ptr()}}, o);
+  NextTokenObjective la(a), lb(b);
+  int calls = 0;
+  size_t seen = 0;
+  hooked.set_gradient_hook([&](const std::vector<at::Tensor>& params) {
+    ++calls;
+    seen = params.size();
+    for (const auto& p : params) p.mutable_grad().mul_(2.0);
+  });
+  const std::vector<TokenBatch> batches{to_token_batch(data.get_batch({0, 1})),
+                                        to_token_batch(data.get_batch({2, 3}))};
+  const auto s1 = plain.train_step(la, batches);
+  const auto s2 = hooked.train_step(lb, batches);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(seen, a->parameters().size());
+  EXPECT_NEAR(s2.grad_norm, 2.0 * s1.grad_norm, 1e-6 * s1.grad_norm);
+  EXPECT_DOUBLE_EQ(s1.loss, s2.loss);
+}
+
+namespace {
+
+// A policy with a value head, as PPO trains them: next-token loss plus the value head's squared
+// error to a fixed target, so both modules learn.
+class PolicyValueObjective final : public Objective<TokenBatch> {
+ public:
+  PolicyValueObjective(concord::lm::CausalLM policy, torch::nn::Linear value)
+      : policy_(policy), value_(value), next_token_(policy) {}
+  int64_t count(const TokenBatch& b) const override { return b.target_tokens(); }
+  LossSum loss(const TokenBatch& b) override {
+    LossSum out = next_token_.loss(b);
+    const at::Tensor v = value_->forward(policy_->hidden_states(b.input_ids)).squeeze(-1);
+    out.sum = out.sum + (v - 0.5).pow(2).sum();
+    return out;
+  }
+
+ private:
+  concord::lm::CausalLM policy_;
+  torch::nn::Linear value_;
+  NextTokenObjective next_token_;
+};
+
+}  // namespace
+
+// Two named modules in one checkpoint: an interrupted run resumes to bit-for-bit the weights
+// of both, and a run with other modules refuses the checkpoint.
+TEST(Trainer, SeveralModulesCheckpointAndResumeBitExact) {
+  const auto& data = corpus_blocks();
+  TempDir tmp;
+  TrainerOptions o = quiet_options(6);
+  o.checkpoint_every = 3;
+  const concord::data::SamplerOptions sampling{4, true, 13};
+  auto make = [&](uint64_t seed) {
+    auto policy = fresh_model("llama", seed);
+    torch::nn::Linear value(32, 1);
+    return std::make_pair(policy, value);
+  };
+  auto [full_policy, full_value] = make(7);
+  {
+    SampledBatches<concord::data::PretrainDataset> train(data, sampling);
+    Trainer t({{"policy", full_policy.ptr()}, {"value_head", full_value.ptr()}}, o);
+    PolicyValueObjective objective(full_policy, full_value);
+    concord::RunDirectory rd(tmp / "full");
+    t.fit(objective, train, nullptr, &rd);
+  }
+  const fs::path step3 = tmp / "full" / "checkpoints" / "step-00000003";
+  EXPECT_TRUE(fs::exists(step3 / "modules" / "policy.safetensors"));
+  EXPECT_TRUE(fs::exists(step3 / "modules" / "value_head.safetensors"));
+
+  auto [policy, value] = make(99);
+  {
+    SampledBatches<concord::data::PretrainDataset> train(data, sampling);
+    Trainer t({{"policy", policy.ptr()}, {"value_head", value.ptr()}}, o);
+    PolicyValueObjective objective(policy, value);
+    t.restore(step3, train);
+    EXPECT_EQ(t.step(), 3);
+    concord::RunDirectory rd(tmp / "resumed");
+    t.fit(objective, train, nullptr, &rd);
+  }
+  EXPECT_TRUE(weights_equal(full_policy, policy)) << max_weight_diff(full_policy, policy);
+  EXPECT_TRUE(torch::equal(full_value->weight, value->weight));
+  EXPECT_TRUE(torch::equal(full_value->bias, value->bias));
+
+  auto other = fresh_model("llama", 1);
+  Trainer only_policy({{"policy", other.ptr()}}, o);
+  SampledBatches<concord::data::PretrainDataset> train(data, sampling);
+  try {
+    only_policy.restore(step3, train);
+    FAIL() << "a checkpoint with another set of modules must be refused";
+  } catch (const concord::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("value_head"), std::string::npos) << e.what();
+  }
+}
+
+// Autocast is the trainer's option, not a guess from where the model lives: precision bf16
+// alone changes nothing for CPU tensors (bit-identical to fp32), and with autocast_cpu the CPU
+// matmuls run in bf16, the loss tracking fp32's while the weights stay fp32.
+TEST(Trainer, AutocastIsAnOption) {
+  const auto& data = corpus_blocks();
+  auto m32 = fresh_model("llama", 8);
+  auto m16 = copy_model(m32);
+  auto mcpu = copy_model(m32);
+  TrainerOptions o32 = quiet_options(4);
+  TrainerOptions o16 = o32;
+  o16.precision = "bf16";
+  TrainerOptions ocpu = o16;
+  ocpu.autocast_cpu = true;
+  Trainer t32({{"model", m32.ptr()}}, o32), t16({{"model", m16.ptr()}}, o16),
+      tcpu({{"model", mcpu.ptr()}}, ocpu);
+  NextTokenObjective l32(m32), l16(m16), lcpu(mcpu);
+  std::vector<double> loss32, losscpu;
+  for (int64_t s = 0; s < 4; ++s) {
+    const auto batch = to_token_batch(data.get_batch({2 * s, 2 * s + 1}));
+    loss32.push_back(t32.train_step(l32, {batch}).loss);
+    EXPECT_DOUBLE_EQ(t16.train_step(l16, {batch}).loss, loss32.back());
+    losscpu.push_back(tcpu.train_step(lcpu, {batch}).loss);
+  }
+  EXPECT_TRUE(weights_equal(m32, m16));
+  bool differs = false;
+  for (size_t i = 0; i < loss32.size(); ++i) {
+    EXPECT_NEAR(losscpu[i], loss32[i], 0.05 * loss32[i]) << i;
+    differs |= losscpu[i] != loss32[i];
+  }
+  EXPECT_TRUE(differs) << "autocast_cpu had no effect";
+  for (const auto& p : mcpu->parameters()) EXPECT_EQ(p.scalar_type(), at::kFloat);
+  TrainerOptions bad = o32;
+  bad.autocast_cpu = true;
+  EXPECT_THROW(bad.validate(), concord::Error);
 }

@@ -17,7 +17,8 @@ struct ProgressStats {
   std::optional<double> loss;
   std::optional<double> lr;
   double step_ms = 0;               ///< wall time of this step
-  std::optional<double> tokens;     ///< tokens processed in this step (for tok/s)
+  std::optional<double> tokens;     ///< inputs processed in this step (for the rate)
+  std::string unit = "tok";         ///< what `tokens` counts: the rate prints as "<n> <unit>/s"
   std::map<std::string, double> extra;  ///< more "name value" fields, printed in name order
 };
 

@@ -23,6 +23,7 @@
 
 #include "concord/grape/synthetic_pool.h"
 #include "concord/lm/model_config.h"
+#include "concord/lm/causal_lm.h"
 #include "concord/train/trainer.h"
 
 namespace concord::grape {

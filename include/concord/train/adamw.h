@@ -20,6 +20,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,15 +44,30 @@ struct AdamWOptions {
 /// True for the parameters AdamW decays (the rule in the header comment).
 bool decays_weight(const std::string& name, const at::Tensor& param);
 
+/// Parameters that share a peak learning rate and a weight decay (the head of a reward model at
+/// 10x the backbone's rate, a frozen embedding at rate 0).
+struct ParamGroup {
+  std::string name = "default";
+  /// Named parameters; names are unique across all groups of one optimiser.
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  std::optional<double> lr;            ///< peak learning rate (default: AdamWOptions::lr)
+  std::optional<double> weight_decay;  ///< lambda of its decayed parameters (default: AdamWOptions)
+};
+
 class AdamW {
  public:
   /// `params`: named parameters (module->named_parameters() order); names must be unique.
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+  /// Several groups, each with its own peak rate and decay (unset ones take `options`').
+  AdamW(std::vector<ParamGroup> groups, AdamWOptions options);
 
-  /// Sets the learning rate used by the next step() (schedules call this every step).
-  void set_lr(double lr) { options_.lr = lr; }
-  double lr() const { return options_.lr; }
+  /// Sets the rate of the next step() for groups at options().lr; a group with its own peak rate
+  /// follows at the same fraction of its peak (schedules call this every step).
+  void set_lr(double lr) { lr_ = lr; }
+  double lr() const { return lr_; }
   const AdamWOptions& options() const { return options_; }
+  /// Parameters under optimisation, in group order.
+  std::vector<at::Tensor> parameters() const;
 
   /// One update of every parameter that has a gradient (others keep their state untouched).
   void step();
@@ -70,12 +86,15 @@ class AdamW {
     std::string name;
     at::Tensor param;
     bool decay = false;
+    double lr_ratio = 1.0;      // the group's peak rate / options_.lr
+    double weight_decay = 0.0;  // lambda of the group
     int64_t step = 0;
     at::Tensor exp_avg, exp_avg_sq;
   };
   void update(Slot& slot);
   std::vector<Slot> slots_;
   AdamWOptions options_;
+  double lr_;
 };
 
 }  // namespace concord::train

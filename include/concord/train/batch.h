@@ -1,8 +1,11 @@
-// What the Trainer consumes: batches of next-token targets, from any data set behind a seeded,
-// resumable sampler. The data sets of concord/data (PretrainDataset, SftDataset) plug in through
-// SampledBatches; anything else implements BatchSource.
+// Batches for the Trainer: the token batches of language-model objectives (TokenBatch), and the
+// adapter that puts any concord::data data set behind a seeded, resumable sampler
+// (SampledBatches). Any other kind of batch (preference pairs, latents) flows through the same
+// loop: implement BatchSource<YourBatch> (objective.h), or give SampledBatches a data set whose
+// get_batch() returns your batch type.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -12,13 +15,15 @@
 #include "concord/data/pretrain.h"
 #include "concord/data/sampler.h"
 #include "concord/data/sft.h"
+#include "concord/train/objective.h"
 
 namespace concord::train {
 
-/// One micro-batch. targets[b, t] is the token that follows input_ids[b, t], -100 where no loss
-/// is taken. The optional tensors are given only when they change the forward pass: a
-/// left-padded batch needs attention_mask; packed rows need segment_ids and position_ids.
-struct TrainBatch {
+/// One micro-batch of next-token targets. targets[b, t] is the token that follows
+/// input_ids[b, t], -100 where no loss is taken. The optional tensors are given only when they
+/// change the forward pass: a left-padded batch needs attention_mask; packed rows need
+/// segment_ids and position_ids.
+struct TokenBatch {
   at::Tensor input_ids;       ///< [B, T] int64
   at::Tensor targets;         ///< [B, T] int64
   at::Tensor attention_mask;  ///< [B, T], optional
@@ -30,12 +35,12 @@ struct TrainBatch {
 };
 
 /// Pretraining blocks: no padding, so nothing but ids and targets.
-TrainBatch to_train_batch(const data::LmBatch& batch);
+TokenBatch to_token_batch(const data::LmBatch& batch);
 /// SFT rows. Right padding needs no mask under causal attention (real tokens never see the
 /// padding after them, and padding carries no target), so unpacked rows keep the fused
 /// plain-causal attention path; packed rows (any row with a second sample) bring their
 /// segment and position ids.
-TrainBatch to_train_batch(const data::SftBatch& batch);
+TokenBatch to_token_batch(const data::SftBatch& batch);
 
 /// Items [begin, end) of a data set, as a data set (a held-out tail for evaluation).
 template <typename Dataset>
@@ -58,27 +63,24 @@ class DatasetSlice {
   int64_t begin_, end_;
 };
 
-/// An endless stream of micro-batches whose position can be saved and restored.
-class BatchSource {
- public:
-  virtual ~BatchSource() = default;
-  virtual TrainBatch next() = 0;
-  /// Batches in one pass over the data (evaluation takes at most this many).
-  virtual int64_t batches_per_epoch() const = 0;
-  /// The cursor (a JSON object), saved in checkpoints.
-  virtual nlohmann::json state() const = 0;
-  virtual void load_state(const nlohmann::json& state) = 0;
-};
-
-/// A concord::data data set (size(), get_batch(indices)) behind a data::BatchSampler.
-template <typename Dataset>
-class SampledBatches : public BatchSource {
+/// A data set (size(), get_batch(indices)) behind a data::BatchSampler, as a BatchSource<Batch>.
+/// Batches of LmBatch/SftBatch data sets become TokenBatch; a data set whose get_batch()
+/// already returns Batch is used as it is.
+template <typename Dataset, typename Batch = TokenBatch>
+class SampledBatches : public BatchSource<Batch> {
  public:
   /// `dataset` must outlive this object.
   SampledBatches(const Dataset& dataset, data::SamplerOptions options)
       : dataset_(dataset), sampler_(dataset.size(), options) {}
 
-  TrainBatch next() override { return to_train_batch(dataset_.get_batch(sampler_.next())); }
+  Batch next() override {
+    auto batch = dataset_.get_batch(sampler_.next());
+    if constexpr (std::is_same_v<decltype(batch), Batch>) {
+      return batch;
+    } else {
+      return to_token_batch(batch);
+    }
+  }
   int64_t batches_per_epoch() const override { return sampler_.batches_per_epoch(); }
   nlohmann::json state() const override { return sampler_.state(); }
   void load_state(const nlohmann::json& state) override { sampler_.load_state(state); }

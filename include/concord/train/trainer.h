@@ -1,19 +1,30 @@
-// The training loop shared by pretraining and SFT (and, later, reward models): next-token
-// cross-entropy averaged over the target tokens of an optimizer step,
+// The training loop every capability shares: pretraining and SFT, reward models, PPO, KOALA's
+// distillation. It knows neither the model nor the batch type. It is given
 //
-//   L = (1 / N) * sum_{micro-batches} sum_{(b,t): y_bt != -100} -log softmax(f(x)_bt)[y_bt]
+//   - the modules it trains and checkpoints, by name (NamedModule),
+//   - which of their parameters train, in groups with their own peak rate and weight decay
+//     (ParamGroup; default: every parameter that requires a gradient, one group),
+//   - an Objective<Batch> (objective.h) and a BatchSource<Batch> per call to fit().
 //
-// with N the target tokens of all micro-batches of the step, so gradient accumulation over k
-// micro-batches gives exactly the gradient of one k-times larger batch. Then global-norm
-// gradient clipping, AdamW (adamw.h) at the rate of the schedule (lr_schedule.h), periodic
-// evaluation, checkpoints (checkpoint.h), metrics.jsonl and the progress line.
+// An optimizer step over micro-batches b_1..b_k minimises L = (1/N) sum_i loss_sum(b_i) with
+// N = sum_i count(b_i) (objective.h), then runs the gradient hook (the seam where data-parallel
+// all-reduce goes), global-norm gradient clipping, and AdamW (adamw.h) at the rate of the
+// schedule (lr_schedule.h). Periodic evaluation, checkpoints of every named module with the
+// optimiser, RNG, step and data cursor (checkpoint.h), metrics.jsonl and the progress line.
 //
-// Resuming from a checkpoint restores weights, optimizer, RNG, step and the data cursor; on CPU
-// the resumed run ends with bit-for-bit the weights of an uninterrupted run (tests/train).
+// Resuming from a checkpoint restores all of that; on CPU the resumed run ends with bit-for-bit
+// the weights of an uninterrupted run (tests/train).
+//
+//   lm::CausalLM model(config);
+//   train::Trainer trainer({{"model", model.ptr()}}, options);
+//   train::NextTokenObjective objective(model);           // next_token.h
+//   train::SampledBatches<data::PretrainDataset> batches(dataset, sampling);
+//   trainer.fit(objective, batches);
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -23,10 +34,10 @@
 
 #include "concord/core/config.h"
 #include "concord/core/report.h"
-#include "concord/lm/causal_lm.h"
 #include "concord/train/adamw.h"
-#include "concord/train/batch.h"
+#include "concord/train/checkpoint.h"
 #include "concord/train/lr_schedule.h"
+#include "concord/train/objective.h"
 
 namespace concord::train {
 
@@ -38,7 +49,10 @@ struct TrainerOptions {
   std::string lr_schedule = "cosine";
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.1;
-  std::string precision = "fp32"; ///< fp32, or bf16 (autocast on CUDA; CPU runs stay fp32)
+  /// fp32, or bf16: the loss runs under autocast (matmuls in bf16; parameters, optimizer state
+  /// and reductions in fp32) for CUDA tensors, and for CPU tensors too with autocast_cpu.
+  std::string precision = "fp32";
+  bool autocast_cpu = false;      ///< with precision bf16: autocast CPU ops as well
   int64_t eval_every = 0;         ///< steps between evaluations (0: only at the end)
   int64_t eval_batches = 0;       ///< batches per evaluation (0: one pass over the eval data)
   int64_t checkpoint_every = 0;   ///< steps between checkpoints (0: only at the end)
@@ -57,11 +71,17 @@ struct TrainerOptions {
 ConfigSchema train_schema();
 
 struct StepStats {
-  double loss = 0;          ///< mean token loss of the step
-  double grad_norm = 0;     ///< before clipping
-  double lr = 0;
-  int64_t tokens = 0;       ///< input tokens of the step
-  int64_t target_tokens = 0;
+  double loss = 0;       ///< the step's loss L (mean over its units)
+  double grad_norm = 0;  ///< after the gradient hook, before clipping
+  double lr = 0;         ///< the base group's rate
+  int64_t inputs = 0;    ///< inputs of the step (Objective::inputs: tokens for a language model)
+  int64_t units = 0;     ///< N: the units the loss is normalised by
+  Metrics metrics;       ///< the objective's metrics, summed over the micro-batches
+};
+
+struct EvalResult {
+  double loss = 0;  ///< sum of loss sums / sum of counts over the evaluated batches
+  Metrics metrics;
 };
 
 struct TrainResult {
@@ -70,47 +90,156 @@ struct TrainResult {
   std::optional<double> final_eval_loss;
   std::vector<std::pair<int64_t, double>> train_loss;  ///< (step, loss) of the steps run here
   std::vector<std::pair<int64_t, double>> eval_loss;   ///< (step, loss), whole run
-  int64_t tokens = 0;                                  ///< input tokens of the steps run here
+  int64_t inputs = 0;                                  ///< inputs of the steps run here
   double seconds = 0;                                  ///< wall time of the steps run here
   std::optional<std::filesystem::path> last_checkpoint;
 };
 
+/// Called after the backward passes of a step, before clipping, with every parameter that has
+/// a gradient (data parallel all-reduces them here).
+using GradientHook = std::function<void(const std::vector<at::Tensor>& params)>;
+/// Called after each optimizer step with the new step number (an EMA of the weights updates
+/// here).
+using StepHook = std::function<void(int64_t step)>;
+
+/// One group holding the parameters of `modules` that require a gradient and whose full name
+/// "<module>.<parameter>" passes `keep` (default: all).
+ParamGroup parameter_group(const std::vector<NamedModule>& modules, std::string name = "default",
+                           const std::function<bool(const std::string&)>& keep = {});
+
+namespace detail {
+// Batch is deduced from the objective alone; the sources convert as ordinary arguments
+// (a SampledBatches* or nullptr for the eval source).
+template <typename T>
+struct NonDeduced {
+  using type = T;
+};
+template <typename T>
+using non_deduced_t = typename NonDeduced<T>::type;
+
+// A type-erased objective over buffered micro-batches, so the loop below is compiled once.
+class Feed {
+ public:
+  virtual ~Feed() = default;
+  virtual void fetch(int64_t n) = 0;  // replaces the buffer with the source's next n batches
+  virtual int64_t size() const = 0;
+  virtual int64_t count(int64_t i) const = 0;
+  virtual int64_t inputs(int64_t i) const = 0;
+  virtual LossSum loss(int64_t i) = 0;
+  virtual std::string unit() const = 0;
+  virtual bool loss_is_nll() const = 0;
+  virtual DataCursor* cursor() = 0;  // null for a fixed list of batches
+};
+
+template <typename Batch>
+class FeedOf final : public Feed {
+ public:
+  FeedOf(Objective<Batch>& objective, BatchSource<Batch>* source, std::vector<Batch> batches = {})
+      : objective_(objective), source_(source), batches_(std::move(batches)) {}
+  void fetch(int64_t n) override {
+    batches_.clear();
+    for (int64_t i = 0; i < n; ++i) batches_.push_back(source_->next());
+  }
+  int64_t size() const override { return static_cast<int64_t>(batches_.size()); }
+  int64_t count(int64_t i) const override { return objective_.count(at(i)); }
+  int64_t inputs(int64_t i) const override { return objective_.inputs(at(i)); }
+  LossSum loss(int64_t i) override { return objective_.loss(at(i)); }
+  std::string unit() const override { return objective_.unit(); }
+  bool loss_is_nll() const override { return objective_.loss_is_nll(); }
+  DataCursor* cursor() override { return source_; }
+
+ private:
+  const Batch& at(int64_t i) const { return batches_[static_cast<size_t>(i)]; }
+  Objective<Batch>& objective_;
+  BatchSource<Batch>* source_;
+  std::vector<Batch> batches_;
+};
+}  // namespace detail
+
 class Trainer {
  public:
-  /// Trains `model` in place (it is put in train mode; its parameters are optimised).
-  Trainer(lm::CausalLM model, TrainerOptions options);
+  /// Trains `groups`' parameters (empty: parameter_group(modules)), which must all belong to
+  /// `modules`; `modules` are put in train mode and are what checkpoints hold.
+  Trainer(std::vector<NamedModule> modules, TrainerOptions options,
+          std::vector<ParamGroup> groups = {});
 
-  /// Restores the model, optimizer, RNG, step and `train`'s cursor from a checkpoint folder.
-  void restore(const std::filesystem::path& checkpoint, BatchSource& train);
+  /// Restores the modules, optimizer, RNG, step and `train`'s cursor from a checkpoint folder.
+  void restore(const std::filesystem::path& checkpoint, DataCursor& train);
 
   /// Runs from the current step to max_steps. With `dir`: metrics.jsonl (train/loss,
-  /// train/grad_norm, train/learning_rate, eval/loss, ...) and checkpoints in dir/checkpoints.
-  TrainResult fit(BatchSource& train, BatchSource* eval = nullptr, RunDirectory* dir = nullptr);
+  /// train/grad_norm, train/learning_rate, train/<metric>, eval/loss, eval/<metric>, ...) and
+  /// checkpoints in dir/checkpoints.
+  template <typename Batch>
+  TrainResult fit(Objective<Batch>& objective, detail::non_deduced_t<BatchSource<Batch>>& train,
+                  detail::non_deduced_t<BatchSource<Batch>>* eval = nullptr,
+                  RunDirectory* dir = nullptr) {
+    detail::FeedOf<Batch> train_feed(objective, &train);
+    if (eval == nullptr) return fit_feed(train_feed, nullptr, dir);
+    detail::FeedOf<Batch> eval_feed(objective, eval);
+    return fit_feed(train_feed, &eval_feed, dir);
+  }
 
   /// One optimizer step over these micro-batches.
-  StepStats train_step(const std::vector<TrainBatch>& micro_batches);
+  template <typename Batch>
+  StepStats train_step(Objective<Batch>& objective,
+                       detail::non_deduced_t<std::vector<Batch>> micro_batches) {
+    detail::FeedOf<Batch> feed(objective, nullptr, std::move(micro_batches));
+    return step_feed(feed);
+  }
 
-  /// Mean token loss over `batches` batches of `eval` (0: batches_per_epoch()), without
-  /// gradients; `eval`'s cursor is restored afterwards, so every evaluation sees the same data.
-  double evaluate(BatchSource& eval, int64_t batches = 0);
+  /// The objective's mean loss and metrics over `batches` batches of `eval`
+  /// (0: batches_per_epoch()), in eval mode under InferenceMode; `eval`'s cursor is restored
+  /// afterwards, so every evaluation sees the same data.
+  template <typename Batch>
+  EvalResult evaluate(Objective<Batch>& objective, detail::non_deduced_t<BatchSource<Batch>>& eval,
+                      int64_t batches = 0) {
+    detail::FeedOf<Batch> feed(objective, &eval);
+    return evaluate_feed(feed, batches);
+  }
+
+  /// The gradient seam (GradientHook); empty to remove.
+  void set_gradient_hook(GradientHook hook) { gradient_hook_ = std::move(hook); }
+  /// Runs after each optimizer step (StepHook); empty to remove.
+  void set_step_hook(StepHook hook) { step_hook_ = std::move(hook); }
 
   int64_t step() const { return step_; }
   AdamW& optimizer() { return optimizer_; }
-  lm::CausalLM model() const { return model_; }
+  const std::vector<NamedModule>& modules() const { return modules_; }
   const TrainerOptions& options() const { return options_; }
 
  private:
-  // Sum of token losses and the number of target tokens of one micro-batch.
-  std::pair<at::Tensor, int64_t> loss_sum(const TrainBatch& batch);
-  lm::CausalLM model_;
+  TrainResult fit_feed(detail::Feed& train, detail::Feed* eval, RunDirectory* dir);
+  StepStats step_feed(detail::Feed& feed);
+  EvalResult evaluate_feed(detail::Feed& feed, int64_t batches);
+  void set_train_mode(bool on);
+
+  std::vector<NamedModule> modules_;
   TrainerOptions options_;
   AdamW optimizer_;
   int64_t step_ = 0;
   std::vector<std::pair<int64_t, double>> eval_history_;
+  GradientHook gradient_hook_;
+  StepHook step_hook_;
 };
 
-/// Mean next-token loss of a model on data (inference mode), the number every eval reports.
-double mean_token_loss(lm::CausalLM model, BatchSource& data, int64_t batches = 0,
-                       bool autocast = false);
+/// Mean loss and metrics of an objective over `batches` batches of `data` (0: one epoch) under
+/// InferenceMode and the autocast of `options` (precision, autocast_cpu); the cursor of `data`
+/// is restored afterwards. Module modes are the caller's (Trainer::evaluate switches them).
+template <typename Batch>
+EvalResult evaluate_objective(Objective<Batch>& objective,
+                              detail::non_deduced_t<BatchSource<Batch>>& data,
+                              int64_t batches = 0, const TrainerOptions& options = {});
+
+namespace detail {
+EvalResult evaluate_feed(Feed& feed, int64_t batches, const TrainerOptions& options);
+}
+
+template <typename Batch>
+EvalResult evaluate_objective(Objective<Batch>& objective,
+                              detail::non_deduced_t<BatchSource<Batch>>& data, int64_t batches,
+                              const TrainerOptions& options) {
+  detail::FeedOf<Batch> feed(objective, &data);
+  return detail::evaluate_feed(feed, batches, options);
+}
 
 }  // namespace concord::train
