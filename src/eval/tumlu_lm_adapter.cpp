@@ -1,8 +1,5 @@
 #include "concord/eval/tumlu_lm_adapter.h"
 
-#include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -42,15 +39,6 @@ std::string shared_block_prefix(const std::string& text, size_t common) {
 // Room for the items' own tokens in the shared cache's buffers, so a copy of it takes an item
 // without growing (and copying) again.
 constexpr int64_t kItemRoom = 256;
-
-c10::Device model_device(const lm::CausalLM& model) {
-  for (const auto& p : model->parameters()) return p.device();
-  return c10::Device(c10::kCPU);
-}
-
-at::Tensor ids_tensor(const std::vector<int64_t>& ids, c10::Device device) {
-  return at::tensor(ids, at::TensorOptions().dtype(at::kLong)).view({1, -1}).to(device);
-}
 
 }  // namespace
 
@@ -108,15 +96,14 @@ std::vector<int64_t> CausalLmTumluModel::continuation_tokens(const std::vector<i
 void CausalLmTumluModel::reset_prefix_cache() {
   last_prefix_.clear();
   shared_text_.clear();
-  shared_ids_.clear();
-  shared_cache_ = nn::KVCache();
+  shared_ = lm::PrefixCache();
   stats_.prefix_tokens = 0;
 }
 
 bool CausalLmTumluModel::cache_serves(const std::string& prefix,
                                       const std::vector<int64_t>& prefix_ids) const {
   return !shared_text_.empty() && prefix.compare(0, shared_text_.size(), shared_text_) == 0 &&
-         prefix_ids.size() > shared_ids_.size() && starts_with(prefix_ids, shared_ids_);
+         prefix_ids.size() > shared_.tokens.size() && starts_with(prefix_ids, shared_.tokens);
 }
 
 void CausalLmTumluModel::ensure_shared_prefix(const std::vector<LoglikRequest>& requests,
@@ -153,124 +140,39 @@ void CausalLmTumluModel::ensure_shared_prefix(const std::vector<LoglikRequest>& 
     ++stats_.rejected;
     return;
   }
-  c10::InferenceMode guard;
-  nn::KVCache cache = model_->make_cache();
-  cache.reserve(static_cast<int64_t>(ids.size()) + kItemRoom);
-  model_->hidden_states(ids_tensor(ids, model_device(model_)), {}, &cache);
+  shared_ = lm::encode_prefix(model_, std::move(ids), kItemRoom);
   shared_text_ = candidate;
-  shared_ids_ = std::move(ids);
-  shared_cache_ = std::move(cache);
-  stats_.prefix_tokens = static_cast<int64_t>(shared_ids_.size());
+  stats_.prefix_tokens = shared_.length();
   ++stats_.builds;
 }
 
-void CausalLmTumluModel::loglik_cached(const std::vector<Encoded>& encoded,
-                                       const std::vector<size_t>& items,
-                                       std::vector<std::vector<double>>& out) {
-  c10::InferenceMode guard;
-  const auto device = model_device(model_);
-  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
-  const auto cpu_long = at::TensorOptions().dtype(at::kLong);
-  const int64_t past = static_cast<int64_t>(shared_ids_.size());
-  const int64_t rows = static_cast<int64_t>(items.size());
-
-  // Each item's own tokens (after the shared prefix), right-padded to the longest.
-  std::vector<int64_t> lengths;
-  int64_t width = 0;
+void CausalLmTumluModel::score_into(const std::vector<Encoded>& encoded,
+                                    const std::vector<size_t>& items, bool cached,
+                                    std::vector<std::vector<double>>& out) {
+  if (items.empty()) return;
+  const int64_t past = cached ? shared_.length() : 0;
+  std::vector<lm::ScoreRequest> requests;
+  requests.reserve(items.size());
   for (size_t i : items) {
-    lengths.push_back(static_cast<int64_t>(encoded[i].prefix_ids.size()) - past);
-    width = std::max(width, lengths.back());
+    const auto& ids = encoded[i].prefix_ids;
+    requests.push_back({std::vector<int64_t>(ids.begin() + past, ids.end()), encoded[i].continuations});
   }
-  std::vector<int64_t> input(static_cast<size_t>(rows * width), pad_id_);
-  std::vector<int64_t> last(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto& ids = encoded[items[static_cast<size_t>(r)]].prefix_ids;
-    std::copy(ids.begin() + past, ids.end(), input.begin() + r * width);
-    last[static_cast<size_t>(r)] = r * width + lengths[static_cast<size_t>(r)] - 1;
-  }
-  // A deep copy (index_select) of the shared cache per row, so no item writes into it. No mask:
-  // padding only follows an item's tokens, and causal attention never looks ahead.
-  nn::KVCache cache = shared_cache_;
-  cache.select_rows(at::zeros({rows}, long_opts));
-  const at::Tensor h = model_->hidden_states(
-      at::tensor(input, cpu_long).view({rows, width}).to(device), {}, &cache);
-  const at::Tensor at_last = h.reshape({rows * width, -1}).index_select(0, at::tensor(last, cpu_long).to(device));
-  const at::Tensor first =
-      at::log_softmax(model_->logits(at_last).to(at::kFloat), -1).to(at::kCPU).contiguous();
-  const int64_t vocab = first.size(1);
-
-  for (int64_t r = 0; r < rows; ++r) {
-    const size_t item = items[static_cast<size_t>(r)];
-    const auto& conts = encoded[item].continuations;
-    const float* lp0 = first.data_ptr<float>() + r * vocab;
-    auto& scores = out[item];
-    scores.assign(conts.size(), 0.0);
-    std::vector<size_t> longer;  // continuations of more than one token
-    for (size_t i = 0; i < conts.size(); ++i) {
-      CONCORD_CHECK(!conts[i].empty(), "CausalLmTumluModel: empty continuation");
-      scores[i] = lp0[conts[i][0]];
-      if (conts[i].size() > 1) longer.push_back(i);
-    }
-    if (longer.empty()) continue;
-
-    // The rest of each longer continuation, right-padded, continuing from this item's row: row c
-    // feeds cont[0..n-2] and position t predicts cont[t+1]. The mask hides the item's own padding
-    // (positions past + length .. past + width) and the continuations' padding; positions come
-    // from the mask, so the first continuation token sits at past + length.
-    const int64_t crows = static_cast<int64_t>(longer.size());
-    int64_t cwidth = 0;
-    for (size_t i : longer) cwidth = std::max<int64_t>(cwidth, static_cast<int64_t>(conts[i].size()) - 1);
-    const int64_t span = cache.length() + cwidth;
-    const int64_t length = lengths[static_cast<size_t>(r)];
-    std::vector<int64_t> cinput(static_cast<size_t>(crows * cwidth), pad_id_);
-    std::vector<int64_t> mask(static_cast<size_t>(crows * span), 1);
-    std::vector<int64_t> flat_index, targets;
-    for (int64_t c = 0; c < crows; ++c) {
-      const auto& cont = conts[longer[static_cast<size_t>(c)]];
-      const int64_t n = static_cast<int64_t>(cont.size()) - 1;
-      for (int64_t t = past + length; t < past + width; ++t) mask[static_cast<size_t>(c * span + t)] = 0;
-      for (int64_t t = 0; t < cwidth; ++t) {
-        if (t < n) {
-          cinput[static_cast<size_t>(c * cwidth + t)] = cont[static_cast<size_t>(t)];
-          flat_index.push_back(c * cwidth + t);
-          targets.push_back(cont[static_cast<size_t>(t + 1)]);
-        } else {
-          mask[static_cast<size_t>(c * span + cache.length() + t)] = 0;
-        }
-      }
-    }
-    nn::KVCache row_cache = cache;
-    row_cache.select_rows(at::full({crows}, r, long_opts));
-    const at::Tensor hidden =
-        model_->hidden_states(at::tensor(cinput, cpu_long).view({crows, cwidth}).to(device),
-                              at::tensor(mask, cpu_long).view({crows, span}).to(device), &row_cache)
-            .reshape({crows * cwidth, -1});
-    const at::Tensor picked = hidden.index_select(0, at::tensor(flat_index, cpu_long).to(device));
-    const at::Tensor lp = at::log_softmax(model_->logits(picked).to(at::kFloat), -1)
-                              .gather(1, at::tensor(targets, cpu_long).to(device).unsqueeze(1))
-                              .squeeze(1)
-                              .to(at::kCPU)
-                              .contiguous();
-    const float* v = lp.data_ptr<float>();
-    size_t k = 0;
-    for (int64_t c = 0; c < crows; ++c) {
-      const auto& cont = conts[longer[static_cast<size_t>(c)]];
-      for (size_t t = 1; t < cont.size(); ++t) scores[longer[static_cast<size_t>(c)]] += v[k++];
-    }
-  }
-}
-
-std::vector<double> CausalLmTumluModel::loglik_full(const Encoded& encoded) {
   lm::ScoreOptions so;
-  so.batch_size = std::max<int64_t>(1, options_.score_batch_size);
   so.pad_token_id = pad_id_;
-  const auto scores = lm::score_continuations(
-      model_, std::vector<std::vector<int64_t>>(encoded.continuations.size(), encoded.prefix_ids),
-      encoded.continuations, so);
-  std::vector<double> out;
-  out.reserve(scores.size());
-  for (const auto& s : scores) out.push_back(s.sum);
-  return out;
+  if (cached) {
+    // Each item's own tokens run once over a copy of the shots' cache, and its options over
+    // copies of the item's rows.
+    so.share_prompt = true;
+    so.batch_size = std::max<int64_t>(1, options_.item_batch_size);
+  } else {
+    so.batch_size = std::max<int64_t>(1, options_.score_batch_size);
+  }
+  const auto scores = lm::score_requests(model_, requests, so, cached ? &shared_ : nullptr);
+  for (size_t r = 0; r < items.size(); ++r) {
+    auto& row = out[items[r]];
+    row.clear();
+    for (const auto& s : scores[r]) row.push_back(s.sum);
+  }
 }
 
 std::vector<std::vector<double>> CausalLmTumluModel::loglik_batch(
@@ -297,23 +199,10 @@ std::vector<std::vector<double>> CausalLmTumluModel::loglik_batch(
     const bool hit = options_.prefix_cache && cache_serves(requests[i].prefix, encoded[i].prefix_ids);
     (hit ? cached : full).push_back(i);
   }
-  // Longest first, so each chunk pads its items to nearly their own length: in a subject's
-  // order the longest of a chunk sets the width of all of them (about a third of the positions
-  // were padding on TUMLU-mini).
-  std::stable_sort(cached.begin(), cached.end(), [&](size_t a, size_t b) {
-    return encoded[a].prefix_ids.size() > encoded[b].prefix_ids.size();
-  });
-  const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, options_.item_batch_size));
-  for (size_t start = 0; start < cached.size(); start += chunk) {
-    const std::vector<size_t> items(cached.begin() + static_cast<std::ptrdiff_t>(start),
-                                    cached.begin() + static_cast<std::ptrdiff_t>(std::min(cached.size(), start + chunk)));
-    loglik_cached(encoded, items, out);
-    stats_.hits += static_cast<int64_t>(items.size());
-  }
-  for (size_t i : full) {
-    out[i] = loglik_full(encoded[i]);
-    ++stats_.full_forwards;
-  }
+  score_into(encoded, cached, /*cached=*/true, out);
+  stats_.hits += static_cast<int64_t>(cached.size());
+  score_into(encoded, full, /*cached=*/false, out);
+  stats_.full_forwards += static_cast<int64_t>(full.size());
   return out;
 }
 

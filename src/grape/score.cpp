@@ -6,9 +6,6 @@
 #include <numeric>
 #include <unordered_map>
 
-#include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
-
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/data/jsonl.h"
@@ -237,113 +234,6 @@ void record(CandidateScore& c, const std::vector<double>& logprobs) {
   c.score = c.logprob_sum / static_cast<double>(logprobs.size());
 }
 
-// Scores the responses of a chunk of pools. The chunk's prompts run once, left-padded so that
-// they all end at the last cache position, into a KV cache; the responses are then sorted by
-// length and run in batches of `batch_size`, each over a copy of the cache whose rows are the
-// prompts of its responses. The first response token is predicted by the prompt's last position,
-// the others by the response positions before them; only those positions reach the LM head.
-void score_shared_chunk(lm::CausalLM& model, const std::vector<size_t>& chunk_pools,
-                        const std::vector<std::vector<int64_t>>& prompts,
-                        const std::vector<std::vector<size_t>>& jobs_of_pool,
-                        const std::vector<Job>& jobs, int64_t pad_id, int64_t batch_size,
-                        std::vector<PoolScores>& result) {
-  const c10::Device device = model->embed->weight.device();
-  const int64_t n_prompts = static_cast<int64_t>(chunk_pools.size());
-  int64_t prompt_len = 0;
-  for (size_t p : chunk_pools) prompt_len = std::max<int64_t>(prompt_len, static_cast<int64_t>(prompts[p].size()));
-  at::Tensor prompt_ids = at::full({n_prompts, prompt_len}, pad_id, at::kLong);
-  at::Tensor prompt_mask = at::zeros({n_prompts, prompt_len}, at::kLong);
-  std::vector<std::pair<size_t, int64_t>> work;  // (job, prompt row)
-  {
-    auto pi = prompt_ids.accessor<int64_t, 2>();
-    auto pm = prompt_mask.accessor<int64_t, 2>();
-    for (int64_t g = 0; g < n_prompts; ++g) {
-      const size_t pool = chunk_pools[static_cast<size_t>(g)];
-      const auto& p = prompts[pool];
-      const int64_t offset = prompt_len - static_cast<int64_t>(p.size());
-      for (size_t t = 0; t < p.size(); ++t) {
-        pi[g][offset + static_cast<int64_t>(t)] = p[t];
-        pm[g][offset + static_cast<int64_t>(t)] = 1;
-      }
-      for (size_t j : jobs_of_pool[pool]) work.emplace_back(j, g);
-    }
-  }
-  // Longest responses first, so each batch pads little.
-  std::stable_sort(work.begin(), work.end(), [&](const auto& a, const auto& b) {
-    return jobs[a.first].response.size() > jobs[b.first].response.size();
-  });
-  // Rows without padding need no mask, and without a mask the model takes the fused causal
-  // attention (flash-style, no [T, S] score matrix), which is much faster on CPU.
-  bool prompts_padded = false;
-  for (size_t p : chunk_pools) prompts_padded |= static_cast<int64_t>(prompts[p].size()) != prompt_len;
-  nn::KVCache prompt_cache = model->make_cache();
-  const at::Tensor prompt_last =
-      model->hidden_states(prompt_ids.to(device),
-                           prompts_padded ? prompt_mask.to(device) : at::Tensor(), &prompt_cache)
-          .select(1, prompt_len - 1);  // [n_prompts, d]: predicts each first response token
-
-  for (size_t start = 0; start < work.size(); start += static_cast<size_t>(batch_size)) {
-    const size_t end = std::min(work.size(), start + static_cast<size_t>(batch_size));
-    const int64_t rows = static_cast<int64_t>(end - start);
-    const int64_t response_len = static_cast<int64_t>(jobs[work[start].first].response.size());
-    at::Tensor response_ids = at::full({rows, response_len}, pad_id, at::kLong);
-    at::Tensor response_mask = at::zeros({rows, response_len}, at::kLong);
-    std::vector<int64_t> row_prompt, picks, targets;
-    {
-      auto ri = response_ids.accessor<int64_t, 2>();
-      auto rm = response_mask.accessor<int64_t, 2>();
-      for (int64_t row = 0; row < rows; ++row) {
-        const auto& [j, g] = work[start + static_cast<size_t>(row)];
-        row_prompt.push_back(g);
-        const auto& r = jobs[j].response;
-        for (size_t t = 0; t < r.size(); ++t) {
-          ri[row][static_cast<int64_t>(t)] = r[t];
-          rm[row][static_cast<int64_t>(t)] = 1;
-          // Column t of the predictor matrix below holds the state that predicts token t.
-          picks.push_back(row * response_len + static_cast<int64_t>(t));
-          targets.push_back(r[t]);
-        }
-      }
-    }
-    const at::Tensor index = at::tensor(row_prompt, at::kLong);
-    const at::Tensor index_d = index.to(device);
-    // Predictors: the prompt's last state, then the response states but the last.
-    at::Tensor predictors = prompt_last.index_select(0, index_d).unsqueeze(1);
-    if (response_len > 1) {
-      // A copy of the prompt cache holding this batch's rows (select_rows builds new buffers,
-      // so the chunk's cache stays as it was for the next batch).
-      nn::KVCache cache = prompt_cache;
-      cache.select_rows(index_d);
-      cache.reserve(prompt_len + response_len - 1);
-      const bool padded =
-          prompts_padded ||
-          static_cast<int64_t>(jobs[work[end - 1].first].response.size()) != response_len;
-      at::Tensor mask;
-      if (padded) {
-        mask = at::cat({prompt_mask.index_select(0, index),
-                        response_mask.narrow(1, 0, response_len - 1)}, 1).to(device);
-      }
-      const at::Tensor hidden = model->hidden_states(
-          response_ids.narrow(1, 0, response_len - 1).to(device), mask, &cache);
-      predictors = at::cat({predictors, hidden}, 1);
-    }
-    const at::Tensor picked = predictors.reshape({rows * response_len, predictors.size(2)})
-                                  .index_select(0, at::tensor(picks, at::kLong).to(device));
-    const at::Tensor logp = at::log_softmax(model->logits(picked).to(at::kFloat), -1);
-    const at::Tensor target = at::tensor(targets, at::kLong).to(device);
-    const at::Tensor lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).to(at::kDouble).cpu();
-    auto lp_a = lp.accessor<double, 1>();
-    int64_t k = 0;
-    std::vector<double> values;
-    for (size_t w = start; w < end; ++w) {
-      const Job& job = jobs[work[w].first];
-      values.resize(job.response.size());
-      for (double& v : values) v = lp_a[k++];
-      record(result[job.pool].candidates[job.candidate], values);
-    }
-  }
-}
-
 }  // namespace
 
 std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& tokenizer,
@@ -424,51 +314,31 @@ std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& t
   }
 
   if (!jobs.empty()) {
-    c10::InferenceMode inference;
+    // One request per pool that has responses to run: its prompt and those responses. With
+    // share_prompt the prompt runs once per pool into a KV cache its responses reuse (lm/score.h).
+    std::vector<lm::ScoreRequest> requests;
+    std::vector<std::vector<size_t>> jobs_of_request;
+    std::vector<int64_t> request_of_pool(result.size(), -1);
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      int64_t& r = request_of_pool[jobs[k].pool];
+      if (r < 0) {
+        r = static_cast<int64_t>(requests.size());
+        requests.push_back({prompts[jobs[k].pool], {}});
+        jobs_of_request.emplace_back();
+      }
+      requests[static_cast<size_t>(r)].continuations.push_back(jobs[k].response);
+      jobs_of_request[static_cast<size_t>(r)].push_back(k);
+    }
     model->eval();
-    if (!options.share_prompt) {
-      std::vector<std::vector<int64_t>> p, r;
-      for (const auto& j : jobs) {
-        p.push_back(prompts[j.pool]);
-        r.push_back(j.response);
-      }
-      lm::ScoreOptions so;
-      so.batch_size = options.batch_size;
-      so.pad_token_id = pad_id;
-      const auto scores = lm::score_continuations(model, p, r, so);
-      for (size_t k = 0; k < jobs.size(); ++k) {
-        record(result[jobs[k].pool].candidates[jobs[k].candidate], scores[k].token_logprobs);
-      }
-    } else {
-      // Chunks of pools with similar prompt lengths (longest first) and up to
-      // kChunkBatches * batch_size responses: each chunk runs its prompts once and its
-      // responses in length-sorted batches, so prompts are shared and little is padding.
-      constexpr size_t kChunkBatches = 4;
-      std::vector<std::vector<size_t>> jobs_of_pool(result.size());
-      for (size_t k = 0; k < jobs.size(); ++k) jobs_of_pool[jobs[k].pool].push_back(k);
-      std::vector<size_t> order;
-      for (size_t p = 0; p < result.size(); ++p) {
-        if (!jobs_of_pool[p].empty()) order.push_back(p);
-      }
-      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-        return prompts[a].size() > prompts[b].size();
-      });
-      const size_t budget = kChunkBatches * static_cast<size_t>(options.batch_size);
-      std::vector<size_t> chunk;
-      size_t chunk_rows = 0;
-      for (size_t i = 0; i <= order.size(); ++i) {
-        if (i == order.size() ||
-            (!chunk.empty() && chunk_rows + jobs_of_pool[order[i]].size() > budget)) {
-          if (!chunk.empty()) {
-            score_shared_chunk(model, chunk, prompts, jobs_of_pool, jobs, pad_id,
-                               options.batch_size, result);
-          }
-          chunk.clear();
-          chunk_rows = 0;
-          if (i == order.size()) break;
-        }
-        chunk.push_back(order[i]);
-        chunk_rows += jobs_of_pool[order[i]].size();
+    lm::ScoreOptions so;
+    so.batch_size = options.batch_size;
+    so.pad_token_id = pad_id;
+    so.share_prompt = options.share_prompt;
+    const auto scores = lm::score_requests(model, requests, so);
+    for (size_t r = 0; r < requests.size(); ++r) {
+      for (size_t k = 0; k < jobs_of_request[r].size(); ++k) {
+        const Job& job = jobs[jobs_of_request[r][k]];
+        record(result[job.pool].candidates[job.candidate], scores[r][k].token_logprobs);
       }
     }
   }

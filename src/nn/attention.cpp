@@ -69,8 +69,10 @@ at::Tensor attention_core(const at::Tensor& q, const at::Tensor& k, const at::Te
                  .expand({batch, kv_heads, rep, len, v.size(3)})
                  .reshape({batch, heads, len, v.size(3)});
   }
-  // Scores and softmax in fp32; a finite fill (not -inf) keeps fully masked rows finite.
-  at::Tensor scores = at::matmul(q, keys.transpose(-2, -1)).to(at::kFloat) * scale;
+  // Scores and softmax in fp32 at least (half precision is widened, a double model keeps its
+  // precision); a finite fill (not -inf) keeps fully masked rows finite.
+  at::Tensor scores =
+      at::matmul(q, keys.transpose(-2, -1)).to(at::promote_types(q.scalar_type(), at::kFloat)) * scale;
   if (mask.defined()) {
     scores = scores.masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
   }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <random>
 #include <set>
 
 #include <torch/torch.h>
@@ -520,6 +521,198 @@ TEST(Score, ContinuationLogProbsMatchReferenceLogits) {
     const auto lp = token_logprobs(model, ids, ref["attention_mask"], target);
     EXPECT_NEAR(lp[0].sum().item<double>(), scores[0].sum, 1e-4) << family;
   }
+}
+
+// Requests with prompts of different lengths (so prompts are padded in every layout, and two
+// share a length), 1 to 6 continuations of 0 to 6 tokens, ids drawn from [3, vocab).
+std::vector<ScoreRequest> mixed_requests(int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto ids = [&](int64_t n) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < n; ++i) out.push_back(3 + static_cast<int64_t>(rng() % static_cast<uint64_t>(vocab - 3)));
+    return out;
+  };
+  const std::vector<int64_t> prompt_lengths = {3, 11, 1, 7, 7, 14, 5};
+  std::vector<ScoreRequest> requests;
+  for (size_t i = 0; i < prompt_lengths.size(); ++i) {
+    ScoreRequest r;
+    r.prompt = ids(prompt_lengths[i]);
+    const size_t conts = 1 + (i * 5) % 6;
+    for (size_t k = 0; k < conts; ++k) r.continuations.push_back(ids(static_cast<int64_t>((i + 2 * k) % 7)));
+    requests.push_back(std::move(r));
+  }
+  return requests;
+}
+
+// Largest |a - b| over every token log-prob; also checks that sums, means and shapes agree.
+double max_score_diff(const std::vector<std::vector<ContinuationScore>>& a,
+                      const std::vector<std::vector<ContinuationScore>>& b) {
+  double worst = 0.0;
+  EXPECT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    EXPECT_EQ(a[i].size(), b[i].size());
+    for (size_t k = 0; k < a[i].size() && k < b[i].size(); ++k) {
+      EXPECT_EQ(a[i][k].token_logprobs.size(), b[i][k].token_logprobs.size());
+      for (size_t t = 0; t < a[i][k].token_logprobs.size() && t < b[i][k].token_logprobs.size(); ++t) {
+        worst = std::max(worst, std::abs(a[i][k].token_logprobs[t] - b[i][k].token_logprobs[t]));
+      }
+      worst = std::max(worst, std::abs(a[i][k].sum - b[i][k].sum) / 8.0);  // sums of <= 6 terms
+      EXPECT_EQ(a[i][k].greedy, b[i][k].greedy);
+    }
+  }
+  return worst;
+}
+
+// Every family, plus PanGu-π with SIAF's neighbour convolution (its cache carries a state) and
+// Mistral's sliding window of 5 (counted in columns): the layouts that must keep rows free of
+// inner padding are covered as well as the right-padded one.
+std::vector<std::pair<std::string, CausalLM>> scoring_models(at::ScalarType dtype) {
+  std::vector<std::pair<std::string, CausalLM>> models;
+  for (const auto& family : kFamilies) models.emplace_back(family, load_pretrained(fixture("lm/" + family)));
+  torch::manual_seed(23);
+  CausalLM pangu(tiny_pangu());
+  perturb_pangu(pangu);
+  pangu->eval();
+  models.emplace_back("pangu_pi", pangu);
+  for (auto& m : models) m.second->to(dtype);
+  return models;
+}
+
+// The layouts compute the same thing in a different order. In fp64 (the composite ops, and a
+// fp64 log-softmax) only that order differs, so anything but rounding shows: a wrong position,
+// an attended padding key, a stale cache row. In fp32 the fused kernels run, and these fixtures'
+// logits of order 5 (weights drawn from N(0, 0.25^2)) put the rounding of two summation orders
+// at a few 1e-6 per token.
+struct Precision {
+  at::ScalarType dtype;
+  double tolerance;
+};
+const std::vector<Precision> kPrecisions = {{at::kDouble, 1e-9}, {at::kFloat, 2e-5}};
+
+TEST(Score, SharedPromptPathEqualsThePlainPath) {
+  for (const auto& precision : kPrecisions) {
+    for (auto& [family, model] : scoring_models(precision.dtype)) {
+      const auto requests = mixed_requests(model->config.vocab_size, 5);
+      ScoreOptions plain;
+      plain.batch_size = 3;
+      const auto want = score_requests(model, requests, plain);
+      // The plain path is the per-pair computation: one pair alone gives the same.
+      ScoreOptions one;
+      one.batch_size = 1;
+      const auto alone = score_continuations(model, {requests[1].prompt}, {requests[1].continuations[0]}, one);
+      EXPECT_LT(std::abs(alone[0].sum - want[1][0].sum), precision.tolerance) << family;
+      for (int64_t batch : {1, 2, 4, 64}) {
+        ScoreOptions shared;
+        shared.share_prompt = true;
+        shared.batch_size = batch;
+        const auto got = score_requests(model, requests, shared);
+        EXPECT_LT(max_score_diff(got, want), precision.tolerance)
+            << family << " " << c10::toString(precision.dtype) << " batch " << batch;
+      }
+      // Empty continuations score 0 (request 0 has nothing else to score).
+      EXPECT_TRUE(want[0][0].token_logprobs.empty());
+      EXPECT_EQ(want[0][0].sum, 0.0);
+      EXPECT_TRUE(want[1][3].token_logprobs.empty());
+      EXPECT_EQ(want[1][1].token_logprobs.size(), 3u);
+    }
+  }
+}
+
+TEST(Score, SharedPrefixPathEqualsThePlainPath) {
+  for (const auto& precision : kPrecisions) {
+    for (auto& [family, model] : scoring_models(precision.dtype)) {
+      const auto requests = mixed_requests(model->config.vocab_size, 9);
+      std::vector<int64_t> shots;
+      for (int64_t i = 0; i < 12; ++i) shots.push_back(3 + (i * 37) % (model->config.vocab_size - 3));
+      // The reference: every prompt with the prefix written in front, plain layout, no cache.
+      std::vector<ScoreRequest> whole = requests;
+      for (auto& r : whole) r.prompt.insert(r.prompt.begin(), shots.begin(), shots.end());
+      ScoreOptions plain;
+      plain.batch_size = 3;
+      const auto want = score_requests(model, whole, plain);
+      for (int64_t room : {0, 64}) {
+        const PrefixCache prefix = encode_prefix(model, shots, room);
+        ASSERT_EQ(prefix.cache.length(), 12);
+        for (const bool share : {false, true}) {
+          for (int64_t batch : {2, 5}) {
+            ScoreOptions o;
+            o.share_prompt = share;
+            o.batch_size = batch;
+            const auto got = score_requests(model, requests, o, &prefix);
+            EXPECT_LT(max_score_diff(got, want), precision.tolerance)
+                << family << " " << c10::toString(precision.dtype) << (share ? " shared" : " plain")
+                << " batch " << batch << " room " << room;
+          }
+        }
+        // The prefix is only read.
+        EXPECT_EQ(prefix.cache.length(), 12);
+      }
+    }
+  }
+}
+
+TEST(Score, RejectsEmptyPromptsAndForeignPrefixes) {
+  auto model = load_pretrained(fixture("lm/llama"));
+  try {
+    score_requests(model, {ScoreRequest{{}, {{5, 6}}}});
+    FAIL() << "expected an error";
+  } catch (const concord::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("request 0 has an empty prompt"), std::string::npos) << e.what();
+  }
+  PrefixCache bad;
+  bad.tokens = {4, 5, 6};
+  bad.cache = model->make_cache();  // never run: holds 0 positions
+  EXPECT_THROW(score_requests(model, {ScoreRequest{{7}, {{5}}}}, {}, &bad), concord::Error);
+  EXPECT_THROW(encode_prefix(model, {}), concord::Error);
+}
+
+// The differentiable path gives the scorer's numbers, and its gradients are those of scoring
+// each row alone without padding.
+TEST(Score, ContinuationLogprobsCarryTheRowsGradients) {
+  auto model = load_pretrained(fixture("lm/qwen2"));
+  model->eval();
+  const std::vector<std::vector<int64_t>> prompts = {{5, 9, 14, 3}, {7}, {20, 21, 22, 23, 24, 25, 26}};
+  const std::vector<std::vector<int64_t>> conts = {{30, 31}, {40, 41, 42, 43, 44}, {}};
+  const auto out = continuation_logprobs(model, prompts, conts, /*pad_token_id=*/0);
+  ASSERT_EQ(out.logprobs.sizes(), (std::vector<int64_t>{3, 5}));
+  EXPECT_EQ(out.mask.sum().item<double>(), 7.0);
+  EXPECT_EQ(out.logprobs[2].abs().sum().item<double>(), 0.0);  // the empty continuation
+  const auto scores = score_continuations(model, prompts, conts);
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    for (size_t t = 0; t < conts[r].size(); ++t) {
+      EXPECT_NEAR(out.logprobs[static_cast<int64_t>(r)][static_cast<int64_t>(t)].item<double>(),
+                  scores[r].token_logprobs[t], 1e-6);
+    }
+  }
+  ASSERT_TRUE(out.logprobs.requires_grad());
+  model->zero_grad();
+  out.logprobs.sum().backward();
+  std::vector<at::Tensor> batched;
+  for (const auto& p : model->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    batched.push_back(p.grad().clone());
+  }
+  // Reference: each row alone, full forward, log-softmax over all positions, its tokens summed.
+  model->zero_grad();
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    if (conts[r].empty()) continue;
+    std::vector<int64_t> all = prompts[r];
+    all.insert(all.end(), conts[r].begin(), conts[r].end());
+    const auto logp = torch::log_softmax(model->forward(torch::tensor(all).unsqueeze(0))[0], -1);
+    at::Tensor sum = torch::zeros({});
+    for (size_t t = 0; t < conts[r].size(); ++t) {
+      sum = sum + logp[static_cast<int64_t>(prompts[r].size() + t - 1)][conts[r][t]];
+    }
+    sum.backward();
+  }
+  size_t i = 0;
+  double worst = 0.0;
+  for (const auto& p : model->parameters()) {
+    worst = std::max(worst, max_diff(p.grad(), batched[i++]));
+  }
+  EXPECT_LT(worst, 1e-5);
+  EXPECT_GT(batched[0].abs().sum().item<double>(), 0.0);  // gradients reached the embedding
+  model->zero_grad();
 }
 
 // ---- PanGu-π ------------------------------------------------------------------------------

@@ -34,8 +34,8 @@
 namespace concord::eval {
 
 /// What the evaluation needs from a model. An adapter over lm::CausalLM implements it with
-/// lm::generate_text (greedy, stop strings) and lm::score_texts (reusing the prefix's KV cache
-/// across the continuations of one call).
+/// lm::generate_text (greedy, stop strings) and lm::score_requests (reusing the prefix's KV cache
+/// across the continuations of one call; CausalLmTumluModel).
 class TumluModel {
  public:
   virtual ~TumluModel() = default;

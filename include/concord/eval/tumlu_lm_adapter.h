@@ -27,13 +27,12 @@
 //
 // Batches. loglik_batch() takes several prompts at once (the driver sends a whole subject); their
 // common text, cut after its last blank line, is the shared prefix, so even a subject's first
-// items are served by the cache. The cached items run together, longest first, up to
-// item_batch_size at a time: the shared cache copied into one row per item, the items' own tokens
-// right-padded after it. Right padding needs no attention mask: a real token never attends to a
-// later position, so plain causal attention gives each item exactly what it would get alone; the
-// log-softmax at each item's last real token scores every continuation's first token. Longer
-// continuations (option texts) continue per item from that item's row as one right-padded batch,
-// with a mask that hides the item's padding (CausalLmTumluModel.BatchedLoglikMatchesAFullForward).
+// items are served by the cache. Scoring is lm::score_requests (concord/lm/score.h) with that
+// prefix and share_prompt: the cached items run together, longest first, up to item_batch_size
+// at a time, each item's own tokens over a copy of the shots' cache; every option's first token
+// is scored from the item's last state, and longer options (option texts) continue over copies
+// of their item's row (CausalLmTumluModel.BatchedLoglikMatchesAFullForward). Requests the cache
+// does not serve are scored by the same function without prefix, one row per option.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -42,7 +41,7 @@
 
 #include "concord/eval/tumlu_eval.h"
 #include "concord/lm/causal_lm.h"
-#include "concord/nn/kv_cache.h"
+#include "concord/lm/score.h"
 #include "concord/text/tokenizer.h"
 
 namespace concord::eval {
@@ -54,7 +53,8 @@ struct CausalLmTumluOptions {
   int64_t generate_batch_size = 0;
   /// Sequences per forward pass of the full-forward (uncached) loglik path.
   int64_t score_batch_size = 8;
-  /// Items per forward pass of the cached loglik path (each holds a copy of the shared cache).
+  /// Items per forward pass of the cached loglik path (each holds a copy of the shared cache),
+  /// and option rows per pass where options have more than one token.
   int64_t item_batch_size = 16;
   /// Reuse the KV cache of the text shared by consecutive loglik prompts.
   bool prefix_cache = true;
@@ -105,10 +105,10 @@ class CausalLmTumluModel : public TumluModel {
   bool cache_serves(const std::string& prefix, const std::vector<int64_t>& prefix_ids) const;
   void ensure_shared_prefix(const std::vector<LoglikRequest>& requests,
                             const std::vector<Encoded>& encoded);
-  /// Scores the requests `items` (all served by the cache) in one batched pass into `out`.
-  void loglik_cached(const std::vector<Encoded>& encoded, const std::vector<size_t>& items,
-                     std::vector<std::vector<double>>& out);
-  std::vector<double> loglik_full(const Encoded& encoded);
+  /// Scores the requests `items` into `out`: after the shared prefix when `cached` (every item
+  /// must be served by it), from their own tokens otherwise.
+  void score_into(const std::vector<Encoded>& encoded, const std::vector<size_t>& items,
+                  bool cached, std::vector<std::vector<double>>& out);
 
   lm::CausalLM model_;
   std::shared_ptr<const text::Tokenizer> tokenizer_;
@@ -117,8 +117,7 @@ class CausalLmTumluModel : public TumluModel {
 
   std::string last_prefix_;
   std::string shared_text_;  ///< empty: no cache
-  std::vector<int64_t> shared_ids_;
-  nn::KVCache shared_cache_;
+  lm::PrefixCache shared_;   ///< the tokens of shared_text_ and their KV cache
   PrefixCacheStats stats_;
 };
 

@@ -19,15 +19,16 @@
 //   are skipped and counted too: their mean is undefined.
 // - Identical candidates of one instruction (same response text) are scored once; the others
 //   take the score and are counted as deduplicated.
-// - Batched, under InferenceMode; only the positions that predict response tokens go through
-//   the LM head. With share_prompt (default), pools are taken in chunks of similar prompt
-//   length (about 4 batches of responses each): a chunk's prompts run once into a KV cache
-//   (left-padded), and its responses run in length-sorted batches over copies of the cache rows
-//   they need, so a pool of k responses costs one prompt pass, not k. Without it, each
-//   (prompt, response) pair is a row of lm::score_continuations, length-sorted across all
-//   pools: more FLOPs, but no attention over padded prompt keys, which wins when the LM head
-//   dominates (small models with large vocabularies; docs/benchmarks.md). Both give the same
-//   scores (tested).
+// - The log-probs come from lm::score_requests (concord/lm/score.h), one request per pool (its
+//   prompt and the responses that run), under InferenceMode; only the positions that predict
+//   response tokens go through the LM head. With share_prompt (default), pools are taken in
+//   chunks of similar prompt length (at most batch_size prompts and about 4 batches of
+//   responses): a chunk's prompts run once into a KV cache, and its responses run in
+//   length-sorted batches over copies of the cache rows they need, so a pool of k responses
+//   costs one prompt pass, not k. Without it, each (prompt, response) pair is a row,
+//   length-sorted across all pools: more FLOPs, but no attention over padded prompt keys, which
+//   wins when the LM head dominates (small models with large vocabularies; docs/benchmarks.md).
+//   Both give the same scores (tested).
 // - Sharding: rank r of w scores pools r, r + w, r + 2w, ... (launched the way torchrun launches
 //   processes); each rank writes its part with write_score_file, and merge_score_files puts the
 //   parts back into pool order, checking that every pool is there exactly once.
