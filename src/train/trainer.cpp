@@ -36,7 +36,7 @@ std::pair<at::Tensor, int64_t> batch_loss_sum(lm::CausalLM model, const TrainBat
   const at::Tensor targets = batch.targets.to(device).reshape({-1});
   const at::Tensor hidden =
       model->hidden_states(batch.input_ids, batch.attention_mask, nullptr, batch.position_ids,
-                           nullptr, batch.segment_ids);
+                           batch.segment_ids);
   at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
   at::Tensor flat_targets = targets;
   const at::Tensor keep = targets.ne(data::kIgnoreIndex);
