@@ -25,7 +25,8 @@ const std::vector<std::string> kTinyModels = {"tiny-gpt2.json", "tiny-llama.json
 
 CausalLM tiny_model(const std::string& name, uint64_t seed = 1) {
   torch::manual_seed(seed);
-  return CausalLM(load_any_model_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/" + name));
+  return CausalLM(
+      load_any_model_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/" + name));
 }
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -90,7 +91,8 @@ TEST(FeatureCaptureLM, EachBlockOutputIsTheBlockRunOnThePreviousOne) {
       hidden = model->hidden_states(ids);
       for (const auto& path : capture.paths()) got[path] = capture.get(path);
     }
-    at::Tensor embedded = model->embed->weight.index_select(0, ids.view({-1})).view({batch, steps, -1});
+    at::Tensor embedded =
+        model->embed->weight.index_select(0, ids.view({-1})).view({batch, steps, -1});
     EXPECT_TRUE(at::equal(got["embed"], embedded));
     if (model->positions) embedded = embedded + model->positions->weight.narrow(0, 0, steps);
     EXPECT_LT(max_diff(got["embed_out"], embedded), 1e-7);
@@ -103,7 +105,7 @@ TEST(FeatureCaptureLM, EachBlockOutputIsTheBlockRunOnThePreviousOne) {
               1e-6);
     EXPECT_LT(max_diff(hidden, final_norm(model, got["layers.1"])), 1e-6);
     EXPECT_TRUE(at::equal(got[norm], hidden));
-    // The blocks do change the stream (a capture returning its input would fail above only by luck).
+    // The blocks change the stream, so the checks above fail on another layer's features.
     EXPECT_GT(max_diff(got["layers.1"], got["layers.0"]), 1e-3);
   }
 }
@@ -147,7 +149,8 @@ TEST(FeatureCaptureLM, AMistypedPathNamesTheRightOne) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message("layer.0").find("closest: 'layers.0'"), std::string::npos) << message("layer.0");
+  EXPECT_NE(message("layer.0").find("closest: 'layers.0'"), std::string::npos)
+      << message("layer.0");
   EXPECT_NE(message("layers.1.atn").find("closest: 'layers.1.attn'"), std::string::npos)
       << message("layers.1.atn");
   // The tiny GPT-2 ties its head to the embedding: there is no lm_head module.

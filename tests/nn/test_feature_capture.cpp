@@ -306,7 +306,8 @@ TEST(FeatureCapture, UnknownPathsAndContainersAreErrorsNamingTheValidPaths) {
   EXPECT_EQ(cn::detail::innermost_capture, nullptr);
 
   torch::nn::Module holder;
-  auto list = holder.register_module("blocks", torch::nn::ModuleList(cn::RMSNorm(4), cn::RMSNorm(4)));
+  auto list =
+      holder.register_module("blocks", torch::nn::ModuleList(cn::RMSNorm(4), cn::RMSNorm(4)));
   e = error_of([&] { cn::FeatureCapture c(holder, {"blocks"}); });
   EXPECT_NE(e.find("container"), std::string::npos) << e;
   EXPECT_NE(e.find("'blocks.0'"), std::string::npos) << e;
@@ -333,7 +334,8 @@ TEST(FeatureCapture, ReadingAPathThatDoesNotReportSaysWhy) {
 TEST(FeatureCapture, EveryConcordModuleReportsItsOutputOnce) {
   torch::manual_seed(12);
   const at::Tensor x = torch::randn({2, 6, 16});
-  auto check = [&](const std::string& what, const at::Tensor& y, const cn::FeatureCapture& capture) {
+  auto check = [&](const std::string& what, const at::Tensor& y,
+                   const cn::FeatureCapture& capture) {
     ASSERT_EQ(capture.count(""), 1u) << what;
     EXPECT_TRUE(at::equal(capture.get(""), y)) << what;
   };
