@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/feature_capture.h"
 #include "concord/nn/linear.h"
 #include "concord/ops/attention.h"
 #include "concord/ops/linear_cross_entropy.h"
@@ -80,11 +81,11 @@ void TransformerBlockImpl::reset() {
 }
 
 at::Tensor TransformerBlockImpl::norm_attn(const at::Tensor& x) {
-  return ln_attn ? ln_attn->forward(x) : rms_attn->forward(x);
+  return ln_attn ? nn::record_output(*ln_attn, ln_attn->forward(x)) : rms_attn->forward(x);
 }
 
 at::Tensor TransformerBlockImpl::norm_mlp(const at::Tensor& x) {
-  return ln_mlp ? ln_mlp->forward(x) : rms_mlp->forward(x);
+  return ln_mlp ? nn::record_output(*ln_mlp, ln_mlp->forward(x)) : rms_mlp->forward(x);
 }
 
 at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const nn::AttentionContext& ctx,
@@ -95,7 +96,7 @@ at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const nn::Attentio
   if (shortcut) h = h + shortcut->forward(z);  // AugMSA(Z) = MSA(Z) + Z + sum_i T_i(Z)
   const at::Tensor y = x + h;
   at::Tensor* state = cache != nullptr ? &cache->state(layer) : nullptr;
-  return y + mlp->forward_tokens(norm_mlp(y), valid, state);
+  return nn::record_output(*this, y + mlp->forward_tokens(norm_mlp(y), valid, state));
 }
 
 void TransformerBlockImpl::pretty_print(std::ostream& stream) const {
@@ -114,6 +115,7 @@ void CausalLMImpl::reset() {
   if (c.learned_positions) {
     positions = register_module("positions", torch::nn::Embedding(c.max_position_embeddings, d));
   }
+  embed_out = register_module("embed_out", torch::nn::Identity());
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(TransformerBlock(c));
   if (c.layer_norm) {
@@ -134,7 +136,6 @@ void CausalLMImpl::reset() {
 
 at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                        nn::KVCache* cache, const at::Tensor& position_ids,
-                                       std::vector<at::Tensor>* layer_outputs,
                                        const at::Tensor& segment_ids) {
   CONCORD_CHECK(input_ids.defined() && input_ids.dim() == 2,
                 "CausalLM: input_ids must be [B, T], got ",
@@ -179,12 +180,12 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
               .expand({batch, steps});
   }
 
-  at::Tensor x = embed->forward(ids);
+  at::Tensor x = nn::record_output(*embed, embed->forward(ids));
   if (positions) {
     const int64_t top = pos.max().item<int64_t>();
     CONCORD_CHECK(top < config.max_position_embeddings, "CausalLM: position ", top,
                   " is past max_position_embeddings ", config.max_position_embeddings);
-    x = x + positions->forward(pos);
+    x = x + nn::record_output(*positions, positions->forward(pos));
   }
   nn::AttentionContext ctx;
   // Without padding and with no sliding window in reach the mask is plain causal, which the
@@ -220,17 +221,17 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
         nn::rope_tables(pos, config.head_dim, config.rope_theta, x.scalar_type());
   }
   const at::Tensor valid = mask.defined() ? mask.narrow(1, past, steps) : at::Tensor();
-  if (layer_outputs != nullptr) layer_outputs->push_back(x);
+  x = nn::record_output(*embed_out, embed_out->forward(x));
   for (int64_t i = 0; i < config.num_layers; ++i) {
     x = layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i))->forward(x, ctx, valid, cache, i);
-    if (layer_outputs != nullptr) layer_outputs->push_back(x);
   }
   if (cache != nullptr) cache->advance(steps);
-  return ln_final ? ln_final->forward(x) : rms_final->forward(x);
+  return ln_final ? nn::record_output(*ln_final, ln_final->forward(x)) : rms_final->forward(x);
 }
 
 at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) {
-  return nn::linear(hidden, lm_head_weight());
+  const at::Tensor y = nn::linear(hidden, lm_head_weight());
+  return lm_head ? nn::record_output(*lm_head, y) : y;
 }
 
 at::Tensor CausalLMImpl::token_loss(const at::Tensor& hidden, const at::Tensor& targets,
@@ -244,7 +245,8 @@ at::Tensor CausalLMImpl::token_loss(const at::Tensor& hidden, const at::Tensor& 
 at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                  nn::KVCache* cache, const at::Tensor& position_ids,
                                  const at::Tensor& segment_ids) {
-  return logits(hidden_states(input_ids, attention_mask, cache, position_ids, nullptr, segment_ids));
+  return nn::record_output(
+      *this, logits(hidden_states(input_ids, attention_mask, cache, position_ids, segment_ids)));
 }
 
 at::Tensor CausalLMImpl::lm_head_weight() const {

@@ -5,6 +5,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/feature_capture.h"
 
 namespace concord::lm {
 
@@ -121,6 +122,10 @@ LayerDiversity layer_diversity(CausalLM model, const std::vector<std::vector<int
 
   c10::InferenceMode inference;
   const c10::Device device = model->embed->weight.device();
+  // The residual stream: the embeddings the first block reads, then each block's output.
+  std::vector<std::string> paths = {"embed_out"};
+  for (int64_t l = 0; l < config.num_layers; ++l) paths.push_back("layers." + std::to_string(l));
+  nn::FeatureCapture capture(*model, paths);
   const size_t chunk = static_cast<size_t>(options.batch_size);
   for (size_t start = 0; start < kept.size(); start += chunk) {
     const size_t end = std::min(kept.size(), start + chunk);
@@ -143,15 +148,12 @@ LayerDiversity layer_diversity(CausalLM model, const std::vector<std::vector<int
     }
     // Without padding the mask is left out, so attention takes its plain causal (fused) path.
     const at::Tensor attn_mask = padded ? mask.to(device) : at::Tensor();
-    std::vector<at::Tensor> states;
-    states.reserve(layers);
-    model->hidden_states(ids.to(device), attn_mask, nullptr, {}, &states);
-    CONCORD_CHECK(states.size() == layers, "layer_diversity: the model returned ", states.size(),
-                  " layer outputs, expected ", layers);
+    model->hidden_states(ids.to(device), attn_mask);  // each pass replaces the captured features
     const at::Tensor count = mask.sum(1).to(at::kDouble);  // [B] real tokens per row
     for (size_t l = 0; l < layers; ++l) {
-      const at::Tensor d = feature_distance(states[l], attn_mask).cpu();
-      const at::Tensor norm = feature_norm(states[l], attn_mask).cpu();
+      const at::Tensor h = capture.get(paths[l]);
+      const at::Tensor d = feature_distance(h, attn_mask).cpu();
+      const at::Tensor norm = feature_norm(h, attn_mask).cpu();
       // A zero matrix is in M: relative distance 0, not 0/0.
       const at::Tensor rel = at::where(norm > 0, d / norm.clamp_min(1e-300), at::zeros_like(d));
       out.distance[l] += d.sum().item<double>();

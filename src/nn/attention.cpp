@@ -1,4 +1,5 @@
 #include "concord/nn/attention.h"
+#include "concord/nn/feature_capture.h"
 #include "concord/nn/linear.h"
 #include "concord/ops/attention.h"
 
@@ -118,7 +119,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
               "CausalSelfAttention: x must be [B, T, ", options.dim(), "], got ", x.sizes());
   const int64_t batch = x.size(0), steps = x.size(1);
   const int64_t h = options.heads(), hkv = kv_heads(), hd = head_dim();
-  const at::Tensor proj = linear(x, qkv->weight, qkv->bias);
+  const at::Tensor proj = record_output(*qkv, linear(x, qkv->weight, qkv->bias));
   // One split, not three narrows: its backward concatenates the three gradients in one pass,
   // where each narrow's backward zero-fills a whole [B, T, (h + 2 hkv) hd] tensor to be summed.
   const std::vector<at::Tensor> parts = proj.split_with_sizes({h * hd, hkv * hd, hkv * hd}, -1);
@@ -141,7 +142,10 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
   } else {
     o = attention_core(q, k, v, ctx.mask, scale);
   }
-  return linear(o.transpose(1, 2).reshape({batch, steps, h * hd}), out->weight, out->bias);
+  const at::Tensor y =
+      record_output(*out, linear(o.transpose(1, 2).reshape({batch, steps, h * hd}), out->weight,
+                                 out->bias));
+  return record_output(*this, y);
 }
 
 void CausalSelfAttentionImpl::pretty_print(std::ostream& stream) const {

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/feature_capture.h"
 #include "concord/ops/augmented_shortcut.h"
 
 namespace concord::nn {
@@ -51,7 +52,7 @@ at::Tensor AugmentedShortcutImpl::forward(const at::Tensor& z) {
   const int64_t t = options.paths(), d = options.dim(), h = bottleneck();
   const at::Tensor b1 = fc1_bias.defined() ? fc1_bias : at::zeros({t, h}, fc1_weight.options());
   const at::Tensor b2 = fc2_bias.defined() ? fc2_bias : at::zeros({t, d}, fc2_weight.options());
-  return ops::augmented_shortcut(z, fc1_weight, b1, fc2_weight, b2);
+  return record_output(*this, ops::augmented_shortcut(z, fc1_weight, b1, fc2_weight, b2));
 }
 
 void AugmentedShortcutImpl::pretty_print(std::ostream& stream) const {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/feature_capture.h"
 #include "concord/nn/linear.h"
 
 namespace concord::nn {
@@ -64,18 +65,23 @@ at::Tensor FeedForwardImpl::activate(const at::Tensor& h, const at::Tensor& vali
   return h;
 }
 
+// forward_tokens reports the output; forward must not report it a second time.
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) { return forward_tokens(x, {}, nullptr); }
 
 at::Tensor FeedForwardImpl::forward_tokens(const at::Tensor& x, const at::Tensor& valid,
                                            at::Tensor* state) {
   TORCH_CHECK(x.size(-1) == options.dim(), "FeedForward: expected last dim ", options.dim(),
               ", got ", x.sizes());
-  const at::Tensor h = linear(x, fc_in->weight, fc_in->bias);
-  if (!options.gated()) return linear(activate(h, valid, state), fc_out->weight, fc_out->bias);
-  const int64_t i = options.hidden();
-  const at::Tensor gate = h.narrow(-1, 0, i);
-  const at::Tensor up = h.narrow(-1, i, i);
-  return linear(activate(gate, valid, state) * up, fc_out->weight, fc_out->bias);
+  const at::Tensor h = record_output(*fc_in, linear(x, fc_in->weight, fc_in->bias));
+  at::Tensor act;
+  if (options.gated()) {
+    const int64_t i = options.hidden();
+    act = activate(h.narrow(-1, 0, i), valid, state) * h.narrow(-1, i, i);  // act(gate) * up
+  } else {
+    act = activate(h, valid, state);
+  }
+  const at::Tensor y = record_output(*fc_out, linear(act, fc_out->weight, fc_out->bias));
+  return record_output(*this, y);
 }
 
 void FeedForwardImpl::pretty_print(std::ostream& stream) const {

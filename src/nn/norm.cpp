@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/feature_capture.h"
 
 namespace concord::nn {
 
@@ -21,7 +22,7 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   // Statistics in fp32 so bf16/fp16 activations normalise as transformers does.
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + options.eps());
-  return weight * (xf * inv).to(x.scalar_type());
+  return record_output(*this, weight * (xf * inv).to(x.scalar_type()));
 }
 
 void RMSNormImpl::pretty_print(std::ostream& stream) const {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/nn/feature_capture.h"
 
 namespace concord::nn {
 
@@ -46,17 +47,17 @@ void SeriesInformedActivationImpl::reset_parameters() {
 }
 
 at::Tensor SeriesInformedActivationImpl::forward(const at::Tensor& x) {
-  if (!has_neighbour()) return ops::siaf(x, a, b, options.activation());
+  if (!has_neighbour()) return record_output(*this, ops::siaf(x, a, b, options.activation()));
   TORCH_CHECK(x.dim() == 3, "SeriesInformedActivation: with a neighbour kernel x must be "
               "[B, T, C], got ", x.sizes());
-  return forward_tokens(x, {}, nullptr);
+  return forward_tokens(x, {}, nullptr);  // reports the output
 }
 
 at::Tensor SeriesInformedActivationImpl::forward_tokens(const at::Tensor& x,
                                                         const at::Tensor& valid,
                                                         at::Tensor* state) {
   at::Tensor s = ops::siaf(x, a, b, options.activation());
-  if (!has_neighbour()) return s;
+  if (!has_neighbour()) return record_output(*this, s);
   TORCH_CHECK(x.dim() == 3, "SeriesInformedActivation: x must be [B, T, C], got ", x.sizes());
   const int64_t k = options.neighbour_kernel();
   const int64_t batch = x.size(0), steps = x.size(1), channels = x.size(2);
@@ -81,7 +82,7 @@ at::Tensor SeriesInformedActivationImpl::forward_tokens(const at::Tensor& x,
   at::Tensor y = padded.narrow(1, k - 1, steps) * neighbour[0];
   for (int64_t j = 1; j < k; ++j) y = y + padded.narrow(1, k - 1 - j, steps) * neighbour[j];
   if (state != nullptr) *state = padded.narrow(1, steps, k - 1).detach().contiguous();
-  return y;
+  return record_output(*this, y);
 }
 
 void SeriesInformedActivationImpl::pretty_print(std::ostream& stream) const {

@@ -9,7 +9,7 @@ LossSum NextTokenObjective::loss(const TokenBatch& batch) {
   const at::Tensor targets = batch.targets.to(device).reshape({-1});
   const at::Tensor hidden =
       model_->hidden_states(batch.input_ids, batch.attention_mask, nullptr, batch.position_ids,
-                            nullptr, batch.segment_ids);
+                            batch.segment_ids);
   at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
   at::Tensor flat_targets = targets;
   const at::Tensor keep = targets.ne(data::kIgnoreIndex);

@@ -79,13 +79,11 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
                      nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {},
                      const at::Tensor& segment_ids = {});
 
-  /// The final-normed hidden states [B, T, d] (what forward() feeds the LM head).
-  /// `layer_outputs`, when given, receives the residual stream before the final norm: the
-  /// input embeddings (token + learned positions) first, then each block's output, num_layers
-  /// + 1 tensors [B, T, d] (the feature-collapse measure of concord/lm/diversity.h reads them).
+  /// The final-normed hidden states [B, T, d] (what forward() feeds the LM head). The
+  /// residual stream before the final norm is read with nn::FeatureCapture: "embed_out" (the
+  /// input embeddings), "layers.<l>" (block l's output); see concord/nn/feature_capture.h.
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                            nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {},
-                           std::vector<at::Tensor>* layer_outputs = nullptr,
                            const at::Tensor& segment_ids = {});
   /// LM head on hidden states [..., d] -> [..., V].
   at::Tensor logits(const at::Tensor& hidden);
@@ -108,6 +106,9 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
   ModelConfig config;
   torch::nn::Embedding embed{nullptr};      ///< [V, d]
   torch::nn::Embedding positions{nullptr};  ///< [P, d], GPT-2 only
+  /// The input embeddings (token + learned positions) the first block reads: an identity that
+  /// reports them, so nn::FeatureCapture reads them at path "embed_out".
+  torch::nn::Identity embed_out{nullptr};
   torch::nn::ModuleList layers{nullptr};
   torch::nn::LayerNorm ln_final{nullptr};
   nn::RMSNorm rms_final{nullptr};
