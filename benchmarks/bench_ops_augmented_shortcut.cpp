@@ -1,4 +1,4 @@
-// Augmented shortcut (PanGu-π Eq. 10, sum_i W2_i GELU(W1_i z + b1_i) + b2_i) forward + backward:
+// Augmented shortcut (PanGu-π Eq. 4, sum_i W2_i GELU(W1_i z + b1_i) + b2_i) forward + backward:
 // the fused two-GEMM path (concord::ops::augmented_shortcut) vs the per-branch composite
 // (augmented_shortcut_reference: T linear -> gelu -> linear chains under autograd), same run;
 // then the fused bias + GELU pass between the GEMMs on its own, as memory traffic (GB/s) and,

@@ -1,5 +1,5 @@
 // One PanGu-π training step (arXiv 2312.17276: SIAF Eq. 7 in the FFN, augmented shortcuts
-// Eq. 9/10 beside the attention) with the fused ops against the same model on their composite
+// Eq. 4 beside the attention) with the fused ops against the same model on their composite
 // ATen references (concord::ops::set_fused_ops_enabled(false)), measured in the same run from
 // the same weights on the same batch: forward, next-token cross-entropy, backward, AdamW step,
 // each as the trainer runs it (CausalLM::token_loss, train::AdamW), so the switch also moves the

@@ -1,4 +1,4 @@
-# Every third-party dependency, each for one job (DESIGN.md, "Dependencies").
+# Every third-party dependency, each for one job (docs/architecture.md, "Dependencies").
 # A CUDA LibTorch adds nvcc -gencode flags for TORCH_CUDA_ARCH_LIST, and its default list still
 # names compute_50, which nvcc 13 no longer supports. Ampere and Hopper (H100/H200), plus PTX.
 if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})

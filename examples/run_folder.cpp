@@ -3,6 +3,8 @@
 //   build/examples/example_run_folder [out_dir] [key=value ...]
 // The "model" is a least-squares fit y = w x + b by gradient descent, so the example is about the
 // plumbing, not the maths.
+// ci: @OUT@ steps=50
+// ci-expect: report: .*report[.]md
 #include <ATen/ATen.h>
 
 #include <chrono>

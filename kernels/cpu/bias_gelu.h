@@ -1,5 +1,5 @@
 // Fused bias + GELU (exact, erf form) for the GEMM epilogues of the augmented shortcut
-// (PanGu-π, arXiv 2312.17276, Eq. 10: T_i(Z) = W2_i GELU(W1_i Z + b1_i) + b2_i).
+// (PanGu-π, arXiv 2312.17276, Eq. 4: T_i(Z) = W2_i GELU(W1_i Z + b1_i) + b2_i).
 //
 // Layouts: u, g, dg are [rows, N] row-major contiguous; bias and dbias are [N].
 // bias_gelu_forward:  u[r, j] += bias[j] (in place: u becomes the pre-activation the backward

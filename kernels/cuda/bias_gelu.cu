@@ -1,5 +1,5 @@
 // Fused bias + GELU (exact erf form) on CUDA, the elementwise pass between the two GEMMs of the
-// augmented shortcut (PanGu-π arXiv 2312.17276, Eq. 10; see bias_gelu.cuh for the contract).
+// augmented shortcut (PanGu-π arXiv 2312.17276, Eq. 4; see bias_gelu.cuh for the contract).
 //
 //   forward:  pre = u + bias (written back into u), g = GELU(pre) = pre * Phi(pre)
 //   backward: du = dg * (Phi(u) + u * phi(u)), g = GELU(u), dbias += sum_r du

@@ -1,5 +1,5 @@
 // CUDA kernels of the fused bias + GELU epilogue (exact erf GELU) of the augmented shortcut,
-// PanGu-π (arXiv 2312.17276) Eq. 10: T_i(Z) = W2_i GELU(W1_i Z + b1_i) + b2_i. The GEMMs around
+// PanGu-π (arXiv 2312.17276) Eq. 4: T_i(Z) = W2_i GELU(W1_i Z + b1_i) + b2_i. The GEMMs around
 // them are cuBLAS's (at::mm); these kernels are the elementwise pass between them.
 // Host-callable launchers on raw device pointers and a stream; no torch types, so this header is
 // included both by bias_gelu.cu (nvcc) and by src/ops (the dispatch, host compiler).

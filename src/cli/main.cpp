@@ -1,6 +1,6 @@
-// `concord`: the command-line driver (DESIGN.md, "Command-line contract"). Each subcommand is
-// declared once here with its flags, defaults and help; the work is in the library. Every
-// exception becomes one line on stderr and exit status 1.
+// `concord`: the command-line driver (docs/architecture.md, "Command-line contract"). Each
+// subcommand is declared once here with its flags, defaults and help; the work is in the
+// library. Every exception becomes one line on stderr and exit status 1.
 #include <CLI/CLI.hpp>
 
 #include <iostream>

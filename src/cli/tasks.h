@@ -1,6 +1,6 @@
-// The tasks `concord run` can run, keyed by the config's "task" (DESIGN.md's list). A task that a
-// later layer provides is listed with the reason it is not in this build yet, so a user gets a
-// clear answer instead of "unknown task".
+// The tasks `concord run` can run, keyed by the config's "task" (docs/architecture.md's list). A
+// task that a later layer provides is listed with the reason it is not in this build yet, so a
+// user gets a clear answer instead of "unknown task".
 #pragma once
 #include <functional>
 #include <string>

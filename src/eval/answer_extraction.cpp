@@ -108,6 +108,7 @@ struct RobustPatterns {
   text::Regex option_after{std::string(kBefore) + kLetter + "(?=\\)?\\s*[-–]?\\s*" +
                                kOptionWords + ")",
                            "robust/option_after"};
+  text::Regex lower_start{"^\\p{Ll}", "robust/lower_start"};
   text::Regex option_before{std::string("(?<!\\p{L})") + kOptionWords +
                                 "\\p{L}{0,3}\\s*[:(]?\\s*\\K" + kLetter,
                             "robust/option_before"};
@@ -116,6 +117,42 @@ struct RobustPatterns {
 const RobustPatterns& robust_patterns() {
   static const RobustPatterns patterns;
   return patterns;
+}
+
+// The letter of a first non-empty line that is only a letter ("B", "B)", "(B)", "B.") when more
+// text follows it and no later line is a lone other letter; -1 otherwise. Text that goes on in
+// lower case after the break ("A\nplant cell has a wall") is a sentence broken across lines, not
+// an answer and its explanation.
+int lone_letter_line(std::string_view output, const RobustPatterns& p) {
+  std::string raw = detail::sanitize_utf8(output);
+  detail::replace_all(raw, "*", "");
+  detail::replace_all(raw, "`", "");
+  int first = -1;
+  bool more_text = false;
+  for (size_t pos = 0; pos <= raw.size();) {
+    size_t end = raw.find('\n', pos);
+    if (end == std::string::npos) end = raw.size();
+    const std::string line = python_strip(raw.substr(pos, end - pos));
+    pos = end + 1;
+    if (line.empty()) continue;
+    size_t b = 0, e = 0;
+    int letter = -1;
+    if (p.whole.find(line, 0, b, e)) {
+      for (size_t i = 0; i < line.size() && letter < 0; text::utf8::next(line, i)) {
+        letter = letter_index(line, i);
+      }
+    }
+    if (first < 0) {
+      if (letter < 0) return -1;  // the output does not open with a lone letter
+      first = letter;
+    } else if (letter >= 0 && letter != first) {
+      return -1;  // "A\nB\nC": letters listed, none chosen
+    } else if (letter < 0) {
+      if (!more_text && p.lower_start.find(line, 0, b, e)) return -1;
+      more_text = true;
+    }
+  }
+  return more_text ? first : -1;
 }
 
 class RobustExtractor final : public AnswerExtractor {
@@ -155,6 +192,12 @@ class RobustExtractor final : public AnswerExtractor {
       const int idx = letter_index(t, last);
       if (valid(idx)) return as_letter(idx);
     }
+    // A letter on a line of its own that opens a longer output ("B\n\nI. Divinil - alkadien
+    // ..."): the answer, then its explanation. The line breaks are gone from `t`, so the lines
+    // of the output as written are read. The enumeration guard above is not needed here (an
+    // echoed option list has text after each letter); a second line holding a lone letter is
+    // ("A\nB\nC" lists letters, it chooses none).
+    if (const int li = lone_letter_line(output, p); valid(li)) return as_letter(li);
     // A leading letter followed by the text of that very choice: "C 7".
     if (!enumeration && p.leading_bare.find(t, 0, b, e)) {
       const int li = letter_index(t, 0);

@@ -113,6 +113,12 @@ TEST(AnswerExtraction, RobustReadsWhatModelsWrite) {
       {"kazakh", "В нұсқасы дұрыс", kFour, "B"},
       // 3-choice item
       {"crimean-tatar", "Cevap: C", {"x", "y", "z"}, "C"},
+      // a letter on a line of its own, then the explanation
+      {"azerbaijani", "B\n\nI. Divinil - alkadien\nII. İzopren - alkadien", kFour, "B"},
+      {"turkish", "(C)\nÇünkü ışık şiddeti temel bir büyüklüktür.", kFour, "C"},
+      {"kazakh", "В\n\nТүсіндірме: жасуша ядросы.", kFour, "B"},
+      {"uzbek", "**D**\n\nIzoh: A) va B) noto'g'ri, C) ham.", kFour, "D"},
+      {"azerbaijani", "A\n\nHəll: 6² + 8² = 100.\n\nA", kFour, "A"},
   };
   for (const auto& c : cases) {
     EXPECT_EQ(show(robust->extract(c.output, ce::tumlu_language(c.language), c.choices)), c.expected)
@@ -132,6 +138,13 @@ TEST(AnswerExtraction, RobustNeverReadsALetterTheOutputDidNotChoose) {
       {"uzbek", "Dengiz sathidan balandlik", kFour, "none"},
       // the letter 'A' as an English article, 'C' as a Russian preposition, В as "in"
       {"azerbaijani", "A plant cell has a wall", kFour, "none"},
+      {"azerbaijani", "A\nplant cell has a wall", kFour, "none"},
+      {"azerbaijani", "A plant cell\n\nhas a wall", kFour, "none"},
+      // letters on lines of their own: a list, not a choice
+      {"azerbaijani", "A\nB\nC\nD", kFour, "none"},
+      {"azerbaijani", "A\n\nB\n\nHər ikisi mümkündür.", kFour, "none"},
+      // a lone letter the item does not have
+      {"crimean-tatar", "D\n\nAçıqlama.", {"x", "y", "z"}, "none"},
       {"kazakh", "С учетом этого сложно сказать", kFour, "none"},
       {"tatar", "В этом вопросе нет ответа", kFour, "none"},
       // letters mentioned as wrong options, with nothing chosen

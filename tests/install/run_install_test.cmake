@@ -1,4 +1,5 @@
-# cmake -P script behind the install_package test.
+# cmake -P script behind the install_package test: install, configure and build the outside
+# project (main.cpp and the examples), run main.cpp. The examples run as their own tests.
 file(REMOVE_RECURSE "${WORK_DIR}")
 set(prefix "${WORK_DIR}/prefix")
 
@@ -20,7 +21,8 @@ endif()
 get_filename_component(torch_cmake_root "${TORCH_PREFIX}" DIRECTORY)
 run("${CMAKE_COMMAND}" -S "${PROJECT_DIR}" -B "${WORK_DIR}/build" -G Ninja
     "-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${TORCH_PREFIX}"
-    "-DCaffe2_DIR=${torch_cmake_root}/Caffe2" ${cuda_arg})
+    "-DCaffe2_DIR=${torch_cmake_root}/Caffe2" "-DCONCORD_EXAMPLES_DIR=${EXAMPLES_DIR}"
+    ${cuda_arg})
 run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
 run("${WORK_DIR}/build/outside")
 if(NOT last_output MATCHES "concord [0-9]+\\.[0-9]+\\.[0-9]+ ok")

@@ -1,5 +1,5 @@
 // Tests of the nn modules: RMSNorm, SeriesInformedActivation (PanGu-π Eq. 7), AugmentedShortcut
-// (Eq. 9), RoPE, grouped-query attention, the attention mask, the KV cache and FeedForward.
+// (Eq. 4), RoPE, grouped-query attention, the attention mask, the KV cache and FeedForward.
 // Each compares with an independent computation written out here.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// Augmented shortcut (PanGu-π Eq. 10, sum of bottleneck branches): the fused two-GEMM path
+// Augmented shortcut (PanGu-π Eq. 4, sum of bottleneck branches): the fused two-GEMM path
 // against the composite per-branch reference (values and all five gradients), central-difference
 // gradient checks in fp64, input checks, the CPU kernel builds against each other, and (with a
 // device) the CUDA path against the fp64 CPU reference.

@@ -1,6 +1,6 @@
 // JSON Lines (https://jsonlines.org): one JSON value per line, UTF-8. Every Concord data set is a
-// JSONL file of objects (DESIGN.md "Formats"). The reader streams line by line (a file is never
-// loaded whole), bounds the memory one line may take, and reports every bad line as
+// JSONL file of objects (docs/architecture.md, "Formats"). The reader streams line by line (a
+// file is never loaded whole), bounds the memory one line may take, and reports every bad line as
 // "FILE:LINE: what is wrong". What happens to a bad line is a policy: `stop` throws, `skip`
 // counts it, keeps the first few messages for the run report, and goes on.
 #pragma once

@@ -1,4 +1,5 @@
-// Typed records of Concord's JSONL data sets (DESIGN.md "Formats") and their validation.
+// Typed records of Concord's JSONL data sets (docs/architecture.md, "Formats") and their
+// validation.
 //
 //   pretraining   {"text": str}
 //   SFT           {"prompt": str, "completion": str}

@@ -12,7 +12,9 @@
 //           letter the output did not choose (docs/tumlu.md lists the rules with examples):
 //             1. the whole output is a letter: "C", "C)", "(C)", "C."
 //             2. a leading letter with a separator, unless the output enumerates options:
-//                "C) 7", "B. Bakı"; not "A) 5 B) 7 C) 9"
+//                "C) 7", "B. Bakı"; not "A) 5 B) 7 C) 9"; or a letter alone on the first line
+//                of a longer output: "B\n\nI. Divinil - alkadien ..."; not "A\nB\nC", not
+//                "A\nplant cell ..." (a sentence broken across lines)
 //             3. an answer word then the letter, the last one wins: "Cevap C:",
 //                "Düzgün cavab B variantıdır", "Жауап: В", "\boxed{D}"
 //             4. the letter with an option word, when every such mention agrees: "C şıkkı"

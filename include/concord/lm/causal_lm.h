@@ -2,7 +2,7 @@
 // Llama, Mistral, Qwen2, PanGu-π; see concord/lm/model_config.h). Pre-norm blocks:
 //
 //   z = Norm_1(x)
-//   x = x + Attention(z) + sum_i T_i(z)     (the T_i only with augmented shortcuts, PanGu-π Eq. 9)
+//   x = x + Attention(z) + sum_i T_i(z)     (the T_i only with augmented shortcuts, PanGu-π Eq. 4)
 //   x = x + FFN(Norm_2(x))                  (SIAF inside the FFN for PanGu-π, Eq. 7)
 //
 // then a final norm and the LM head (tied to the token embedding or not). Positions come from

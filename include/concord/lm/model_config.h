@@ -2,7 +2,7 @@
 // builds: GPT-2 (Radford et al. 2019: learned positions, LayerNorm, GELU MLP, tied embeddings),
 // Llama / Mistral / Qwen2 (RoPE, RMSNorm, SwiGLU, grouped-query attention; Mistral's sliding
 // window; Qwen2's q/k/v biases) and PanGu-π (arXiv 2312.17276: Llama-style blocks with the
-// series informed activation, Eq. 7, in the FFN and augmented shortcuts, Eq. 9, beside the
+// series informed activation, Eq. 7, in the FFN and augmented shortcuts, Eq. 4, beside the
 // attention).
 //
 // Read from Concord's own model configs (JSON validated by model_config_schema(): an unknown key

@@ -9,8 +9,11 @@
 //   y       = o W_o (+ b_o)
 //
 // The mask is causal over cache positions, drops padding keys, and optionally keeps only the
-// last `sliding_window` keys (Mistral). attention_core() is the single place a fused attention
-// op plugs in (concord/ops has none yet); it is plain ATen today.
+// last `sliding_window` keys (Mistral). The layers call the fused flash-style ops::attention
+// (concord/ops/attention.h) for plain causal batches, and for padded or packed ones through its
+// segment ids when a fused kernel serves the device and dtype (AttentionContext says which). A
+// sliding window within reach, or padding without a fused kernel, goes through attention_core(),
+// which materialises the [T, S] scores in plain ATen.
 #pragma once
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -40,7 +43,8 @@ at::Tensor causal_attention_mask(const at::Tensor& key_mask, int64_t batch, int6
 
 /// softmax(q k^T * scale, masked) v with q [B, H, T, D], k and v [B, H_kv, S, D] (H a multiple
 /// of H_kv), mask [B, 1, T, S] bool (true: may attend). Fully masked rows (queries at padding)
-/// get uniform weights instead of NaN. Returns [B, H, T, D]. The plug point for a fused op.
+/// get uniform weights instead of NaN. Returns [B, H, T, D]. The path for masks ops::attention
+/// does not take (see above).
 at::Tensor attention_core(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const at::Tensor& mask, double scale);
 

@@ -1,4 +1,4 @@
-// AugmentedShortcut: the augmented shortcuts of PanGu-π (Wang et al., arXiv 2312.17276, Eq. 9,
+// AugmentedShortcut: the augmented shortcuts of PanGu-π (Wang et al., arXiv 2312.17276, Eq. 4,
 // after Tang et al., "Augmented Shortcuts for Vision Transformers", NeurIPS 2021):
 //
 //   AugMSA(Z) = MSA(Z) + Z + sum_{i=1..T} T_i(Z),   T_i(Z) = FC_i2(GELU(FC_i1(Z)))

@@ -4,7 +4,9 @@
 //   sigma_s(x) = sum_{i=1..n} a_i * sigma(x + b_i)
 //
 // with learnable per-channel scales a_i and shifts b_i ([n, C] each) over a base activation
-// sigma (SiLU inside a SwiGLU gate, GELU, ReLU). Computed by concord::ops::siaf (fused CPU/CUDA
+// sigma (SiLU inside a SwiGLU gate, GELU, ReLU). Eq. 7 itself writes the series as
+// sum_i sigma_i(a_i x + b_i), the scale inside the activation; the form above, scale outside and
+// shift inside, is that of VanillaNet's series activation (arXiv 2305.12972, cited below). Computed by concord::ops::siaf (fused CPU/CUDA
 // kernels with autograd, see concord/ops/siaf.h).
 //
 // Initialisation: a_1 = 1, b_1 = 0 and a_i = 0 for i > 1, so a fresh SIAF is exactly the base

@@ -1,8 +1,9 @@
-// Augmented shortcuts, PanGu-π (Wang et al., arXiv 2312.17276), Eq. 10:
+// Augmented shortcuts, PanGu-π (Wang et al., arXiv 2312.17276), Eq. 4:
 //
 //   AugMSA(Z) = MSA(Z) + Z + sum_{i=1..T} T_i(Z),   T_i(Z) = W2_i GELU(W1_i Z + b1_i) + b2_i
 //
-// each T_i a bottleneck d -> h = d/r -> d. This op computes the sum of the T branches,
+// each T_i the bottleneck d -> h = d/r -> d of Sec. 4.1 (two FC layers around a GELU), which the
+// paper uses in place of Eq. 5's full-width T_i(Z) = sigma(Z Theta_i). This op computes the sum of the T branches,
 // sum_i T_i(z); the module adds MSA(Z) and Z. Because the branches share their input and their
 // outputs are summed, the T first GEMMs are one [rows, d] x [d, T*h] GEMM and the T second GEMMs
 // one [rows, T*h] x [T*h, d] GEMM; the bias + GELU between them is one fused pass (forward),

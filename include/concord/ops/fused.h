@@ -1,5 +1,5 @@
 // Process-wide switch between the fused kernels of the ops layer and their composite ATen
-// references (PanGu-π, arXiv 2312.17276: SIAF Eq. 7, augmented shortcut Eq. 10, and the MSA
+// references (PanGu-π, arXiv 2312.17276: SIAF Eq. 7, augmented shortcut Eq. 4, and the MSA
 // blocks' attention). With the switch off, `siaf`, `augmented_shortcut` and `attention` run
 // `siaf_reference`, `augmented_shortcut_reference` and `attention_reference` under autograd,
 // exactly what they fall back to on a device or dtype without a fused kernel; results agree

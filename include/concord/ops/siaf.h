@@ -3,7 +3,8 @@
 //   sigma_s(x) = sum_{i=1..n} a_i * sigma(x + b_i)
 //
 // with learnable per-channel scales a and shifts b (n = 2 in the paper's models) and a base
-// activation sigma (SiLU, GELU or ReLU). Layouts: x is [..., C] (any leading dims, channels
+// activation sigma (SiLU, GELU or ReLU). (Eq. 7 writes sum_i sigma_i(a_i x + b_i); Concord's
+// parametrisation, scale outside, is VanillaNet's, arXiv 2305.12972; see concord/nn/siaf.h.) Layouts: x is [..., C] (any leading dims, channels
 // last), a and b are [n, C]; the output has x's shape. Gradients of a and b are reduced over
 // every leading dim of x.
 //

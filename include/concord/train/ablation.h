@@ -1,6 +1,6 @@
 // PanGu-π's architecture ablation (arXiv 2312.17276, Table 5 / Sec. 5.1), in miniature: the same
 // Llama-style model as Vanilla, with the series informed activation (SIAF, Eq. 7), with augmented
-// shortcuts (AS, Eq. 9), and with both (PanGu-π), each trained from several seeds on the same
+// shortcuts (AS, Eq. 4), and with both (PanGu-π), each trained from several seeds on the same
 // data, then compared on
 //   - validation loss (mean and sample standard deviation over seeds),
 //   - the per-layer feature diversity d_M(H) / ||H||_F (concord/lm/diversity.h), the quantity

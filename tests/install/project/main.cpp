@@ -1,13 +1,9 @@
-// Uses the installed package: a config schema, a tensor through LibTorch, the logging header
-// (spdlog + fmt), the version header.
-#include <ATen/ATen.h>
-
+// Uses the installed package through the umbrella header alone (concord/concord.h, which must
+// compile on its own): a config schema, a tensor through LibTorch, the logging header (spdlog +
+// fmt), a tokenizer, the version header.
 #include <iostream>
 
-#include "concord/core/config.h"
-#include "concord/core/logging.h"
-#include "concord/core/version.h"
-#include "concord/text/byte_tokenizer.h"
+#include "concord/concord.h"
 
 int main() {
   concord::ConfigSchema schema;
