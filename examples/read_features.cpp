@@ -2,6 +2,7 @@
 // feature-distillation loss between a frozen teacher and a student, here two fresh tiny
 // PanGu-π models, on the outputs of their blocks' self-attention modules.
 //   build/examples/example_read_features [MODEL_CONFIG]   (run from the source tree)
+// ci: @SOURCE@/configs/models/tiny-pangu-pi.json
 #include <iostream>
 #include <string>
 #include <vector>

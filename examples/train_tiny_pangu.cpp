@@ -7,6 +7,8 @@
 // the generic Trainer with the next-token objective, a run folder with metrics.jsonl and
 // checkpoints, then lm::save_pretrained (config.json + model.safetensors under transformers'
 // names) and lm::load_pretrained of that folder giving back the same logits.
+// ci: @OUT@ 40
+// ci-expect: reloaded logits differ by 0
 #include <ATen/ATen.h>
 
 #include <cstdlib>
