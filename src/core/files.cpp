@@ -90,6 +90,9 @@ MappedFile::MappedFile(const fs::path& path, Mode mode) : path_(path), mode_(mod
     fail(path.string(), ": not a regular file");
   }
   size_ = static_cast<size_t>(st.st_size);
+  device_ = static_cast<uint64_t>(st.st_dev);
+  inode_ = static_cast<uint64_t>(st.st_ino);
+  mtime_ns_ = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   if (size_ > 0) {
     const int prot = mode == Mode::CopyOnWrite ? (PROT_READ | PROT_WRITE) : PROT_READ;
     void* p = ::mmap(nullptr, size_, prot, MAP_PRIVATE, fd, 0);
@@ -104,6 +107,39 @@ MappedFile::MappedFile(const fs::path& path, Mode mode) : path_(path), mode_(mod
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(data_, size_);
+}
+
+void MappedFile::read(uint64_t offset, size_t n, void* dest) const {
+  if (offset > size_ || n > size_ - offset) {
+    fail(path_.string(), ": read of ", n, " bytes at ", offset, " is past the end (", size_, " bytes)");
+  }
+  if (n == 0) return;
+  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  bool same = false;
+  if (fd >= 0) {
+    struct stat st {};
+    same = ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == device_ &&
+           static_cast<uint64_t>(st.st_ino) == inode_ && static_cast<size_t>(st.st_size) == size_ &&
+           static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec == mtime_ns_;
+  }
+  if (!same) {
+    if (fd >= 0) ::close(fd);
+    std::memcpy(dest, data_ + offset, n);
+    return;
+  }
+  auto* out = static_cast<uint8_t*>(dest);
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t got = ::pread(fd, out + done, n - done, static_cast<off_t>(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      const std::string why = got < 0 ? errno_text() : std::string("unexpected end of file");
+      ::close(fd);
+      fail(path_.string(), ": read failed: ", why);
+    }
+    done += static_cast<size_t>(got);
+  }
+  ::close(fd);
 }
 
 }  // namespace concord

@@ -506,6 +506,23 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
                        at::TensorOptions().dtype(type));
 }
 
+void SafetensorsFile::read_into(const std::string& name, const at::Tensor& dest) const {
+  const SafetensorsTensorInfo& i = info(name);
+  const at::ScalarType type = torch_type_or_throw(i, name, path_.string());
+  if (!dest.defined() || !dest.device().is_cpu() || !dest.is_contiguous() ||
+      dest.scalar_type() != type || dest.numel() != i.numel()) {
+    fail(path_.string(), ": tensor ", quoted(name), " (", safetensors_dtype_name(i.dtype), ", ",
+         i.numel(), " elements) cannot be read into a ",
+         dest.defined() ? std::string(c10::toString(dest.scalar_type())) : std::string("undefined"),
+         " tensor of ", dest.defined() ? dest.numel() : 0,
+         " elements (it must be contiguous, on the CPU, of the same dtype and size)");
+  }
+  map_->read(i.file_begin, static_cast<size_t>(i.nbytes()), dest.data_ptr());
+  if (type == at::kBool) {
+    check_bool_bytes(static_cast<const uint8_t*>(dest.data_ptr()), i.nbytes(), name, path_.string());
+  }
+}
+
 std::map<std::string, at::Tensor> load_safetensors(const fs::path& path) {
   SafetensorsFile file(path);
   std::map<std::string, at::Tensor> out;

@@ -120,6 +120,18 @@ at::Tensor ShardedSafetensors::get(const std::string& name) const {
   return it->second->get(name);
 }
 
+bool ShardedSafetensors::is_zero_copy(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  return it->second->is_zero_copy(name);
+}
+
+void ShardedSafetensors::read_into(const std::string& name, const at::Tensor& dest) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  it->second->read_into(name, dest);
+}
+
 const fs::path& ShardedSafetensors::shard_path(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));

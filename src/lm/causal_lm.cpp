@@ -5,6 +5,7 @@
 
 #include "concord/core/error.h"
 #include "concord/nn/feature_capture.h"
+#include "concord/nn/init.h"
 #include "concord/nn/linear.h"
 #include "concord/ops/attention.h"
 #include "concord/ops/linear_cross_entropy.h"
@@ -16,13 +17,19 @@ namespace {
 
 constexpr double kInitStd = 0.02;
 
-void init_linear(torch::nn::Linear& linear) {
+void init_linear(nn::Linear& linear) {
+  if (nn::skip_init_enabled()) return;
   linear->weight.normal_(0.0, kInitStd);
   if (linear->bias.defined()) linear->bias.zero_();
 }
 
 ops::Activation siaf_activation(const ModelConfig& c) {
   return ops::activation_from_name(c.siaf_activation);
+}
+
+// OLMo-2's RMSNorm scales in fp32 before rounding (Olmo2RMSNorm), the others after.
+nn::RMSNormOptions rms_options(const ModelConfig& c, int64_t dim) {
+  return nn::RMSNormOptions(dim).eps(c.norm_eps).scale_before_cast(c.family == ModelFamily::Olmo2);
 }
 
 }  // namespace
@@ -49,8 +56,8 @@ void TransformerBlockImpl::reset() {
     ln_mlp = register_module("ln_mlp",
                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(c.norm_eps)));
   } else {
-    rms_attn = register_module("rms_attn", nn::RMSNorm(nn::RMSNormOptions(d).eps(c.norm_eps)));
-    rms_mlp = register_module("rms_mlp", nn::RMSNorm(nn::RMSNormOptions(d).eps(c.norm_eps)));
+    rms_attn = register_module("rms_attn", nn::RMSNorm(rms_options(c, d)));
+    rms_mlp = register_module("rms_mlp", nn::RMSNorm(rms_options(c, d)));
   }
   attn = register_module("attn", nn::CausalSelfAttention(
                                      nn::CausalSelfAttentionOptions(d, c.num_heads)
@@ -58,7 +65,9 @@ void TransformerBlockImpl::reset() {
                                          .head_dim(c.head_dim)
                                          .qkv_bias(c.qkv_bias)
                                          .out_bias(c.attn_out_bias)
-                                         .rope(!c.learned_positions)));
+                                         .rope(!c.learned_positions)
+                                         .qk_norm(c.qk_norm)
+                                         .qk_norm_options(rms_options(c, 1))));
   if (c.shortcut_paths > 0) {
     shortcut = register_module("shortcut", nn::AugmentedShortcut(
                                                nn::AugmentedShortcutOptions(d)
@@ -91,11 +100,15 @@ at::Tensor TransformerBlockImpl::norm_mlp(const at::Tensor& x) {
 at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const nn::AttentionContext& ctx,
                                          const at::Tensor& valid, nn::KVCache* cache,
                                          int64_t layer) {
+  at::Tensor* state = cache != nullptr ? &cache->state(layer) : nullptr;
+  if (config.post_norm) {
+    const at::Tensor y = x + norm_attn(attn->forward(x, ctx, cache, layer));
+    return nn::record_output(*this, y + norm_mlp(mlp->forward_tokens(y, valid, state)));
+  }
   const at::Tensor z = norm_attn(x);
   at::Tensor h = attn->forward(z, ctx, cache, layer);
   if (shortcut) h = h + shortcut->forward(z);  // AugMSA(Z) = MSA(Z) + Z + sum_i T_i(Z)
   const at::Tensor y = x + h;
-  at::Tensor* state = cache != nullptr ? &cache->state(layer) : nullptr;
   return nn::record_output(*this, y + mlp->forward_tokens(norm_mlp(y), valid, state));
 }
 
@@ -111,9 +124,9 @@ void CausalLMImpl::reset() {
   config.validate();
   const ModelConfig& c = config;
   const int64_t d = c.hidden_size;
-  embed = register_module("embed", torch::nn::Embedding(c.vocab_size, d));
+  embed = register_module("embed", nn::Embedding(c.vocab_size, d));
   if (c.learned_positions) {
-    positions = register_module("positions", torch::nn::Embedding(c.max_position_embeddings, d));
+    positions = register_module("positions", nn::Embedding(c.max_position_embeddings, d));
   }
   embed_out = register_module("embed_out", torch::nn::Identity());
   layers = register_module("layers", torch::nn::ModuleList());
@@ -122,12 +135,12 @@ void CausalLMImpl::reset() {
     ln_final = register_module("ln_final",
                                torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(c.norm_eps)));
   } else {
-    rms_final = register_module("rms_final", nn::RMSNorm(nn::RMSNormOptions(d).eps(c.norm_eps)));
+    rms_final = register_module("rms_final", nn::RMSNorm(rms_options(c, d)));
   }
   if (!c.tie_word_embeddings) {
-    lm_head = register_module("lm_head",
-                              torch::nn::Linear(torch::nn::LinearOptions(d, c.vocab_size).bias(false)));
+    lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions(d, c.vocab_size).bias(false)));
   }
+  if (nn::skip_init_enabled()) return;
   torch::NoGradGuard no_grad;
   embed->weight.normal_(0.0, kInitStd);
   if (positions) positions->weight.normal_(0.0, kInitStd);
@@ -217,8 +230,11 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Te
     ctx.mask = nn::causal_attention_mask(mask, batch, past, steps, config.sliding_window, device);
   }
   if (!config.learned_positions) {
-    std::tie(ctx.cos, ctx.sin) =
-        nn::rope_tables(pos, config.head_dim, config.rope_theta, x.scalar_type());
+    // OLMo-2 keeps the rotary tables in fp32 and rotates in fp32 (Olmo2RotaryEmbedding).
+    const at::ScalarType table_type =
+        config.family == ModelFamily::Olmo2 ? at::kFloat : x.scalar_type();
+    std::tie(ctx.cos, ctx.sin) = nn::rope_tables(pos, config.head_dim, config.rope_theta,
+                                                 config.rope_scaling, table_type);
   }
   const at::Tensor valid = mask.defined() ? mask.narrow(1, past, steps) : at::Tensor();
   x = nn::record_output(*embed_out, embed_out->forward(x));

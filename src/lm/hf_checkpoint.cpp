@@ -1,5 +1,7 @@
 #include "concord/lm/hf_checkpoint.h"
 
+#include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "concord/core/files.h"
 #include "concord/io/safetensors.h"
 #include "concord/io/safetensors_sharded.h"
+#include "concord/nn/init.h"
 
 namespace concord::lm {
 
@@ -67,9 +70,19 @@ std::vector<Binding> bindings(CausalLM& model, const std::string& gpt2_prefix) {
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto* b = model->layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i)).get();
     const std::string l = "model.layers." + std::to_string(i) + ".";
-    one(l + "input_layernorm.weight", b->rms_attn->weight);
-    one(l + "post_attention_layernorm.weight", b->rms_mlp->weight);
+    if (c.post_norm) {
+      // OLMo-2: "post_attention_layernorm" normalises the attention's output, not the FFN's input.
+      one(l + "post_attention_layernorm.weight", b->rms_attn->weight);
+      one(l + "post_feedforward_layernorm.weight", b->rms_mlp->weight);
+    } else {
+      one(l + "input_layernorm.weight", b->rms_attn->weight);
+      one(l + "post_attention_layernorm.weight", b->rms_mlp->weight);
+    }
     const std::string a = l + "self_attn.";
+    if (c.qk_norm) {
+      one(a + "q_norm.weight", b->attn->q_norm->weight);
+      one(a + "k_norm.weight", b->attn->k_norm->weight);
+    }
     out.push_back({{a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
                    {q_rows, kv_rows, kv_rows}, b->attn->qkv->weight, false});
     if (c.qkv_bias) {
@@ -134,6 +147,122 @@ std::map<std::string, at::Tensor> to_hf_state_dict(CausalLM model) {
   return out;
 }
 
+namespace {
+
+// Where a binding's tensors come from: the checkpoint's files (load_pretrained) or tensors in
+// memory (load_hf_state_dict).
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual bool contains(const std::string& name) const = 0;
+  virtual std::vector<int64_t> shape(const std::string& name) const = 0;
+  /// nullopt for a dtype LibTorch lacks.
+  virtual std::optional<at::ScalarType> dtype(const std::string& name) const = 0;
+  virtual std::vector<std::string> names() const = 0;
+};
+
+class MapSource : public TensorSource {
+ public:
+  explicit MapSource(const std::map<std::string, at::Tensor>& t) : tensors(t) {}
+  bool contains(const std::string& name) const override { return tensors.count(name) > 0; }
+  std::vector<int64_t> shape(const std::string& name) const override {
+    const auto s = tensors.at(name).sizes();
+    return {s.begin(), s.end()};
+  }
+  std::optional<at::ScalarType> dtype(const std::string& name) const override {
+    return tensors.at(name).scalar_type();
+  }
+  std::vector<std::string> names() const override {
+    std::vector<std::string> out;
+    for (const auto& [name, t] : tensors) out.push_back(name);
+    return out;
+  }
+  const std::map<std::string, at::Tensor>& tensors;
+};
+
+// A model.safetensors or the shards behind an index, mapped; nothing is read until asked.
+class FileSource : public TensorSource {
+ public:
+  explicit FileSource(const std::filesystem::path& weights) {
+    if (weights.filename() == io::kSafetensorsIndexName) {
+      sharded = std::make_unique<io::ShardedSafetensors>(weights);
+    } else {
+      single = std::make_unique<io::SafetensorsFile>(weights);
+    }
+  }
+  bool contains(const std::string& name) const override {
+    return sharded ? sharded->contains(name) : single->contains(name);
+  }
+  const io::SafetensorsTensorInfo& info(const std::string& name) const {
+    return sharded ? sharded->info(name) : single->info(name);
+  }
+  std::vector<int64_t> shape(const std::string& name) const override { return info(name).shape; }
+  std::optional<at::ScalarType> dtype(const std::string& name) const override {
+    return io::safetensors_to_scalar_type(info(name).dtype);
+  }
+  std::vector<std::string> names() const override {
+    return sharded ? sharded->keys() : single->keys();
+  }
+  bool is_zero_copy(const std::string& name) const {
+    return sharded ? sharded->is_zero_copy(name) : single->is_zero_copy(name);
+  }
+  at::Tensor view(const std::string& name) const {
+    return sharded ? sharded->get(name) : single->get(name);
+  }
+  void read_into(const std::string& name, const at::Tensor& dest) const {
+    if (sharded) {
+      sharded->read_into(name, dest);
+    } else {
+      single->read_into(name, dest);
+    }
+  }
+
+ private:
+  std::unique_ptr<io::ShardedSafetensors> sharded;
+  std::unique_ptr<io::SafetensorsFile> single;
+};
+
+// Checks every binding's tensors against `source` (present, the right shape, floating point)
+// and that `source` holds nothing else: errors name `where` and the tensor, before any data is
+// read.
+void check_checkpoint(const CausalLM& model, const std::vector<Binding>& binds,
+                      const TensorSource& source, const std::string& where) {
+  const ModelConfig& c = model->config;
+  std::set<std::string> used;
+  for (const Binding& b : binds) {
+    for (size_t i = 0; i < b.names.size(); ++i) {
+      const std::string& name = b.names[i];
+      if (!source.contains(name)) {
+        fail_format(where, "tensor '", name, "' is missing (", model_family_name(c.family),
+                    " with ", c.num_layers, " layers needs it)");
+      }
+      used.insert(name);
+      // Expected shape of this part in the checkpoint's layout.
+      std::vector<int64_t> want(b.param.sizes().begin(), b.param.sizes().end());
+      want[0] = b.rows[i];
+      if (b.transpose) std::swap(want[0], want[1]);
+      const std::vector<int64_t> got = source.shape(name);
+      if (got != want) {
+        fail_format(where, "tensor '", name, "' has shape ", shape_str(got), ", expected ",
+                    shape_str(want));
+      }
+      const auto type = source.dtype(name);
+      if (!type || !at::isFloatingType(*type)) {
+        fail_format(where, "tensor '", name, "' has dtype ",
+                    type ? std::string(c10::toString(*type)) : std::string("(one LibTorch lacks)"),
+                    ", expected a floating-point type");
+      }
+    }
+  }
+  for (const auto& name : source.names()) {
+    if (used.count(name) || ignorable(c, name)) continue;
+    fail_format(where, "unexpected tensor '", name, "' (not part of a ",
+                model_family_name(c.family), " model with this config)");
+  }
+}
+
+}  // namespace
+
 void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>& tensors,
                         const std::string& source) {
   const ModelConfig& c = model->config;
@@ -142,38 +271,15 @@ void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>&
     prefix = tensors.count("transformer.wte.weight") ? "transformer." : "";
   }
   torch::NoGradGuard no_grad;
-  std::set<std::string> used;
-  for (const Binding& b : bindings(model, prefix)) {
+  const std::vector<Binding> binds = bindings(model, prefix);
+  check_checkpoint(model, binds, MapSource(tensors), source);
+  for (const Binding& b : binds) {
     std::vector<at::Tensor> parts;
-    for (size_t i = 0; i < b.names.size(); ++i) {
-      auto it = tensors.find(b.names[i]);
-      if (it == tensors.end()) {
-        fail_format(source, "tensor '", b.names[i], "' is missing (", model_family_name(c.family),
-                    " with ", c.num_layers, " layers needs it)");
-      }
-      at::Tensor t = it->second;
-      used.insert(b.names[i]);
-      // Expected shape of this part in the checkpoint's layout.
-      std::vector<int64_t> want(b.param.sizes().begin(), b.param.sizes().end());
-      want[0] = b.rows[i];
-      if (b.transpose) std::swap(want[0], want[1]);
-      if (t.sizes() != at::IntArrayRef(want)) {
-        fail_format(source, "tensor '", b.names[i], "' has shape ", shape_str(t.sizes()),
-                    ", expected ", shape_str(want));
-      }
-      if (!at::isFloatingType(t.scalar_type())) {
-        fail_format(source, "tensor '", b.names[i], "' has dtype ", t.scalar_type(),
-                    ", expected a floating-point type");
-      }
+    for (const auto& name : b.names) {
+      const at::Tensor& t = tensors.at(name);
       parts.push_back(b.transpose ? t.t() : t);
     }
-    const at::Tensor full = parts.size() == 1 ? parts[0] : at::cat(parts, 0);
-    b.param.copy_(full);
-  }
-  for (const auto& [name, tensor] : tensors) {
-    if (used.count(name) || ignorable(c, name)) continue;
-    fail_format(source, "unexpected tensor '", name, "' (not part of a ",
-                model_family_name(c.family), " model with this config)");
+    b.param.copy_(parts.size() == 1 ? parts[0] : at::cat(parts, 0));
   }
 }
 
@@ -185,10 +291,58 @@ CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions&
   if (!std::filesystem::exists(weights)) {
     fail_format(folder.string(), "no model.safetensors or ", io::kSafetensorsIndexName);
   }
-  const auto tensors = io::load_safetensors_checkpoint(weights);
-  CausalLM model(config);
-  model->to(options.device, options.dtype);
-  load_hf_state_dict(model, tensors, weights.string());
+  CONCORD_CHECK(at::isFloatingType(options.dtype), "load_pretrained: dtype must be floating point, got ",
+                options.dtype);
+  const FileSource files(weights);
+  // The parameters are allocated and never initialised (no page of them is touched): each is
+  // replaced below by the checkpoint's tensor or by memory filled from the file.
+  CausalLM model = [&] {
+    nn::SkipInitGuard skip;
+    return CausalLM(config);
+  }();
+  std::string prefix;
+  if (config.family == ModelFamily::GPT2) {
+    prefix = files.contains("transformer.wte.weight") ? "transformer." : "";
+  }
+  torch::NoGradGuard no_grad;
+  const std::vector<Binding> binds = bindings(model, prefix);
+  check_checkpoint(model, binds, files, weights.string());
+  const bool on_cpu = options.device.is_cpu();
+  std::set<const void*> bound;
+  for (const Binding& b : binds) {
+    bound.insert(b.param.unsafeGetTensorImpl());
+    const std::string& first = b.names[0];
+    const at::ScalarType file_type = *files.dtype(first);
+    if (options.map_weights && on_cpu && b.names.size() == 1 && !b.transpose &&
+        file_type == options.dtype && files.is_zero_copy(first)) {
+      // The parameter becomes a view of the mapped file: no copy, and its pages are read in
+      // (and count as resident) only when a pass touches them. The view keeps the mapping alive.
+      b.param.set_data(files.view(first));
+      continue;
+    }
+    // Fused (q|k|v, gate|up), transposed (GPT-2's Conv1D), converted or moved parameters get
+    // memory of their own, filled straight from the file so the mapping is never paged in.
+    at::Tensor full = at::empty(b.param.sizes(), at::TensorOptions().dtype(options.dtype).device(options.device));
+    int64_t offset = 0;
+    for (size_t i = 0; i < b.names.size(); ++i) {
+      at::Tensor part = full.narrow(0, offset, b.rows[i]);
+      offset += b.rows[i];
+      const at::ScalarType type = *files.dtype(b.names[i]);
+      if (on_cpu && !b.transpose && type == options.dtype) {
+        files.read_into(b.names[i], part);  // a row range of a contiguous tensor is contiguous
+        continue;
+      }
+      const at::Tensor staged = at::empty(files.shape(b.names[i]), at::TensorOptions().dtype(type));
+      files.read_into(b.names[i], staged);
+      part.copy_(b.transpose ? staged.t() : staged);
+    }
+    b.param.set_data(full);
+  }
+  for (const auto& p : model->parameters()) {
+    TORCH_INTERNAL_ASSERT(bound.count(p.unsafeGetTensorImpl()),
+                          "load_pretrained: a parameter of the model has no checkpoint tensor");
+  }
+  model->to(options.device, options.dtype);  // buffers, if a module has any; parameters are there
   model->eval();
   return model;
 }

@@ -9,7 +9,8 @@ namespace concord::lm {
 namespace {
 
 const std::vector<std::string>& family_names() {
-  static const std::vector<std::string> names = {"gpt2", "llama", "mistral", "qwen2", "pangu_pi"};
+  static const std::vector<std::string> names = {"gpt2",     "llama", "mistral",
+                                                 "qwen2",    "olmo2", "pangu_pi"};
   return names;
 }
 
@@ -91,6 +92,125 @@ void apply_family_defaults(ModelConfig& c) {
   c.max_position_embeddings = gpt2 ? 1024 : 2048;
   c.siaf_terms = c.family == ModelFamily::PanGuPi ? 2 : 0;
   c.shortcut_paths = c.family == ModelFamily::PanGuPi ? 1 : 0;
+  c.post_norm = c.family == ModelFamily::Olmo2;
+  c.qk_norm = c.family == ModelFamily::Olmo2;
+}
+
+std::string joined_rope_types() {
+  std::string out;
+  for (auto t : {nn::RopeType::Default, nn::RopeType::Linear, nn::RopeType::Dynamic,
+                 nn::RopeType::Yarn, nn::RopeType::Llama3}) {
+    out += (out.empty() ? "" : ", ") + std::string(nn::rope_type_name(t));
+  }
+  return out;
+}
+
+// RoPE from a Hugging Face config.json, resolved as transformers' RotaryEmbeddingConfigMixin
+// resolves it: `rope_scaling` (the transformers 4 spelling) when it is a non-empty object, else
+// `rope_parameters` (transformers 5); the type under "rope_type" (or the older "type"); theta
+// from that object, else the top-level rope_theta; llama3's and yarn's original context from
+// the object, else a top-level original_max_position_embeddings (Phi-3 style), else
+// max_position_embeddings.
+void read_hf_rope(const Json& j, const std::string& source, ModelConfig& c) {
+  c.rope_theta = hf_float(j, "rope_theta", source, 10000.0);
+  const Json* scaling = find_key(j, "rope_scaling");
+  if (scaling != nullptr && scaling->is_object() && scaling->empty()) scaling = nullptr;
+  const Json* params = scaling != nullptr ? scaling : find_key(j, "rope_parameters");
+  if (params == nullptr) return;
+  const std::string key = scaling != nullptr ? "rope_scaling" : "rope_parameters";
+  if (!params->is_object()) fail_format(source, "key '", key, "': expected an object, got ", params->dump());
+  const Json& p = *params;
+  auto sub = [&](const char* name) { return key + "." + name; };
+  auto number = [&](const char* name) -> std::optional<double> {
+    const Json* v = find_key(p, name);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_number()) fail_format(source, "key '", sub(name), "': expected a number, got ", v->dump());
+    return v->get<double>();
+  };
+  auto required = [&](const char* name, const std::string& type) {
+    auto v = number(name);
+    if (!v) fail_format(source, "key '", sub(name), "' is missing (rope type '", type, "' needs it)");
+    return *v;
+  };
+  if (auto theta = number("rope_theta")) c.rope_theta = *theta;
+  const char* type_key = p.contains("rope_type") ? "rope_type" : "type";
+  std::string type = "default";
+  if (const Json* t = find_key(p, type_key)) {
+    if (!t->is_string()) fail_format(source, "key '", sub(type_key), "': expected a string, got ", t->dump());
+    type = t->get<std::string>();
+  }
+  const auto parsed = nn::parse_rope_type(type);
+  if (!parsed) {
+    fail_format(source, "key '", sub(type_key), "': rope type '", type,
+                "' is not supported (expected one of: ", joined_rope_types(), ")");
+  }
+  if (auto partial = number("partial_rotary_factor"); partial && *partial != 1.0) {
+    fail_format(source, "key '", sub("partial_rotary_factor"), "': ", *partial,
+                " is not supported (RoPE over the whole head only)");
+  }
+  if (auto partial = hf_float(j, "partial_rotary_factor", source, 1.0); partial != 1.0) {
+    fail_format(source, "key 'partial_rotary_factor': ", partial,
+                " is not supported (RoPE over the whole head only)");
+  }
+  nn::RopeScaling& r = c.rope_scaling;
+  r = nn::RopeScaling{};
+  r.type = *parsed;
+  r.max_position_embeddings = c.max_position_embeddings;
+  const int64_t original = hf_int(j, "original_max_position_embeddings", source,
+                                  c.max_position_embeddings);
+  switch (r.type) {
+    case nn::RopeType::Default: break;
+    case nn::RopeType::Linear:
+    case nn::RopeType::Dynamic: r.factor = required("factor", type); break;
+    case nn::RopeType::Llama3:
+      r.factor = required("factor", type);
+      r.low_freq_factor = required("low_freq_factor", type);
+      r.high_freq_factor = required("high_freq_factor", type);
+      r.original_max_position_embeddings = hf_int(p, "original_max_position_embeddings",
+                                                  source + ": key '" + key + "'", original);
+      break;
+    case nn::RopeType::Yarn: {
+      r.original_max_position_embeddings = hf_int(p, "original_max_position_embeddings",
+                                                  source + ": key '" + key + "'", original);
+      // A null factor means the ratio of the two context lengths (DeepSeek-V3's configs).
+      r.factor = number("factor").value_or(static_cast<double>(c.max_position_embeddings) /
+                                           static_cast<double>(r.original_max_position_embeddings));
+      r.attention_factor = number("attention_factor");
+      r.mscale = number("mscale");
+      r.mscale_all_dim = number("mscale_all_dim");
+      // transformers reads these with `or`: a 0 falls back to the default too.
+      const double fast = number("beta_fast").value_or(0.0), slow = number("beta_slow").value_or(0.0);
+      r.beta_fast = fast != 0.0 ? fast : 32.0;
+      r.beta_slow = slow != 0.0 ? slow : 1.0;
+      r.truncate = hf_bool(p, "truncate", source + ": key '" + key + "'", true);
+      break;
+    }
+  }
+}
+
+void write_rope_json(const nn::RopeScaling& r, Json& out) {
+  out["rope_type"] = nn::rope_type_name(r.type);
+  switch (r.type) {
+    case nn::RopeType::Default: break;
+    case nn::RopeType::Linear:
+    case nn::RopeType::Dynamic: out["factor"] = r.factor; break;
+    case nn::RopeType::Llama3:
+      out["factor"] = r.factor;
+      out["low_freq_factor"] = r.low_freq_factor;
+      out["high_freq_factor"] = r.high_freq_factor;
+      out["original_max_position_embeddings"] = r.original_max_position_embeddings;
+      break;
+    case nn::RopeType::Yarn:
+      out["factor"] = r.factor;
+      out["original_max_position_embeddings"] = r.original_max_position_embeddings;
+      out["beta_fast"] = r.beta_fast;
+      out["beta_slow"] = r.beta_slow;
+      out["truncate"] = r.truncate;
+      if (r.attention_factor) out["attention_factor"] = *r.attention_factor;
+      if (r.mscale) out["mscale"] = *r.mscale;
+      if (r.mscale_all_dim) out["mscale_all_dim"] = *r.mscale_all_dim;
+      break;
+  }
 }
 
 void resolve_sizes(ModelConfig& c) {
@@ -110,6 +230,7 @@ const char* model_family_name(ModelFamily family) {
     case ModelFamily::Mistral: return "mistral";
     case ModelFamily::Qwen2: return "qwen2";
     case ModelFamily::PanGuPi: return "pangu_pi";
+    case ModelFamily::Olmo2: return "olmo2";
   }
   return "?";
 }
@@ -120,6 +241,7 @@ std::optional<ModelFamily> parse_model_family(const std::string& name) {
   if (name == "mistral") return ModelFamily::Mistral;
   if (name == "qwen2") return ModelFamily::Qwen2;
   if (name == "pangu_pi") return ModelFamily::PanGuPi;
+  if (name == "olmo2") return ModelFamily::Olmo2;
   return std::nullopt;
 }
 
@@ -162,6 +284,31 @@ void ModelConfig::validate(const std::string& source) const {
   }
   if (!(norm_eps >= 0)) fail_format(source, "key 'norm_eps': must be >= 0, got ", norm_eps);
   if (!(rope_theta > 0)) fail_format(source, "key 'rope_theta': must be positive, got ", rope_theta);
+  const nn::RopeScaling& r = rope_scaling;
+  if (r.type != nn::RopeType::Default) {
+    if (learned_positions) fail_format(source, "key 'rope_scaling': the model has no RoPE");
+    if (!(r.factor > 0)) fail_format(source, "key 'rope_scaling.factor': must be positive, got ", r.factor);
+  }
+  if ((r.type == nn::RopeType::Yarn || r.type == nn::RopeType::Llama3) &&
+      r.original_max_position_embeddings <= 0) {
+    fail_format(source, "key 'rope_scaling.original_max_position_embeddings': must be positive, got ",
+                r.original_max_position_embeddings);
+  }
+  if (r.type == nn::RopeType::Dynamic && r.max_position_embeddings != max_position_embeddings) {
+    fail_format(source, "key 'rope_scaling': dynamic scaling's context ", r.max_position_embeddings,
+                " differs from max_position_embeddings ", max_position_embeddings);
+  }
+  if (r.type == nn::RopeType::Llama3 && !(r.high_freq_factor > r.low_freq_factor)) {
+    fail_format(source, "key 'rope_scaling.high_freq_factor': must exceed low_freq_factor (",
+                r.low_freq_factor, "), got ", r.high_freq_factor);
+  }
+  if (r.type == nn::RopeType::Yarn && !(r.beta_fast > 0 && r.beta_slow > 0)) {
+    fail_format(source, "key 'rope_scaling.beta_fast': beta_fast and beta_slow must be positive");
+  }
+  if (post_norm && shortcut_paths > 0) {
+    fail_format(source, "key 'post_norm': augmented shortcuts read the pre-norm input; "
+                "they cannot be combined with post-norm blocks");
+  }
   if (sliding_window < 0) fail_format(source, "key 'sliding_window': must be >= 0");
   if (siaf_terms < 0) fail_format(source, "key 'siaf.terms': must be >= 0, got ", siaf_terms);
   if (siaf_neighbour_kernel < 0) fail_format(source, "key 'siaf.neighbour_kernel': must be >= 0");
@@ -193,8 +340,22 @@ const ConfigSchema& model_config_schema() {
         .optional("paths", ConfigType::Int, nullptr,
                   "parallel bottleneck paths T; 0 turns them off (default: 1 for pangu_pi, else 0)")
         .optional("reduction", ConfigType::Int, 32, "bottleneck reduction r: d -> d/r -> d");
+    ConfigSchema rope("RoPE frequency scaling, transformers' rope types");
+    rope.choice("type", {"default", "linear", "dynamic", "yarn", "llama3"}, "default", "rope type")
+        .optional("factor", ConfigType::Float, 1.0, "scaling factor s")
+        .optional("original_max_position_embeddings", ConfigType::Int, nullptr,
+                  "pre-training context L (yarn, llama3; default: max_position_embeddings)")
+        .optional("low_freq_factor", ConfigType::Float, 1.0, "llama3")
+        .optional("high_freq_factor", ConfigType::Float, 4.0, "llama3")
+        .optional("beta_fast", ConfigType::Float, 32.0, "yarn")
+        .optional("beta_slow", ConfigType::Float, 1.0, "yarn")
+        .optional("attention_factor", ConfigType::Float, nullptr,
+                  "yarn: cos/sin scale (default: 0.1 ln(s) + 1)")
+        .optional("mscale", ConfigType::Float, nullptr, "yarn")
+        .optional("mscale_all_dim", ConfigType::Float, nullptr, "yarn")
+        .optional("truncate", ConfigType::Bool, true, "yarn: floor/ceil the correction range");
     ConfigSchema s("Concord model config: a decoder-only language model");
-    s.required("family", ConfigType::String, "gpt2 | llama | mistral | qwen2 | pangu_pi")
+    s.required("family", ConfigType::String, "gpt2 | llama | mistral | qwen2 | olmo2 | pangu_pi")
         .required("vocab_size", ConfigType::Int, "token vocabulary size")
         .required("hidden_size", ConfigType::Int, "model width d")
         .required("num_layers", ConfigType::Int, "transformer blocks")
@@ -212,6 +373,7 @@ const ConfigSchema& model_config_schema() {
         .optional("position", ConfigType::String, nullptr,
                   "learned | rope (default: learned for gpt2, rope otherwise)")
         .optional("rope_theta", ConfigType::Float, 10000.0, "RoPE base")
+        .section("rope_scaling", rope, "RoPE frequency scaling (concord/nn/attention.h)")
         .optional("mlp", ConfigType::String, nullptr,
                   "mlp | gated (default: mlp for gpt2, gated (SwiGLU) otherwise)")
         .optional("hidden_act", ConfigType::String, nullptr,
@@ -222,6 +384,10 @@ const ConfigSchema& model_config_schema() {
         .optional("tie_word_embeddings", ConfigType::Bool, nullptr,
                   "LM head shares the token embedding (default: true for gpt2)")
         .optional("sliding_window", ConfigType::Int, 0, "attention window (0: full causal)")
+        .optional("post_norm", ConfigType::Bool, nullptr,
+                  "norms on each sublayer's output, x + Norm(f(x)) (default: true for olmo2)")
+        .optional("qk_norm", ConfigType::Bool, nullptr,
+                  "RMSNorm over q and k before RoPE (default: true for olmo2)")
         .optional("bos_token_id", ConfigType::Int, nullptr, "beginning-of-sequence id")
         .optional("eos_token_id", ConfigType::Int, nullptr, "end-of-sequence id")
         .optional("pad_token_id", ConfigType::Int, nullptr, "padding id")
@@ -282,7 +448,27 @@ ModelConfig model_config_from_json(const Json& input, const std::string& source)
   c.mlp_bias = bool_or(j["mlp_bias"], c.mlp_bias);
   c.tie_word_embeddings = bool_or(j["tie_word_embeddings"], c.tie_word_embeddings);
   c.sliding_window = j["sliding_window"].get<int64_t>();
+  c.post_norm = bool_or(j["post_norm"], c.post_norm);
+  c.qk_norm = bool_or(j["qk_norm"], c.qk_norm);
   c.intermediate_size = int_or(j["intermediate_size"], 0);
+  {
+    const Json& r = j["rope_scaling"];
+    nn::RopeScaling& sc = c.rope_scaling;
+    sc.type = *nn::parse_rope_type(r["type"].get<std::string>());
+    sc.factor = r["factor"].get<double>();
+    sc.max_position_embeddings = c.max_position_embeddings;
+    sc.original_max_position_embeddings =
+        int_or(r["original_max_position_embeddings"], c.max_position_embeddings);
+    sc.low_freq_factor = r["low_freq_factor"].get<double>();
+    sc.high_freq_factor = r["high_freq_factor"].get<double>();
+    sc.beta_fast = r["beta_fast"].get<double>();
+    sc.beta_slow = r["beta_slow"].get<double>();
+    auto opt = [](const Json& v) { return v.is_null() ? std::nullopt : std::optional<double>(v.get<double>()); };
+    sc.attention_factor = opt(r["attention_factor"]);
+    sc.mscale = opt(r["mscale"]);
+    sc.mscale_all_dim = opt(r["mscale_all_dim"]);
+    sc.truncate = r["truncate"].get<bool>();
+  }
   for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
     if (j[key].is_null()) continue;
     const int64_t id = j[key].get<int64_t>();
@@ -351,30 +537,14 @@ ModelConfig model_config_from_hf(const Json& j, const std::string& source) {
     c.norm_eps = hf_float(j, "rms_norm_eps", source, 1e-6);
     c.hidden_act = hf_string(j, "hidden_act", source, "silu");
     c.tie_word_embeddings = hf_bool(j, "tie_word_embeddings", source, false);
-    // transformers >= 4.5x writes rope_parameters {rope_type, rope_theta}; older files have
-    // rope_theta and rope_scaling at the top level.
-    c.rope_theta = hf_float(j, "rope_theta", source, 10000.0);
-    if (const Json* rp = find_key(j, "rope_parameters")) {
-      if (!rp->is_object()) fail_format(source, "key 'rope_parameters': expected an object");
-      c.rope_theta = hf_float(*rp, "rope_theta", source + ": key 'rope_parameters'", c.rope_theta);
-      const std::string kind = hf_string(*rp, "rope_type", source, "default");
-      if (kind != "default") {
-        fail_format(source, "key 'rope_parameters.rope_type': '", kind,
-                    "' is not supported (only default RoPE)");
-      }
-    }
-    if (const Json* rs = find_key(j, "rope_scaling")) {
-      const std::string kind =
-          rs->is_object() ? hf_string(*rs, "rope_type", source, hf_string(*rs, "type", source, ""))
-                          : std::string("?");
-      if (kind != "default") {
-        fail_format(source, "key 'rope_scaling': '", kind, "' is not supported (only default RoPE)");
-      }
-    }
-    if (c.family == ModelFamily::Llama || c.family == ModelFamily::PanGuPi) {
+    read_hf_rope(j, source, c);
+    if (c.family == ModelFamily::Llama || c.family == ModelFamily::PanGuPi ||
+        c.family == ModelFamily::Olmo2) {
       const bool attention_bias = hf_bool(j, "attention_bias", source, false);
       c.qkv_bias = attention_bias;
       c.attn_out_bias = attention_bias;
+    }
+    if (c.family == ModelFamily::Llama || c.family == ModelFamily::PanGuPi) {
       c.mlp_bias = hf_bool(j, "mlp_bias", source, false);
     }
     if (c.family == ModelFamily::Mistral) c.sliding_window = hf_int(j, "sliding_window", source, 0);
@@ -418,7 +588,7 @@ Json model_config_to_hf(const ModelConfig& c) {
     return j;
   }
   static const char* arch[] = {"", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                               "PanGuPiForCausalLM"};
+                               "PanGuPiForCausalLM", "Olmo2ForCausalLM"};
   j["architectures"] = Json::array({arch[static_cast<int>(c.family)]});
   j["hidden_size"] = c.hidden_size;
   j["num_hidden_layers"] = c.num_layers;
@@ -430,11 +600,16 @@ Json model_config_to_hf(const ModelConfig& c) {
   j["rms_norm_eps"] = c.norm_eps;
   j["hidden_act"] = c.hidden_act;
   j["rope_theta"] = c.rope_theta;
-  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};
+  Json rope = {{"rope_theta", c.rope_theta}};
+  write_rope_json(c.rope_scaling, rope);
+  j["rope_parameters"] = rope;
+  // transformers 4 reads only rope_scaling (without theta); 5 reads either, this one first.
+  if (c.rope_scaling.type != nn::RopeType::Default) j["rope_scaling"] = rope;
   if (c.family == ModelFamily::Llama || c.family == ModelFamily::PanGuPi) {
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = c.mlp_bias;
   }
+  if (c.family == ModelFamily::Olmo2) j["attention_bias"] = c.qkv_bias;
   if (c.family == ModelFamily::Mistral) {
     j["sliding_window"] = c.sliding_window > 0 ? Json(c.sliding_window) : Json(nullptr);
   }
@@ -464,6 +639,14 @@ Json model_config_to_json(const ModelConfig& c) {
   j["norm_eps"] = c.norm_eps;
   j["position"] = c.learned_positions ? "learned" : "rope";
   j["rope_theta"] = c.rope_theta;
+  {
+    Json rope = Json::object();
+    write_rope_json(c.rope_scaling, rope);
+    rope["type"] = rope["rope_type"];
+    rope.erase("rope_type");
+    if (!rope.contains("factor")) rope["factor"] = c.rope_scaling.factor;
+    j["rope_scaling"] = rope;
+  }
   j["mlp"] = c.gated_mlp ? "gated" : "mlp";
   j["hidden_act"] = c.hidden_act;
   j["qkv_bias"] = c.qkv_bias;
@@ -471,6 +654,8 @@ Json model_config_to_json(const ModelConfig& c) {
   j["mlp_bias"] = c.mlp_bias;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["sliding_window"] = c.sliding_window;
+  j["post_norm"] = c.post_norm;
+  j["qk_norm"] = c.qk_norm;
   j["bos_token_id"] = c.bos_token_id ? Json(*c.bos_token_id) : Json(nullptr);
   j["eos_token_id"] = c.eos_token_id ? Json(*c.eos_token_id) : Json(nullptr);
   j["pad_token_id"] = c.pad_token_id ? Json(*c.pad_token_id) : Json(nullptr);
@@ -493,6 +678,7 @@ std::vector<std::pair<std::string, int64_t>> count_parameters_by_module(const Mo
   const int64_t d = c.hidden_size, L = c.num_layers, I = c.intermediate_size;
   const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   const int64_t norm = c.layer_norm ? 2 * d : d;
+  const int64_t qk_norm = c.qk_norm ? q + kv : 0;
   const int64_t attention =
       d * (q + 2 * kv) + (c.qkv_bias ? q + 2 * kv : 0) + q * d + (c.attn_out_bias ? d : 0);
   const int64_t ffn_in = c.gated_mlp ? 2 * I : I;
@@ -513,7 +699,7 @@ std::vector<std::pair<std::string, int64_t>> count_parameters_by_module(const Mo
       {"feed_forward", L * ffn},
       {"siaf", L * siaf},
       {"augmented_shortcut", L * shortcut},
-      {"norms", (2 * L + 1) * norm},
+      {"norms", (2 * L + 1) * norm + L * qk_norm},
       {"lm_head", c.tie_word_embeddings ? 0 : c.vocab_size * d},
   };
 }

@@ -38,10 +38,8 @@ void FeedForwardImpl::reset() {
                 options.hidden());
   const int64_t d = options.dim(), i = options.hidden();
   fc_in = register_module(
-      "fc_in", torch::nn::Linear(torch::nn::LinearOptions(d, options.gated() ? 2 * i : i)
-                                     .bias(options.bias())));
-  fc_out = register_module("fc_out",
-                           torch::nn::Linear(torch::nn::LinearOptions(i, d).bias(options.bias())));
+      "fc_in", Linear(LinearOptions(d, options.gated() ? 2 * i : i).bias(options.bias())));
+  fc_out = register_module("fc_out", Linear(LinearOptions(i, d).bias(options.bias())));
   if (options.siaf_terms() > 0) {
     siaf = register_module("siaf", SeriesInformedActivation(
                                        SeriesInformedActivationOptions(i)

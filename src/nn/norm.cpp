@@ -22,6 +22,7 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   // Statistics in fp32 so bf16/fp16 activations normalise as transformers does.
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + options.eps());
+  if (options.scale_before_cast()) return record_output(*this, (weight * (xf * inv)).to(x.scalar_type()));
   return record_output(*this, weight * (xf * inv).to(x.scalar_type()));
 }
 

@@ -234,6 +234,50 @@ TEST(Safetensors, MisalignedTensorIsCopied) {
   EXPECT_EQ(st.get("a")[2].item<uint8_t>(), 3);
 }
 
+// read_into copies a tensor out of its file (pread) without paging the mapping in: the same
+// values as get(), every dtype, misaligned ones too, shards through the index; a destination of
+// the wrong dtype, size or layout is an error naming the file and the tensor; and once the path
+// names another file, the bytes are still the mapped file's.
+TEST(Safetensors, ReadIntoCopiesWhatGetViews) {
+  SafetensorsFile st(st_fixture("all_dtypes.safetensors"));
+  for (const auto& name : st.keys()) {
+    const at::Tensor want = st.get(name);
+    at::Tensor got = at::empty(want.sizes(), want.options());
+    st.read_into(name, got);
+    EXPECT_TRUE(got.equal(want)) << name;
+    EXPECT_NE(got.data_ptr(), want.data_ptr()) << name;
+  }
+  ShardedSafetensors ckpt(st_fixture("sharded/model.safetensors.index.json"));
+  for (const auto& name : ckpt.keys()) {
+    const at::Tensor want = ckpt.get(name);
+    at::Tensor got = at::empty(want.sizes(), want.options());
+    ckpt.read_into(name, got);
+    EXPECT_TRUE(got.equal(want)) << name;
+  }
+  TempDir dir;
+  const fs::path path = dir / "r.safetensors";
+  save_safetensors(path, {{"x", at::arange(6, at::kFloat)}, {"y", at::ones({2, 3}, at::kDouble)}});
+  SafetensorsFile file(path);
+  auto expect_rejected = [&](const at::Tensor& dest) {
+    try {
+      file.read_into("x", dest);
+      ADD_FAILURE() << "expected an error";
+    } catch (const concord::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("r.safetensors"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("\"x\""), std::string::npos) << msg;
+    }
+  };
+  expect_rejected(at::empty({6}, at::kDouble));
+  expect_rejected(at::empty({5}, at::kFloat));
+  expect_rejected(at::empty({2, 6}, at::kFloat).narrow(1, 0, 3));
+  // Replace the file under its name: read_into still returns the mapped file's bytes.
+  save_safetensors(path, {{"x", at::full({6}, 7.0f)}, {"y", at::zeros({2, 3}, at::kDouble)}});
+  at::Tensor x = at::empty({6}, at::kFloat);
+  file.read_into("x", x);
+  EXPECT_TRUE(x.equal(at::arange(6, at::kFloat)));
+}
+
 // ---- writing what Python writes -------------------------------------------------------------------
 
 TEST(Safetensors, WritesBytesIdenticalToPython) {

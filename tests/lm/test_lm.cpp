@@ -31,7 +31,17 @@ using concord::testing::TempDir;
 
 namespace {
 
-const std::vector<std::string> kFamilies = {"gpt2", "llama", "mistral", "qwen2"};
+// The four base families, then OLMo-2 and one model per RoPE scaling type (rope-yarn is a Qwen2,
+// the other three Llamas).
+const std::vector<std::string> kFamilies = {"gpt2",        "llama",       "mistral",
+                                            "qwen2",       "olmo2",       "rope-llama3",
+                                            "rope-linear", "rope-dynamic", "rope-yarn"};
+
+// Dynamic NTK scaling picks its frequencies from the longest position in the pass (as
+// transformers does), so a sequence past the context decodes differently step by step than in
+// one pass, and a batch row is rotated by its longest neighbour's frequencies: the models where
+// cached and batched runs equal the one-pass, one-row run.
+bool length_invariant(const std::string& family) { return family != "rope-dynamic"; }
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
@@ -173,7 +183,7 @@ TEST(ModelConfig, HuggingFaceConfigsReadAndRoundTrip) {
     EXPECT_EQ(model_config_to_json(back), model_config_to_json(c));
   }
   auto j = model_config_to_hf(llama);
-  j["rope_parameters"]["rope_type"] = "yarn";
+  j["rope_parameters"]["rope_type"] = "longrope";
   EXPECT_THROW(model_config_from_hf(j, "cfg.json"), concord::FormatError);
 }
 
@@ -200,6 +210,7 @@ TEST(CausalLM, LogitsMatchTransformers) {
 
 TEST(CausalLM, KVCacheDecodingEqualsFullForward) {
   for (const auto& family : kFamilies) {
+    if (!length_invariant(family)) continue;
     auto model = load_pretrained(fixture("lm/" + family));
     auto ref = reference(family);
     torch::NoGradGuard g;
@@ -213,9 +224,15 @@ TEST(CausalLM, KVCacheDecodingEqualsFullForward) {
         parts.push_back(model->forward(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), &cache));
       }
       const auto keep = mask.to(at::kDouble).unsqueeze(-1);
-      const double d = ((torch::cat(parts, 1).to(at::kDouble) - full.to(at::kDouble)) * keep)
-                           .abs().max().item<double>();
-      EXPECT_LT(d, 1e-5) << family << " " << which;
+      const auto cached = torch::cat(parts, 1).to(at::kDouble);
+      const double d = ((cached - full.to(at::kDouble)) * keep).abs().max().item<double>();
+      // fp32 rounding of differently shaped products; the 20-token fixtures (rope-*, olmo2)
+      // accumulate more of it (measured up to 1.3e-5) than the 8-token ones (3e-6).
+      EXPECT_LT(d, ids.size(1) > 8 ? 3e-5 : 1e-5) << family << " " << which;
+      // And the cached run is transformers' full forward too.
+      const auto want = ref[std::string(which) == "input_ids" ? "logits" : "padded_logits"];
+      EXPECT_LT(((cached - want.to(at::kDouble)) * keep).abs().max().item<double>(), 1e-4)
+          << family << " " << which;
     }
   }
 }
@@ -384,6 +401,7 @@ TEST(Generate, GreedyMatchesTransformersGenerate) {
 
 TEST(Generate, BatchedLeftPaddedEqualsOneByOne) {
   for (const auto& family : kFamilies) {
+    if (!length_invariant(family)) continue;
     auto model = load_pretrained(fixture("lm/" + family));
     auto ref = reference(family);
     const std::vector<std::vector<int64_t>> prompts = {
@@ -470,6 +488,7 @@ TEST(Generate, StopStringsCutTheText) {
 
 TEST(Score, ContinuationLogProbsMatchReferenceLogits) {
   for (const auto& family : kFamilies) {
+    if (!length_invariant(family)) continue;  // scores 8 tokens against a 20-token reference
     auto model = load_pretrained(fixture("lm/" + family));
     auto ref = reference(family);
     const auto logp = torch::log_softmax(ref["logits"].to(at::kDouble), -1);

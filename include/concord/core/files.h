@@ -42,11 +42,22 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
 
+  /// Copies bytes [offset, offset + n) of the file into `dest` with pread, so the mapping's pages
+  /// stay out of this process's resident set (a loader that copies a tensor out of a file
+  /// needs no second, mapped copy of it in memory). Reads the mapping instead when the path no
+  /// longer names the file that was mapped (replaced or modified since), so the bytes are
+  /// always the mapping's. Throws concord::Error naming the file on a range outside it or an
+  /// I/O error.
+  void read(uint64_t offset, size_t n, void* dest) const;
+
  private:
   std::filesystem::path path_;
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
   Mode mode_ = Mode::ReadOnly;
+  // Identity of the mapped file (device, inode, modification time), checked by read().
+  uint64_t device_ = 0, inode_ = 0;
+  int64_t mtime_ns_ = 0;
 };
 
 }  // namespace concord

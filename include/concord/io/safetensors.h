@@ -99,6 +99,11 @@ class SafetensorsFile {
   at::Tensor get(const std::string& name) const;
   /// True when get(name) returns a view of the mapping rather than a copy.
   bool is_zero_copy(const std::string& name) const;
+  /// Copies tensor `name` into `dest` (contiguous, on the CPU, of its dtype and element count)
+  /// by reading the file (MappedFile::read), leaving the mapping's pages untouched: how a
+  /// loader fills memory of its own (a fused or converted parameter) without a mapped second
+  /// copy. Throws concord::Error naming the file and the tensor on a mismatch.
+  void read_into(const std::string& name, const at::Tensor& dest) const;
   /// `__metadata__` (empty when the file has none).
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   const SafetensorsHeader& header() const { return header_; }

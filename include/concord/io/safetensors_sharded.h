@@ -41,6 +41,10 @@ class ShardedSafetensors {
   const SafetensorsTensorInfo& info(const std::string& name) const;
   /// The tensor, zero-copy where aligned (SafetensorsFile::get).
   at::Tensor get(const std::string& name) const;
+  /// SafetensorsFile::is_zero_copy of the shard holding `name`.
+  bool is_zero_copy(const std::string& name) const;
+  /// SafetensorsFile::read_into of the shard holding `name`.
+  void read_into(const std::string& name, const at::Tensor& dest) const;
   /// The shard that holds `name`.
   const std::filesystem::path& shard_path(const std::string& name) const;
   /// The index's "metadata" object (an empty object when absent).

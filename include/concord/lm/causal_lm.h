@@ -1,9 +1,14 @@
 // CausalLM: a decoder-only transformer language model built from a ModelConfig (GPT-2,
-// Llama, Mistral, Qwen2, PanGu-π; see concord/lm/model_config.h). Pre-norm blocks:
+// Llama, Mistral, Qwen2, OLMo-2, PanGu-π; see concord/lm/model_config.h). Pre-norm blocks:
 //
 //   z = Norm_1(x)
 //   x = x + Attention(z) + sum_i T_i(z)     (the T_i only with augmented shortcuts, PanGu-π Eq. 4)
 //   x = x + FFN(Norm_2(x))                  (SIAF inside the FFN for PanGu-π, Eq. 7)
+//
+// or, with post_norm (OLMo-2), the norms on the sublayers' outputs:
+//
+//   x = x + Norm_1(Attention(x))            (q and k RMS-normed inside, qk_norm)
+//   x = x + Norm_2(FFN(x))
 //
 // then a final norm and the LM head (tied to the token embedding or not). Positions come from
 // the attention mask (cumsum - 1, as transformers' generate() builds them), so left-padded rows
@@ -12,8 +17,6 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 #include <ATen/core/Reduction.h>
@@ -27,13 +30,16 @@
 #include "concord/lm/model_config.h"
 #include "concord/nn/attention.h"
 #include "concord/nn/augmented_shortcut.h"
+#include "concord/nn/embedding.h"
 #include "concord/nn/feed_forward.h"
 #include "concord/nn/kv_cache.h"
+#include "concord/nn/linear.h"
 #include "concord/nn/norm.h"
 
 namespace concord::lm {
 
-/// One pre-norm transformer block (the norms are LayerNorm or RMSNorm per the config).
+/// One transformer block: pre-norm, or post-norm with config.post_norm (the norms are LayerNorm
+/// or RMSNorm per the config).
 class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
  public:
   explicit TransformerBlockImpl(ModelConfig config);
@@ -47,7 +53,8 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
 
   ModelConfig config;
   torch::nn::LayerNorm ln_attn{nullptr}, ln_mlp{nullptr};  ///< GPT-2
-  nn::RMSNorm rms_attn{nullptr}, rms_mlp{nullptr};         ///< the others
+  /// The others; with post_norm they normalise the attention's and the FFN's outputs.
+  nn::RMSNorm rms_attn{nullptr}, rms_mlp{nullptr};
   nn::CausalSelfAttention attn{nullptr};
   nn::AugmentedShortcut shortcut{nullptr};                 ///< PanGu-π
   nn::FeedForward mlp{nullptr};
@@ -63,7 +70,9 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
   explicit CausalLMImpl(ModelConfig config);
   /// Builds every module and draws fresh weights: N(0, 0.02) for embeddings and projections,
   /// biases 0, norms 1; SIAF and augmented shortcuts keep their own identity-preserving
-  /// initialisation (see concord/nn/siaf.h, concord/nn/augmented_shortcut.h).
+  /// initialisation (see concord/nn/siaf.h, concord/nn/augmented_shortcut.h). Under an
+  /// nn::SkipInitGuard the embeddings and projections are allocated and left undrawn, for a
+  /// loader that replaces them (load_pretrained does).
   void reset() override;
 
   /// Logits [B, T, V] (in the model's dtype) for `input_ids` [B, T] int64.
@@ -104,15 +113,15 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
   void pretty_print(std::ostream& stream) const override;
 
   ModelConfig config;
-  torch::nn::Embedding embed{nullptr};      ///< [V, d]
-  torch::nn::Embedding positions{nullptr};  ///< [P, d], GPT-2 only
+  nn::Embedding embed{nullptr};      ///< [V, d]
+  nn::Embedding positions{nullptr};  ///< [P, d], GPT-2 only
   /// The input embeddings (token + learned positions) the first block reads: an identity that
   /// reports them, so nn::FeatureCapture reads them at path "embed_out".
   torch::nn::Identity embed_out{nullptr};
   torch::nn::ModuleList layers{nullptr};
   torch::nn::LayerNorm ln_final{nullptr};
   nn::RMSNorm rms_final{nullptr};
-  torch::nn::Linear lm_head{nullptr};       ///< untied only
+  nn::Linear lm_head{nullptr};       ///< untied only
 };
 TORCH_MODULE(CausalLM);
 

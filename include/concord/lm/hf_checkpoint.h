@@ -11,6 +11,8 @@
 //           post_attention_layernorm, self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj},
 //           lm_head (absent when tied). q, k, v (and gate, up) are concatenated into Concord's
 //           fused projections and split again on save.
+//   OLMo-2: the Llama names without input_layernorm, with post_attention_layernorm (the norm
+//           of the attention's output), post_feedforward_layernorm and self_attn.{q,k}_norm.
 //   PanGu-π (Concord's own model_type "pangu_pi"): the Llama names plus
 //           model.layers.N.mlp.siaf.{a,b[,neighbour]} and
 //           model.layers.N.augmented_shortcut.{fc1_weight,fc1_bias,fc2_weight,fc2_bias}.
@@ -33,17 +35,29 @@ namespace concord::lm {
 std::map<std::string, at::Tensor> to_hf_state_dict(CausalLM model);
 
 /// Copies `tensors` (transformers' names and layouts) into `model` (converting dtype and
-/// device). `source` names the checkpoint in errors.
+/// device). `source` names the checkpoint in errors; nothing is copied when a tensor is missing,
+/// misshapen or unexpected.
 void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>& tensors,
                         const std::string& source);
 
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  ///< parameters are converted to this
   c10::Device device = c10::Device(c10::kCPU);
+  /// On the CPU, a parameter stored in the file with this dtype as one tensor (everything but
+  /// the fused q|k|v and gate|up projections and GPT-2's transposed Conv1D weights) becomes a
+  /// view of the memory-mapped file instead of a copy: loading costs no second copy of it, and
+  /// its pages are read in as passes touch them. The mapping is private (writes never reach the
+  /// file) and lives as long as the parameter; the files must not be modified in place while
+  /// the model lives (replacing them by rename, as save_pretrained does, is safe). false: every
+  /// parameter gets memory of its own.
+  bool map_weights = true;
 };
 
 /// Loads a model folder: config.json (Hugging Face) and its safetensors weights (an index
-/// preferred over model.safetensors). The model is returned in eval mode.
+/// preferred over model.safetensors). The model is returned in eval mode. The parameters are
+/// never initialised first (nn::SkipInitGuard) and those that are not mapped (map_weights) are
+/// read from the file straight into their own memory, so an N-byte checkpoint loads into about
+/// N bytes of resident memory, not 2N or 3N.
 CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options = {});
 
 /// Writes config.json and the weights into `folder` as transformers' save_pretrained does:

@@ -11,13 +11,13 @@
 #pragma once
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
 #include <ostream>
 #include <string>
 
+#include "concord/nn/linear.h"
 #include "concord/nn/siaf.h"
 
 namespace concord::nn {
@@ -67,8 +67,8 @@ class FeedForwardImpl : public torch::nn::Cloneable<FeedForwardImpl> {
   void pretty_print(std::ostream& stream) const override;
 
   FeedForwardOptions options;
-  torch::nn::Linear fc_in{nullptr};   ///< d -> 2I (gated: [gate; up]) or d -> I
-  torch::nn::Linear fc_out{nullptr};  ///< I -> d
+  Linear fc_in{nullptr};   ///< d -> 2I (gated: [gate; up]) or d -> I
+  Linear fc_out{nullptr};  ///< I -> d
   SeriesInformedActivation siaf{nullptr};
 
  private:

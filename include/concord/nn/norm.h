@@ -4,7 +4,8 @@
 //
 // as Llama, Mistral, Qwen2 and PanGu-π use it: no mean subtraction, no bias, the statistics in
 // fp32 whatever the input dtype (as transformers' LlamaRMSNorm computes them), the scale applied
-// after casting back. GPT-2's LayerNorm is torch::nn::LayerNorm.
+// after casting back. GPT-2's LayerNorm is torch::nn::LayerNorm. OLMo-2's RMSNorm applies the
+// scale in fp32 and casts once (scale_before_cast): the same numbers in fp32, not in bf16.
 #pragma once
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -21,6 +22,8 @@ struct RMSNormOptions {
   TORCH_ARG(int64_t, dim);
   /// Added to the mean square before the square root.
   TORCH_ARG(double, eps) = 1e-6;
+  /// Multiply by w in fp32, then cast to the input dtype (OLMo-2), instead of casting first.
+  TORCH_ARG(bool, scale_before_cast) = false;
 };
 
 class RMSNormImpl : public torch::nn::Cloneable<RMSNormImpl> {
