@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ablation_report.h"
-#include "text_input.h"
+#include "concord/tasks/text_input.h"
 #include "concord/core/error.h"
 #include "concord/data/builtin_corpus.h"
 #include "concord/data/fortune.h"
@@ -14,7 +14,7 @@
 #include "concord/text/tokenizer.h"
 #include "concord/train/ablation.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -106,4 +106,4 @@ Task pangu_ablation_task() {
   return t;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -2,11 +2,11 @@
 // on pretraining text (JSONL {"text"} or the built-in corpus) or on SFT records (JSONL
 // prompt/completion or messages, completion-only loss), with checkpoints and --resume.
 #pragma once
-#include "tasks.h"
+#include "concord/tasks/tasks.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 Task pretrain_task();
 Task sft_task();
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -12,7 +12,7 @@
 #include "concord/data/token_shard.h"
 #include "concord/text/byte_tokenizer.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 Stage data_stage() {
   Stage s;
@@ -76,4 +76,4 @@ Stage data_stage() {
   return s;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -13,7 +13,7 @@
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/text/byte_tokenizer.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace fs = std::filesystem;
 
@@ -135,4 +135,4 @@ Stage tumlu_stage(const fs::path& model_dir, bool quick) {
   return s;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

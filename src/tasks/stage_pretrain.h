@@ -3,9 +3,9 @@
 // validation losses, forward latency and per-layer feature diversity side by side. The PanGu-π
 // model is saved to pretrain/models/siaf+as for the later stages.
 #pragma once
-#include "quickstart.h"
+#include "concord/tasks/quickstart.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 /// `quick` shrinks the stage to a few seconds (tests).
 Stage pretrain_stage(bool quick);
@@ -13,4 +13,4 @@ Stage pretrain_stage(bool quick);
 /// Where the stage leaves its PanGu-π model, relative to the quickstart folder.
 inline constexpr const char* kQuickstartModel = "pretrain/models/siaf+as";
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

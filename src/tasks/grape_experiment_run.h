@@ -2,10 +2,10 @@
 // (`grape_experiment`) and as the quickstart's `grape` stage; both write the same report.
 #pragma once
 #include "concord/grape/experiment.h"
-#include "quickstart.h"
-#include "tasks.h"
+#include "concord/tasks/quickstart.h"
+#include "concord/tasks/tasks.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 Task grape_experiment_task();
 
@@ -18,4 +18,4 @@ void report_grape_experiment(const grape::GrapeExperimentResult& result,
                              const grape::GrapeExperimentOptions& options, RunDirectory& dir,
                              Report& report);
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

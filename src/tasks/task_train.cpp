@@ -20,9 +20,9 @@
 #include "concord/train/batch.h"
 #include "concord/train/checkpoint.h"
 #include "concord/train/trainer.h"
-#include "model_loading.h"
+#include "concord/tasks/model_loading.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -290,4 +290,4 @@ Task sft_task() {
   return t;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

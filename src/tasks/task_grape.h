@@ -5,8 +5,8 @@
 // scores.jsonl, selected.jsonl (prompt/completion records the `sft` task trains on),
 // selection.json, metrics and a report with tables and charts.
 #pragma once
-#include "tasks.h"
+#include "concord/tasks/tasks.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 Task grape_task();
 }

@@ -10,9 +10,9 @@
 #include "concord/eval/tumlu_lm_adapter.h"
 #include "concord/eval/tumlu_report.h"
 #include "concord/text/tokenizer.h"
-#include "model_loading.h"
+#include "concord/tasks/model_loading.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -143,4 +143,4 @@ Task tumlu_task() {
   return t;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

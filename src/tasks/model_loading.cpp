@@ -1,4 +1,4 @@
-#include "model_loading.h"
+#include "concord/tasks/model_loading.h"
 
 #include <filesystem>
 
@@ -7,7 +7,7 @@
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/lm/model_config.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace fs = std::filesystem;
 
@@ -44,4 +44,4 @@ std::string model_display_name(const std::string& model) {
   return fs::is_directory(p) ? p.filename().string() : p.stem().string();
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -1,8 +1,8 @@
-#include "text_input.h"
+#include "concord/tasks/text_input.h"
 
 #include "concord/data/jsonl.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 std::vector<std::string> read_jsonl_texts(const std::string& path, int64_t limit) {
   std::vector<std::string> texts;
@@ -18,4 +18,4 @@ std::vector<std::string> read_jsonl_texts(const std::string& path, int64_t limit
   return texts;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -8,7 +8,7 @@
 
 #include "concord/lm/causal_lm.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 /// `model` is a Hugging Face model folder (config.json + safetensors; `weights` must be empty),
 /// or a model config file (Concord's or a config.json) with `weights` (a .safetensors, an
@@ -26,4 +26,4 @@ std::string tokenizer_path_for(const std::string& model, const std::string& toke
 /// configs/models/tiny-llama.json), a folder's whole name ("Qwen2-0.5B" for /models/Qwen2-0.5B/).
 std::string model_display_name(const std::string& model);
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

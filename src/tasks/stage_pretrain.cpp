@@ -10,7 +10,7 @@
 #include "concord/text/byte_tokenizer.h"
 #include "concord/train/ablation.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -83,4 +83,4 @@ Stage pretrain_stage(bool quick) {
   return s;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

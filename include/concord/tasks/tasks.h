@@ -9,7 +9,7 @@
 #include "concord/core/registry.h"
 #include "concord/core/report.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 struct Task {
   std::string summary;
@@ -32,4 +32,4 @@ ConfigSchema common_run_schema();
 std::string run_task(const std::string& config_path, const std::vector<std::string>& overrides,
                      const std::string& out_dir, bool resume);
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

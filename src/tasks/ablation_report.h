@@ -7,9 +7,9 @@
 #include "concord/core/report.h"
 #include "concord/train/ablation.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 void report_ablation(const std::vector<train::VariantResult>& results, RunDirectory& dir,
                      Report& report);
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

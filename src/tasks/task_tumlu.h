@@ -2,8 +2,8 @@
 // eval::CausalLmTumluModel, writing the benchmark's outputs layout and the TUMLU report
 // (results.json, tables, per-language chart) into the run folder.
 #pragma once
-#include "tasks.h"
+#include "concord/tasks/tasks.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 Task tumlu_task();
 }

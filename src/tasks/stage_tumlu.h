@@ -8,9 +8,9 @@
 #pragma once
 #include <filesystem>
 
-#include "quickstart.h"
+#include "concord/tasks/quickstart.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 /// `model_dir`: the pretrain stage's saved model folder.
 Stage tumlu_stage(const std::filesystem::path& model_dir, bool quick);
@@ -19,4 +19,4 @@ Stage tumlu_stage(const std::filesystem::path& model_dir, bool quick);
 /// and `test_items` test arithmetic items each).
 void write_builtin_tumlu_sample(const std::filesystem::path& root, int test_items);
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

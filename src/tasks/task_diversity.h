@@ -3,8 +3,8 @@
 // subspace, per layer, on a JSONL text file or the built-in corpus (concord/lm/diversity.h).
 // Writes one metrics line per layer, diversity.json, a table and charts in report.md.
 #pragma once
-#include "tasks.h"
+#include "concord/tasks/tasks.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 Task diversity_task();
 }

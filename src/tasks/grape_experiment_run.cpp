@@ -7,7 +7,7 @@
 #include "concord/core/plot.h"
 #include "concord/lm/model_config.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -149,4 +149,4 @@ Stage grape_stage(bool quick) {
   return s;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

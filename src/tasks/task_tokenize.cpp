@@ -5,7 +5,7 @@
 #include "concord/data/token_shard.h"
 #include "concord/text/tokenizer.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 Task tokenize_task() {
   Task t;
@@ -43,4 +43,4 @@ Task tokenize_task() {
   return t;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -7,7 +7,7 @@
 #include "concord/core/plot.h"
 #include "concord/lm/diversity.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 void report_ablation(const std::vector<train::VariantResult>& results, RunDirectory& dir,
                      Report& report) {
@@ -99,4 +99,4 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
       .image("diversity", "charts/diversity.png");
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -9,7 +9,7 @@
 
 #include "concord/core/report.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 struct Stage {
   std::string name;
@@ -25,4 +25,4 @@ std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quic
 /// Runs the stages into `out`; returns the path of the top report.
 std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quick = false);
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -1,4 +1,4 @@
-#include "tasks.h"
+#include "concord/tasks/tasks.h"
 
 #include <chrono>
 #include <filesystem>
@@ -13,7 +13,7 @@
 #include "task_train.h"
 #include "task_tumlu.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -101,4 +101,4 @@ std::string run_task(const std::string& config_path, const std::vector<std::stri
   return dir;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

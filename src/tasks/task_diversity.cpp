@@ -12,10 +12,10 @@
 #include "concord/data/jsonl.h"
 #include "concord/lm/diversity.h"
 #include "concord/text/tokenizer.h"
-#include "model_loading.h"
-#include "text_input.h"
+#include "concord/tasks/model_loading.h"
+#include "concord/tasks/text_input.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 
 Task diversity_task() {
@@ -125,4 +125,4 @@ Task diversity_task() {
   return t;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -1,4 +1,4 @@
-#include "quickstart.h"
+#include "concord/tasks/quickstart.h"
 
 #include <chrono>
 #include <spdlog/spdlog.h>
@@ -9,7 +9,7 @@
 #include "stage_pretrain.h"
 #include "stage_tumlu.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quick) {
   std::vector<Stage> stages;
@@ -47,4 +47,4 @@ std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quic
   return path;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks

@@ -14,9 +14,9 @@
 #include "concord/grape/score.h"
 #include "concord/grape/select.h"
 #include "concord/text/tokenizer.h"
-#include "model_loading.h"
+#include "concord/tasks/model_loading.h"
 
-namespace concord::cli {
+namespace concord::tasks {
 
 namespace {
 
@@ -190,4 +190,4 @@ Task grape_task() {
   return t;
 }
 
-}  // namespace concord::cli
+}  // namespace concord::tasks
