@@ -29,7 +29,9 @@ at::Tensor token_logprobs(CausalLM model, const at::Tensor& input_ids,
   return out;
 }
 
-std::vector<ContinuationScore> score_continuations(
+namespace {
+
+std::vector<ContinuationScore> score_continuations_impl(
     CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
     const std::vector<std::vector<int64_t>>& continuations, const ScoreOptions& options) {
   CONCORD_CHECK(prompts.size() == continuations.size(), "score_continuations: ", prompts.size(),
@@ -98,6 +100,16 @@ std::vector<ContinuationScore> score_continuations(
     }
   }
   return results;
+}
+
+}  // namespace
+
+std::vector<ContinuationScore> score_continuations(
+    CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
+    const std::vector<std::vector<int64_t>>& continuations, const ScoreOptions& options) {
+  return translate_torch_errors("lm::score_continuations", [&] {
+    return score_continuations_impl(std::move(model), prompts, continuations, options);
+  });
 }
 
 std::vector<ContinuationScore> score_texts(CausalLM model, const text::Tokenizer& tokenizer,
