@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "concord/core/files.h"
+#include "concord/core/options.h"
 #include "concord/core/plot.h"
 #include "concord/lm/model_config.h"
 
@@ -20,38 +21,69 @@ lm::ModelConfig base_model(int64_t hidden, int64_t layers) {
       "grape experiment model");
 }
 
-grape::GrapeExperimentOptions options_from(const Json& c) {
-  grape::GrapeExperimentOptions o;
-  o.pool.train_instructions = c["train_instructions"].get<int64_t>();
-  o.pool.heldout_instructions = c["heldout_instructions"].get<int64_t>();
-  o.pool.tasks = c["tasks"].get<std::vector<std::string>>();
-  o.pool.pretraining_documents = c["pretraining_documents"].get<int64_t>();
-  o.pool.seed = c["pool_seed"].get<uint64_t>();
-  o.model = base_model(c["hidden_size"].get<int64_t>(), c["num_layers"].get<int64_t>());
-  o.pretrain = train::TrainerOptions::from_json(c["pretrain"]);
-  o.sft = train::TrainerOptions::from_json(c["sft"]);
-  o.modes = c["modes"].get<std::vector<std::string>>();
-  o.seeds = c["seeds"].get<std::vector<uint64_t>>();
-  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
-  return o;
+// The task's keys: the generated pool, the base model's size, the modes compared, and the
+// pretraining and SFT budgets.
+struct ExperimentConfig {
+  int64_t train_instructions = 256;
+  int64_t heldout_instructions = 128;
+  std::vector<std::string> tasks;
+  int64_t pretraining_documents = 512;
+  uint64_t pool_seed = 1234;
+  int64_t hidden_size = 128;
+  int64_t num_layers = 4;
+  std::vector<std::string> modes = {"grape", "random", "source", "reverse", "all"};
+  std::vector<uint64_t> seeds = {1, 2, 3};
+  int64_t max_new_tokens = 24;
+  train::TrainerOptions pretrain;
+  train::TrainerOptions sft;
+};
+
+const OptionsSchema<ExperimentConfig>& experiment_schema() {
+  static const OptionsSchema<ExperimentConfig> schema = [] {
+    const auto trainer_section = [](OptionsSchema<ExperimentConfig>& s, const std::string& name,
+                                    train::TrainerOptions ExperimentConfig::*member,
+                                    const std::string& help) {
+      s.section(
+          name, member, train::train_schema, &train::TrainerOptions::from_json,
+          [](const train::TrainerOptions& o) { return o.to_json(); }, help);
+    };
+    OptionsSchema<ExperimentConfig> s("grape_experiment task");
+    s.field("train_instructions", &ExperimentConfig::train_instructions,
+            "instructions in the GRAPE pool", opt::at_least(1))
+        .field("heldout_instructions", &ExperimentConfig::heldout_instructions,
+               "held-out instructions scored", opt::at_least(1))
+        .field("tasks", &ExperimentConfig::tasks, "task families (empty: all)")
+        .field("pretraining_documents", &ExperimentConfig::pretraining_documents,
+               "base-style pretraining documents", opt::at_least(1))
+        .field("pool_seed", &ExperimentConfig::pool_seed, "seed of the generated pool")
+        .field("hidden_size", &ExperimentConfig::hidden_size, "base model width", opt::at_least(4))
+        .field("num_layers", &ExperimentConfig::num_layers, "base model depth", opt::at_least(1))
+        .field("modes", &ExperimentConfig::modes, "selection modes compared")
+        .field("seeds", &ExperimentConfig::seeds, "SFT seeds per mode")
+        .field("max_new_tokens", &ExperimentConfig::max_new_tokens,
+               "generation limit when scoring answers", opt::at_least(1));
+    trainer_section(s, "pretrain", &ExperimentConfig::pretrain, "the base model's pretraining");
+    trainer_section(s, "sft", &ExperimentConfig::sft,
+                    "each SFT run (the same budget for every mode)");
+    return s;
+  }();
+  return schema;
 }
 
-ConfigSchema experiment_schema() {
-  ConfigSchema s;
-  s.optional("train_instructions", ConfigType::Int, 256, "instructions in the GRAPE pool")
-      .optional("heldout_instructions", ConfigType::Int, 128, "held-out instructions scored")
-      .optional("tasks", ConfigType::Array, Json::array(), "task families (empty: all)")
-      .optional("pretraining_documents", ConfigType::Int, 512, "base-style pretraining documents")
-      .optional("pool_seed", ConfigType::Int, 1234, "seed of the generated pool")
-      .optional("hidden_size", ConfigType::Int, 128, "base model width")
-      .optional("num_layers", ConfigType::Int, 4, "base model depth")
-      .optional("modes", ConfigType::Array, Json::array({"grape", "random", "source", "reverse", "all"}),
-                "selection modes compared")
-      .optional("seeds", ConfigType::Array, Json::array({1, 2, 3}), "SFT seeds per mode")
-      .optional("max_new_tokens", ConfigType::Int, 24, "generation limit when scoring answers")
-      .section("pretrain", train::train_schema(), "the base model's pretraining")
-      .section("sft", train::train_schema(), "each SFT run (the same budget for every mode)");
-  return s;
+grape::GrapeExperimentOptions options_from(const ExperimentConfig& c) {
+  grape::GrapeExperimentOptions o;
+  o.pool.train_instructions = c.train_instructions;
+  o.pool.heldout_instructions = c.heldout_instructions;
+  o.pool.tasks = c.tasks;
+  o.pool.pretraining_documents = c.pretraining_documents;
+  o.pool.seed = c.pool_seed;
+  o.model = base_model(c.hidden_size, c.num_layers);
+  o.pretrain = c.pretrain;
+  o.sft = c.sft;
+  o.modes = c.modes;
+  o.seeds = c.seeds;
+  o.max_new_tokens = c.max_new_tokens;
+  return o;
 }
 
 }  // namespace
@@ -108,9 +140,9 @@ Task grape_experiment_task() {
   Task t;
   t.summary = "GRAPE's controlled experiment in miniature: SFT on grape / random / best source / "
               "reverse / all selections of a generated pool, held-out accuracy";
-  t.schema = experiment_schema;
+  t.schema = [] { return experiment_schema().config_schema(); };
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
-    const auto o = options_from(config);
+    const auto o = options_from(experiment_schema().read(config));
     const auto result = grape::run_grape_experiment(o, [](const std::string& what) {
       spdlog::info("grape experiment: {}", what);
     });
@@ -124,7 +156,7 @@ Stage grape_stage(bool quick) {
   s.name = "grape";
   s.what = "GRAPE against random selection on a generated pool, then SFT and held-out accuracy";
   s.run = [quick](RunDirectory& dir) {
-    Json c = experiment_schema().resolve(
+    const ExperimentConfig c = experiment_schema().from_json(
         {{"train_instructions", quick ? 32 : 192},
          {"heldout_instructions", quick ? 16 : 96},
          {"tasks", {"upper", "reverse", "add"}},
@@ -137,7 +169,7 @@ Stage grape_stage(bool quick) {
          {"pretrain", {{"max_steps", quick ? 4 : 200}, {"lr", 3e-3}, {"warmup_steps", quick ? 1 : 20}, {"progress", false}}},
          {"sft", {{"max_steps", quick ? 4 : 80}, {"lr", 1e-3}, {"warmup_steps", quick ? 1 : 8}, {"progress", false}}}},
         "quickstart grape stage");
-    dir.write_config(c);
+    dir.write_config(experiment_schema().to_json(c));
     const auto o = options_from(c);
     const auto result = grape::run_grape_experiment(o);
     Report report("quickstart: grape");

@@ -11,8 +11,10 @@ namespace concord::tasks {
 
 namespace fs = std::filesystem;
 
-lm::CausalLM load_model(const std::string& model, const std::string& weights, c10::Device device,
-                        const std::string& task) {
+namespace {
+
+lm::CausalLM load_model_impl(const std::string& model, const std::string& weights,
+                             c10::Device device, const std::string& task) {
   lm::LoadOptions lo;
   lo.device = device;
   if (fs::is_directory(model)) {
@@ -20,13 +22,22 @@ lm::CausalLM load_model(const std::string& model, const std::string& weights, c1
                   "' is a folder that holds its own weights");
     return lm::load_pretrained(model, lo);
   }
-  CONCORD_CHECK(fs::is_regular_file(model), task, ": model '", model,
-                "' is neither a model folder nor a model config file");
+  if (!fs::is_regular_file(model)) {
+    fail_io(model, "no such model folder or model config file (", task, ": key 'model')");
+  }
   lm::CausalLM m(lm::load_any_model_config(model));
   if (!weights.empty()) lm::load_hf_state_dict(m, io::load_safetensors_checkpoint(weights), weights);
   m->to(device);
   m->eval();
   return m;
+}
+
+}  // namespace
+
+lm::CausalLM load_model(const std::string& model, const std::string& weights, c10::Device device,
+                        const std::string& task) {
+  return translate_torch_errors(task + ": loading model " + model,
+                                [&] { return load_model_impl(model, weights, device, task); });
 }
 
 std::string tokenizer_path_for(const std::string& model, const std::string& tokenizer,

@@ -6,6 +6,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
+#include "concord/core/options.h"
 #include "concord/core/plot.h"
 #include "concord/core/runtime.h"
 #include "concord/data/builtin_corpus.h"
@@ -17,51 +18,71 @@
 
 namespace concord::tasks {
 
+namespace {
+
+struct DiversityTaskOptions {
+  std::string model;
+  std::string weights;
+  std::string model_name;
+  std::string tokenizer;
+  std::string input;
+  int64_t documents = 64;
+  int64_t max_length = 128;
+  int64_t batch_size = 8;
+  std::string device = "cpu";
+};
+
+const OptionsSchema<DiversityTaskOptions>& diversity_options_schema() {
+  static const OptionsSchema<DiversityTaskOptions> schema = [] {
+    OptionsSchema<DiversityTaskOptions> s("diversity task");
+    s.field("model", &DiversityTaskOptions::model,
+            "a Hugging Face model folder, or a model config file (Concord's or config.json)",
+            opt::required())
+        .field("weights", &DiversityTaskOptions::weights,
+               "safetensors weights for a model config file (empty: fresh seeded weights)")
+        .field("model_name", &DiversityTaskOptions::model_name,
+               "name in the report (default: the model's file or folder name)")
+        .field("tokenizer", &DiversityTaskOptions::tokenizer,
+               "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
+        .field("input", &DiversityTaskOptions::input,
+               "JSONL file of {\"text\"} records (empty: the built-in corpus)")
+        .field("documents", &DiversityTaskOptions::documents,
+               "texts to measure: the first N of the file, or N built-in documents (0: the "
+               "whole file)",
+               opt::at_least(0))
+        .field("max_length", &DiversityTaskOptions::max_length,
+               "tokens per text at most (longer are cut)", opt::at_least(2))
+        .field("batch_size", &DiversityTaskOptions::batch_size, "texts per forward pass",
+               opt::at_least(1))
+        .field("device", &DiversityTaskOptions::device, "cpu, cuda, cuda:N or auto");
+    return s;
+  }();
+  return schema;
+}
+
+}  // namespace
 
 Task diversity_task() {
   Task t;
   t.summary = "Per-layer feature diversity d_M(H) of a causal language model (PanGu-pi's "
               "feature-collapse analysis)";
-  t.schema = [] {
-    ConfigSchema s;
-    s.required("model", ConfigType::String,
-               "a Hugging Face model folder, or a model config file (Concord's or config.json)")
-        .optional("weights", ConfigType::String, "",
-                  "safetensors weights for a model config file (empty: fresh seeded weights)")
-        .optional("model_name", ConfigType::String, "",
-                  "name in the report (default: the model's file or folder name)")
-        .optional("tokenizer", ConfigType::String, "",
-                  "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
-        .optional("input", ConfigType::String, "",
-                  "JSONL file of {\"text\"} records (empty: the built-in corpus)")
-        .optional("documents", ConfigType::Int, 64,
-                  "texts to measure: the first N of the file, or N built-in documents (0: the "
-                  "whole file)")
-        .optional("max_length", ConfigType::Int, 128, "tokens per text at most (longer are cut)")
-        .optional("batch_size", ConfigType::Int, 8, "texts per forward pass")
-        .optional("device", ConfigType::String, "cpu", "cpu, cuda, cuda:N or auto");
-    return s;
-  };
+  t.schema = [] { return diversity_options_schema().config_schema(); };
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
-    const std::string model_path = config["model"].get<std::string>();
-    const int64_t documents = config["documents"].get<int64_t>();
-    CONCORD_CHECK(documents >= 0, "diversity: documents must be >= 0, got ", documents);
-    const std::string input = config["input"].get<std::string>();
+    const DiversityTaskOptions o = diversity_options_schema().read(config);
+    const std::string model_path = o.model;
+    const int64_t documents = o.documents;
+    const std::string input = o.input;
     CONCORD_CHECK(!input.empty() || documents > 0,
                   "diversity: documents must be > 0 for the built-in corpus");
     lm::DiversityOptions options;
-    options.max_length = config["max_length"].get<int64_t>();
-    options.batch_size = config["batch_size"].get<int64_t>();
-    CONCORD_CHECK(options.max_length > 1, "diversity: max_length must be > 1, got ",
-                  options.max_length);
-    CONCORD_CHECK(options.batch_size > 0, "diversity: batch_size must be > 0, got ",
-                  options.batch_size);
+    options.max_length = o.max_length;
+    options.batch_size = o.batch_size;
 
-    const auto device = select_device(config["device"].get<std::string>());
-    auto model = load_model(model_path, config["weights"].get<std::string>(), device, "diversity");
-    const auto tokenizer = text::load_tokenizer(
-        tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "diversity"));
-    std::string name = config["model_name"].get<std::string>();
+    const auto device = select_device(o.device);
+    auto model = load_model(model_path, o.weights, device, "diversity");
+    const auto tokenizer =
+        text::load_tokenizer(tokenizer_path_for(model_path, o.tokenizer, "diversity"));
+    std::string name = o.model_name;
     if (name.empty()) name = model_display_name(model_path);
 
     const std::vector<std::string> texts =

@@ -8,7 +8,9 @@
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/core/logging.h"
+#include "concord/core/options.h"
 #include "concord/core/runtime.h"
+#include "concord/core/shard.h"
 #include "concord/data/grape_pool.h"
 #include "concord/data/jsonl.h"
 #include "concord/grape/score.h"
@@ -20,12 +22,49 @@ namespace concord::tasks {
 
 namespace {
 
-namespace fs = std::filesystem;
 
 std::string joined(const std::set<std::string>& names) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + (n.empty() ? "(none)" : n);
   return out;
+}
+
+// The task's config: its own keys, GRAPE's scoring keys and the selection keys (the run's seed
+// seeds mode random), all at the top level.
+struct GrapeTaskOptions {
+  std::string model;
+  std::string weights;
+  std::string tokenizer;
+  std::string pool;
+  grape::GrapeScoreOptions scoring;
+  grape::SelectOptions selection;
+  std::string on_bad_record = "stop";
+  std::string device = "cpu";
+};
+
+const OptionsSchema<GrapeTaskOptions>& grape_task_options_schema() {
+  static const OptionsSchema<GrapeTaskOptions> schema = [] {
+    OptionsSchema<GrapeTaskOptions> s("grape task");
+    s.field("model", &GrapeTaskOptions::model,
+            "the target base model: a Hugging Face model folder, or a model config file "
+            "(Concord's or config.json)",
+            opt::required())
+        .field("weights", &GrapeTaskOptions::weights,
+               "safetensors weights for a model config file (empty: fresh seeded weights)")
+        .field("tokenizer", &GrapeTaskOptions::tokenizer,
+               "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
+        .field("pool", &GrapeTaskOptions::pool,
+               "JSONL of {\"id\", \"instruction\", \"responses\": [{\"text\", \"source\"}]}",
+               opt::required())
+        .include(&GrapeTaskOptions::scoring, grape::score_options_schema())
+        .include(&GrapeTaskOptions::selection, grape::select_options_schema(), {"seed"})
+        .field("on_bad_record", &GrapeTaskOptions::on_bad_record,
+               "a malformed pool line: stop with FILE:LINE, or skip it and list it in the report",
+               opt::one_of({"stop", "skip"}))
+        .field("device", &GrapeTaskOptions::device, "cpu, cuda, cuda:N or auto");
+    return s;
+  }();
+  return schema;
 }
 
 }  // namespace
@@ -34,53 +73,19 @@ Task grape_task() {
   Task t;
   t.summary = "GRAPE response selection: score every candidate response by the target model's "
               "mean log-probability per response token, keep the best per instruction";
-  t.schema = [] {
-    std::string modes = grape::selection_modes().joined_names();
-    ConfigSchema s;
-    s.required("model", ConfigType::String,
-               "the target base model: a Hugging Face model folder, or a model config file "
-               "(Concord's or config.json)")
-        .optional("weights", ConfigType::String, "",
-                  "safetensors weights for a model config file (empty: fresh seeded weights)")
-        .optional("tokenizer", ConfigType::String, "",
-                  "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
-        .required("pool", ConfigType::String,
-                  "JSONL of {\"id\", \"instruction\", \"responses\": [{\"text\", \"source\"}]}")
-        .optional("template", ConfigType::String, grape::kPaperTemplate,
-                  "prompt format with {instruction}, or a chat template name (plain, chatml, "
-                  "llama2: scores exactly the tokens sft trains on)")
-        .choice("mode", grape::selection_modes().names(), "grape", "selection: " + modes)
-        .optional("top_k", ConfigType::Int, 1,
-                  "responses kept per instruction (grape, reverse, random, longest)")
-        .optional("source", ConfigType::String, "", "the source kept by mode 'source'")
-        .optional("max_length", ConfigType::Int, 0,
-                  "longest prompt + response scored, in tokens; longer candidates are skipped "
-                  "and counted (0: the model's context)")
-        .optional("batch_size", ConfigType::Int, 16, "responses per forward pass")
-        .optional("share_prompt", ConfigType::Bool, true,
-                  "run each instruction's prompt once into a KV cache for all of its responses "
-                  "(false: every pair on its own, faster when the LM head dominates)")
-        .optional("dedup", ConfigType::Bool, true, "score identical responses of a pool once")
-        .choice("on_bad_record", {"stop", "skip"}, "stop",
-                "a malformed pool line: stop with FILE:LINE, or skip it and list it in the report")
-        .optional("device", ConfigType::String, "cpu", "cpu, cuda, cuda:N or auto");
-    return s;
-  };
+  t.schema = [] { return grape_task_options_schema().config_schema(); };
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
-    const std::string pool_path = config["pool"].get<std::string>();
+    const GrapeTaskOptions o = grape_task_options_schema().read(config);
+    const std::string pool_path = o.pool;
     data::JsonlOptions jo;
-    jo.on_bad = data::bad_record_policy_from_string(config["on_bad_record"].get<std::string>());
+    jo.on_bad = data::bad_record_policy_from_string(o.on_bad_record);
     data::BadRecords bad;
     const auto pools = data::read_grape_pools(pool_path, jo, &bad);
     CONCORD_CHECK(!pools.empty(), "grape: ", pool_path, " holds no valid pool",
                   bad.count > 0 ? " (" + bad.summary(pool_path) + ")" : std::string());
 
-    grape::SelectOptions so;
-    so.mode = config["mode"].get<std::string>();
-    so.top_k = config["top_k"].get<int64_t>();
-    so.source = config["source"].get<std::string>();
+    grape::SelectOptions so = o.selection;
     so.seed = config["seed"].get<uint64_t>();
-    CONCORD_CHECK(so.top_k >= 1, "grape: top_k must be >= 1, got ", so.top_k);
     std::set<std::string> sources;
     for (const auto& p : pools) {
       for (const auto& r : p.responses) sources.insert(r.source);
@@ -92,24 +97,17 @@ Task grape_task() {
                     pool_path, " (sources: ", joined(sources), ")");
     }
 
-    grape::GrapeScoreOptions go;
-    go.prompt_template = config["template"].get<std::string>();
-    go.max_length = config["max_length"].get<int64_t>();
-    go.batch_size = config["batch_size"].get<int64_t>();
-    go.share_prompt = config["share_prompt"].get<bool>();
-    go.dedup = config["dedup"].get<bool>();
+    grape::GrapeScoreOptions go = o.scoring;
     // Launched as torchrun launches: each rank scores its share; whoever finds every part
-    // merges and selects.
-    go.rank = process_rank();
-    go.world_size = process_world_size();
-    CONCORD_CHECK(go.batch_size > 0, "grape: batch_size must be > 0, got ", go.batch_size);
-    CONCORD_CHECK(go.max_length >= 0, "grape: max_length must be >= 0, got ", go.max_length);
+    // merges and selects (core/shard.h).
+    const Shard shard = process_shard();
+    go.rank = shard.rank;
+    go.world_size = shard.world_size;
 
-    const std::string model_path = config["model"].get<std::string>();
-    const auto device = select_device(config["device"].get<std::string>());
-    auto model = load_model(model_path, config["weights"].get<std::string>(), device, "grape");
-    const auto tokenizer = text::load_tokenizer(
-        tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "grape"));
+    const std::string model_path = o.model;
+    const auto device = select_device(o.device);
+    auto model = load_model(model_path, o.weights, device, "grape");
+    const auto tokenizer = text::load_tokenizer(tokenizer_path_for(model_path, o.tokenizer, "grape"));
 
     spdlog::info("grape: scoring {} pools on rank {} of {}", pools.size(), go.rank, go.world_size);
     grape::ScoreStats rank_stats;
@@ -130,21 +128,16 @@ Task grape_task() {
     }
 
     if (go.world_size > 1) {
-      grape::write_score_file(dir.file(grape::score_shard_name(go.rank, go.world_size)), scores);
-      std::vector<fs::path> parts;
-      for (int64_t r = 0; r < go.world_size; ++r) {
-        parts.push_back(dir.file(grape::score_shard_name(r, go.world_size)));
+      const ShardParts parts(dir.path(), "scores.jsonl", go.world_size);
+      grape::write_score_file(parts.path(go.rank), scores);
+      if (!parts.complete()) {
+        report.paragraph("Rank " + std::to_string(go.rank) + " of " +
+                         std::to_string(go.world_size) + " wrote its part; `" +
+                         parts.missing_names() +
+                         "` is not there yet, so another rank merges and selects.");
+        return;
       }
-      for (const auto& p : parts) {
-        if (!fs::exists(p)) {
-          report.paragraph("Rank " + std::to_string(go.rank) + " of " +
-                           std::to_string(go.world_size) + " wrote its part; `" +
-                           p.filename().string() +
-                           "` is not there yet, so another rank merges and selects.");
-          return;
-        }
-      }
-      scores = grape::merge_score_files(parts, static_cast<int64_t>(pools.size()));
+      scores = grape::merge_score_files(parts.paths(), static_cast<int64_t>(pools.size()));
     }
     grape::write_score_file(dir.file("scores.jsonl"), scores);
     // Only the rank that merges writes metrics: RunDirectory starts metrics.jsonl afresh when a

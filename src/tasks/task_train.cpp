@@ -8,6 +8,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
+#include "concord/core/options.h"
 #include "concord/core/plot.h"
 #include "concord/core/progress.h"
 #include "concord/core/runtime.h"
@@ -141,34 +142,84 @@ void run_training(const Json& config, RunDirectory& dir, Report& report, lm::Cau
   (void)tokenizer;
 }
 
+// The `data` section of a pretrain config.
+struct PretrainData {
+  std::string train = "builtin";
+  std::string eval;
+  double eval_fraction = 0.05;
+  int64_t block_size = 128;
+  int64_t builtin_documents = 2000;
+  uint64_t builtin_seed = 1234;
+  std::string on_bad_record = "stop";
+};
+
+const OptionsSchema<PretrainData>& pretrain_data_schema() {
+  static const OptionsSchema<PretrainData> schema = [] {
+    OptionsSchema<PretrainData> s("pretraining data");
+    s.field("train", &PretrainData::train,
+            "JSONL of {\"text\"} records, or 'builtin' (Concord's generated English corpus)")
+        .field("eval", &PretrainData::eval,
+               "held-out JSONL (empty: the last eval_fraction of the training blocks)")
+        .field("eval_fraction", &PretrainData::eval_fraction,
+               "share of blocks held out when eval is empty", opt::at_least(0), opt::less_than(1))
+        .field("block_size", &PretrainData::block_size, "tokens per training row", opt::at_least(1))
+        .field("builtin_documents", &PretrainData::builtin_documents,
+               "documents of the built-in corpus", opt::at_least(1))
+        .field("builtin_seed", &PretrainData::builtin_seed, "seed of the built-in corpus")
+        .field("on_bad_record", &PretrainData::on_bad_record,
+               "a bad JSONL line stops the run or is skipped", opt::one_of({"stop", "skip"}));
+    return s;
+  }();
+  return schema;
+}
+
+// The `data` section of an sft config: files, hold-out, and data::SftOptions' keys.
+struct SftData {
+  std::string train;
+  std::string eval;
+  double eval_fraction = 0.05;
+  data::SftOptions sft = [] {
+    data::SftOptions o;
+    o.max_length = 512;
+    return o;
+  }();
+  std::string on_bad_record = "stop";
+};
+
+const OptionsSchema<SftData>& sft_data_schema() {
+  static const OptionsSchema<SftData> schema = [] {
+    OptionsSchema<SftData> s("SFT data");
+    s.field("train", &SftData::train,
+            "JSONL of {\"prompt\",\"completion\"} or {\"messages\"} records", opt::required())
+        .field("eval", &SftData::eval, "held-out JSONL (empty: eval_fraction of train)")
+        .field("eval_fraction", &SftData::eval_fraction, "share of rows held out when eval is empty",
+               opt::at_least(0), opt::less_than(1))
+        .include(&SftData::sft, data::sft_options_schema(), {"pad_to_max_length", "pad_id"})
+        .field("on_bad_record", &SftData::on_bad_record,
+               "a bad JSONL line stops the run or is skipped", opt::one_of({"stop", "skip"}));
+    return s;
+  }();
+  return schema;
+}
+
 }  // namespace
 
 Task pretrain_task() {
   Task t;
   t.summary = "Pretraining of a causal language model (next-token loss)";
   t.schema = [] {
-    ConfigSchema data("pretraining data");
-    data.optional("train", ConfigType::String, "builtin",
-                  "JSONL of {\"text\"} records, or 'builtin' (Concord's generated English corpus)")
-        .optional("eval", ConfigType::String, "",
-                  "held-out JSONL (empty: the last eval_fraction of the training blocks)")
-        .optional("eval_fraction", ConfigType::Float, 0.05, "share of blocks held out when eval is empty")
-        .optional("block_size", ConfigType::Int, 128, "tokens per training row")
-        .optional("builtin_documents", ConfigType::Int, 2000, "documents of the built-in corpus")
-        .optional("builtin_seed", ConfigType::Int, 1234, "seed of the built-in corpus")
-        .choice("on_bad_record", {"stop", "skip"}, "stop", "a bad JSONL line stops the run or is skipped");
     ConfigSchema s = common_training_schema();
-    s.section("data", data, "what to train on");
+    s.section("data", pretrain_data_schema().config_schema(), "what to train on");
     return s;
   };
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
-    const Json& d = config["data"];
+    const PretrainData d = pretrain_data_schema().read(config["data"]);
     const std::string model_path = config["model"].get<std::string>();
     const std::string tokenizer_path =
         tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "pretrain");
     const auto tokenizer = text::load_tokenizer(tokenizer_path);
     lm::CausalLM model = training_model(config, "pretrain");
-    const int64_t block = d["block_size"].get<int64_t>();
+    const int64_t block = d.block_size;
     CONCORD_CHECK(block > 0 && block <= model->config.max_position_embeddings,
                   "data.block_size must be in [1, max_position_embeddings = ",
                   model->config.max_position_embeddings, "], got ", block);
@@ -177,24 +228,23 @@ Task pretrain_task() {
                   model->config.vocab_size);
 
     data::JsonlOptions jo;
-    jo.on_bad = data::bad_record_policy_from_string(d["on_bad_record"].get<std::string>());
-    const std::string train_path = d["train"].get<std::string>();
+    jo.on_bad = data::bad_record_policy_from_string(d.on_bad_record);
+    const std::string train_path = d.train;
     data::BadRecords bad;
-    const uint64_t corpus_seed = d["builtin_seed"].get<uint64_t>();
+    const uint64_t corpus_seed = d.builtin_seed;
     const data::PretrainDataset all =
         train_path == "builtin"
             ? data::PretrainDataset::from_texts(
-                  data::builtin_corpus(d["builtin_documents"].get<int64_t>(), corpus_seed), *tokenizer, block)
+                  data::builtin_corpus(d.builtin_documents, corpus_seed), *tokenizer, block)
             : data::PretrainDataset::from_jsonl(train_path, *tokenizer, block, jo, &bad);
-    const std::string eval_path = d["eval"].get<std::string>();
+    const std::string eval_path = d.eval;
     std::unique_ptr<data::PretrainDataset> eval_file;
     int64_t train_end = all.size();
     if (!eval_path.empty()) {
       eval_file = std::make_unique<data::PretrainDataset>(
           data::PretrainDataset::from_jsonl(eval_path, *tokenizer, block, jo, &bad));
     } else {
-      const double fraction = d["eval_fraction"].get<double>();
-      CONCORD_CHECK(fraction >= 0 && fraction < 1, "data.eval_fraction must be in [0, 1), got ", fraction);
+      const double fraction = d.eval_fraction;
       train_end = all.size() - static_cast<int64_t>(std::floor(fraction * static_cast<double>(all.size())));
     }
     const train::DatasetSlice<data::PretrainDataset> train_set(all, 0, train_end);
@@ -220,50 +270,35 @@ Task sft_task() {
   Task t;
   t.summary = "Supervised fine-tuning of a causal language model (loss on completions only)";
   t.schema = [] {
-    ConfigSchema data("SFT data");
-    data.required("train", ConfigType::String,
-                  "JSONL of {\"prompt\",\"completion\"} or {\"messages\"} records")
-        .optional("eval", ConfigType::String, "", "held-out JSONL (empty: eval_fraction of train)")
-        .optional("eval_fraction", ConfigType::Float, 0.05, "share of rows held out when eval is empty")
-        .optional("chat_template", ConfigType::String, "plain", "registered chat template")
-        .optional("max_length", ConfigType::Int, 512, "positions per sample and row")
-        .choice("truncation", {"skip", "truncate"}, "skip", "over-long samples are skipped or cut")
-        .optional("packing", ConfigType::Bool, false, "pack several samples per row")
-        .choice("on_bad_record", {"stop", "skip"}, "stop", "a bad JSONL line stops the run or is skipped");
     ConfigSchema s = common_training_schema();
-    s.section("data", data, "what to fine-tune on");
+    s.section("data", sft_data_schema().config_schema(), "what to fine-tune on");
     return s;
   };
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
-    const Json& d = config["data"];
+    const SftData d = sft_data_schema().read(config["data"]);
     const std::string model_path = config["model"].get<std::string>();
     const std::string tokenizer_path =
         tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "sft");
     const auto tokenizer = text::load_tokenizer(tokenizer_path);
     lm::CausalLM model = training_model(config, "sft");
 
-    data::SftOptions so;
-    so.chat_template = d["chat_template"].get<std::string>();
-    so.max_length = d["max_length"].get<int64_t>();
-    CONCORD_CHECK(so.max_length > 1 && so.max_length <= model->config.max_position_embeddings,
+    const data::SftOptions so = d.sft;
+    CONCORD_CHECK(so.max_length <= model->config.max_position_embeddings,
                   "data.max_length must be in [2, max_position_embeddings = ",
                   model->config.max_position_embeddings, "], got ", so.max_length);
-    so.truncation = data::truncation_policy_from_string(d["truncation"].get<std::string>());
-    so.packing = d["packing"].get<bool>();
     data::JsonlOptions jo;
-    jo.on_bad = data::bad_record_policy_from_string(d["on_bad_record"].get<std::string>());
+    jo.on_bad = data::bad_record_policy_from_string(d.on_bad_record);
 
-    const std::string train_path = d["train"].get<std::string>();
+    const std::string train_path = d.train;
     const auto all = data::SftDataset::from_jsonl(train_path, *tokenizer, so, jo);
-    const std::string eval_path = d["eval"].get<std::string>();
+    const std::string eval_path = d.eval;
     std::unique_ptr<data::SftDataset> eval_file;
     int64_t train_end = all.size();
     if (!eval_path.empty()) {
       eval_file = std::make_unique<data::SftDataset>(
           data::SftDataset::from_jsonl(eval_path, *tokenizer, so, jo));
     } else {
-      const double fraction = d["eval_fraction"].get<double>();
-      CONCORD_CHECK(fraction >= 0 && fraction < 1, "data.eval_fraction must be in [0, 1), got ", fraction);
+      const double fraction = d.eval_fraction;
       train_end = all.size() - static_cast<int64_t>(std::floor(fraction * static_cast<double>(all.size())));
     }
     const train::DatasetSlice<data::SftDataset> train_set(all, 0, train_end);

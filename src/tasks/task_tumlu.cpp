@@ -5,7 +5,9 @@
 #include <memory>
 
 #include "concord/core/error.h"
+#include "concord/core/options.h"
 #include "concord/core/runtime.h"
+#include "concord/core/shard.h"
 #include "concord/eval/tumlu_eval.h"
 #include "concord/eval/tumlu_lm_adapter.h"
 #include "concord/eval/tumlu_report.h"
@@ -24,9 +26,44 @@ std::string default_tumlu_dir() {
   return "../shared/data/tumlu-mini";
 }
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+// The task's config: its own keys and TUMLU's evaluation keys (all but protocol, which the task
+// names its own way: cot for generative_cot).
+struct TumluTaskOptions {
+  std::string model;
+  std::string weights;
+  std::string model_name;
+  std::string tokenizer;
+  std::string data_dir;
+  std::string protocol = "generative";
+  int64_t max_items_per_subject = 0;
+  eval::TumluEvalOptions eval;
+  std::string device = "cpu";
+};
+
+const OptionsSchema<TumluTaskOptions>& tumlu_task_options_schema() {
+  static const OptionsSchema<TumluTaskOptions> schema = [] {
+    OptionsSchema<TumluTaskOptions> s("tumlu task");
+    s.field("model", &TumluTaskOptions::model,
+            "a Hugging Face model folder, or a model config file (Concord's or config.json)",
+            opt::required())
+        .field("weights", &TumluTaskOptions::weights,
+               "safetensors weights for a model config file (empty: fresh seeded weights)")
+        .field("model_name", &TumluTaskOptions::model_name,
+               "folder name under outputs/<protocol>/ (default: the model's file name)")
+        .field("tokenizer", &TumluTaskOptions::tokenizer,
+               "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
+        .field("data_dir", &TumluTaskOptions::data_dir,
+               "TUMLU-mini root (default $CONCORD_TUMLU_DIR, else ../shared/data/tumlu-mini)")
+        .field("protocol", &TumluTaskOptions::protocol,
+               "generative: 5-shot; cot: worked-solution shots; loglik: option letters scored",
+               opt::one_of({"generative", "loglik", "cot"}))
+        .field("max_items_per_subject", &TumluTaskOptions::max_items_per_subject,
+               "test items per subject (0: all)", opt::at_least(0))
+        .include(&TumluTaskOptions::eval, eval::tumlu_eval_options_schema(), {"protocol"})
+        .field("device", &TumluTaskOptions::device, "cpu, cuda, cuda:N or auto");
+    return s;
+  }();
+  return schema;
 }
 
 }  // namespace
@@ -35,50 +72,22 @@ Task tumlu_task() {
   Task t;
   t.summary = "TUMLU evaluation of a causal language model (the benchmark's 5-shot protocol, "
               "its CoT variant, or log-likelihood)";
-  t.schema = [] {
-    ConfigSchema s;
-    s.required("model", ConfigType::String,
-               "a Hugging Face model folder, or a model config file (Concord's or config.json)")
-        .optional("weights", ConfigType::String, "",
-                  "safetensors weights for a model config file (empty: fresh seeded weights)")
-        .optional("model_name", ConfigType::String, "",
-                  "folder name under outputs/<protocol>/ (default: the model's file name)")
-        .optional("tokenizer", ConfigType::String, "",
-                  "tokenizer.json, .model, a folder, or 'bytes' (default: the model folder)")
-        .optional("data_dir", ConfigType::String, "",
-                  "TUMLU-mini root (default $CONCORD_TUMLU_DIR, else ../shared/data/tumlu-mini)")
-        .optional("languages", ConfigType::Array, Json::array(),
-                  "language folders to evaluate (empty: all present)")
-        .choice("protocol", {"generative", "loglik", "cot"}, "generative",
-                "generative: 5-shot; cot: worked-solution shots; loglik: option letters scored")
-        .choice("extractor", {"official", "robust"}, "official", "answer extractor")
-        .optional("shuffle", ConfigType::Bool, true, "shuffle options (seeded per item)")
-        .optional("shuffle_seed", ConfigType::Int, 1234, "seed of the option shuffling")
-        .optional("max_items_per_subject", ConfigType::Int, 0, "test items per subject (0: all)")
-        .optional("max_new_tokens", ConfigType::Int, 0,
-                  "generation limit (0: 32 for generative, 512 for cot)")
-        .optional("batch_size", ConfigType::Int, 16,
-                  "prompts per generation batch; loglik: items per forward pass")
-        .choice("loglik_target", {"letter", "text"}, "letter",
-                "loglik continuation: \" A\" or \" \" + option text")
-        .optional("device", ConfigType::String, "cpu", "cpu, cuda, cuda:N or auto");
-    return s;
-  };
+  t.schema = [] { return tumlu_task_options_schema().config_schema(); };
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
-    const std::string model_path = config["model"].get<std::string>();
-    const auto device = select_device(config["device"].get<std::string>());
-    auto model = load_model(model_path, config["weights"].get<std::string>(), device, "tumlu");
-    std::shared_ptr<const text::Tokenizer> tokenizer = text::load_tokenizer(
-        tokenizer_path_for(model_path, config["tokenizer"].get<std::string>(), "tumlu"));
+    const TumluTaskOptions o = tumlu_task_options_schema().read(config);
+    const std::string model_path = o.model;
+    const auto device = select_device(o.device);
+    auto model = load_model(model_path, o.weights, device, "tumlu");
+    std::shared_ptr<const text::Tokenizer> tokenizer =
+        text::load_tokenizer(tokenizer_path_for(model_path, o.tokenizer, "tumlu"));
 
-    std::string data_dir = config["data_dir"].get<std::string>();
+    std::string data_dir = o.data_dir;
     if (data_dir.empty()) data_dir = default_tumlu_dir();
     CONCORD_CHECK(fs::is_directory(data_dir), "tumlu: data_dir '", data_dir,
                   "' is not a folder (set data_dir or CONCORD_TUMLU_DIR)");
-    const auto languages = config["languages"].get<std::vector<std::string>>();
+    const auto& languages = o.eval.languages;
     eval::TumluData data = eval::load_tumlu(data_dir, languages);
-    const int64_t max_items = config["max_items_per_subject"].get<int64_t>();
-    CONCORD_CHECK(max_items >= 0, "tumlu: max_items_per_subject must be >= 0, got ", max_items);
+    const int64_t max_items = o.max_items_per_subject;
     if (max_items > 0) {
       for (auto& language : data.languages) {
         for (auto& subject : language.subjects) {
@@ -88,25 +97,18 @@ Task tumlu_task() {
     }
 
     eval::CausalLmTumluOptions ao;
-    ao.name = config["model_name"].get<std::string>();
+    ao.name = o.model_name;
     if (ao.name.empty()) ao.name = model_display_name(model_path);
-    ao.item_batch_size = config["batch_size"].get<int64_t>();
+    ao.item_batch_size = o.eval.batch_size;
     eval::CausalLmTumluModel adapter(model, tokenizer, ao);
 
-    eval::TumluEvalOptions options;
-    const std::string protocol = config["protocol"].get<std::string>();
-    options.protocol = protocol == "cot" ? "generative_cot" : protocol;
-    options.languages = languages;
-    options.shuffle = config["shuffle"].get<bool>();
-    options.seed = config["shuffle_seed"].get<uint64_t>();
-    options.max_new_tokens = config["max_new_tokens"].get<int64_t>();
-    options.batch_size = config["batch_size"].get<int64_t>();
-    CONCORD_CHECK(options.batch_size > 0, "tumlu: batch_size must be > 0, got ", options.batch_size);
-    options.loglik_target = config["loglik_target"].get<std::string>();
-    options.extractor = config["extractor"].get<std::string>();
-    // Launched as torchrun launches: each rank takes its share and the last one merges.
-    options.rank = env_int("RANK", 0);
-    options.world_size = env_int("WORLD_SIZE", 1);
+    eval::TumluEvalOptions options = o.eval;
+    options.protocol = o.protocol == "cot" ? "generative_cot" : o.protocol;
+    // Launched as torchrun launches: each rank takes its share and whoever finds every part
+    // merges (core/shard.h).
+    const Shard shard = process_shard();
+    options.rank = static_cast<int>(shard.rank);
+    options.world_size = static_cast<int>(shard.world_size);
 
     const auto result = eval::run_tumlu_eval(adapter, data, dir.path(), options);
     const auto& stats = adapter.stats();

@@ -56,10 +56,12 @@ ConfigSchema common_run_schema() {
   return s;
 }
 
-std::string run_task(const std::string& config_path, const std::vector<std::string>& overrides,
-                     const std::string& out_dir, bool resume) {
-  Json raw = load_json_file(config_path);
-  if (!raw.is_object()) fail_format(config_path, "expected a JSON object at the top level");
+namespace {
+
+std::string run_task_impl(Json raw, const std::string& source,
+                          const std::vector<std::string>& overrides, const std::string& out_dir,
+                          bool resume) {
+  if (!raw.is_object()) fail_config(source, "expected a JSON object at the top level");
   // Overrides may change the task itself, so look at them first.
   std::string task_name;
   for (const auto& o : overrides) {
@@ -68,19 +70,20 @@ std::string run_task(const std::string& config_path, const std::vector<std::stri
   if (task_name.empty()) {
     auto it = raw.find("task");
     if (it == raw.end() || !it->is_string()) {
-      fail_format(config_path, "missing required key 'task' (one of: ",
+      fail_config(source, "missing required key 'task' (one of: ",
                   task_registry().joined_names(), ")");
     }
     task_name = it->get<std::string>();
   }
   const Task& task = task_registry().get(task_name);
   if (!task.unavailable.empty()) {
-    fail("task '", task_name, "' is not available in this build yet: ", task.unavailable);
+    fail_unsupported("task '", task_name, "' is not available in this build yet: ",
+                     task.unavailable);
   }
   ConfigSchema schema = common_run_schema();
   schema.extend(task.schema());
   for (const auto& o : overrides) apply_override(raw, o, schema);
-  Json config = schema.resolve(raw, config_path);
+  Json config = schema.resolve(raw, source);
 
   std::string dir = !out_dir.empty() ? out_dir : config["out_dir"].get<std::string>();
   if (dir.empty()) {
@@ -99,6 +102,32 @@ std::string run_task(const std::string& config_path, const std::vector<std::stri
   task.run(config, run_dir, report);
   report.write(run_dir.file("report.md"));
   return dir;
+}
+
+bool looks_like_json_text(const std::string& s) {
+  const auto first = s.find_first_not_of(" \t\r\n");
+  return first != std::string::npos && s[first] == '{';
+}
+
+}  // namespace
+
+std::string run_task_json(Json config, const std::string& source,
+                          const std::vector<std::string>& overrides, const std::string& out_dir,
+                          bool resume) {
+  return translate_torch_errors("run_task " + source, [&] {
+    return run_task_impl(std::move(config), source, overrides, out_dir, resume);
+  });
+}
+
+std::string run_task(const std::string& config_json_or_path,
+                     const std::vector<std::string>& overrides, const std::string& out_dir,
+                     bool resume) {
+  if (looks_like_json_text(config_json_or_path)) {
+    return run_task_json(parse_json(config_json_or_path, "run config"), "run config", overrides,
+                         out_dir, resume);
+  }
+  return run_task_json(load_json_file(config_json_or_path), config_json_or_path, overrides,
+                       out_dir, resume);
 }
 
 }  // namespace concord::tasks

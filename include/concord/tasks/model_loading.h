@@ -13,7 +13,8 @@ namespace concord::tasks {
 /// `model` is a Hugging Face model folder (config.json + safetensors; `weights` must be empty),
 /// or a model config file (Concord's or a config.json) with `weights` (a .safetensors, an
 /// index, or a folder; empty: fresh weights drawn from the run's seed, for smoke runs). `task`
-/// names the caller in errors. The model is returned on `device`, in eval mode.
+/// names the caller in errors. The model is returned on `device`, in eval mode. A missing model
+/// is an IoError; a LibTorch error while loading (a device it cannot reach) a TorchError.
 lm::CausalLM load_model(const std::string& model, const std::string& weights, c10::Device device,
                         const std::string& task);
 

@@ -1,5 +1,5 @@
 // Uses the installed package: a config schema, a tensor through LibTorch, the logging header
-// (spdlog + fmt), the version header.
+// (spdlog + fmt), the version header, and the tasks layer (the top library of concord::concord).
 #include <ATen/ATen.h>
 
 #include <iostream>
@@ -7,6 +7,7 @@
 #include "concord/core/config.h"
 #include "concord/core/logging.h"
 #include "concord/core/version.h"
+#include "concord/tasks/tasks.h"
 #include "concord/text/byte_tokenizer.h"
 
 int main() {
@@ -18,6 +19,7 @@ int main() {
   at::Tensor t = at::ones({resolved["steps"].get<int64_t>()});
   if (t.sum().item<double>() != 3.0 || tok.decode(ids) != "ok") return 1;
   if (concord::process_world_size() < 1) return 1;
+  if (!concord::tasks::task_registry().contains("tokenize")) return 1;
   std::cout << "concord " << CONCORD_VERSION_STRING << " ok\n";
   return 0;
 }
