@@ -20,7 +20,9 @@ std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quic
   return stages;
 }
 
-std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quick) {
+namespace {
+
+std::filesystem::path run_quickstart_impl(const std::filesystem::path& out, bool quick) {
   std::filesystem::create_directories(out);
   Report top("Concord quickstart");
   top.paragraph("Each stage runs on built-in data in its own folder; stages that need a part of "
@@ -45,6 +47,12 @@ std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quic
   const auto path = out / "report.md";
   top.write(path);
   return path;
+}
+
+}  // namespace
+
+std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quick) {
+  return translate_torch_errors("run_quickstart", [&] { return run_quickstart_impl(out, quick); });
 }
 
 }  // namespace concord::tasks

@@ -22,7 +22,8 @@ struct Stage {
 /// `quick`: every stage at a seconds-long size (tests).
 std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quick = false);
 
-/// Runs the stages into `out`; returns the path of the top report.
+/// Runs the stages into `out`; returns the path of the top report. A LibTorch error inside is a
+/// TorchError.
 std::filesystem::path run_quickstart(const std::filesystem::path& out, bool quick = false);
 
 }  // namespace concord::tasks
