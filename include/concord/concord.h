@@ -21,11 +21,13 @@
 #include "concord/core/files.h"
 #include "concord/core/logging.h"
 #include "concord/core/metrics.h"
+#include "concord/core/options.h"
 #include "concord/core/plot.h"
 #include "concord/core/progress.h"
 #include "concord/core/registry.h"
 #include "concord/core/report.h"
 #include "concord/core/runtime.h"
+#include "concord/core/shard.h"
 #include "concord/io/safetensors.h"
 #include "concord/io/safetensors_sharded.h"
 #include "concord/text/bpe_tokenizer.h"
@@ -59,7 +61,10 @@
 // ---- models: nn (modules) · lm (CausalLM, generation, log-prob scoring, HF checkpoints)
 #include "concord/nn/attention.h"
 #include "concord/nn/augmented_shortcut.h"
+#include "concord/nn/embedding.h"
+#include "concord/nn/feature_capture.h"
 #include "concord/nn/feed_forward.h"
+#include "concord/nn/init.h"
 #include "concord/nn/kv_cache.h"
 #include "concord/nn/linear.h"
 #include "concord/nn/norm.h"
@@ -78,6 +83,8 @@
 #include "concord/train/batch.h"
 #include "concord/train/checkpoint.h"
 #include "concord/train/lr_schedule.h"
+#include "concord/train/next_token.h"
+#include "concord/train/objective.h"
 #include "concord/train/trainer.h"
 
 // ---- capabilities: grape (GRAPE data selection) · eval (TUMLU)
@@ -92,3 +99,9 @@
 #include "concord/eval/tumlu_outputs.h"
 #include "concord/eval/tumlu_prompt.h"
 #include "concord/eval/tumlu_report.h"
+
+// ---- tasks: the task registry and the tasks a run config names (run_task), the quickstart
+#include "concord/tasks/model_loading.h"
+#include "concord/tasks/quickstart.h"
+#include "concord/tasks/tasks.h"
+#include "concord/tasks/text_input.h"

@@ -1,6 +1,8 @@
 #include "concord/core/config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <sstream>
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
@@ -82,7 +84,67 @@ std::string valid_names(const std::vector<ConfigKey>& keys) {
   return out;
 }
 
+std::string number_text(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) {
+    return std::to_string(static_cast<long long>(v));
+  }
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+bool in_range(const ConfigKey& k, double v) {
+  if (k.minimum && (k.exclusive_minimum ? !(v > *k.minimum) : !(v >= *k.minimum))) return false;
+  if (k.maximum && (k.exclusive_maximum ? !(v < *k.maximum) : !(v <= *k.maximum))) return false;
+  return true;
+}
+
+// The element-level checks of a value already of the key's type: an array's element types, and
+// choices and range on the value or on each element. Returns the problem, or "" when it is fine;
+// `at` gets the key path suffix of the offending element ("[2]").
+std::string scalar_problem(const ConfigKey& k, const Json& v) {
+  if (!k.choices.empty() && v.is_string() &&
+      std::find(k.choices.begin(), k.choices.end(), v.get<std::string>()) == k.choices.end()) {
+    std::string valid;
+    for (const auto& c : k.choices) valid += (valid.empty() ? "" : ", ") + c;
+    return "'" + v.get<std::string>() + "' is not one of: " + valid;
+  }
+  if ((k.minimum || k.maximum) && v.is_number() && !in_range(k, v.get<double>())) {
+    return k.range_text() + ", got " + v.dump();
+  }
+  return "";
+}
+
+std::string value_problem(const ConfigKey& k, const Json& v, std::string& at) {
+  at.clear();
+  if (!v.is_array()) return scalar_problem(k, v);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const Json& e = v[i];
+    if (!type_matches(k.element_type, e)) {
+      at = "[" + std::to_string(i) + "]";
+      return std::string("expected ") + config_type_name(k.element_type) + ", got " +
+             json_type_name(e) + " " + e.dump();
+    }
+    std::string p = scalar_problem(k, e);
+    if (!p.empty()) {
+      at = "[" + std::to_string(i) + "]";
+      return p;
+    }
+  }
+  return "";
+}
+
 }  // namespace
+
+std::string ConfigKey::range_text() const {
+  if (minimum && maximum) {
+    return "must be in " + std::string(exclusive_minimum ? "(" : "[") + number_text(*minimum) +
+           ", " + number_text(*maximum) + (exclusive_maximum ? ")" : "]");
+  }
+  if (minimum) return std::string("must be ") + (exclusive_minimum ? "> " : ">= ") + number_text(*minimum);
+  if (maximum) return std::string("must be ") + (exclusive_maximum ? "< " : "<= ") + number_text(*maximum);
+  return "";
+}
 
 ConfigKey& ConfigSchema::add(const std::string& name) {
   auto it = std::find_if(keys_.begin(), keys_.end(), [&](const ConfigKey& k) { return k.name == name; });
@@ -140,10 +202,23 @@ ConfigSchema& ConfigSchema::extend(const ConfigSchema& other) {
   return *this;
 }
 
+ConfigSchema& ConfigSchema::key(ConfigKey key) {
+  if (!key.required && !key.section && !key.default_value.is_null()) {
+    CONCORD_CHECK(type_matches(key.type, key.default_value), "ConfigSchema: default of '",
+                  key.name, "' is not a ", config_type_name(key.type));
+    std::string at;
+    const std::string problem = value_problem(key, key.default_value, at);
+    CONCORD_CHECK(problem.empty(), "ConfigSchema: default of '", key.name, at, "': ", problem);
+  }
+  const std::string name = key.name;
+  add(name) = std::move(key);
+  return *this;
+}
+
 Json ConfigSchema::resolve(const Json& input, const std::string& source, const std::string& prefix) const {
   const std::string where = prefix.empty() ? "the top level" : "'" + prefix + "'";
   if (!input.is_object()) {
-    fail_format(source, where, ": expected an object, got ", json_type_name(input));
+    fail_config(source, where, ": expected an object, got ", json_type_name(input));
   }
   for (auto it = input.begin(); it != input.end(); ++it) {
     if (find(it.key()) != nullptr) continue;
@@ -154,28 +229,25 @@ Json ConfigSchema::resolve(const Json& input, const std::string& source, const s
     } else {
       msg += " (valid keys at " + where + ": " + valid_names(keys_) + ")";
     }
-    fail_format(source, msg);
+    fail_config(source, msg);
   }
   Json out = Json::object();
   for (const auto& k : keys_) {
     const std::string path = join_path(prefix, k.name);
     auto it = input.find(k.name);
     if (it == input.end() || it->is_null()) {
-      if (k.required) fail_format(source, "missing required key '", path, "' (", k.help, ")");
+      if (k.required) fail_config(source, "missing required key '", path, "' (", k.help, ")");
       out[k.name] = k.section ? k.section->resolve(Json::object(), source, path) : k.default_value;
       continue;
     }
     const Json& v = *it;
     if (!type_matches(k.type, v)) {
-      fail_format(source, "key '", path, "': expected ", config_type_name(k.type), ", got ",
+      fail_config(source, "key '", path, "': expected ", config_type_name(k.type), ", got ",
                   json_type_name(v), " ", v.dump());
     }
-    if (!k.choices.empty() &&
-        std::find(k.choices.begin(), k.choices.end(), v.get<std::string>()) == k.choices.end()) {
-      std::string valid;
-      for (const auto& c : k.choices) valid += (valid.empty() ? "" : ", ") + c;
-      fail_format(source, "key '", path, "': '", v.get<std::string>(), "' is not one of: ", valid);
-    }
+    std::string at;
+    const std::string problem = value_problem(k, v, at);
+    if (!problem.empty()) fail_config(source, "key '", path, at, "': ", problem);
     out[k.name] = k.section ? k.section->resolve(v, source, path) : v;
   }
   return out;
@@ -199,6 +271,10 @@ Json ConfigSchema::describe() const {
     if (k.required) d["required"] = true;
     else if (!k.section) d["default"] = k.default_value;
     if (!k.choices.empty()) d["choices"] = k.choices;
+    if (k.type == ConfigType::Array && k.element_type != ConfigType::Any) {
+      d["elements"] = config_type_name(k.element_type);
+    }
+    if (k.minimum || k.maximum) d["range"] = k.range_text();
     if (k.section) d["keys"] = k.section->describe();
     out[k.name] = d;
   }
@@ -229,13 +305,28 @@ Json load_json_file(const std::filesystem::path& path) {
 }
 
 void apply_override(Json& config, const std::string& assignment, const ConfigSchema& schema) {
+  const std::string source = "--set " + assignment;
   auto eq = assignment.find('=');
-  CONCORD_CHECK(eq != std::string::npos && eq > 0, "--set ", assignment,
-                ": expected key.path=value");
+  if (eq == std::string::npos || eq == 0) fail_config(source, "expected key.path=value");
   const std::string path = assignment.substr(0, eq);
   const std::string text = assignment.substr(eq + 1);
   const ConfigKey* key = schema.find(path);
-  if (!key) fail("--set ", assignment, ": unknown key '", path, "'");
+  if (!key) {
+    // The nearest declared key among the path's siblings, as resolve() suggests for files.
+    const auto dot = path.rfind('.');
+    const ConfigSchema* parent = &schema;
+    if (dot != std::string::npos) {
+      const ConfigKey* section = schema.find(path.substr(0, dot));
+      parent = section && section->section ? section->section.get() : nullptr;
+    }
+    const std::string leaf = dot == std::string::npos ? path : path.substr(dot + 1);
+    const std::string near = parent ? suggestion(leaf, parent->keys()) : "";
+    if (!near.empty()) {
+      fail_config(source, "unknown key '", path, "' (did you mean '",
+                  dot == std::string::npos ? near : path.substr(0, dot + 1) + near, "'?)");
+    }
+    fail_config(source, "unknown key '", path, "'");
+  }
 
   Json value;
   if (key->type == ConfigType::String) {
@@ -245,19 +336,16 @@ void apply_override(Json& config, const std::string& assignment, const ConfigSch
       value = Json::parse(text);
     } catch (const Json::exception&) {
       if (key->type == ConfigType::Any) value = text;
-      else fail("--set ", assignment, ": '", text, "' is not a valid ", config_type_name(key->type));
+      else fail_config(source, "'", text, "' is not a valid ", config_type_name(key->type));
     }
     if (!type_matches(key->type, value)) {
-      fail("--set ", assignment, ": key '", path, "' expects ", config_type_name(key->type),
-           ", got ", json_type_name(value));
+      fail_config(source, "key '", path, "' expects ", config_type_name(key->type), ", got ",
+                  json_type_name(value));
     }
   }
-  if (!key->choices.empty() &&
-      std::find(key->choices.begin(), key->choices.end(), text) == key->choices.end()) {
-    std::string valid;
-    for (const auto& c : key->choices) valid += (valid.empty() ? "" : ", ") + c;
-    fail("--set ", assignment, ": '", text, "' is not one of: ", valid);
-  }
+  std::string at;
+  const std::string problem = value_problem(*key, value, at);
+  if (!problem.empty()) fail_config(source, "key '", path, at, "': ", problem);
 
   Json* node = &config;
   size_t start = 0;
@@ -270,8 +358,9 @@ void apply_override(Json& config, const std::string& assignment, const ConfigSch
     }
     Json& child = (*node)[part];
     if (child.is_null()) child = Json::object();
-    CONCORD_CHECK(child.is_object(), "--set ", assignment, ": '", path.substr(0, dot),
-                  "' is not an object in the config");
+    if (!child.is_object()) {
+      fail_config(source, "'", path.substr(0, dot), "' is not an object in the config");
+    }
     node = &child;
     start = dot + 1;
   }
@@ -280,7 +369,7 @@ void apply_override(Json& config, const std::string& assignment, const ConfigSch
 Json load_config(const std::filesystem::path& path, const ConfigSchema& schema,
                  const std::vector<std::string>& overrides) {
   Json raw = load_json_file(path);
-  if (!raw.is_object()) fail_format(path.string(), "expected a JSON object at the top level");
+  if (!raw.is_object()) fail_config(path.string(), "expected a JSON object at the top level");
   for (const auto& o : overrides) apply_override(raw, o, schema);
   return schema.resolve(raw, path.string());
 }

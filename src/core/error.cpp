@@ -4,6 +4,31 @@
 
 namespace concord {
 
+const char* error_kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::generic: return "error";
+    case ErrorKind::format: return "format";
+    case ErrorKind::config: return "config";
+    case ErrorKind::io: return "io";
+    case ErrorKind::unsupported: return "unsupported";
+    case ErrorKind::torch: return "torch";
+  }
+  return "?";
+}
+
+namespace detail {
+
+void rethrow_translated(std::string_view operation, const std::exception& e) {
+  // c10::Error is the base of LibTorch's IndexError, ValueError, TypeError, NotImplementedError
+  // and OutOfMemoryError; std::bad_alloc and the like are not LibTorch's and pass through.
+  if (dynamic_cast<const c10::Error*>(&e) != nullptr) {
+    throw TorchError(std::string(operation) + ": " + one_line_message(e));
+  }
+  throw;
+}
+
+}  // namespace detail
+
 std::string one_line_message(const std::exception& e) {
   std::string msg;
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {

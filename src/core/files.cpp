@@ -42,19 +42,19 @@ void write_file_atomic(const fs::path& path, const std::function<void(std::ostre
   fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(parent, ec);
-  if (ec) fail(path.string(), ": cannot create folder ", parent.string(), ": ", ec.message());
+  if (ec) fail_io(path.string(), "cannot create folder ", parent.string(), ": ", ec.message());
   fs::path tmp = temp_sibling(path.has_parent_path() ? path : fs::path(".") / path);
   try {
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) fail(path.string(), ": cannot open ", tmp.string(), " for writing");
+      if (!out) fail_io(path.string(), "cannot open ", tmp.string(), " for writing");
       writer(out);
       out.flush();
-      if (!out) fail(path.string(), ": write failed (disk full?)");
+      if (!out) fail_io(path.string(), "write failed (disk full?)");
     }
     fsync_path(tmp, false);
     fs::rename(tmp, path, ec);
-    if (ec) fail(path.string(), ": cannot rename temporary file: ", ec.message());
+    if (ec) fail_io(path.string(), "cannot rename temporary file: ", ec.message());
     fsync_path(parent, true);
   } catch (...) {
     fs::remove(tmp, ec);
@@ -70,24 +70,24 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot open for reading");
+  if (!in) fail_io(path.string(), "cannot open for reading");
   std::ostringstream buf;
   buf << in.rdbuf();
-  if (in.bad()) fail(path.string(), ": read failed");
+  if (in.bad()) fail_io(path.string(), "read failed");
   return buf.str();
 }
 
 MappedFile::MappedFile(const fs::path& path, Mode mode) : path_(path), mode_(mode) {
   int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) fail(path.string(), ": cannot open: ", errno_text());
+  if (fd < 0) fail_io(path.string(), "cannot open: ", errno_text());
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
-    fail(path.string(), ": cannot stat: ", errno_text());
+    fail_io(path.string(), "cannot stat: ", errno_text());
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    fail(path.string(), ": not a regular file");
+    fail_io(path.string(), "not a regular file");
   }
   size_ = static_cast<size_t>(st.st_size);
   device_ = static_cast<uint64_t>(st.st_dev);
@@ -98,7 +98,7 @@ MappedFile::MappedFile(const fs::path& path, Mode mode) : path_(path), mode_(mod
     void* p = ::mmap(nullptr, size_, prot, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
-      fail(path.string(), ": mmap failed: ", errno_text());
+      fail_io(path.string(), "mmap failed: ", errno_text());
     }
     data_ = static_cast<uint8_t*>(p);
   }

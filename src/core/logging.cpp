@@ -5,18 +5,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "concord/core/shard.h"
+
 namespace concord {
 
-static int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  long n = std::strtol(v, &end, 10);
-  return (end && *end == '\0') ? static_cast<int>(n) : fallback;
-}
-
-int process_rank() { return env_int("RANK", 0); }
-int process_world_size() { return env_int("WORLD_SIZE", 1); }
+int process_rank() { return static_cast<int>(process_shard().rank); }
+int process_world_size() { return static_cast<int>(process_shard().world_size); }
 
 void init_logging() {
   // Logs go to stderr: stdout is kept for results a user may pipe (`concord params`).

@@ -10,7 +10,7 @@ namespace concord {
 MetricsWriter::MetricsWriter(const std::filesystem::path& path, bool truncate) : path_(path) {
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   out_.open(path, truncate ? (std::ios::out | std::ios::trunc) : (std::ios::out | std::ios::app));
-  CONCORD_CHECK(out_.is_open(), path.string(), ": cannot open metrics file for writing");
+  if (!out_.is_open()) fail_io(path.string(), "cannot open metrics file for writing");
 }
 
 void MetricsWriter::log(int64_t step, const std::map<std::string, double>& values) {
@@ -33,12 +33,12 @@ void MetricsWriter::log_json(const nlohmann::json& record) {
   const std::string line = record.dump() + "\n";
   out_.write(line.data(), static_cast<std::streamsize>(line.size()));
   out_.flush();
-  CONCORD_CHECK(out_.good(), path_.string(), ": write failed");
+  if (!out_.good()) fail_io(path_.string(), "write failed");
 }
 
 std::vector<nlohmann::json> read_metrics(const std::filesystem::path& path) {
   std::ifstream in(path);
-  CONCORD_CHECK(in.is_open(), path.string(), ": cannot open");
+  if (!in.is_open()) fail_io(path.string(), "cannot open");
   std::vector<nlohmann::json> out;
   std::string line;
   size_t line_no = 0;

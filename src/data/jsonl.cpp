@@ -165,7 +165,7 @@ JsonlReader::JsonlReader(const fs::path& path, JsonlOptions options)
       in_(owned_.get()),
       name_(path.string()),
       options_(options) {
-  if (!*owned_) fail(name_, ": cannot open for reading");
+  if (!*owned_) fail_io(name_, "cannot open for reading");
 }
 
 JsonlReader::JsonlReader(std::istream& in, std::string name, JsonlOptions options)
@@ -183,7 +183,7 @@ bool JsonlReader::read_line(std::string& line, bool& too_long) {
   for (;;) {
     in_->getline(chunk_.data(), static_cast<std::streamsize>(chunk_.size()));
     auto got = static_cast<size_t>(in_->gcount());
-    if (in_->bad()) fail(name_, ": read failed after line ", line_);
+    if (in_->bad()) fail_io(name_, "read failed after line ", line_);
     bool delimited = !in_->fail() && !in_->eof();
     bool filled = in_->fail() && !in_->eof();  // chunk full before the newline
     size_t stored = delimited ? got - 1 : got;  // gcount counts the extracted '\n'
@@ -282,7 +282,7 @@ JsonlAppender::JsonlAppender(const fs::path& path, bool truncate) : path_(path) 
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
   int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0);
   fd_ = ::open(path.c_str(), flags, 0644);
-  if (fd_ < 0) fail(path.string(), ": cannot open for appending: ", std::strerror(errno));
+  if (fd_ < 0) fail_io(path.string(), "cannot open for appending: ", std::strerror(errno));
 }
 
 JsonlAppender::~JsonlAppender() {
@@ -299,7 +299,7 @@ void JsonlAppender::write(const json& value) {
     ssize_t n = ::write(fd_, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      fail(path_.string(), ": write failed: ", std::strerror(errno));
+      fail_io(path_.string(), "write failed: ", std::strerror(errno));
     }
     p += n;
     left -= static_cast<size_t>(n);

@@ -16,10 +16,26 @@ const char* to_string(TruncationPolicy policy) {
   return policy == TruncationPolicy::skip ? "skip" : "truncate";
 }
 
-nlohmann::json SftOptions::to_json() const {
-  return {{"chat_template", chat_template}, {"max_length", max_length},
-          {"truncation", to_string(truncation)}, {"packing", packing},
-          {"pad_to_max_length", pad_to_max_length}, {"pad_id", pad_id}};
+nlohmann::json SftOptions::to_json() const { return sft_options_schema().to_json(*this); }
+
+const OptionsSchema<SftOptions>& sft_options_schema() {
+  static const OptionsSchema<SftOptions> schema = [] {
+    OptionsSchema<SftOptions> s("SFT data");
+    s.field("chat_template", &SftOptions::chat_template, "registered chat template")
+        .field("max_length", &SftOptions::max_length, "positions per sample and row",
+               opt::at_least(2))
+        .enum_field("truncation", &SftOptions::truncation,
+                    {{"skip", TruncationPolicy::skip}, {"truncate", TruncationPolicy::truncate}},
+                    "over-long samples are skipped or cut")
+        .field("packing", &SftOptions::packing, "pack several samples per row")
+        .field("pad_to_max_length", &SftOptions::pad_to_max_length,
+               "pad every batch to max_length (static shapes)")
+        .field("pad_id", &SftOptions::pad_id,
+               "padding id (-1: the tokenizer's pad id, else its EOS id, else 0)",
+               opt::at_least(-1));
+    return s;
+  }();
+  return schema;
 }
 
 nlohmann::json SftStats::to_json() const {

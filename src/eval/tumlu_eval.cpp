@@ -4,6 +4,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/logging.h"
+#include "concord/core/shard.h"
 
 namespace fs = std::filesystem;
 
@@ -155,30 +156,21 @@ class LoglikProtocol : public TumluProtocol {
   }
 };
 
-fs::path shard_path(const fs::path& final_path, int rank, int world) {
-  return final_path.parent_path() / ".shards" /
-         (final_path.stem().string() + ".rank" + std::to_string(rank) + "-of-" +
-          std::to_string(world) + ".json");
+ShardParts subject_parts(const fs::path& final_path, int world) {
+  return ShardParts(final_path.parent_path() / ".shards", final_path.filename().string(), world);
 }
 
 // Merges the parts when every rank's is there; returns true when the final file exists after.
-bool try_merge(const fs::path& final_path, int world) {
+bool try_merge(const fs::path& final_path, int world, size_t items) {
   if (fs::exists(final_path)) return true;
-  std::vector<std::vector<TumluRecord>> parts;
-  for (int r = 0; r < world; ++r) {
-    const fs::path p = shard_path(final_path, r, world);
-    if (!fs::exists(p)) return false;
-    parts.push_back(read_tumlu_outputs(p));
-  }
-  std::vector<TumluRecord> merged;
-  for (auto& part : parts) {
-    for (auto& rec : part) merged.push_back(std::move(rec));
-  }
-  std::stable_sort(merged.begin(), merged.end(),
-                   [](const TumluRecord& a, const TumluRecord& b) { return a.index < b.index; });
+  auto merged = merge_shard_parts_if_complete<TumluRecord>(
+      subject_parts(final_path, world), [](const fs::path& p) { return read_tumlu_outputs(p); },
+      [](const TumluRecord& r) { return r.index; }, static_cast<int64_t>(items),
+      final_path.string());
+  if (!merged) return false;
   // Two ranks finishing together may both merge: the content is the same and the write is
   // atomic, so either result stands.
-  write_tumlu_outputs(final_path, merged);
+  write_tumlu_outputs(final_path, *merged);
   return true;
 }
 
@@ -195,10 +187,34 @@ Registry<TumluProtocolFactory>& tumlu_protocols() {
   return registry;
 }
 
+const OptionsSchema<TumluEvalOptions>& tumlu_eval_options_schema() {
+  static const OptionsSchema<TumluEvalOptions> schema = [] {
+    OptionsSchema<TumluEvalOptions> s("TUMLU evaluation");
+    s.field("protocol", &TumluEvalOptions::protocol,
+            "generative (5-shot), generative_cot (worked-solution shots) or loglik (options "
+            "scored), or one added to tumlu_protocols()")
+        .field("languages", &TumluEvalOptions::languages,
+               "language folders to evaluate (empty: all present)")
+        .field("shuffle", &TumluEvalOptions::shuffle, "shuffle options (seeded per item)")
+        .field("shuffle_seed", &TumluEvalOptions::seed, "seed of the option shuffling")
+        .field("max_new_tokens", &TumluEvalOptions::max_new_tokens,
+               "generation limit (0: 32 for generative, 512 for cot)", opt::at_least(0))
+        .field("batch_size", &TumluEvalOptions::batch_size,
+               "prompts per generation batch; loglik: items per forward pass", opt::at_least(1))
+        .field("loglik_target", &TumluEvalOptions::loglik_target,
+               "loglik continuation: \" A\" or \" \" + option text", opt::one_of({"letter", "text"}))
+        .field("extractor", &TumluEvalOptions::extractor,
+               "answer extractor: official or robust, or one added to answer_extractors()");
+    return s;
+  }();
+  return schema;
+}
+
 TumluEvalResult run_tumlu_eval(TumluModel& model, const TumluData& data, const fs::path& out_root,
                                const TumluEvalOptions& options) {
   CONCORD_CHECK(options.world_size >= 1 && options.rank >= 0 && options.rank < options.world_size,
                 "TUMLU: rank ", options.rank, " out of range for world size ", options.world_size);
+  tumlu_eval_options_schema().validate(options, "TUMLU options");
   const auto protocol = tumlu_protocols().get(options.protocol)();
   const auto extractor = make_answer_extractor(options.extractor);
   const std::string model_name = model.name();
@@ -232,7 +248,7 @@ TumluEvalResult run_tumlu_eval(TumluModel& model, const TumluData& data, const f
         ++result.subjects_run;
         done = true;
       } else {
-        const fs::path part = shard_path(final_path, options.rank, options.world_size);
+        const fs::path part = subject_parts(final_path, options.world_size).path(options.rank);
         if (fs::exists(part)) {
           ++result.subjects_resumed;
         } else {
@@ -247,7 +263,7 @@ TumluEvalResult run_tumlu_eval(TumluModel& model, const TumluData& data, const f
           write_tumlu_outputs(part, protocol->run(model, language, subject, mine, options, *extractor));
           ++result.subjects_run;
         }
-        done = try_merge(final_path, options.world_size);
+        done = try_merge(final_path, options.world_size, subject.test.size());
         if (!done) ++result.subjects_pending;
       }
       if (done) {

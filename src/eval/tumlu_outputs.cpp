@@ -113,7 +113,7 @@ TumluRecord TumluRecord::from_json(const json& j, const std::string& where) {
 std::vector<TumluRecord> read_tumlu_outputs(const fs::path& file) {
   std::error_code ec;
   const auto size = fs::file_size(file, ec);
-  if (ec) fail(file.string(), ": cannot read (", ec.message(), ")");
+  if (ec) fail_io(file.string(), "cannot read (", ec.message(), ")");
   if (size > (uintmax_t{256} << 20)) {
     fail_format(file.string(), "larger than 256 MiB (", size, " bytes); not a TUMLU outputs file?");
   }

@@ -8,6 +8,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
+#include "concord/core/shard.h"
 #include "concord/data/jsonl.h"
 #include "concord/lm/score.h"
 
@@ -145,10 +146,31 @@ ScoreStats summarize(const std::vector<PoolScores>& scores) {
 }
 
 json GrapeScoreOptions::to_json() const {
-  return {{"prompt_template", prompt_template}, {"max_length", max_length},
-          {"batch_size", batch_size},           {"share_prompt", share_prompt},
-          {"dedup", dedup},                     {"rank", rank},
-          {"world_size", world_size}};
+  json out = score_options_schema().to_json(*this);
+  out["rank"] = rank;
+  out["world_size"] = world_size;
+  return out;
+}
+
+const OptionsSchema<GrapeScoreOptions>& score_options_schema() {
+  static const OptionsSchema<GrapeScoreOptions> schema = [] {
+    OptionsSchema<GrapeScoreOptions> s("GRAPE scoring");
+    s.field("template", &GrapeScoreOptions::prompt_template,
+            "prompt format with {instruction}, or a chat template name (plain, chatml, llama2: "
+            "scores exactly the tokens sft trains on)")
+        .field("max_length", &GrapeScoreOptions::max_length,
+               "longest prompt + response scored, in tokens; longer candidates are skipped and "
+               "counted (0: the model's context)",
+               opt::at_least(0))
+        .field("batch_size", &GrapeScoreOptions::batch_size, "responses per forward pass",
+               opt::at_least(1))
+        .field("share_prompt", &GrapeScoreOptions::share_prompt,
+               "run each instruction's prompt once into a KV cache for all of its responses "
+               "(false: every pair on its own, faster when the LM head dominates)")
+        .field("dedup", &GrapeScoreOptions::dedup, "score identical responses of a pool once");
+    return s;
+  }();
+  return schema;
 }
 
 // ---- templates ---------------------------------------------------------------------------------
@@ -236,18 +258,17 @@ void record(CandidateScore& c, const std::vector<double>& logprobs) {
 
 }  // namespace
 
-std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& tokenizer,
-                                    const std::vector<data::GrapePool>& pools,
-                                    const GrapeScoreOptions& options, ScoreStats* stats) {
+namespace {
+
+std::vector<PoolScores> grape_score_impl(lm::CausalLM model, const text::Tokenizer& tokenizer,
+                                         const std::vector<data::GrapePool>& pools,
+                                         const GrapeScoreOptions& options, ScoreStats* stats) {
   CONCORD_CHECK(options.world_size >= 1, "grape_score: world_size must be >= 1, got ",
                 options.world_size);
   CONCORD_CHECK(options.rank >= 0 && options.rank < options.world_size,
                 "grape_score: rank must be in [0, world_size = ", options.world_size, "), got ",
                 options.rank);
-  CONCORD_CHECK(options.batch_size > 0, "grape_score: batch_size must be positive, got ",
-                options.batch_size);
-  CONCORD_CHECK(options.max_length >= 0, "grape_score: max_length must be >= 0, got ",
-                options.max_length);
+  score_options_schema().validate(options, "grape_score options");
   const int64_t max_length =
       options.max_length > 0 ? options.max_length : model->config.max_position_embeddings;
   // Learned position tables end at max_position_embeddings; rotary models could run past it,
@@ -361,6 +382,16 @@ std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& t
   return result;
 }
 
+}  // namespace
+
+std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& tokenizer,
+                                    const std::vector<data::GrapePool>& pools,
+                                    const GrapeScoreOptions& options, ScoreStats* stats) {
+  return translate_torch_errors("grape::grape_score", [&] {
+    return grape_score_impl(model, tokenizer, pools, options, stats);
+  });
+}
+
 // ---- files -------------------------------------------------------------------------------------
 
 void write_score_file(const fs::path& path, const std::vector<PoolScores>& scores) {
@@ -380,31 +411,14 @@ std::vector<PoolScores> read_score_file(const fs::path& path) {
 }
 
 std::string score_shard_name(int64_t rank, int64_t world_size) {
-  return "scores.rank" + std::to_string(rank) + "-of-" + std::to_string(world_size) + ".jsonl";
+  return shard_part_name("scores.jsonl", Shard{rank, world_size});
 }
 
 std::vector<PoolScores> merge_scores(std::vector<std::vector<PoolScores>> parts,
                                      int64_t expected_pools) {
-  std::vector<PoolScores> all;
-  for (auto& part : parts) {
-    for (auto& p : part) all.push_back(std::move(p));
-  }
-  std::stable_sort(all.begin(), all.end(), [](const PoolScores& a, const PoolScores& b) {
-    return a.pool_index < b.pool_index;
-  });
-  for (size_t i = 1; i < all.size(); ++i) {
-    CONCORD_CHECK(all[i].pool_index != all[i - 1].pool_index, "merge_scores: pool ",
-                  all[i].pool_index, " ('", all[i].id, "') appears in two parts");
-  }
-  if (expected_pools >= 0) {
-    CONCORD_CHECK(static_cast<int64_t>(all.size()) == expected_pools, "merge_scores: expected ",
-                  expected_pools, " pools, the parts hold ", all.size());
-    for (size_t i = 0; i < all.size(); ++i) {
-      CONCORD_CHECK(all[i].pool_index == static_cast<int64_t>(i), "merge_scores: pool ", i,
-                    " is missing from the parts");
-    }
-  }
-  return all;
+  return merge_shard_items<PoolScores>(
+      std::move(parts), [](const PoolScores& p) { return p.pool_index; }, expected_pools,
+      "merge_scores (pools)");
 }
 
 std::vector<PoolScores> merge_score_files(const std::vector<fs::path>& paths,

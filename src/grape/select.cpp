@@ -16,8 +16,20 @@ using nlohmann::json;
 
 namespace concord::grape {
 
-json SelectOptions::to_json() const {
-  return {{"mode", mode}, {"top_k", top_k}, {"source", source}, {"seed", seed}};
+json SelectOptions::to_json() const { return select_options_schema().to_json(*this); }
+
+const OptionsSchema<SelectOptions>& select_options_schema() {
+  static const OptionsSchema<SelectOptions> schema = [] {
+    OptionsSchema<SelectOptions> s("GRAPE selection");
+    s.field("mode", &SelectOptions::mode, "selection: " + selection_modes().joined_names(),
+            opt::one_of(selection_modes().names()))
+        .field("top_k", &SelectOptions::top_k,
+               "responses kept per instruction (grape, reverse, random, longest)", opt::at_least(1))
+        .field("source", &SelectOptions::source, "the source kept by mode 'source'")
+        .field("seed", &SelectOptions::seed, "seed of mode 'random'");
+    return s;
+  }();
+  return schema;
 }
 
 namespace {

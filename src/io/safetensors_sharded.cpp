@@ -63,7 +63,7 @@ ShardedSafetensors::ShardedSafetensors(const fs::path& index_path) : index_path_
   const std::string index = index_path.string();
   std::error_code ec;
   uintmax_t bytes = fs::file_size(index_path, ec);
-  if (ec) fail(index, ": cannot read: ", ec.message());
+  if (ec) fail_io(index, "cannot read: ", ec.message());
   if (bytes > kMaxIndexBytes) {
     fail_format(index, "index is ", bytes, " bytes, more than the ", kMaxIndexBytes,
                 "-byte limit");

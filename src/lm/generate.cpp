@@ -43,12 +43,7 @@ at::Tensor select_next_tokens(const at::Tensor& logits_in, const GenerationOptio
 namespace {
 
 void check_options(const GenerationOptions& o, const text::Tokenizer* tokenizer) {
-  CONCORD_CHECK(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got ",
-                o.max_new_tokens);
-  CONCORD_CHECK(o.temperature > 0, "generate: temperature must be > 0, got ", o.temperature);
-  CONCORD_CHECK(o.top_k >= 0, "generate: top_k must be >= 0, got ", o.top_k);
-  CONCORD_CHECK(o.top_p > 0 && o.top_p <= 1, "generate: top_p must be in (0, 1], got ", o.top_p);
-  CONCORD_CHECK(o.batch_size >= 0, "generate: batch_size must be >= 0, got ", o.batch_size);
+  generation_options_schema().validate(o, "generate options");
   CONCORD_CHECK(o.stop_strings.empty() || tokenizer != nullptr,
                 "generate: stop strings need a tokenizer");
   for (const auto& s : o.stop_strings) CONCORD_CHECK(!s.empty(), "generate: empty stop string");
@@ -128,11 +123,10 @@ void run_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts
   }
 }
 
-}  // namespace
-
-std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
-                                 const GenerationOptions& options,
-                                 const text::Tokenizer* tokenizer) {
+std::vector<Generation> generate_impl(CausalLM model,
+                                      const std::vector<std::vector<int64_t>>& prompts,
+                                      const GenerationOptions& options,
+                                      const text::Tokenizer* tokenizer) {
   check_options(options, tokenizer);
   for (size_t i = 0; i < prompts.size(); ++i) {
     CONCORD_CHECK(!prompts[i].empty(), "generate: prompt ", i, " is empty");
@@ -161,6 +155,50 @@ std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<i
     run_batch(model, prompts, rows, options, stop_ids, pad, tokenizer, generator, results);
   }
   return results;
+}
+
+}  // namespace
+
+const OptionsSchema<GenerationOptions>& generation_options_schema() {
+  static const OptionsSchema<GenerationOptions> schema = [] {
+    OptionsSchema<GenerationOptions> s("generation");
+    s.field("max_new_tokens", &GenerationOptions::max_new_tokens,
+            "most tokens added to each prompt", opt::at_least(0))
+        .field("do_sample", &GenerationOptions::do_sample,
+               "false: greedy (argmax); true: sample from the processed distribution")
+        .field("temperature", &GenerationOptions::temperature, "divides the logits before sampling",
+               opt::greater_than(0))
+        .field("top_k", &GenerationOptions::top_k, "keep the k most likely tokens (0: all)",
+               opt::at_least(0))
+        .field("top_p", &GenerationOptions::top_p,
+               "keep the smallest set of most likely tokens whose probability reaches top_p (1: all)",
+               opt::greater_than(0), opt::at_most(1))
+        .field("stop_token_ids", &GenerationOptions::stop_token_ids,
+               "a row finishes when it emits one of these (empty: the model's eos_token_id)")
+        .field("stop_strings", &GenerationOptions::stop_strings,
+               "a row finishes once its text contains one of these (needs a tokenizer)")
+        .field("pad_token_id", &GenerationOptions::pad_token_id,
+               "id for left padding (null: the model's pad_token_id, else eos_token_id, else 0)")
+        .field("seed", &GenerationOptions::seed, "seed of the sampling generator")
+        .field("batch_size", &GenerationOptions::batch_size,
+               "prompts per forward pass (0: all at once)", opt::at_least(0));
+    return s;
+  }();
+  return schema;
+}
+
+nlohmann::json GenerationOptions::to_json() const { return generation_options_schema().to_json(*this); }
+
+GenerationOptions GenerationOptions::from_json(const nlohmann::json& json, const std::string& source) {
+  return generation_options_schema().from_json(json, source);
+}
+
+std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerationOptions& options,
+                                 const text::Tokenizer* tokenizer) {
+  return translate_torch_errors("lm::generate", [&] {
+    return generate_impl(std::move(model), prompts, options, tokenizer);
+  });
 }
 
 std::vector<Generation> generate_text(CausalLM model, const text::Tokenizer& tokenizer,

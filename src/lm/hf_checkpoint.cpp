@@ -261,10 +261,9 @@ void check_checkpoint(const CausalLM& model, const std::vector<Binding>& binds,
   }
 }
 
-}  // namespace
 
-void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>& tensors,
-                        const std::string& source) {
+void load_hf_state_dict_impl(CausalLM model, const std::map<std::string, at::Tensor>& tensors,
+                             const std::string& source) {
   const ModelConfig& c = model->config;
   std::string prefix;
   if (c.family == ModelFamily::GPT2) {
@@ -283,13 +282,13 @@ void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>&
   }
 }
 
-CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options) {
+CausalLM load_pretrained_impl(const std::filesystem::path& folder, const LoadOptions& options) {
   const auto config_path = folder / "config.json";
   const ModelConfig config = model_config_from_hf(load_json_file(config_path), config_path.string());
   std::filesystem::path weights = folder / io::kSafetensorsIndexName;
   if (!std::filesystem::exists(weights)) weights = folder / "model.safetensors";
   if (!std::filesystem::exists(weights)) {
-    fail_format(folder.string(), "no model.safetensors or ", io::kSafetensorsIndexName);
+    fail_io(folder.string(), "no model.safetensors or ", io::kSafetensorsIndexName);
   }
   CONCORD_CHECK(at::isFloatingType(options.dtype), "load_pretrained: dtype must be floating point, got ",
                 options.dtype);
@@ -345,6 +344,19 @@ CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions&
   model->to(options.device, options.dtype);  // buffers, if a module has any; parameters are there
   model->eval();
   return model;
+}
+
+}  // namespace
+
+void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>& tensors,
+                        const std::string& source) {
+  translate_torch_errors("lm::load_hf_state_dict " + source,
+                         [&] { load_hf_state_dict_impl(std::move(model), tensors, source); });
+}
+
+CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options) {
+  return translate_torch_errors("lm::load_pretrained " + folder.string(),
+                                [&] { return load_pretrained_impl(folder, options); });
 }
 
 void save_pretrained(CausalLM model, const std::filesystem::path& folder,

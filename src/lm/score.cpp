@@ -288,7 +288,9 @@ std::vector<std::vector<ContinuationScore>> score_requests(CausalLM model,
   return out;
 }
 
-std::vector<ContinuationScore> score_continuations(
+namespace {
+
+std::vector<ContinuationScore> score_continuations_impl(
     CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
     const std::vector<std::vector<int64_t>>& continuations, const ScoreOptions& options) {
   CONCORD_CHECK(prompts.size() == continuations.size(), "score_continuations: ", prompts.size(),
@@ -301,6 +303,16 @@ std::vector<ContinuationScore> score_continuations(
   out.reserve(scores.size());
   for (auto& s : scores) out.push_back(std::move(s.front()));
   return out;
+}
+
+}  // namespace
+
+std::vector<ContinuationScore> score_continuations(
+    CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
+    const std::vector<std::vector<int64_t>>& continuations, const ScoreOptions& options) {
+  return translate_torch_errors("lm::score_continuations", [&] {
+    return score_continuations_impl(std::move(model), prompts, continuations, options);
+  });
 }
 
 std::vector<ContinuationScore> score_texts(CausalLM model, const text::Tokenizer& tokenizer,

@@ -1404,7 +1404,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(std::string_view text, con
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot open");
+  if (!in) fail_io(path.string(), "cannot open");
   std::ostringstream buffer;
   buffer << in.rdbuf();
   auto tok = from_json(buffer.str(), path.string());

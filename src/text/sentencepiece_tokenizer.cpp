@@ -131,7 +131,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::filesystem::path& mode
     : impl_(std::make_unique<Impl>()) {
   impl_->api = &shim();
   impl_->path = model_path.string();
-  if (!std::filesystem::is_regular_file(model_path)) fail(impl_->path, ": cannot open");
+  if (!std::filesystem::is_regular_file(model_path)) fail_io(impl_->path, "cannot open");
   char err[512] = {0};
   impl_->spm = impl_->api->load(impl_->path.c_str(), err, sizeof(err));
   if (!impl_->spm) fail_format(impl_->path, "not a SentencePiece model: ", err);

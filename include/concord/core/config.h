@@ -4,12 +4,18 @@
 // schema resolves a user's JSON: unknown, missing or mistyped keys are errors that name the file
 // and the key path ("run.json: key 'train.lr': unknown key (did you mean 'train.learning_rate'?)"),
 // defaults are filled in, and the result is the exact resolved config a run writes beside its
-// outputs. `--set a.b=value` overrides are checked against the same schema.
+// outputs. `--set a.b=value` overrides are checked against the same schema. Errors about keys and
+// values are concord::ConfigErrors; a JSON syntax error is a FormatError naming line and column.
+//
+// A component whose keys fill an options struct declares them with OptionsSchema<T>
+// (core/options.h), which builds this schema, the struct's JSON in and out and its validation from
+// one declaration per key.
 #pragma once
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +39,13 @@ struct ConfigKey {
   std::string help;
   std::vector<std::string> choices;       ///< for strings: the allowed values (empty: any)
   std::shared_ptr<ConfigSchema> section;  ///< for objects: the nested schema (null: free-form)
+  ConfigType element_type = ConfigType::Any;  ///< for arrays: the type of every element
+  /// For numbers, and every element of an array of numbers: the allowed range (unset: open).
+  std::optional<double> minimum, maximum;
+  bool exclusive_minimum = false;  ///< minimum itself is not allowed (> rather than >=)
+  bool exclusive_maximum = false;
+  /// "must be >= 1", "must be in [0, 1)"; empty without a range.
+  std::string range_text() const;
 };
 
 class ConfigSchema {
@@ -52,6 +65,9 @@ class ConfigSchema {
   ConfigSchema& section(const std::string& name, ConfigSchema section, const std::string& help);
   /// Keys of `other` merged into this schema (a component reusing another's keys).
   ConfigSchema& extend(const ConfigSchema& other);
+  /// A key declared in full (OptionsSchema builds its keys this way); replaces one of the same
+  /// name. A default must satisfy the key's own type, choices and range.
+  ConfigSchema& key(ConfigKey key);
 
   /// Validates `input` and fills in defaults. `source` (usually the file name) starts every
   /// error message; `prefix` is the key path of this section ("" at the top).
@@ -81,7 +97,8 @@ Json parse_json(const std::string& text, const std::string& source);
 
 /// Applies one `a.b=value` override to `config`. The key must be declared in `schema`; the
 /// value is parsed for the key's type (numbers, true/false, strings as written, arrays and
-/// objects as JSON). Errors name the override.
+/// objects as JSON) and checked against its choices and range. Errors are ConfigErrors naming
+/// the override.
 void apply_override(Json& config, const std::string& assignment, const ConfigSchema& schema);
 
 /// Loads a config file, applies the overrides in order, resolves it against `schema`.

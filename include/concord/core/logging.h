@@ -9,7 +9,8 @@ namespace concord {
 /// warn, error, off) and RANK/WORLD_SIZE as torchrun sets them.
 void init_logging();
 
-/// This process's rank and world size as the launcher set them (0 and 1 when not distributed).
+/// This process's rank and world size as the launcher set them (0 and 1 when not distributed):
+/// process_shard() (core/shard.h), which reads RANK and WORLD_SIZE.
 int process_rank();
 int process_world_size();
 

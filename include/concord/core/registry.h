@@ -1,5 +1,5 @@
 // A registry of swappable parts keyed by name (after tiny-cuda-nn): losses, samplers, chat
-// templates, tasks. An unknown name throws and lists the valid ones.
+// templates, tasks. An unknown name throws a ConfigError that lists the valid ones.
 #pragma once
 #include <functional>
 #include <map>
@@ -25,7 +25,10 @@ class Registry {
 
   const Value& get(const std::string& name) const {
     auto it = entries_.find(name);
-    if (it == entries_.end()) fail("unknown ", what_, " '", name, "' (valid: ", joined_names(), ")");
+    if (it == entries_.end()) {
+      // A name from a config or a flag: a ConfigError, so callers can tell it from a failure.
+      throw ConfigError(detail::concat("unknown ", what_, " '", name, "' (valid: ", joined_names(), ")"));
+    }
     return it->second;
   }
 

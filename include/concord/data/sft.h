@@ -22,6 +22,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "concord/core/options.h"
 #include "concord/data/chat_template.h"
 #include "concord/data/jsonl.h"
 #include "concord/data/records.h"
@@ -54,8 +55,12 @@ struct SftOptions {
   /// Padding id for input_ids; -1 = the tokenizer's pad id, else its EOS id, else 0.
   int64_t pad_id = -1;
 
-  nlohmann::json to_json() const;
+  nlohmann::json to_json() const;  ///< sft_options_schema().to_json(*this)
 };
+
+/// The keys of SftOptions, declared once: chat_template, max_length (>= 2), truncation (skip,
+/// truncate), packing, pad_to_max_length, pad_id (>= -1).
+const OptionsSchema<SftOptions>& sft_options_schema();
 
 struct SftStats {
   int64_t records = 0;            ///< valid records read

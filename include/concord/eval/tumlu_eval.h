@@ -12,11 +12,12 @@
 //                   acc = argmax log p, acc_norm = argmax log p / characters.
 //
 // Outputs go to <out>/<language>/outputs/<protocol>/<model>/<Subject>.json (tumlu_outputs.h).
-// Sharding: rank r of w takes items i with i % w == r of every subject and writes
-// <Subject>.json's folder/.shards/<Subject>.rank<r>-of-<w>.json; whichever rank finds all w parts
-// merges them, in item order, into <Subject>.json (option order is seeded per item, so the merged
-// file equals a single-process run's). Resume: a subject whose <Subject>.json exists is not run
-// again, nor a shard whose part exists.
+// Sharding (core/shard.h's protocol): rank r of w takes items i with i % w == r of every subject
+// and writes <Subject>.json's folder/.shards/<Subject>.rank<r>-of-<w>.json; whichever rank finds
+// all w parts merges them, in item order, into <Subject>.json (option order is seeded per item, so
+// the merged file equals a single-process run's; an item missing from the parts or in two of them
+// is an error). Resume: a subject whose <Subject>.json exists is not run again, nor a shard whose
+// part exists.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -25,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "concord/core/options.h"
 #include "concord/core/registry.h"
 #include "concord/eval/answer_extraction.h"
 #include "concord/eval/tumlu_data.h"
@@ -75,9 +77,16 @@ struct TumluEvalOptions {
   std::string loglik_target = "letter";
   /// Extractor whose reading is stored as "prediction" (scores can be recomputed with any).
   std::string extractor = "official";
+  /// This process's share (a run's come from concord::process_shard(); not config keys).
   int rank = 0;
   int world_size = 1;
 };
+
+/// The config keys of TumluEvalOptions, declared once: protocol, languages, shuffle,
+/// shuffle_seed (-> seed), max_new_tokens (>= 0), batch_size (>= 1), loglik_target (letter, text),
+/// extractor. Protocol and extractor names are checked against their registries when the
+/// evaluation starts (both registries take additions, so a fixed list here could go stale).
+const OptionsSchema<TumluEvalOptions>& tumlu_eval_options_schema();
 
 class TumluProtocol {
  public:

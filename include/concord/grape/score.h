@@ -30,8 +30,9 @@
 //   wins when the LM head dominates (small models with large vocabularies; docs/benchmarks.md).
 //   Both give the same scores (tested).
 // - Sharding: rank r of w scores pools r, r + w, r + 2w, ... (launched the way torchrun launches
-//   processes); each rank writes its part with write_score_file, and merge_score_files puts the
-//   parts back into pool order, checking that every pool is there exactly once.
+//   processes; core/shard.h holds the protocol); each rank writes its part with write_score_file,
+//   and merge_score_files puts the parts back into pool order, checking that every pool is there
+//   exactly once.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -42,6 +43,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "concord/core/options.h"
 #include "concord/data/chat_template.h"
 #include "concord/data/records.h"
 #include "concord/lm/causal_lm.h"
@@ -117,12 +119,18 @@ struct GrapeScoreOptions {
   bool share_prompt = true;
   /// Score identical responses of a pool once.
   bool dedup = true;
-  /// This process's share: pools i with i % world_size == rank.
+  /// This process's share: pools i with i % world_size == rank (a run's come from
+  /// concord::process_shard(); not config keys).
   int64_t rank = 0;
   int64_t world_size = 1;
 
+  /// The declared keys (score_options_schema()) plus rank and world_size.
   nlohmann::json to_json() const;
 };
+
+/// The config keys of GrapeScoreOptions, declared once: template, max_length (>= 0),
+/// batch_size (>= 1), share_prompt, dedup. The `grape` task's config includes them.
+const OptionsSchema<GrapeScoreOptions>& score_options_schema();
 
 /// A rendered, tokenised instruction/response pair: the ids the model sees.
 struct ScoringTokens {
@@ -151,7 +159,8 @@ class PromptRenderer {
 
 /// Scores this rank's share of `pools` (the others are not in the result). The result is in
 /// pool order; each PoolScores carries its pool_index. `stats` (optional) gets the counts and
-/// the wall time. The model is switched to eval mode (dropout off) and left there.
+/// the wall time. The model is switched to eval mode (dropout off) and left there. Options
+/// outside their declared ranges are ConfigErrors; a LibTorch error inside is a TorchError.
 std::vector<PoolScores> grape_score(lm::CausalLM model, const text::Tokenizer& tokenizer,
                                     const std::vector<data::GrapePool>& pools,
                                     const GrapeScoreOptions& options = {},

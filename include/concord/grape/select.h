@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "concord/core/options.h"
 #include "concord/core/registry.h"
 #include "concord/core/report.h"
 #include "concord/data/records.h"
@@ -42,8 +43,11 @@ struct SelectOptions {
   /// Seed of mode "random".
   uint64_t seed = 1234;
 
-  nlohmann::json to_json() const;
+  nlohmann::json to_json() const;  ///< select_options_schema().to_json(*this)
 };
+
+/// The keys of SelectOptions: mode (one of the registered modes), top_k (>= 1), source, seed.
+const OptionsSchema<SelectOptions>& select_options_schema();
 
 /// The candidates a mode keeps from one pool (indices into the pool's responses, in the order
 /// the mode ranks them). `eligible` lists the scored candidates in pool order (never empty).

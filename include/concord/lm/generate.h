@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "concord/core/options.h"
 #include "concord/lm/causal_lm.h"
 #include "concord/text/tokenizer.h"
 
@@ -39,7 +40,17 @@ struct GenerationOptions {
   uint64_t seed = 0;
   /// Prompts per forward pass (0: all at once).
   int64_t batch_size = 0;
+
+  /// Every key of generation_options_schema().
+  nlohmann::json to_json() const;
+  /// A "generation" config section; errors are ConfigErrors naming `source` and the key.
+  static GenerationOptions from_json(const nlohmann::json& json,
+                                     const std::string& source = "generation options");
 };
+
+/// The keys of GenerationOptions, declared once with their ranges (temperature > 0, top_p in
+/// (0, 1], top_k, max_new_tokens and batch_size >= 0). generate() holds its options to them.
+const OptionsSchema<GenerationOptions>& generation_options_schema();
 
 struct Generation {
   std::vector<int64_t> tokens;  ///< new tokens only (a stop token included)
@@ -48,7 +59,8 @@ struct Generation {
 };
 
 /// Continues every prompt (token ids, each non-empty). `tokenizer` is needed for stop strings
-/// and to fill Generation::text; may be null otherwise. Runs under InferenceMode.
+/// and to fill Generation::text; may be null otherwise. Runs under InferenceMode. Options
+/// outside their ranges are ConfigErrors; a LibTorch error inside is a TorchError.
 std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<int64_t>>& prompts,
                                  const GenerationOptions& options,
                                  const text::Tokenizer* tokenizer = nullptr);

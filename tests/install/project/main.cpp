@@ -1,6 +1,7 @@
 // Uses the installed package through the umbrella header alone (concord/concord.h, which must
 // compile on its own): a config schema, a tensor through LibTorch, the logging header (spdlog +
-// fmt), a tokenizer, the version header.
+// fmt), a tokenizer, the version header, and the tasks layer (the top library of
+// concord::concord).
 #include <iostream>
 
 #include "concord/concord.h"
@@ -14,6 +15,7 @@ int main() {
   at::Tensor t = at::ones({resolved["steps"].get<int64_t>()});
   if (t.sum().item<double>() != 3.0 || tok.decode(ids) != "ok") return 1;
   if (concord::process_world_size() < 1) return 1;
+  if (!concord::tasks::task_registry().contains("tokenize")) return 1;
   std::cout << "concord " << CONCORD_VERSION_STRING << " ok\n";
   return 0;
 }

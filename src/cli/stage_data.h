@@ -1,8 +1,0 @@
-// Quickstart stage `data`: the built-in corpus through the foundation's data path (JSONL,
-// tokenizer, token shards, block packing), with a report of what came out.
-#pragma once
-#include "quickstart.h"
-
-namespace concord::cli {
-Stage data_stage();
-}

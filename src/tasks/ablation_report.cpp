@@ -1,0 +1,102 @@
+#include "ablation_report.h"
+
+#include <cmath>
+#include <map>
+
+#include "concord/core/files.h"
+#include "concord/core/plot.h"
+#include "concord/lm/diversity.h"
+
+namespace concord::tasks {
+
+void report_ablation(const std::vector<train::VariantResult>& results, RunDirectory& dir,
+                     Report& report) {
+  nlohmann::json all = nlohmann::json::array();
+  for (const auto& r : results) all.push_back(r.to_json());
+  write_file_atomic(dir.file("results.json"), all.dump(2) + "\n");
+
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> labels;
+  std::vector<double> means, stds;
+  for (const auto& r : results) {
+    rows.push_back({r.name, std::to_string(r.parameters), std::to_string(r.intermediate_size),
+                    fixed(r.eval_loss_mean, 4) + " ± " + fixed(r.eval_loss_std, 4),
+                    std::to_string(r.eval_loss.size()), fixed(r.latency_ms, 2),
+                    fixed(r.latency_ratio, 3)});
+    labels.push_back(r.name);
+    means.push_back(r.eval_loss_mean);
+    stds.push_back(r.eval_loss_std);
+    dir.metrics().log_json({{"step", 0},
+                            {"variant", r.name},
+                            {"eval/loss_mean", r.eval_loss_mean},
+                            {"eval/loss_std", r.eval_loss_std},
+                            {"latency/ratio", r.latency_ratio}});
+  }
+  report.heading("Validation loss, size and latency")
+      .table({"variant", "parameters", "FFN width", "validation loss (mean ± sd)", "seeds",
+              "forward ms", "latency vs " + results.front().name},
+             rows);
+  plot_bars(dir.chart("validation_loss.png"),
+            {"validation loss (mean ± sd over seeds)", "", "mean token loss (nats)"}, labels,
+            means, stds);
+  report.image("validation loss", "charts/validation_loss.png");
+
+  // Loss curves: the mean over seeds at each step.
+  std::vector<Series> curves;
+  for (const auto& r : results) {
+    std::map<int64_t, std::pair<double, int>> by_step;
+    for (const auto& curve : r.train_loss) {
+      for (const auto& [s, l] : curve) {
+        by_step[s].first += l;
+        by_step[s].second += 1;
+      }
+    }
+    Series s;
+    s.label = r.name;
+    for (const auto& [step, acc] : by_step) {
+      s.x.push_back(static_cast<double>(step));
+      s.y.push_back(acc.first / acc.second);
+    }
+    curves.push_back(std::move(s));
+  }
+  ChartSpec loss_spec;
+  loss_spec.title = "training loss (mean over seeds)";
+  loss_spec.y_label = "mean token loss (nats)";
+  plot_lines(dir.chart("training_loss.png"), loss_spec, curves);
+  report.image("training loss", "charts/training_loss.png");
+
+  // Diversity per layer.
+  std::vector<Series> diversity;
+  std::vector<std::string> header = {"layer"};
+  for (const auto& r : results) header.push_back(r.name);
+  std::vector<std::vector<std::string>> drows;
+  const size_t layers = results.front().relative_diversity.size();
+  for (size_t l = 0; l < layers; ++l) {
+    std::vector<std::string> row = {lm::LayerDiversity::layer_name(l)};
+    for (const auto& r : results) {
+      row.push_back(l < r.relative_diversity.size() ? fixed(r.relative_diversity[l], 4) : "");
+    }
+    drows.push_back(std::move(row));
+  }
+  for (const auto& r : results) {
+    Series s;
+    s.label = r.name;
+    for (size_t l = 0; l < r.relative_diversity.size(); ++l) {
+      s.x.push_back(static_cast<double>(l));
+      s.y.push_back(r.relative_diversity[l]);
+    }
+    diversity.push_back(std::move(s));
+  }
+  ChartSpec div_spec;
+  div_spec.title = "feature diversity d_M(H) / ||H||_F per layer";
+  div_spec.x_label = "layer (0 = embedding)";
+  div_spec.y_label = "relative distance to the rank-one subspace";
+  plot_lines(dir.chart("diversity.png"), div_spec, diversity);
+  report.heading("Feature diversity per layer (PanGu-π Sec. 3)")
+      .paragraph("d_M(H) / ||H||_F on validation blocks, mean over seeds: 0 is total collapse "
+                 "(every token has the same feature), 1 a zero-mean set of token features.")
+      .table(header, drows)
+      .image("diversity", "charts/diversity.png");
+}
+
+}  // namespace concord::tasks
