@@ -335,7 +335,7 @@ const ConfigSchema& model_config_schema() {
         .choice("activation", {"silu", "gelu", "relu"}, "silu", "base activation sigma")
         .optional("neighbour_kernel", ConfigType::Int, 0,
                   "causal depthwise neighbour convolution width k over tokens (0 or 1: off)");
-    ConfigSchema shortcut("PanGu-π augmented shortcuts (Eq. 9) beside the attention");
+    ConfigSchema shortcut("PanGu-π augmented shortcuts (Eq. 4) beside the attention");
     shortcut
         .optional("paths", ConfigType::Int, nullptr,
                   "parallel bottleneck paths T; 0 turns them off (default: 1 for pangu_pi, else 0)")

@@ -43,9 +43,7 @@ const OptionsSchema<ExperimentConfig>& experiment_schema() {
     const auto trainer_section = [](OptionsSchema<ExperimentConfig>& s, const std::string& name,
                                     train::TrainerOptions ExperimentConfig::*member,
                                     const std::string& help) {
-      s.section(
-          name, member, train::train_schema, &train::TrainerOptions::from_json,
-          [](const train::TrainerOptions& o) { return o.to_json(); }, help);
+      s.section(name, member, train::trainer_options_schema(), help);
     };
     OptionsSchema<ExperimentConfig> s("grape_experiment task");
     s.field("train_instructions", &ExperimentConfig::train_instructions,

@@ -67,7 +67,7 @@ Stage pretrain_stage(bool quick) {
     Report report("quickstart: pretrain");
     report.paragraph(fmt::format(
         "A Vanilla (Llama-style) model and a PanGu-π model (SIAF, Eq. 7, in the FFN and an "
-        "augmented shortcut, Eq. 9, beside each attention) of equal size, trained {} steps of "
+        "augmented shortcut, Eq. 4, beside each attention) of equal size, trained {} steps of "
         "{} x {} byte tokens on {} built-in documents with the same seed and data order, "
         "validated on {} blocks of other documents.",
         o.train.max_steps, o.batch_size, block, documents, eval.size()));

@@ -72,11 +72,8 @@ const OptionsSchema<AblationTaskOptions>& ablation_options_schema() {
         .field("latency_repeats", &AblationTaskOptions::latency_repeats,
                "timed forward passes (median)", opt::at_least(1))
         .section("data", &AblationTaskOptions::data, corpus, "the corpus")
-        .section(
-            "train", &AblationTaskOptions::train, train::train_schema,
-            &train::TrainerOptions::from_json,
-            [](const train::TrainerOptions& o) { return o.to_json(); },
-            "optimisation, the same for every run");
+        .section("train", &AblationTaskOptions::train, train::trainer_options_schema(),
+                 "optimisation, the same for every run");
     return s;
   }();
   return schema;

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "concord/core/error.h"
+#include "concord/core/options.h"
 #include "concord/core/progress.h"
 #include "concord/train/autocast.h"
 #include "concord/train/checkpoint.h"
@@ -48,99 +49,64 @@ LrScheduleOptions TrainerOptions::schedule() const {
 }
 
 void TrainerOptions::validate() const {
-  CONCORD_CHECK(max_steps > 0, "train.max_steps must be positive, got ", max_steps);
-  CONCORD_CHECK(grad_accum_steps > 0, "train.grad_accum_steps must be positive, got ",
-                grad_accum_steps);
-  CONCORD_CHECK(max_grad_norm >= 0, "train.max_grad_norm must be >= 0, got ", max_grad_norm);
-  CONCORD_CHECK(precision == "fp32" || precision == "bf16",
-                "train.precision must be fp32 or bf16, got '", precision, "'");
+  // Each key's own rule comes from the declaration (trainer_options_schema); what spans keys
+  // is checked here.
+  trainer_options_schema().validate(*this, "train");
   CONCORD_CHECK(!autocast_cpu || precision == "bf16",
                 "train.autocast_cpu needs train.precision bf16");
-  CONCORD_CHECK(eval_every >= 0 && eval_batches >= 0 && checkpoint_every >= 0 &&
-                    keep_checkpoints >= 0,
-                "train.eval_every, eval_batches, checkpoint_every and keep_checkpoints must be >= 0");
   optimizer.validate();
   schedule().validate();
 }
 
-nlohmann::json TrainerOptions::to_json() const {
-  return {{"max_steps", max_steps},
-          {"grad_accum_steps", grad_accum_steps},
-          {"max_grad_norm", max_grad_norm},
-          {"lr", optimizer.lr},
-          {"beta1", optimizer.beta1},
-          {"beta2", optimizer.beta2},
-          {"eps", optimizer.eps},
-          {"weight_decay", optimizer.weight_decay},
-          {"lr_schedule", lr_schedule},
-          {"warmup_steps", warmup_steps},
-          {"min_lr_ratio", min_lr_ratio},
-          {"precision", precision},
-          {"autocast_cpu", autocast_cpu},
-          {"eval_every", eval_every},
-          {"eval_batches", eval_batches},
-          {"checkpoint_every", checkpoint_every},
-          {"keep_checkpoints", keep_checkpoints},
-          {"progress", progress}};
+const OptionsSchema<TrainerOptions>& trainer_options_schema() {
+  static const OptionsSchema<TrainerOptions> schema = [] {
+    using T = TrainerOptions;
+    using A = AdamWOptions;
+    OptionsSchema<T> s("optimisation");
+    s.field("max_steps", &T::max_steps, "optimizer steps", opt::greater_than(0))
+        .field("grad_accum_steps", &T::grad_accum_steps, "micro-batches per optimizer step",
+               opt::greater_than(0))
+        .field("max_grad_norm", &T::max_grad_norm, "global gradient-norm clipping (0: off)",
+               opt::at_least(0))
+        .field("lr", &T::optimizer, &A::lr, "peak learning rate", opt::at_least(0))
+        .field("beta1", &T::optimizer, &A::beta1, "AdamW beta1", opt::at_least(0), opt::less_than(1))
+        .field("beta2", &T::optimizer, &A::beta2, "AdamW beta2", opt::at_least(0), opt::less_than(1))
+        .field("eps", &T::optimizer, &A::eps, "AdamW epsilon", opt::greater_than(0))
+        .field("weight_decay", &T::optimizer, &A::weight_decay,
+               "decoupled weight decay on weight matrices", opt::at_least(0))
+        .field("lr_schedule", &T::lr_schedule, "decay after warm-up",
+               opt::one_of({"cosine", "linear", "constant"}))
+        .field("warmup_steps", &T::warmup_steps, "linear warm-up steps", opt::at_least(0))
+        .field("min_lr_ratio", &T::min_lr_ratio, "final learning rate as a fraction of the peak",
+               opt::in_range(0, 1))
+        .field("precision", &T::precision,
+               "bf16: the loss runs under autocast for CUDA tensors (fp32 master weights)",
+               opt::one_of({"fp32", "bf16"}))
+        .field("autocast_cpu", &T::autocast_cpu,
+               "with precision bf16, autocast CPU tensors too (fast only with AVX512-BF16/AMX)")
+        .field("eval_every", &T::eval_every, "steps between evaluations (0: at the end)",
+               opt::at_least(0))
+        .field("eval_batches", &T::eval_batches, "batches per evaluation (0: the whole eval set)",
+               opt::at_least(0))
+        .field("checkpoint_every", &T::checkpoint_every, "steps between checkpoints (0: at the end)",
+               opt::at_least(0))
+        .field("keep_checkpoints", &T::keep_checkpoints, "newest checkpoints kept (0: all)",
+               opt::at_least(0))
+        .field("progress", &T::progress, "print the progress line");
+    return s;
+  }();
+  return schema;
 }
 
+nlohmann::json TrainerOptions::to_json() const { return trainer_options_schema().to_json(*this); }
+
 TrainerOptions TrainerOptions::from_json(const nlohmann::json& j) {
-  TrainerOptions o;
-  o.max_steps = j.at("max_steps").get<int64_t>();
-  o.grad_accum_steps = j.at("grad_accum_steps").get<int64_t>();
-  o.max_grad_norm = j.at("max_grad_norm").get<double>();
-  o.optimizer.lr = j.at("lr").get<double>();
-  o.optimizer.beta1 = j.at("beta1").get<double>();
-  o.optimizer.beta2 = j.at("beta2").get<double>();
-  o.optimizer.eps = j.at("eps").get<double>();
-  o.optimizer.weight_decay = j.at("weight_decay").get<double>();
-  o.lr_schedule = j.at("lr_schedule").get<std::string>();
-  o.warmup_steps = j.at("warmup_steps").get<int64_t>();
-  o.min_lr_ratio = j.at("min_lr_ratio").get<double>();
-  o.precision = j.at("precision").get<std::string>();
-  o.autocast_cpu = j.at("autocast_cpu").get<bool>();
-  o.eval_every = j.at("eval_every").get<int64_t>();
-  o.eval_batches = j.at("eval_batches").get<int64_t>();
-  o.checkpoint_every = j.at("checkpoint_every").get<int64_t>();
-  o.keep_checkpoints = j.at("keep_checkpoints").get<int64_t>();
-  o.progress = j.at("progress").get<bool>();
+  TrainerOptions o = trainer_options_schema().read(j);
   o.validate();
   return o;
 }
 
-ConfigSchema train_schema() {
-  const TrainerOptions d;
-  ConfigSchema s("optimisation");
-  s.optional("max_steps", ConfigType::Int, d.max_steps, "optimizer steps")
-      .optional("grad_accum_steps", ConfigType::Int, d.grad_accum_steps,
-                "micro-batches per optimizer step")
-      .optional("max_grad_norm", ConfigType::Float, d.max_grad_norm,
-                "global gradient-norm clipping (0: off)")
-      .optional("lr", ConfigType::Float, d.optimizer.lr, "peak learning rate")
-      .optional("beta1", ConfigType::Float, d.optimizer.beta1, "AdamW beta1")
-      .optional("beta2", ConfigType::Float, d.optimizer.beta2, "AdamW beta2")
-      .optional("eps", ConfigType::Float, d.optimizer.eps, "AdamW epsilon")
-      .optional("weight_decay", ConfigType::Float, d.optimizer.weight_decay,
-                "decoupled weight decay on weight matrices")
-      .choice("lr_schedule", {"cosine", "linear", "constant"}, d.lr_schedule,
-              "decay after warm-up")
-      .optional("warmup_steps", ConfigType::Int, d.warmup_steps, "linear warm-up steps")
-      .optional("min_lr_ratio", ConfigType::Float, d.min_lr_ratio,
-                "final learning rate as a fraction of the peak")
-      .choice("precision", {"fp32", "bf16"}, d.precision,
-              "bf16: the loss runs under autocast for CUDA tensors (fp32 master weights)")
-      .optional("autocast_cpu", ConfigType::Bool, d.autocast_cpu,
-                "with precision bf16, autocast CPU tensors too (fast only with AVX512-BF16/AMX)")
-      .optional("eval_every", ConfigType::Int, d.eval_every, "steps between evaluations (0: at the end)")
-      .optional("eval_batches", ConfigType::Int, d.eval_batches,
-                "batches per evaluation (0: the whole eval set)")
-      .optional("checkpoint_every", ConfigType::Int, d.checkpoint_every,
-                "steps between checkpoints (0: at the end)")
-      .optional("keep_checkpoints", ConfigType::Int, d.keep_checkpoints,
-                "newest checkpoints kept (0: all)")
-      .optional("progress", ConfigType::Bool, d.progress, "print the progress line");
-  return s;
-}
+ConfigSchema train_schema() { return trainer_options_schema().config_schema(); }
 
 // ---------------------------------------------------------------------------------------------
 // Parameter groups

@@ -56,8 +56,7 @@
 // at_least / greater_than / at_most / less_than / in_range for numbers (each element of a number
 // array); several rules combine. Unsigned members are held to >= 0 without saying so. A member
 // of a member (TrainerOptions::optimizer.lr as key "lr") is field(name, &T::outer, &Outer::inner,
-// ...). A section whose struct has a hand-written ConfigSchema and from/to JSON functions (the
-// Trainer's today) is section(name, member, schema_fn, read_fn, write_fn, help).
+// ...).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -350,25 +349,6 @@ class OptionsSchema {
     f.get = [member, sub](const T& t) { return sub->to_json(t.*member); };
     f.set = [member, sub](T& t, const Json& j) { t.*member = sub->read(j); };
     f.section = [member, sub](const T& d) { return sub->config_schema_for(d.*member); };
-    return add(std::move(f));
-  }
-
-  /// A nested object `name` for a struct that has its own hand-written ConfigSchema and JSON
-  /// functions (train::TrainerOptions with train::train_schema(), TrainerOptions::from_json and
-  /// to_json, until it is declared with an OptionsSchema too). Its defaults are `schema`'s.
-  template <typename S>
-  OptionsSchema& section(const std::string& name, S T::*member,
-                         std::function<ConfigSchema()> schema,
-                         detail::non_deduced_t<std::function<S(const Json&)>> read,
-                         detail::non_deduced_t<std::function<Json(const S&)>> write,
-                         const std::string& help) {
-    Field f;
-    f.key.name = name;
-    f.key.help = help;
-    f.key.type = ConfigType::Object;
-    f.get = [member, write](const T& t) { return write(t.*member); };
-    f.set = [member, read](T& t, const Json& j) { t.*member = read(j); };
-    f.section = [schema](const T&) { return schema(); };
     return add(std::move(f));
   }
 

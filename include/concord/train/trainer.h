@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "concord/core/config.h"
+#include "concord/core/options.h"
 #include "concord/core/report.h"
 #include "concord/train/adamw.h"
 #include "concord/train/checkpoint.h"
@@ -67,7 +68,10 @@ struct TrainerOptions {
   static TrainerOptions from_json(const nlohmann::json& train);
 };
 
-/// The keys of a run config's `train` section, with their defaults.
+/// The keys of a run config's `train` section, declared once (core/options.h): their types,
+/// defaults (TrainerOptions{}), help and rules; TrainerOptions' JSON in and out come from it.
+const OptionsSchema<TrainerOptions>& trainer_options_schema();
+/// trainer_options_schema().config_schema().
 ConfigSchema train_schema();
 
 struct StepStats {
@@ -110,12 +114,7 @@ ParamGroup parameter_group(const std::vector<NamedModule>& modules, std::string 
 namespace detail {
 // Batch is deduced from the objective alone; the sources convert as ordinary arguments
 // (a SampledBatches* or nullptr for the eval source).
-template <typename T>
-struct NonDeduced {
-  using type = T;
-};
-template <typename T>
-using non_deduced_t = typename NonDeduced<T>::type;
+using concord::detail::non_deduced_t;
 
 // A type-erased objective over buffered micro-batches, so the loop below is compiled once.
 class Feed {
