@@ -56,6 +56,29 @@ lm::CausalLM training_model(const Json& config, const std::string& task) {
   return model;
 }
 
+// The rows a training task trains on and the rows it holds out: a separate eval file when the
+// config names one, else the last `fraction` of the training rows (one rule for every task).
+template <typename Dataset>
+class TrainEvalSplit {
+ public:
+  /// `all` must outlive the split; `eval_file` (optional) is kept inside it.
+  TrainEvalSplit(const Dataset& all, std::unique_ptr<Dataset> eval_file, double fraction)
+      : eval_file_(std::move(eval_file)),
+        train_(all, 0, eval_file_ ? all.size() : all.size() - held_out(all.size(), fraction)),
+        eval_(eval_file_ ? *eval_file_ : all, eval_file_ ? 0 : train_.size(),
+              eval_file_ ? eval_file_->size() : all.size()) {}
+  const train::DatasetSlice<Dataset>& train() const { return train_; }
+  /// Null when nothing is held out.
+  const train::DatasetSlice<Dataset>* eval() const { return eval_.size() > 0 ? &eval_ : nullptr; }
+
+ private:
+  static int64_t held_out(int64_t n, double fraction) {
+    return static_cast<int64_t>(std::floor(fraction * static_cast<double>(n)));
+  }
+  std::unique_ptr<Dataset> eval_file_;
+  train::DatasetSlice<Dataset> train_, eval_;
+};
+
 // Runs the Trainer with resume, saves the model, and writes the common part of the report.
 template <typename Dataset>
 void run_training(const Json& config, RunDirectory& dir, Report& report, lm::CausalLM model,
@@ -239,23 +262,14 @@ Task pretrain_task() {
             ? data::PretrainDataset::from_texts(
                   data::builtin_corpus(d.builtin_documents, corpus_seed), *tokenizer, block)
             : data::PretrainDataset::from_jsonl(train_path, *tokenizer, block, jo, &bad);
-    const std::string eval_path = d.eval;
     std::unique_ptr<data::PretrainDataset> eval_file;
-    int64_t train_end = all.size();
-    if (!eval_path.empty()) {
+    if (!d.eval.empty()) {
       eval_file = std::make_unique<data::PretrainDataset>(
-          data::PretrainDataset::from_jsonl(eval_path, *tokenizer, block, jo, &bad));
-    } else {
-      const double fraction = d.eval_fraction;
-      train_end = all.size() - static_cast<int64_t>(std::floor(fraction * static_cast<double>(all.size())));
+          data::PretrainDataset::from_jsonl(d.eval, *tokenizer, block, jo, &bad));
     }
-    const train::DatasetSlice<data::PretrainDataset> train_set(all, 0, train_end);
-    const train::DatasetSlice<data::PretrainDataset> eval_tail(all, train_end, all.size());
-    std::unique_ptr<train::DatasetSlice<data::PretrainDataset>> eval_set;
-    if (eval_file) {
-      eval_set = std::make_unique<train::DatasetSlice<data::PretrainDataset>>(*eval_file, 0, eval_file->size());
-    }
-    const auto* eval_ptr = eval_set ? eval_set.get() : (eval_tail.size() > 0 ? &eval_tail : nullptr);
+    const TrainEvalSplit<data::PretrainDataset> split(all, std::move(eval_file), d.eval_fraction);
+    const auto& train_set = split.train();
+    const auto* eval_ptr = split.eval();
 
     report.paragraph("Model `" + model_path + "` (" + lm::model_family_name(model->config.family) +
                      "), tokenizer `" + tokenizer_path + "`, data `" + train_path + "`: " +
@@ -293,23 +307,14 @@ Task sft_task() {
 
     const std::string train_path = d.train;
     const auto all = data::SftDataset::from_jsonl(train_path, *tokenizer, so, jo);
-    const std::string eval_path = d.eval;
     std::unique_ptr<data::SftDataset> eval_file;
-    int64_t train_end = all.size();
-    if (!eval_path.empty()) {
+    if (!d.eval.empty()) {
       eval_file = std::make_unique<data::SftDataset>(
-          data::SftDataset::from_jsonl(eval_path, *tokenizer, so, jo));
-    } else {
-      const double fraction = d.eval_fraction;
-      train_end = all.size() - static_cast<int64_t>(std::floor(fraction * static_cast<double>(all.size())));
+          data::SftDataset::from_jsonl(d.eval, *tokenizer, so, jo));
     }
-    const train::DatasetSlice<data::SftDataset> train_set(all, 0, train_end);
-    const train::DatasetSlice<data::SftDataset> eval_tail(all, train_end, all.size());
-    std::unique_ptr<train::DatasetSlice<data::SftDataset>> eval_set;
-    if (eval_file) {
-      eval_set = std::make_unique<train::DatasetSlice<data::SftDataset>>(*eval_file, 0, eval_file->size());
-    }
-    const auto* eval_ptr = eval_set ? eval_set.get() : (eval_tail.size() > 0 ? &eval_tail : nullptr);
+    const TrainEvalSplit<data::SftDataset> split(all, std::move(eval_file), d.eval_fraction);
+    const auto& train_set = split.train();
+    const auto* eval_ptr = split.eval();
 
     const auto& st = all.stats();
     report.paragraph("Model `" + model_path + "`, tokenizer `" + tokenizer_path + "`, data `" +
