@@ -17,6 +17,7 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>  // torch::nn::Identity (embed_out)
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 #include <ATen/core/Reduction.h>
