@@ -26,17 +26,18 @@ using Results = std::vector<std::vector<ContinuationScore>>;
 
 c10::Device device_of(CausalLM& model) { return model->embed->weight.device(); }
 
-// Writes K scored tokens into the results: token `token[k]` of continuation `where[k]`.
+// Writes K scored tokens into the results: token `token[k]` of continuation `where[k]`, and
+// whether it was the argmax (`greedy`, when defined).
 void store(Results& out, const std::vector<std::pair<size_t, size_t>>& where,
            const std::vector<int64_t>& token, const at::Tensor& logprobs, const at::Tensor& greedy) {
   const at::Tensor lp = logprobs.to(at::kDouble).cpu().contiguous();
   const double* v = lp.data_ptr<double>();
-  const at::Tensor top = greedy.contiguous();
-  const bool* g = top.data_ptr<bool>();
+  const at::Tensor top = greedy.defined() ? greedy.contiguous() : at::Tensor();
+  const bool* g = top.defined() ? top.data_ptr<bool>() : nullptr;
   for (size_t k = 0; k < where.size(); ++k) {
     ContinuationScore& s = out[where[k].first][where[k].second];
     s.token_logprobs[static_cast<size_t>(token[k])] = v[k];
-    s.greedy = s.greedy && g[k];
+    if (g != nullptr) s.greedy = s.greedy && g[k];
   }
 }
 
@@ -72,7 +73,8 @@ void score_plain(CausalLM& model, const std::vector<ScoreRequest>& requests,
       }
     }
     at::Tensor greedy;
-    const at::Tensor lp = detail::score_pair_rows(model, rows, options.pad_token_id, prefix, &greedy);
+    const at::Tensor lp = detail::score_pair_rows(model, rows, options.pad_token_id, prefix,
+                                                  options.greedy ? &greedy : nullptr);
     store(out, where, token, lp, greedy);
   }
 }
@@ -140,7 +142,8 @@ void score_chunk(CausalLM& model, const std::vector<ScoreRequest>& requests,
         hidden.reshape({n * prompts.width, dim}).index_select(0, at::tensor(last, long_opts).to(device));
     at::Tensor greedy;
     const at::Tensor lp = detail::pick_logprobs(model, states, at::tensor(state_of, long_opts),
-                                                at::tensor(targets, long_opts), &greedy);
+                                                at::tensor(targets, long_opts),
+                                                options.greedy ? &greedy : nullptr);
     store(out, where, token, lp, greedy);
   }
 
@@ -183,8 +186,8 @@ void score_chunk(CausalLM& model, const std::vector<ScoreRequest>& requests,
     const at::Tensor states = h.reshape({rows_n * conts.width, dim})
                                   .index_select(0, at::tensor(picks, long_opts).to(device));
     at::Tensor greedy;
-    const at::Tensor lp =
-        detail::pick_logprobs(model, states, {}, at::tensor(targets, long_opts), &greedy);
+    const at::Tensor lp = detail::pick_logprobs(model, states, {}, at::tensor(targets, long_opts),
+                                                options.greedy ? &greedy : nullptr);
     store(out, where, token, lp, greedy);
   }
 }
@@ -266,7 +269,8 @@ std::vector<std::vector<ContinuationScore>> score_requests(CausalLM model,
     CONCORD_CHECK(!requests[i].prompt.empty(), "score_requests: request ", i,
                   " has an empty prompt (the first continuation token needs a context; add a BOS "
                   "token)");
-    out[i].resize(requests[i].continuations.size());
+    // Greedy until a token says otherwise, when asked; false when not found.
+    out[i].assign(requests[i].continuations.size(), ContinuationScore{{}, 0.0, 0.0, options.greedy});
     for (size_t k = 0; k < requests[i].continuations.size(); ++k) {
       out[i][k].token_logprobs.assign(requests[i].continuations[k].size(), 0.0);
     }

@@ -500,9 +500,11 @@ TEST(Score, ContinuationLogProbsMatchReferenceLogits) {
     }
     ScoreOptions batched;
     batched.batch_size = 2;
+    batched.greedy = true;
     const auto scores = score_continuations(model, prompts, conts, batched);
     ScoreOptions single;
     single.batch_size = 1;
+    single.greedy = true;
     const auto alone = score_continuations(model, prompts, conts, single);
     for (int64_t b = 0; b < 2; ++b) {
       const auto& s = scores[b];
@@ -530,8 +532,9 @@ TEST(Score, ContinuationLogProbsMatchReferenceLogits) {
         argmax_cont.push_back(seq.back());
       }
     }
-    const auto greedy = score_continuations(model, {prompt}, {argmax_cont})[0];
+    const auto greedy = score_continuations(model, {prompt}, {argmax_cont}, single)[0];
     EXPECT_TRUE(greedy.greedy) << family;
+    EXPECT_FALSE(score_continuations(model, {prompt}, {argmax_cont})[0].greedy);  // not asked for
     EXPECT_FALSE(scores[0].greedy && scores[1].greedy) << family;  // random tokens are not
     const auto ids = ref["input_ids"];
     auto target = torch::zeros_like(ids);
@@ -619,6 +622,7 @@ TEST(Score, SharedPromptPathEqualsThePlainPath) {
       const auto requests = mixed_requests(model->config.vocab_size, 5);
       ScoreOptions plain;
       plain.batch_size = 3;
+      plain.greedy = true;
       const auto want = score_requests(model, requests, plain);
       // The plain path is the per-pair computation: one pair alone gives the same.
       ScoreOptions one;
@@ -629,6 +633,7 @@ TEST(Score, SharedPromptPathEqualsThePlainPath) {
         ScoreOptions shared;
         shared.share_prompt = true;
         shared.batch_size = batch;
+        shared.greedy = true;
         const auto got = score_requests(model, requests, shared);
         EXPECT_LT(max_score_diff(got, want), precision.tolerance)
             << family << " " << c10::toString(precision.dtype) << " batch " << batch;
@@ -653,6 +658,7 @@ TEST(Score, SharedPrefixPathEqualsThePlainPath) {
       for (auto& r : whole) r.prompt.insert(r.prompt.begin(), shots.begin(), shots.end());
       ScoreOptions plain;
       plain.batch_size = 3;
+      plain.greedy = true;
       const auto want = score_requests(model, whole, plain);
       for (int64_t room : {0, 64}) {
         const PrefixCache prefix = encode_prefix(model, shots, room);
@@ -662,6 +668,7 @@ TEST(Score, SharedPrefixPathEqualsThePlainPath) {
             ScoreOptions o;
             o.share_prompt = share;
             o.batch_size = batch;
+            o.greedy = true;
             const auto got = score_requests(model, requests, o, &prefix);
             EXPECT_LT(max_score_diff(got, want), precision.tolerance)
                 << family << " " << c10::toString(precision.dtype) << (share ? " shared" : " plain")
