@@ -1,7 +1,6 @@
 #include "concord/lm/score.h"
 
 #include <algorithm>
-#include <numeric>
 #include <utility>
 
 #include <c10/core/InferenceMode.h>
