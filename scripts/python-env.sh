@@ -23,7 +23,10 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "${requirements[*]}" ]]; then
 fi
 # `--bench`: also the heavy peers that only benchmarks run (lm-evaluation-harness brings datasets,
 # pandas, scikit-learn, ...; its HF backend imports accelerate), for benchmarks/bench_tumlu_loglik.py.
-bench_requirements=(lm-eval==0.4.13 accelerate==1.15.0)
+# trl: the RLHF peers of benchmarks/bench_reward_step.py and bench_ppo_iteration.py, and the
+# reference math of scripts/fixtures/make_rlhf_fixtures.py. 1.12.0 is the newest release with a
+# PPOTrainer (trl.experimental.ppo; 1.13.0 removed it); it runs on transformers 5.24 / torch 2.15.
+bench_requirements=(lm-eval==0.4.13 accelerate==1.15.0 trl==1.12.0)
 if [[ " $* " == *" --bench "* ]]; then
   bench_stamp="$venv/.concord-bench-requirements"
   if [[ ! -f "$bench_stamp" || "$(cat "$bench_stamp")" != "${bench_requirements[*]}" ]]; then
