@@ -60,6 +60,8 @@ PreferenceDataset PreferenceDataset::from_records(const std::vector<PreferenceRe
     pair.rejected = std::move(rejected.ids);
     pair.prompt_length = prompt_length;
     pair.user_index = r.user_index;
+    pair.margin = r.margin;
+    if (!r.group.empty()) pair.group_index = d.groups_.add(r.group);
     d.pairs_.push_back(std::move(pair));
   }
   d.stats_.pairs = static_cast<int64_t>(d.pairs_.size());
@@ -70,13 +72,32 @@ PreferenceDataset PreferenceDataset::from_jsonl(const fs::path& jsonl,
                                                 const text::Tokenizer& tokenizer,
                                                 const PreferenceOptions& options,
                                                 const JsonlOptions& jsonl_options,
-                                                const UserIndex* users) {
+                                                const UserIndex* users, bool add_users) {
   UserIndex index = users ? *users : UserIndex{};
   BadRecords bad;
   std::vector<PreferenceRecord> records =
-      read_preference_records(jsonl, jsonl_options, &bad, &index);
+      read_preference_records(jsonl, jsonl_options, &bad, &index, add_users);
   PreferenceDataset d = from_records(records, tokenizer, options, std::move(index));
   d.stats_.bad = bad;
+  return d;
+}
+
+PreferenceDataset PreferenceDataset::from_pairs(std::vector<PreferencePair> pairs, UserIndex users,
+                                                UserIndex groups, int64_t pad_id) {
+  PreferenceDataset d;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto& p = pairs[i];
+    CONCORD_CHECK(!p.chosen.empty() && !p.rejected.empty(), "preference pair ", i, " is empty");
+    CONCORD_CHECK(p.user_index >= 0 && p.user_index < users.size(), "preference pair ", i,
+                  ": user ", p.user_index, " outside the ", users.size(), " users");
+    CONCORD_CHECK(p.group_index < groups.size(), "preference pair ", i, ": group ",
+                  p.group_index, " outside the ", groups.size(), " groups");
+  }
+  d.pad_id_ = pad_id;
+  d.pairs_ = std::move(pairs);
+  d.users_ = std::move(users);
+  d.groups_ = std::move(groups);
+  d.stats_.records = d.stats_.pairs = static_cast<int64_t>(d.pairs_.size());
   return d;
 }
 
@@ -86,6 +107,8 @@ PreferenceBatch PreferenceDataset::get_batch(const std::vector<int64_t>& indices
   PreferenceBatch b;
   b.prompt_lengths = at::empty({B}, at::kLong);
   b.user_index = at::empty({B}, at::kLong);
+  b.margin = at::empty({B}, at::kFloat);
+  b.group_index = at::empty({B}, at::kLong);
   for (int64_t k = 0; k < B; ++k) {
     int64_t i = indices[static_cast<size_t>(k)];
     CONCORD_CHECK(i >= 0 && i < size(), "PreferenceDataset: item ", i, " out of range [0, ",
@@ -95,6 +118,8 @@ PreferenceBatch PreferenceDataset::get_batch(const std::vector<int64_t>& indices
     rejected.push_back(p.rejected);
     b.prompt_lengths.data_ptr<int64_t>()[k] = p.prompt_length;
     b.user_index.data_ptr<int64_t>()[k] = p.user_index;
+    b.margin.data_ptr<float>()[k] = static_cast<float>(p.margin);
+    b.group_index.data_ptr<int64_t>()[k] = p.group_index;
   }
   PaddedBatch c = pad_sequences(chosen, pad_id_, PadSide::right);
   PaddedBatch r = pad_sequences(rejected, pad_id_, PadSide::right);

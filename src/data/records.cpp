@@ -1,5 +1,7 @@
 #include "concord/data/records.h"
 
+#include <cmath>
+
 #include "concord/core/error.h"
 
 namespace fs = std::filesystem;
@@ -100,6 +102,17 @@ PreferenceRecord parse_preference_record(const json& object, const RecordLocatio
   r.chosen = require_string(object, "chosen", loc);
   r.rejected = require_string(object, "rejected", loc);
   r.user = optional_string(object, "user", loc);
+  r.group = optional_string(object, "group", loc);
+  if (auto it = object.find("margin"); it != object.end() && !it->is_null()) {
+    if (!it->is_number()) loc.fail(std::string("key 'margin' must be a number, got ") + it->type_name());
+    r.margin = it->get<double>();
+    if (!std::isfinite(r.margin)) loc.fail("key 'margin' is not finite");
+  }
+  // An empty prompt is allowed: some data sets (Anthropic HH) keep the whole dialogue in the
+  // responses.
+  if (r.chosen.empty()) loc.fail("key 'chosen' is empty");
+  if (r.rejected.empty()) loc.fail("key 'rejected' is empty");
+  if (r.chosen == r.rejected) loc.fail("'chosen' and 'rejected' are identical (no preference)");
   return r;
 }
 
@@ -184,7 +197,8 @@ std::vector<SftRecord> read_sft_records(std::istream& in, const std::string& nam
 
 std::vector<PreferenceRecord> read_preference_records(const fs::path& path,
                                                       const JsonlOptions& options,
-                                                      BadRecords* bad, UserIndex* users) {
+                                                      BadRecords* bad, UserIndex* users,
+                                                      bool add_users) {
   JsonlReader reader(path, options);
   UserIndex local;
   UserIndex& index = users ? *users : local;
@@ -193,6 +207,10 @@ std::vector<PreferenceRecord> read_preference_records(const fs::path& path,
       reader,
       [&](const json& object, const RecordLocation& loc) {
         PreferenceRecord r = parse_preference_record(object, loc);
+        if (!add_users && index.find(r.user) < 0) {
+          loc.fail("unknown user '" + r.user + "' (not among the " + std::to_string(index.size()) +
+                   " known users)");
+        }
         r.user_index = index.add(r.user);
         return r;
       },

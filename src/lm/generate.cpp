@@ -11,14 +11,9 @@
 
 namespace concord::lm {
 
-at::Tensor select_next_tokens(const at::Tensor& logits_in, const GenerationOptions& options,
-                              at::Generator& generator) {
-  TORCH_CHECK(logits_in.dim() == 2, "select_next_tokens: logits must be [B, V], got ",
-              logits_in.sizes());
-  const at::Tensor logits = logits_in.to(at::kCPU).to(at::kFloat);
-  if (!options.do_sample) return logits.argmax(-1);
+at::Tensor warp_logits(const at::Tensor& logits, const GenerationOptions& options) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  at::Tensor x = logits / options.temperature;
+  at::Tensor x = logits.to(at::kFloat) / options.temperature;
   const int64_t vocab = x.size(1);
   if (options.top_k > 0 && options.top_k < vocab) {
     const at::Tensor kth = std::get<0>(x.topk(options.top_k, -1)).narrow(-1, options.top_k - 1, 1);
@@ -36,7 +31,16 @@ at::Tensor select_next_tokens(const at::Tensor& logits_in, const GenerationOptio
     const at::Tensor remove = at::zeros_like(remove_sorted).scatter(-1, order, remove_sorted);
     x = x.masked_fill(remove, neg_inf);
   }
-  const at::Tensor probs = at::softmax(x, -1);
+  return x;
+}
+
+at::Tensor select_next_tokens(const at::Tensor& logits_in, const GenerationOptions& options,
+                              at::Generator& generator) {
+  TORCH_CHECK(logits_in.dim() == 2, "select_next_tokens: logits must be [B, V], got ",
+              logits_in.sizes());
+  const at::Tensor logits = logits_in.to(at::kCPU).to(at::kFloat);
+  if (!options.do_sample) return logits.argmax(-1);
+  const at::Tensor probs = at::softmax(warp_logits(logits, options), -1);
   return at::multinomial(probs, 1, /*replacement=*/false, generator).squeeze(-1);
 }
 
@@ -198,6 +202,94 @@ std::vector<Generation> generate(CausalLM model, const std::vector<std::vector<i
                                  const text::Tokenizer* tokenizer) {
   return translate_torch_errors("lm::generate", [&] {
     return generate_impl(std::move(model), prompts, options, tokenizer);
+  });
+}
+
+namespace {
+
+SampledBatch generate_tensors_impl(CausalLM model, const at::Tensor& prompt_ids,
+                                   const at::Tensor& prompt_mask, const GenerationOptions& options,
+                                   at::Generator generator, int64_t sync_every) {
+  generation_options_schema().validate(options, "generate_tensors options");
+  CONCORD_CHECK(options.stop_strings.empty(), "generate_tensors: stop strings are not supported");
+  CONCORD_CHECK(prompt_ids.dim() == 2 && prompt_ids.size(1) > 0,
+                "generate_tensors: prompt_ids must be [B, P] with P > 0, got ", prompt_ids.sizes());
+  CONCORD_CHECK(sync_every >= 1, "generate_tensors: sync_every must be >= 1");
+  const ModelConfig& c = model->config;
+  std::vector<int64_t> stop_ids = options.stop_token_ids;
+  if (stop_ids.empty() && c.eos_token_id) stop_ids.push_back(*c.eos_token_id);
+  const int64_t pad = options.pad_token_id ? *options.pad_token_id
+                      : c.pad_token_id     ? *c.pad_token_id
+                      : c.eos_token_id     ? *c.eos_token_id
+                                           : 0;
+  c10::InferenceMode inference;
+  const c10::Device device = model->embed->weight.device();
+  if (!generator.defined()) {
+    if (device.is_cpu()) {
+      generator = at::detail::createCPUGenerator(options.seed);
+    } else {
+      generator = at::globalContext().defaultGenerator(device);
+    }
+  }
+  const int64_t B = prompt_ids.size(0), P = prompt_ids.size(1);
+  const int64_t R = options.max_new_tokens;
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
+  const at::Tensor ids = prompt_ids.to(long_opts);
+  at::Tensor mask = prompt_mask.defined() ? prompt_mask.to(long_opts) : at::ones({B, P}, long_opts);
+  at::Tensor response = at::full({B, R}, pad, long_opts);
+  at::Tensor response_mask = at::zeros({B, R}, long_opts);
+  at::Tensor logprobs = at::zeros({B, R}, at::TensorOptions().dtype(at::kFloat).device(device));
+  const at::Tensor stops = at::tensor(stop_ids, at::kLong).to(device);
+  at::Tensor done = at::zeros({B}, at::TensorOptions().dtype(at::kBool).device(device));
+  int64_t steps = 0;
+  if (R > 0) {
+    nn::KVCache cache = model->make_cache();
+    cache.reserve(P + R);
+    // Left padding precedes real tokens, so the prompt pass needs the mask.
+    at::Tensor last = model->hidden_states(ids, mask, &cache).select(1, P - 1);
+    for (int64_t step = 0; step < R; ++step) {
+      const at::Tensor logits = model->logits(last).to(at::kFloat);
+      at::Tensor next;
+      if (options.do_sample) {
+        const at::Tensor probs = at::softmax(warp_logits(logits, options), -1);
+        next = at::multinomial(probs, 1, /*replacement=*/false, generator).squeeze(-1);
+      } else {
+        next = logits.argmax(-1);
+      }
+      const double temperature = options.do_sample ? options.temperature : 1.0;
+      at::Tensor lp = at::log_softmax(logits / temperature, -1).gather(1, next.unsqueeze(1)).squeeze(1);
+      const at::Tensor live = done.logical_not();
+      next = at::where(live, next, at::full_like(next, pad));
+      lp = at::where(live, lp, at::zeros_like(lp));
+      response.select(1, step).copy_(next);
+      logprobs.select(1, step).copy_(lp);
+      response_mask.select(1, step).copy_(live.to(at::kLong));
+      if (stops.numel() > 0) done = done.logical_or(at::isin(next, stops));
+      steps = step + 1;
+      if (step + 1 == R) break;
+      if ((device.is_cpu() || steps % sync_every == 0) && done.all().item<bool>()) break;
+      mask = at::cat({mask, live.to(at::kLong).unsqueeze(1)}, 1);
+      last = model->hidden_states(next.view({B, 1}), mask, &cache).select(1, 0);
+    }
+  }
+  SampledBatch out;
+  out.response = response.narrow(1, 0, steps).contiguous();
+  out.response_mask = response_mask.narrow(1, 0, steps).contiguous();
+  out.logprobs = logprobs.narrow(1, 0, steps).contiguous();
+  out.sequences = at::cat({ids, out.response}, 1);
+  const at::Tensor prompt_part = prompt_mask.defined() ? prompt_mask.to(long_opts) : at::ones({B, P}, long_opts);
+  out.attention_mask = at::cat({prompt_part, out.response_mask}, 1);
+  return out;
+}
+
+}  // namespace
+
+SampledBatch generate_tensors(CausalLM model, const at::Tensor& prompt_ids,
+                              const at::Tensor& prompt_mask, const GenerationOptions& options,
+                              at::Generator generator, int64_t sync_every) {
+  return translate_torch_errors("lm::generate_tensors", [&] {
+    return generate_tensors_impl(std::move(model), prompt_ids, prompt_mask, options,
+                                 std::move(generator), sync_every);
   });
 }
 

@@ -226,7 +226,8 @@ class FileSource : public TensorSource {
 // and that `source` holds nothing else: errors name `where` and the tensor, before any data is
 // read.
 void check_checkpoint(const CausalLM& model, const std::vector<Binding>& binds,
-                      const TensorSource& source, const std::string& where) {
+                      const TensorSource& source, const std::string& where,
+                      const std::set<std::string>& extra = {}) {
   const ModelConfig& c = model->config;
   std::set<std::string> used;
   for (const Binding& b : binds) {
@@ -255,7 +256,7 @@ void check_checkpoint(const CausalLM& model, const std::vector<Binding>& binds,
     }
   }
   for (const auto& name : source.names()) {
-    if (used.count(name) || ignorable(c, name)) continue;
+    if (used.count(name) || extra.count(name) || ignorable(c, name)) continue;
     fail_format(where, "unexpected tensor '", name, "' (not part of a ",
                 model_family_name(c.family), " model with this config)");
   }
@@ -282,9 +283,12 @@ void load_hf_state_dict_impl(CausalLM model, const std::map<std::string, at::Ten
   }
 }
 
-CausalLM load_pretrained_impl(const std::filesystem::path& folder, const LoadOptions& options) {
+CausalLM load_pretrained_impl(const std::filesystem::path& folder, const LoadOptions& options,
+                              std::map<std::string, at::Tensor>* extras) {
   const auto config_path = folder / "config.json";
-  const ModelConfig config = model_config_from_hf(load_json_file(config_path), config_path.string());
+  ModelConfig config = model_config_from_hf(load_json_file(config_path), config_path.string());
+  // Without a head, the tied layout has no lm_head parameter, and ignorable() skips a stored one.
+  if (options.headless) config.tie_word_embeddings = true;
   std::filesystem::path weights = folder / io::kSafetensorsIndexName;
   if (!std::filesystem::exists(weights)) weights = folder / "model.safetensors";
   if (!std::filesystem::exists(weights)) {
@@ -305,7 +309,19 @@ CausalLM load_pretrained_impl(const std::filesystem::path& folder, const LoadOpt
   }
   torch::NoGradGuard no_grad;
   const std::vector<Binding> binds = bindings(model, prefix);
-  check_checkpoint(model, binds, files, weights.string());
+  const std::set<std::string> extra(options.extra_tensors.begin(), options.extra_tensors.end());
+  check_checkpoint(model, binds, files, weights.string(), extra);
+  for (const auto& name : options.extra_tensors) {
+    if (!files.contains(name)) continue;
+    CONCORD_CHECK(extras != nullptr, "load_pretrained: extra_tensors given without an extras map");
+    const auto type = files.dtype(name);
+    if (!type || !at::isFloatingType(*type)) {
+      fail_format(weights.string(), "tensor '", name, "' is not floating point");
+    }
+    at::Tensor staged = at::empty(files.shape(name), at::TensorOptions().dtype(*type));
+    files.read_into(name, staged);
+    (*extras)[name] = staged.to(options.device, options.dtype);
+  }
   const bool on_cpu = options.device.is_cpu();
   std::set<const void*> bound;
   for (const Binding& b : binds) {
@@ -354,20 +370,30 @@ void load_hf_state_dict(CausalLM model, const std::map<std::string, at::Tensor>&
                          [&] { load_hf_state_dict_impl(std::move(model), tensors, source); });
 }
 
-CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options) {
+CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options,
+                         std::map<std::string, at::Tensor>* extras) {
   return translate_torch_errors("lm::load_pretrained " + folder.string(),
-                                [&] { return load_pretrained_impl(folder, options); });
+                                [&] { return load_pretrained_impl(folder, options, extras); });
 }
 
 void save_pretrained(CausalLM model, const std::filesystem::path& folder,
-                     uint64_t max_shard_bytes) {
+                     uint64_t max_shard_bytes, const std::map<std::string, at::Tensor>& extra,
+                     const nlohmann::json& config_patch) {
   std::filesystem::create_directories(folder);
   auto tensors = to_hf_state_dict(model);
-  for (auto& [name, t] : tensors) t = t.cpu();
+  for (const auto& [name, t] : extra) {
+    CONCORD_CHECK(!tensors.count(name), "save_pretrained: extra tensor '", name,
+                  "' is also a tensor of the model");
+    tensors[name] = t.detach();
+  }
+  for (auto& [name, t] : tensors) t = t.cpu().contiguous();
   io::save_safetensors_sharded(folder, tensors, max_shard_bytes);
   Json config = model_config_to_hf(model->config);
   const auto dtype = model->embed->weight.scalar_type();
   config["dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  if (config_patch.is_object()) {
+    for (const auto& [key, value] : config_patch.items()) config[key] = value;
+  }
   write_file_atomic(folder / "config.json", config.dump(2) + "\n");
 }
 

@@ -43,6 +43,8 @@ struct PreferenceBatch {
   at::Tensor chosen_lengths;   ///< [B] int64
   at::Tensor rejected_lengths; ///< [B] int64
   at::Tensor user_index;       ///< [B] int64
+  at::Tensor margin;           ///< [B] fp32: the records' margins (0 when absent)
+  at::Tensor group_index;      ///< [B] int64: planted group (-1 when the data has none)
 };
 
 struct PreferencePair {
@@ -50,6 +52,8 @@ struct PreferencePair {
   std::vector<text::TokenId> rejected;
   int64_t prompt_length = 0;
   int64_t user_index = 0;
+  double margin = 0.0;
+  int64_t group_index = -1;  ///< index into PreferenceDataset::groups(), -1 when absent
 };
 
 struct PreferenceStats {
@@ -67,18 +71,27 @@ class PreferenceDataset {
                                         const text::Tokenizer& tokenizer,
                                         const PreferenceOptions& options, UserIndex users);
   /// Reads `jsonl`; `users` (optional) gives indices to already-known users (new ones are
-  /// appended), so a second file keeps the numbering of the first.
+  /// appended, or with add_users false are bad records), so a second file keeps the
+  /// numbering of the first.
   static PreferenceDataset from_jsonl(const std::filesystem::path& jsonl,
                                       const text::Tokenizer& tokenizer,
                                       const PreferenceOptions& options,
                                       const JsonlOptions& jsonl_options = {},
-                                      const UserIndex* users = nullptr);
+                                      const UserIndex* users = nullptr, bool add_users = true);
+
+  /// Pairs already in token ids (synthetic studies, or data tokenised elsewhere); their
+  /// user_index and group_index refer to `users` and `groups`.
+  static PreferenceDataset from_pairs(std::vector<PreferencePair> pairs, UserIndex users,
+                                      UserIndex groups, int64_t pad_id);
 
   int64_t size() const { return static_cast<int64_t>(pairs_.size()); }
   PreferenceBatch get_batch(const std::vector<int64_t>& indices) const;
 
   const std::vector<PreferencePair>& pairs() const { return pairs_; }
   const UserIndex& users() const { return users_; }
+  /// Planted groups named by the records' "group" keys, in order of first appearance (empty
+  /// when no record has one).
+  const UserIndex& groups() const { return groups_; }
   const PreferenceStats& stats() const { return stats_; }
   int64_t pad_id() const { return pad_id_; }
 
@@ -87,6 +100,7 @@ class PreferenceDataset {
   int64_t pad_id_ = 0;
   std::vector<PreferencePair> pairs_;
   UserIndex users_;
+  UserIndex groups_;
   PreferenceStats stats_;
 };
 

@@ -52,6 +52,12 @@ struct PreferenceRecord {
   std::string rejected;
   std::string user;        ///< annotator id as written in the file ("" when absent)
   int64_t user_index = 0;  ///< dense id of `user` (see UserIndex)
+  /// How much more `chosen` is preferred (TRL's "margin" column; 0 when absent): the
+  /// Bradley-Terry loss becomes -log sigmoid(r_chosen - r_rejected - margin).
+  double margin = 0.0;
+  /// The annotator's planted group, when the data has one (synthetic studies): EM reports its
+  /// clusters' purity and NMI against it. "" when absent.
+  std::string group;
 };
 
 struct GrapeResponse {
@@ -70,7 +76,9 @@ struct GrapePool {
 /// Validation of one parsed object; errors name `loc` and the key.
 TextRecord parse_text_record(const nlohmann::json& object, const RecordLocation& loc);
 SftRecord parse_sft_record(const nlohmann::json& object, const RecordLocation& loc);
-/// Leaves user_index at 0; read_preference_records() assigns it.
+/// Leaves user_index at 0; read_preference_records() assigns it. A record whose chosen or
+/// rejected text is empty, or whose chosen and rejected texts are identical (no preference to
+/// learn), fails with its location.
 PreferenceRecord parse_preference_record(const nlohmann::json& object, const RecordLocation& loc);
 GrapePool parse_grape_pool(const nlohmann::json& object, const RecordLocation& loc);
 
@@ -101,11 +109,13 @@ std::vector<SftRecord> read_sft_records(const std::filesystem::path& path,
                                         const JsonlOptions& options = {},
                                         BadRecords* bad = nullptr);
 /// Fills `users` (when given; it may already hold names, which keep their indices) and sets
-/// each record's user_index.
+/// each record's user_index. With add_users false, a record of a user not in `users` is a bad
+/// record (held-out data must come from the users a mixture was fitted to).
 std::vector<PreferenceRecord> read_preference_records(const std::filesystem::path& path,
                                                       const JsonlOptions& options = {},
                                                       BadRecords* bad = nullptr,
-                                                      UserIndex* users = nullptr);
+                                                      UserIndex* users = nullptr,
+                                                      bool add_users = true);
 
 /// The same, from a stream (`name` stands for the file in messages).
 std::vector<SftRecord> read_sft_records(std::istream& in, const std::string& name,

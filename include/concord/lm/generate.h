@@ -75,4 +75,31 @@ std::vector<Generation> generate_text(CausalLM model, const text::Tokenizer& tok
 at::Tensor select_next_tokens(const at::Tensor& logits, const GenerationOptions& options,
                               at::Generator& generator);
 
+/// The processed logits [B, V] (fp32, on the logits' device) that sampling draws from:
+/// logits / temperature, then top-k, then top-p (removed tokens at -inf).
+at::Tensor warp_logits(const at::Tensor& logits, const GenerationOptions& options);
+
+/// Sampled continuations kept as tensors on the model's device, for RL rollouts (PPO, GRPO):
+/// nothing goes back to the host per token but, every `sync_every` steps, whether all rows
+/// have stopped.
+struct SampledBatch {
+  at::Tensor sequences;       ///< [B, P + R] int64: the prompts as given, then the new tokens
+  at::Tensor attention_mask;  ///< [B, P + R]: the prompt mask, then response_mask
+  at::Tensor response;        ///< [B, R] int64: new tokens (pad after a row's stop token)
+  at::Tensor response_mask;   ///< [B, R] int64: 1 up to and including the stop token
+  /// [B, R] fp32: log p(token) of each sampled token under the temperature-scaled
+  /// distribution, log_softmax(logits / temperature) (the distribution PPO's ratio is taken
+  /// under, as in TRL; top-k and top-p only restrict the draw); 0 after the stop.
+  at::Tensor logprobs;
+};
+
+/// Continues left-padded prompts `prompt_ids` [B, P] (mask `prompt_mask` [B, P], undefined: no
+/// padding) by up to options.max_new_tokens tokens, under InferenceMode. R is the number of
+/// steps run (fewer than max_new_tokens when every row stopped early). Stop strings are not
+/// supported here (they need the host). `generator`: undefined = a CPU generator seeded with
+/// options.seed on the CPU, the device's default generator elsewhere.
+SampledBatch generate_tensors(CausalLM model, const at::Tensor& prompt_ids,
+                              const at::Tensor& prompt_mask, const GenerationOptions& options,
+                              at::Generator generator = {}, int64_t sync_every = 8);
+
 }  // namespace concord::lm

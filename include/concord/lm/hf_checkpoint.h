@@ -26,6 +26,9 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "concord/lm/causal_lm.h"
 
@@ -51,6 +54,15 @@ struct LoadOptions {
   /// the model lives (replacing them by rename, as save_pretrained does, is safe). false: every
   /// parameter gets memory of its own.
   bool map_weights = true;
+  /// Build and read the model without its LM head: the backbone of a
+  /// `...ForSequenceClassification` checkpoint (a reward model), or of a causal LM whose head is
+  /// not wanted (lm_head.weight, if present, is skipped). The model's config then says
+  /// tie_word_embeddings (its logits, if ever asked for, use the token embedding).
+  bool headless = false;
+  /// Tensors the checkpoint may hold beside the model's (a classifier's "score.weight"):
+  /// load_pretrained reads those present into its `extras` argument instead of refusing them
+  /// as unexpected.
+  std::vector<std::string> extra_tensors;
 };
 
 /// Loads a model folder: config.json (Hugging Face) and its safetensors weights (an index
@@ -58,11 +70,16 @@ struct LoadOptions {
 /// never initialised first (nn::SkipInitGuard) and those that are not mapped (map_weights) are
 /// read from the file straight into their own memory, so an N-byte checkpoint loads into about
 /// N bytes of resident memory, not 2N or 3N.
-CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options = {});
+CausalLM load_pretrained(const std::filesystem::path& folder, const LoadOptions& options = {},
+                         std::map<std::string, at::Tensor>* extras = nullptr);
 
 /// Writes config.json and the weights into `folder` as transformers' save_pretrained does:
-/// one model.safetensors, or shards of at most `max_shard_bytes` and an index.
+/// one model.safetensors, or shards of at most `max_shard_bytes` and an index. `extra` tensors
+/// (a classifier head) are written beside the model's, and `config_patch`'s keys replace or add
+/// to config.json's (a classifier's architectures and labels).
 void save_pretrained(CausalLM model, const std::filesystem::path& folder,
-                     uint64_t max_shard_bytes = uint64_t{5} << 30);
+                     uint64_t max_shard_bytes = uint64_t{5} << 30,
+                     const std::map<std::string, at::Tensor>& extra = {},
+                     const nlohmann::json& config_patch = {});
 
 }  // namespace concord::lm
