@@ -1,0 +1,163 @@
+#include "concord/rlhf/cluster_stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "concord/core/error.h"
+
+namespace concord::rlhf {
+
+double log_sigmoid(double x) {
+  return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x));
+}
+
+Eigen::MatrixXd user_log_likelihood(const Eigen::MatrixXd& d, const std::vector<int64_t>& user,
+                                    const std::vector<double>& margin, int64_t num_users) {
+  CONCORD_CHECK(static_cast<int64_t>(user.size()) == d.rows() && margin.size() == user.size(),
+                "user_log_likelihood: ", d.rows(), " pairs but ", user.size(), " users and ",
+                margin.size(), " margins");
+  Eigen::MatrixXd L = Eigen::MatrixXd::Zero(num_users, d.cols());
+  for (Eigen::Index p = 0; p < d.rows(); ++p) {
+    const int64_t u = user[static_cast<size_t>(p)];
+    if (u < 0) continue;
+    CONCORD_CHECK(u < num_users, "user_log_likelihood: user ", u, " >= ", num_users);
+    for (Eigen::Index k = 0; k < d.cols(); ++k) {
+      L(u, k) += log_sigmoid(d(p, k) - margin[static_cast<size_t>(p)]);
+    }
+  }
+  return L;
+}
+
+double soft_assign(const Eigen::MatrixXd& L, const Eigen::VectorXd& log_pi,
+                   const std::vector<bool>& active, Eigen::MatrixXd& gamma) {
+  gamma = Eigen::MatrixXd::Zero(L.rows(), L.cols());
+  double total = 0;
+  for (Eigen::Index u = 0; u < L.rows(); ++u) {
+    if (!active[static_cast<size_t>(u)]) continue;
+    const Eigen::RowVectorXd a = L.row(u) + log_pi.transpose();
+    const double m = a.maxCoeff();
+    const double lse = m + std::log((a.array() - m).exp().sum());
+    gamma.row(u) = (a.array() - lse).exp();
+    total += lse;
+  }
+  return total;
+}
+
+std::vector<int64_t> kmeans_pp(const Eigen::MatrixXd& x, int64_t k, std::mt19937_64& rng,
+                               int64_t iterations) {
+  const Eigen::Index n = x.rows();
+  CONCORD_CHECK(k >= 1 && k <= n, "kmeans_pp: k = ", k, " with ", n, " points");
+  Eigen::MatrixXd centres(k, x.cols());
+  std::uniform_int_distribution<Eigen::Index> first(0, n - 1);
+  centres.row(0) = x.row(first(rng));
+  Eigen::VectorXd nearest = (x.rowwise() - centres.row(0)).rowwise().squaredNorm();
+  for (int64_t c = 1; c < k; ++c) {
+    // D^2 sampling: a point is the next centre with probability proportional to its squared
+    // distance to the nearest centre so far.
+    const double total = nearest.sum();
+    Eigen::Index pick = 0;
+    if (total > 0) {
+      std::uniform_real_distribution<double> draw(0.0, total);
+      double target = draw(rng);
+      for (pick = 0; pick < n - 1 && target >= nearest(pick); ++pick) target -= nearest(pick);
+    } else {
+      pick = first(rng);
+    }
+    centres.row(c) = x.row(pick);
+    nearest = nearest.cwiseMin((x.rowwise() - centres.row(c)).rowwise().squaredNorm());
+  }
+  std::vector<int64_t> assign(static_cast<size_t>(n), -1);
+  for (int64_t it = 0; it < iterations; ++it) {
+    bool changed = false;
+    Eigen::VectorXd dist(n);
+    for (Eigen::Index i = 0; i < n; ++i) {
+      Eigen::Index best = 0;
+      dist(i) = (centres.rowwise() - x.row(i)).rowwise().squaredNorm().minCoeff(&best);
+      if (assign[static_cast<size_t>(i)] != best) changed = true;
+      assign[static_cast<size_t>(i)] = best;
+    }
+    Eigen::MatrixXd sums = Eigen::MatrixXd::Zero(k, x.cols());
+    Eigen::VectorXd counts = Eigen::VectorXd::Zero(k);
+    for (Eigen::Index i = 0; i < n; ++i) {
+      sums.row(assign[static_cast<size_t>(i)]) += x.row(i);
+      counts(assign[static_cast<size_t>(i)]) += 1;
+    }
+    for (int64_t c = 0; c < k; ++c) {
+      if (counts(c) > 0) {
+        centres.row(c) = sums.row(c) / counts(c);
+        continue;
+      }
+      // An emptied cluster restarts at the point farthest from its own centre.
+      Eigen::Index far = 0;
+      dist.maxCoeff(&far);
+      centres.row(c) = x.row(far);
+      dist(far) = 0;
+      changed = true;
+    }
+    if (!changed) break;
+  }
+  return assign;
+}
+
+namespace {
+
+// Counts of (cluster, group) over items with a group.
+std::map<std::pair<int64_t, int64_t>, double> contingency(const std::vector<int64_t>& clusters,
+                                                          const std::vector<int64_t>& truth,
+                                                          double& n) {
+  CONCORD_CHECK(clusters.size() == truth.size(), "clustering metrics: ", clusters.size(),
+                " clusters but ", truth.size(), " groups");
+  std::map<std::pair<int64_t, int64_t>, double> table;
+  n = 0;
+  for (size_t i = 0; i < clusters.size(); ++i) {
+    if (truth[i] < 0 || clusters[i] < 0) continue;
+    table[{clusters[i], truth[i]}] += 1;
+    n += 1;
+  }
+  return table;
+}
+
+double entropy(const std::map<int64_t, double>& counts, double n) {
+  double h = 0;
+  for (const auto& [key, c] : counts) {
+    if (c > 0) h -= (c / n) * std::log(c / n);
+  }
+  return h;
+}
+
+}  // namespace
+
+double purity(const std::vector<int64_t>& clusters, const std::vector<int64_t>& truth) {
+  double n = 0;
+  const auto table = contingency(clusters, truth, n);
+  if (n == 0) return 0;
+  std::map<int64_t, double> best;
+  for (const auto& [key, c] : table) best[key.first] = std::max(best[key.first], c);
+  double sum = 0;
+  for (const auto& [cluster, c] : best) sum += c;
+  return sum / n;
+}
+
+double normalized_mutual_information(const std::vector<int64_t>& clusters,
+                                     const std::vector<int64_t>& truth) {
+  double n = 0;
+  const auto table = contingency(clusters, truth, n);
+  if (n == 0) return 0;
+  std::map<int64_t, double> pc, pg;
+  for (const auto& [key, c] : table) {
+    pc[key.first] += c;
+    pg[key.second] += c;
+  }
+  const double hc = entropy(pc, n), hg = entropy(pg, n);
+  if (hc == 0 && hg == 0) return 1.0;  // one cluster, one group: they agree
+  if (hc == 0 || hg == 0) return 0.0;
+  double mi = 0;
+  for (const auto& [key, c] : table) {
+    mi += (c / n) * std::log(c * n / (pc[key.first] * pg[key.second]));
+  }
+  return mi / std::sqrt(hc * hg);
+}
+
+}  // namespace concord::rlhf

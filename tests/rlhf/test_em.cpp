@@ -1,0 +1,179 @@
+// EM over users: the E-step's statistics (Eigen), the clustering metrics on known answers, and
+// planted groups recovered from preferences alone.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include <torch/torch.h>
+
+#include "concord/rlhf/cluster_stats.h"
+#include "concord/rlhf/em.h"
+#include "concord/rlhf/synthetic.h"
+#include "test_support.h"
+
+using namespace concord;
+
+TEST(ClusterStats, PurityAndNmiOnKnownAnswers) {
+  const std::vector<int64_t> truth{0, 0, 0, 1, 1, 1};
+  EXPECT_DOUBLE_EQ(rlhf::purity({1, 1, 1, 0, 0, 0}, truth), 1.0);  // labels are arbitrary
+  EXPECT_NEAR(rlhf::normalized_mutual_information({1, 1, 1, 0, 0, 0}, truth), 1.0, 1e-12);
+  EXPECT_NEAR(rlhf::purity({0, 0, 1, 1, 1, 1}, truth), 5.0 / 6.0, 1e-12);
+  // Independent: each cluster holds half of each group.
+  EXPECT_NEAR(rlhf::normalized_mutual_information({0, 1, 0, 1, 0, 1, 0, 1}, {0, 0, 1, 1, 0, 0, 1, 1}),
+              0.0, 1e-12);
+  // One cluster for two groups: no information.
+  EXPECT_EQ(rlhf::normalized_mutual_information({0, 0, 0, 0}, {0, 0, 1, 1}), 0.0);
+  // Items without a group are left out.
+  EXPECT_DOUBLE_EQ(rlhf::purity({0, 1, 1}, {0, -1, 1}), 1.0);
+  // By hand: clusters {0,0,1,1,2,2} against groups {0,0,0,1,1,1} share I = (2/3) ln 2, with
+  // H(C) = ln 3 and H(G) = ln 2 (sklearn's normalized_mutual_info_score with
+  // average_method="geometric").
+  EXPECT_NEAR(rlhf::normalized_mutual_information({0, 0, 1, 1, 2, 2}, {0, 0, 0, 1, 1, 1}),
+              (2.0 / 3.0) * std::log(2.0) / std::sqrt(std::log(3.0) * std::log(2.0)), 1e-12);
+}
+
+TEST(ClusterStats, KmeansPlusPlusFindsSeparatedBlobs) {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> noise(0.0, 0.1);
+  Eigen::MatrixXd x(60, 2);
+  std::vector<int64_t> truth;
+  const double centres[3][2] = {{0, 0}, {5, 5}, {-5, 5}};
+  for (int i = 0; i < 60; ++i) {
+    x(i, 0) = centres[i % 3][0] + noise(rng);
+    x(i, 1) = centres[i % 3][1] + noise(rng);
+    truth.push_back(i % 3);
+  }
+  std::mt19937_64 seed(0);
+  const auto clusters = rlhf::kmeans_pp(x, 3, seed);
+  EXPECT_DOUBLE_EQ(rlhf::purity(clusters, truth), 1.0);
+  EXPECT_NEAR(rlhf::normalized_mutual_information(clusters, truth), 1.0, 1e-12);
+}
+
+TEST(ClusterStats, EStepTableAndSoftAssignmentStayFiniteFarFromZero) {
+  // Two users, two heads; user 0's pairs fit head 0, user 1's head 1, by hundreds of nats.
+  Eigen::MatrixXd d(4, 2);
+  d << 300, -300, 250, -250, -400, 400, -10, 10;
+  const std::vector<int64_t> user{0, 0, 1, 1};
+  const Eigen::MatrixXd L = rlhf::user_log_likelihood(d, user, {0, 0, 0, 0}, 2);
+  EXPECT_NEAR(L(0, 1), -550.0, 1e-9);  // log sigmoid(-x) ~ -x for large x
+  EXPECT_NEAR(L(1, 0), -410.0 + rlhf::log_sigmoid(-10.0) + 10.0, 1e-9);
+  Eigen::MatrixXd gamma;
+  const Eigen::VectorXd log_pi = Eigen::VectorXd::Constant(2, std::log(0.5));
+  const double ll = rlhf::soft_assign(L, log_pi, {true, true}, gamma);
+  EXPECT_TRUE(std::isfinite(ll));
+  EXPECT_NEAR(gamma(0, 0), 1.0, 1e-12);
+  EXPECT_NEAR(gamma(1, 1), 1.0, 1e-12);
+  EXPECT_NEAR(gamma.row(0).sum(), 1.0, 1e-12);
+  // Close likelihoods: responsibilities are the softmax of L + log pi.
+  Eigen::MatrixXd L2(1, 2);
+  L2 << -1.0, -2.0;
+  rlhf::soft_assign(L2, log_pi, {true}, gamma);
+  EXPECT_NEAR(gamma(0, 0), 1.0 / (1.0 + std::exp(-1.0)), 1e-12);
+}
+
+namespace {
+
+struct World {
+  rlhf::TwoGroupWorldOptions options;
+  lm::CausalLM reference{nullptr};
+  data::PreferenceDataset data;
+};
+
+World small_world(int64_t majority, int64_t minority, uint64_t seed) {
+  World w;
+  w.options.majority_users = majority;
+  w.options.minority_users = minority;
+  w.options.pairs_per_user = 20;
+  w.options.seed = seed;
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  w.reference = lm::CausalLM(rlhf::world_model_config(w.options, 16));
+  rlhf::train_reference_policy(w.reference, w.options, 60, 1e-2, seed);
+  w.data = rlhf::sample_preferences(w.reference, w.options, seed);
+  return w;
+}
+
+train::TrainerOptions m_step_options() {
+  train::TrainerOptions t;
+  t.optimizer.lr = 3e-3;
+  t.optimizer.weight_decay = 0;
+  t.lr_schedule = "constant";
+  return t;
+}
+
+}  // namespace
+
+TEST(RewardEm, RecoversPlantedGroups) {
+  World w = small_world(8, 4, 5);
+  for (const std::string assignment : {"hard", "soft"}) {
+    SCOPED_TRACE(assignment);
+    torch::manual_seed(7);
+    rlhf::RewardModel model(rlhf::world_model_config(w.options, 16), 2);
+    auto rewards = rlhf::RewardSet::shared(model);
+    rlhf::EmOptions o;
+    o.clusters = 2;
+    o.assignment = assignment;
+    o.init = "kmeans++";
+    o.max_iterations = 6;
+    o.m_step_steps = 40;
+    const rlhf::EmResult r = rlhf::fit_reward_mixture(rewards, w.data, o, m_step_options());
+    ASSERT_TRUE(r.purity.has_value());
+    EXPECT_DOUBLE_EQ(*r.purity, 1.0) << r.to_json(w.data.users()).dump();
+    EXPECT_GT(*r.nmi, 0.99);
+    // Each cluster's own head fits its users' pairs.
+    for (double acc : r.cluster_accuracy) EXPECT_GT(acc, 0.7);
+    // It stopped because it converged: no user moved (hard), or the likelihood settled.
+    if (assignment == "hard") EXPECT_EQ(r.history.back().changed, 0);
+    EXPECT_GE(r.history.back().log_likelihood, r.history.front().log_likelihood - 1e-9);
+  }
+}
+
+TEST(RewardEm, EmptyClustersAreReseededAndUsersWithoutPairsReported) {
+  World w = small_world(6, 3, 11);
+  // A user named in the index with no pair at all.
+  data::UserIndex users = w.data.users();
+  users.add("silent");
+  data::UserIndex groups = w.data.groups();
+  auto pairs = w.data.pairs();
+  auto data = data::PreferenceDataset::from_pairs(pairs, users, groups, 0);
+  torch::manual_seed(3);
+  rlhf::RewardModel a(rlhf::world_model_config(w.options, 16), 1);
+  rlhf::RewardModel b(rlhf::world_model_config(w.options, 16), 1);
+  rlhf::RewardModel c(rlhf::world_model_config(w.options, 16), 1);
+  auto rewards = rlhf::RewardSet::separate({a, b, c});
+  rlhf::EmOptions o;
+  o.clusters = 3;
+  o.init = "kmeans++";
+  o.restarts = 2;
+  o.max_iterations = 3;
+  o.m_step_steps = 20;
+  const rlhf::EmResult r = rlhf::fit_reward_mixture(rewards, data, o, m_step_options());
+  for (int64_t size : r.history.back().sizes) EXPECT_GT(size, 0);
+  ASSERT_EQ(r.users_without_pairs.size(), 1u);
+  EXPECT_EQ(users.names()[static_cast<size_t>(r.users_without_pairs[0])], "silent");
+  EXPECT_EQ(r.assignment[static_cast<size_t>(r.users_without_pairs[0])], -1);
+  EXPECT_GE(r.best_restart, 0);
+  EXPECT_LT(r.best_restart, 2);
+  const auto held = rlhf::evaluate_mixture(rewards, data, r);
+  EXPECT_EQ(held.pairs, data.size());
+  EXPECT_LT(held.log_likelihood_per_pair, 0.0);
+}
+
+TEST(RewardEm, BadOptionsNameTheKey) {
+  World w;
+  w.options.majority_users = 2;
+  w.options.minority_users = 1;
+  w.options.pairs_per_user = 2;
+  w.reference = lm::CausalLM(rlhf::world_model_config(w.options, 16));
+  w.data = rlhf::sample_preferences(w.reference, w.options, 0);
+  rlhf::RewardModel model(rlhf::world_model_config(w.options, 16), 2);
+  auto rewards = rlhf::RewardSet::shared(model);
+  rlhf::EmOptions o;
+  o.init = "spectral";
+  try {
+    rlhf::fit_reward_mixture(rewards, w.data, o, m_step_options());
+    FAIL() << "an unknown init was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("init"), std::string::npos) << e.what();
+  }
+}
