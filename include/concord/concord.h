@@ -87,7 +87,19 @@
 #include "concord/train/objective.h"
 #include "concord/train/trainer.h"
 
-// ---- capabilities: grape (GRAPE data selection) · eval (TUMLU)
+// ---- capabilities: rlhf (MaxMin-RLHF) · grape (GRAPE data selection) · eval (TUMLU)
+#include "concord/rlhf/aggregate.h"
+#include "concord/rlhf/bradley_terry.h"
+#include "concord/rlhf/cluster_stats.h"
+#include "concord/rlhf/dpo.h"
+#include "concord/rlhf/em.h"
+#include "concord/rlhf/grpo.h"
+#include "concord/rlhf/maxmin_experiment.h"
+#include "concord/rlhf/policy.h"
+#include "concord/rlhf/ppo.h"
+#include "concord/rlhf/reward_model.h"
+#include "concord/rlhf/rollout.h"
+#include "concord/rlhf/synthetic.h"
 #include "concord/grape/experiment.h"
 #include "concord/grape/score.h"
 #include "concord/grape/select.h"

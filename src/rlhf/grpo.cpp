@@ -26,6 +26,8 @@ const OptionsSchema<GrpoOptions>& grpo_options_schema() {
         .field("loss_type", &GrpoOptions::loss_type,
                "grpo: mean over each response, then responses; token: mean over tokens",
                opt::one_of({"grpo", "token"}))
+        .field("normalize_rewards", &GrpoOptions::normalize_rewards,
+               "z-score each reward model on the first iteration's responses before aggregating")
         .field("seed", &GrpoOptions::seed, "sampling and shuffling");
     return s;
   }();
@@ -110,9 +112,15 @@ GrpoIteration GrpoTrainer::step(const std::vector<std::vector<int64_t>>& prompts
   CONCORD_CHECK(static_cast<int64_t>(prompts.size()) == options_.batch_size, "grpo: ",
                 prompts.size(), " prompts for a batch of ", options_.batch_size);
   ++iteration_;
+  // Sampling and shuffling draw from (seed, iteration): a resumed run repeats the same rollouts.
+  if (generator_.defined()) generator_.set_current_seed(options_.seed * 1000003ULL + static_cast<uint64_t>(iteration_));
   const int64_t G = options_.num_generations;
-  const Rollout r = collect_rollout(policy_, reference_, rewards_, *aggregator_, prompts, rollout_,
-                                    generator_, G);
+  Rollout r = collect_rollout(policy_, reference_, rewards_, *aggregator_, prompts, rollout_,
+                              generator_, G);
+  if (options_.normalize_rewards && !rollout_.reward_mean.defined()) {
+    std::tie(rollout_.reward_mean, rollout_.reward_std) = reward_statistics(r.group_rewards);
+    r.scores = aggregate_scores(r.group_rewards, r.ended, *aggregator_, rollout_);
+  }
   const double temperature = rollout_.generation.temperature;
   const at::Tensor adv = group_relative_advantages(r.scores, G, options_.scale_rewards)
                              .to(r.sequences.device());

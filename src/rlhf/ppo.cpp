@@ -38,6 +38,8 @@ const OptionsSchema<PpoOptions>& ppo_options_schema() {
         .field("target_kl", &PpoOptions::target_kl, "early stopping's KL", opt::greater_than(0))
         .field("missing_eos_penalty", &PpoOptions::missing_eos_penalty,
                "subtracted from the score of a response without a stop token", opt::at_least(0))
+        .field("normalize_rewards", &PpoOptions::normalize_rewards,
+               "z-score each reward model on the first iteration's responses before aggregating")
         .field("seed", &PpoOptions::seed, "rollout sampling and minibatch shuffling");
     return s;
   }();
@@ -185,8 +187,14 @@ PpoIteration PpoTrainer::step(const std::vector<std::vector<int64_t>>& prompts) 
   CONCORD_CHECK(static_cast<int64_t>(prompts.size()) == options_.batch_size, "ppo: ",
                 prompts.size(), " prompts for a batch of ", options_.batch_size);
   ++iteration_;
-  const Rollout r = collect_rollout(policy_->policy, reference_, rewards_, *aggregator_, prompts,
-                                    rollout_, generator_);
+  // Sampling and shuffling draw from (seed, iteration): a resumed run repeats the same rollouts.
+  if (generator_.defined()) generator_.set_current_seed(options_.seed * 1000003ULL + static_cast<uint64_t>(iteration_));
+  Rollout r = collect_rollout(policy_->policy, reference_, rewards_, *aggregator_, prompts,
+                              rollout_, generator_);
+  if (options_.normalize_rewards && !rollout_.reward_mean.defined()) {
+    std::tie(rollout_.reward_mean, rollout_.reward_std) = reward_statistics(r.group_rewards);
+    r.scores = aggregate_scores(r.group_rewards, r.ended, *aggregator_, rollout_);
+  }
   const double temperature = rollout_.generation.do_sample ? rollout_.generation.temperature : 1.0;
   const at::Tensor& mask = r.response_mask;
   at::Tensor old_logprobs, values;

@@ -76,11 +76,28 @@ Rollout collect_rollout(lm::CausalLM policy, lm::CausalLM reference, RewardSet& 
   const at::Tensor last = sampled.response.gather(1, (lengths - 1).clamp_min(0).unsqueeze(1)).squeeze(1);
   out.ended = stop_ids.empty() ? at::zeros_like(last, at::kBool)
                                : at::isin(last, at::tensor(stop_ids, at::kLong).to(last.device()));
-  out.scores = aggregator.combine(out.group_rewards);
-  if (options.missing_eos_penalty != 0) {
-    out.scores = out.scores - options.missing_eos_penalty * out.ended.logical_not().to(at::kFloat);
-  }
+  out.scores = aggregate_scores(out.group_rewards, out.ended, aggregator, options);
   return out;
+}
+
+at::Tensor aggregate_scores(const at::Tensor& group_rewards, const at::Tensor& ended,
+                            RewardAggregator& aggregator, const RolloutOptions& options) {
+  at::Tensor r = group_rewards;
+  if (options.reward_mean.defined()) {
+    r = (r - options.reward_mean.to(r.device())) / options.reward_std.to(r.device());
+  }
+  at::Tensor scores = aggregator.combine(r);
+  if (options.missing_eos_penalty != 0) {
+    scores = scores - options.missing_eos_penalty * ended.logical_not().to(scores.scalar_type());
+  }
+  return scores;
+}
+
+std::pair<at::Tensor, at::Tensor> reward_statistics(const at::Tensor& group_rewards) {
+  CONCORD_CHECK(group_rewards.dim() == 2 && group_rewards.size(0) >= 2,
+                "reward_statistics: need [B >= 2, K] rewards, got ", group_rewards.sizes());
+  const at::Tensor r = group_rewards.to(at::kFloat);
+  return {r.mean(0), r.std(0).clamp_min(1e-6)};
 }
 
 }  // namespace concord::rlhf

@@ -9,6 +9,9 @@
 #include "task_ablation.h"
 #include "task_diversity.h"
 #include "task_grape.h"
+#include "task_maxmin.h"
+#include "task_policy.h"
+#include "task_reward.h"
 #include "task_tokenize.h"
 #include "task_train.h"
 #include "task_tumlu.h"
@@ -26,10 +29,11 @@ Registry<Task> build_registry() {
   r.add("tokenize", tokenize_task());
   r.add("pretrain", pretrain_task());
   r.add("sft", sft_task());
-  r.add("reward", planned("Bradley-Terry reward model", "needs the MaxMin-RLHF layer (rlhf)"));
-  r.add("reward_em", planned("EM-learned mixture of reward models",
-                             "needs the MaxMin-RLHF layer (rlhf)"));
-  r.add("ppo", planned("PPO with the MaxMin objective", "needs the MaxMin-RLHF layer (rlhf)"));
+  r.add("reward", reward_task());
+  r.add("reward_em", reward_em_task());
+  r.add("ppo", ppo_task());
+  r.add("dpo", dpo_task());
+  r.add("maxmin_experiment", maxmin_experiment_task());
   r.add("grape", grape_task());
   r.add("grape_experiment", grape_experiment_task());
   r.add("tumlu", tumlu_task());

@@ -134,6 +134,10 @@ TEST(Cli, QuickstartRunsTheAvailableStagesAndNamesTheRest) {
   EXPECT_NE(report.find("2000 documents"), std::string::npos);
   EXPECT_NE(report.find("[pretrain](pretrain/report.md)"), std::string::npos) << report;
   EXPECT_NE(report.find("validation loss: Vanilla"), std::string::npos) << report;
+  EXPECT_NE(report.find("[maxmin](maxmin/report.md)"), std::string::npos) << report;
+  EXPECT_NE(report.find("minority win: single"), std::string::npos) << report;
+  const concord::Json maxmin = concord::load_json_file(tmp / "qs/maxmin/results.json");
+  EXPECT_TRUE(maxmin["min"]["minority"]["win_rate"].is_number());
   const std::string pretrain = concord::read_file(tmp / "qs/pretrain/report.md");
   EXPECT_NE(pretrain.find("| block 4 |"), std::string::npos) << pretrain;
   for (const char* f : {"data/config.json", "data/metrics.jsonl", "data/report.md",

@@ -41,6 +41,7 @@ struct GrpoOptions {
   double epsilon = 0.2;             ///< ratio clip
   bool scale_rewards = true;        ///< divide by the group's standard deviation
   std::string loss_type = "grpo";   ///< grpo | token
+  bool normalize_rewards = false;   ///< as PpoOptions::normalize_rewards
   uint64_t seed = 0;
 };
 
@@ -94,6 +95,10 @@ class GrpoTrainer {
   train::Trainer& trainer() { return trainer_; }
   int64_t iteration() const { return iteration_; }
   void set_iteration(int64_t i) { iteration_ = i; }
+  /// The rollout options in use (with the reward normalisation once calibrated), for
+  /// checkpoints; set_rollout_options restores them.
+  const RolloutOptions& rollout_options() const { return rollout_; }
+  void set_rollout_options(RolloutOptions rollout) { rollout_ = std::move(rollout); }
 
  private:
   lm::CausalLM policy_, reference_;

@@ -53,6 +53,9 @@ struct PpoOptions {
   bool early_stopping = false;    ///< stop an iteration's epochs when approx KL > 1.5 target_kl
   double target_kl = 1.0;
   double missing_eos_penalty = 0; ///< subtracted from the score of a response without a stop
+  /// Put every reward model in one unit before aggregating: z-scores against the rewards of the
+  /// starting policy's responses in the first iteration (rollout.h, RolloutOptions::reward_mean).
+  bool normalize_rewards = false;
   uint64_t seed = 0;              ///< rollout sampling and minibatch shuffling
 };
 
@@ -164,6 +167,10 @@ class PpoTrainer {
   KlController& kl() { return kl_; }
   int64_t iteration() const { return iteration_; }
   void set_iteration(int64_t i) { iteration_ = i; }
+  /// The rollout options in use (with the reward normalisation once calibrated), for
+  /// checkpoints; set_rollout_options restores them.
+  const RolloutOptions& rollout_options() const { return rollout_; }
+  void set_rollout_options(RolloutOptions rollout) { rollout_ = std::move(rollout); }
 
  private:
   PolicyWithValue policy_;

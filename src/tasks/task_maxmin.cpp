@@ -1,0 +1,139 @@
+#include "task_maxmin.h"
+
+#include <spdlog/spdlog.h>
+
+#include "concord/core/files.h"
+#include "concord/core/plot.h"
+#include "concord/rlhf/maxmin_experiment.h"
+#include "metric_chart.h"
+
+namespace concord::tasks {
+
+namespace {
+
+// results.json, the per-group table and the charts.
+std::string report_results(const Json& results, const rlhf::MaxMinExperimentOptions& o,
+                           RunDirectory& dir, Report& report) {
+  write_file_atomic(dir.file("results.json"), results.dump(2) + "\n");
+  const auto& em = results["em"];
+  report.heading("The world")
+      .paragraph(std::to_string(o.world.majority_users) + " majority users (they prefer responses "
+                 "rich in " + std::to_string(o.world.planted_tokens) + " planted words) and " +
+                 std::to_string(o.world.minority_users) + " minority users (they prefer concise "
+                 "responses) label " + std::to_string(o.world.pairs_per_user) + " pairs each of the "
+                 "reference policy's samples by Bradley-Terry on their group's true reward. " +
+                 std::to_string(o.seeds.size()) + " seed(s); every figure is a mean over seeds.");
+  report.heading("EM over users")
+      .paragraph("Two reward models (" + o.reward_layout + ") learnt by EM from the labels alone (" +
+                 o.em.assignment + " E-step, init " + o.em.init + "): purity " +
+                 fixed(em["purity"].get<double>(), 3) + ", NMI " + fixed(em["nmi"].get<double>(), 3) +
+                 " against the planted groups.");
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> labels;
+  std::vector<double> minority_win, majority_win;
+  std::vector<std::string> order{"reference"};
+  for (const auto& obj : o.objectives) order.push_back(obj);
+  for (const auto& name : order) {
+    if (!results.contains(name)) continue;
+    const auto& r = results[name];
+    rows.push_back({name, fixed(100 * r["majority"]["win_rate"].get<double>(), 1) + "%",
+                    fixed(r["majority"]["mean_true_reward"].get<double>(), 3),
+                    fixed(100 * r["minority"]["win_rate"].get<double>(), 1) + "%",
+                    fixed(r["minority"]["mean_true_reward"].get<double>(), 3)});
+    if (name == "reference") continue;
+    labels.push_back(name);
+    majority_win.push_back(100 * r["majority"]["win_rate"].get<double>());
+    minority_win.push_back(100 * r["minority"]["win_rate"].get<double>());
+  }
+  report.heading("Policies against the reference")
+      .paragraph("Win rate: the share of held-out prompts where the policy's response has a higher "
+                 "TRUE group reward than the reference's (ties count half; the reference against "
+                 "itself is the 50% line). single: PPO on one reward model of the pooled labels "
+                 "(conventional RLHF); min: PPO on the per-sample minimum of the EM reward models; "
+                 "argmin_group: PPO on the reward of the group worst off in each iteration "
+                 "(MaxMin-RLHF's Algorithm 1).")
+      .table({"policy", "majority win", "majority reward", "minority win", "minority reward"}, rows);
+  if (!labels.empty()) {
+    ChartSpec spec;
+    spec.x_label = "objective";
+    spec.y_label = "win rate vs reference (%)";
+    spec.title = "minority win rate";
+    plot_bars(dir.chart("minority_win_rate.png"), spec, labels, minority_win);
+    spec.title = "majority win rate";
+    plot_bars(dir.chart("majority_win_rate.png"), spec, labels, majority_win);
+    report.image("minority win rate", "charts/minority_win_rate.png")
+        .image("majority win rate", "charts/majority_win_rate.png");
+  }
+  if (chart_metrics_together(dir, "ppo_scores.png", "PPO score per iteration (all runs in order)",
+                             "record", "aggregated score", {"objective/scores"})) {
+    report.image("PPO scores", "charts/ppo_scores.png");
+  }
+  report.paragraph("Every number, per seed: [results.json](results.json); per-iteration PPO "
+                   "metrics (with seed and objective): [metrics.jsonl](metrics.jsonl).");
+  std::string summary = "EM purity " + fixed(em["purity"].get<double>(), 2) + "; minority win:";
+  for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(minority_win[i], 1) + "%";
+  summary += "; majority win:";
+  for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(majority_win[i], 1) + "%";
+  return summary;
+}
+
+std::string run_experiment(const rlhf::MaxMinExperimentOptions& o, RunDirectory& dir,
+                           Report& report) {
+  int64_t record = 0;
+  rlhf::MaxMinCallbacks callbacks;
+  callbacks.progress = [](uint64_t seed, const std::string& stage, const std::string& detail) {
+    spdlog::info("maxmin seed {}: {}: {}", seed, stage, detail);
+  };
+  callbacks.metrics = [&](const Json& r) {
+    Json copy = r;
+    copy["iteration"] = r["step"];
+    copy["step"] = ++record;
+    dir.metrics().log_json(copy);
+  };
+  const Json results = rlhf::run_maxmin_experiment(o, callbacks);
+  return report_results(results, o, dir, report);
+}
+
+}  // namespace
+
+Task maxmin_experiment_task() {
+  Task t;
+  t.summary = "MaxMin-RLHF in miniature: EM over two planted groups, then single-reward, min and "
+              "argmin_group PPO, per-group win rates";
+  t.schema = [] { return rlhf::maxmin_experiment_options_schema().config_schema(); };
+  t.run = [](const Json& config, RunDirectory& dir, Report& report) {
+    const auto o = rlhf::maxmin_experiment_options_schema().read(config);
+    run_experiment(o, dir, report);
+  };
+  return t;
+}
+
+Stage maxmin_stage(bool quick) {
+  Stage s;
+  s.name = "maxmin";
+  s.what = "MaxMin-RLHF: EM over users of two groups, then single-reward and MaxMin PPO";
+  s.run = [quick](RunDirectory& dir) {
+    rlhf::MaxMinExperimentOptions o;
+    o.seeds = {1};
+    o.objectives = {"single", "min"};
+    if (quick) {
+      o.world.majority_users = 10;
+      o.world.minority_users = 2;
+      o.world.pairs_per_user = 16;
+      o.reference_steps = 100;
+      o.em.max_iterations = 3;
+      o.em.m_step_steps = 40;
+      o.single_reward_steps = 120;
+      o.ppo_iterations = 25;
+      o.eval_prompts = 32;
+    }
+    dir.write_config(rlhf::maxmin_experiment_options_schema().to_json(o));
+    Report report("quickstart: maxmin");
+    const std::string summary = run_experiment(o, dir, report);
+    report.write(dir.file("report.md"));
+    return summary;
+  };
+  return s;
+}
+
+}  // namespace concord::tasks
