@@ -281,3 +281,48 @@ TEST(GrpoTrainer, RaisesTheScoreWithoutAValueHead) {
   const double last = (scores[12] + scores[13] + scores[14]) / 3;
   EXPECT_GT(last, first + 0.3) << "scores did not rise: " << first << " -> " << last;
 }
+
+TEST(GenerateTensors, GreedyOnCudaMatchesCpu_CUDA) {
+  CONCORD_REQUIRE_CUDA();
+  torch::manual_seed(4);
+  rlhf::TwoGroupWorldOptions w;
+  lm::CausalLM model(rlhf::world_model_config(w, 16));
+  model->eval();
+  auto [ids, mask] = rlhf::pad_prompts_left(rlhf::world_prompts(w, 3, 1), 0);
+  lm::GenerationOptions g;
+  g.max_new_tokens = 6;
+  g.pad_token_id = 0;
+  const lm::SampledBatch cpu = lm::generate_tensors(model, ids, mask, g);
+  model->to(at::kCUDA);
+  const lm::SampledBatch gpu = lm::generate_tensors(model, ids, mask, g);
+  EXPECT_TRUE(gpu.response.device().is_cuda());
+  EXPECT_TRUE(gpu.response.cpu().equal(cpu.response));
+  EXPECT_LT(max_abs(gpu.logprobs.cpu(), cpu.logprobs), 1e-4);
+}
+
+TEST(PpoTrainer, AnIterationRunsOnCuda_CUDA) {
+  CONCORD_REQUIRE_CUDA();
+  rlhf::TwoGroupWorldOptions w;
+  torch::manual_seed(6);
+  lm::CausalLM reference(rlhf::world_model_config(w, 16));
+  reference->to(at::kCUDA);
+  rlhf::RewardModel rm(rlhf::world_model_config(w, 16), 2);
+  rm->to(at::kCUDA);
+  lm::CausalLM policy = std::dynamic_pointer_cast<lm::CausalLMImpl>(reference->clone());
+  rlhf::PolicyWithValue actor(policy);
+  actor->to(at::kCUDA);
+  rlhf::PpoOptions o;
+  o.batch_size = 8;
+  o.mini_batch_size = 4;
+  o.normalize_rewards = true;
+  rlhf::RolloutOptions ro;
+  ro.generation = rlhf::world_generation(w, 0);
+  train::TrainerOptions t;
+  t.progress = false;
+  t.precision = "bf16";
+  rlhf::PpoTrainer ppo(actor, reference, rlhf::RewardSet::shared(rm), rlhf::make_aggregator({"min"}),
+                       o, ro, t);
+  const auto it = ppo.step(rlhf::world_prompts(w, 8, 1));
+  for (const auto& [name, v] : it.metrics) EXPECT_TRUE(std::isfinite(v)) << name;
+  EXPECT_EQ(ppo.trainer().step(), 8);
+}
