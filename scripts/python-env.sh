@@ -8,9 +8,11 @@ venv="${CONCORD_VENV:-$HOME/.cache/concord/venv}"
 # torch 2.15.0 ships CUDA 13.2 runtime libraries; nvcc here is 13.0, and CUDA's minor-version
 # compatibility lets 13.0-compiled kernels run beside the 13.2 runtime. Pinned so the CI flavour
 # does not move under us. transformers: the LM fixtures and the baselines of
-# benchmarks/bench_train_step.py and bench_generate.py.
+# benchmarks/bench_train_step.py and bench_generate.py. diffusers: the UNet2DConditionModel and
+# DDPM/Euler schedulers that scripts/fixtures/make_diffusion_fixtures.py draws its references from
+# (0.42.1 is the newest release; it runs on torch 2.15 with huggingface-hub 2.x).
 requirements=(torch==2.15.0 numpy safetensors==0.8.0 tokenizers==0.23.3 sentencepiece==0.2.3
-              transformers==5.24.0)
+              transformers==5.24.0 diffusers==0.42.1)
 
 if [[ ! -x "$venv/bin/python" ]]; then
   mkdir -p "$(dirname "$venv")"
