@@ -87,7 +87,11 @@
 #include "concord/train/objective.h"
 #include "concord/train/trainer.h"
 
-// ---- capabilities: rlhf (MaxMin-RLHF) · grape (GRAPE data selection) · eval (TUMLU)
+// ---- capabilities: rlhf (MaxMin-RLHF) · diffusion (KOALA) · grape (GRAPE) · eval (TUMLU)
+#include "concord/diffusion/schedulers.h"
+#include "concord/diffusion/unet.h"
+#include "concord/diffusion/unet_checkpoint.h"
+#include "concord/diffusion/unet_config.h"
 #include "concord/rlhf/aggregate.h"
 #include "concord/rlhf/bradley_terry.h"
 #include "concord/rlhf/cluster_stats.h"

@@ -176,6 +176,13 @@ TEST(Cli, ParamsCountsExactly) {
   r = run_cli("params " + configs + "pangu-pi-7b.json");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("parameters: 6727363200\n"), std::string::npos) << r.output;
+  // diffusers U-Nets: SDXL's and the KOALA students' (the counts diffusers 0.42 gives).
+  for (const auto& [name, count] : std::vector<std::pair<std::string, std::string>>{
+           {"sdxl-unet", "2567463684"}, {"koala-1b", "1161184324"}, {"koala-700m", "782822724"}}) {
+    r = run_cli("params " + configs + name + ".json");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("parameters: " + count + "\n"), std::string::npos) << name << r.output;
+  }
 
   concord::testing::TempDir tmp;
   auto bad = concord::testing::write_file(tmp / "m.json", R"({"family": "gpt2", "n_layre": 2})");

@@ -1,0 +1,123 @@
+#include "concord/diffusion/schedulers.h"
+
+#include <cmath>
+
+#include "concord/core/error.h"
+
+namespace concord::diffusion {
+
+DdpmSchedule::DdpmSchedule(DdpmOptions options) : options_(std::move(options)) {
+  const int64_t T = options_.num_train_timesteps;
+  CONCORD_CHECK(T >= 2, "DDPM: num_train_timesteps must be >= 2, got ", T);
+  CONCORD_CHECK(options_.prediction_type == "epsilon" || options_.prediction_type == "v_prediction",
+                "DDPM: prediction_type '", options_.prediction_type, "' (epsilon, v_prediction)");
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  if (options_.beta_schedule == "scaled_linear") {
+    betas_ = at::linspace(std::sqrt(options_.beta_start), std::sqrt(options_.beta_end), T, f64).pow(2);
+  } else if (options_.beta_schedule == "linear") {
+    betas_ = at::linspace(options_.beta_start, options_.beta_end, T, f64);
+  } else {
+    fail("DDPM: beta_schedule '", options_.beta_schedule, "' (scaled_linear, linear)");
+  }
+  alphas_cumprod_ = (1.0 - betas_).cumprod(0);
+}
+
+std::pair<at::Tensor, at::Tensor> DdpmSchedule::coefficients(const at::Tensor& t,
+                                                              const at::Tensor& like) const {
+  CONCORD_CHECK(t.dim() == 1 && t.size(0) == like.size(0), "DDPM: timesteps must be [B] for a batch of ",
+                like.size(0), ", got ", t.sizes());
+  const at::Tensor tc = t.to(at::kLong).cpu();
+  CONCORD_CHECK(tc.min().item<int64_t>() >= 0 && tc.max().item<int64_t>() < options_.num_train_timesteps,
+                "DDPM: a timestep is outside [0, ", options_.num_train_timesteps, ")");
+  const at::Tensor ac = alphas_cumprod_.index_select(0, tc);
+  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
+  shape[0] = like.size(0);
+  auto as = [&](const at::Tensor& x) { return x.to(like.device()).to(like.scalar_type()).view(shape); };
+  return {as(ac.sqrt()), as((1.0 - ac).sqrt())};
+}
+
+at::Tensor DdpmSchedule::add_noise(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const {
+  auto [a, s] = coefficients(t, x0);
+  return a * x0 + s * noise;
+}
+
+at::Tensor DdpmSchedule::velocity(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const {
+  auto [a, s] = coefficients(t, x0);
+  return a * noise - s * x0;
+}
+
+at::Tensor DdpmSchedule::target(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const {
+  return options_.prediction_type == "epsilon" ? noise : velocity(x0, noise, t);
+}
+
+EulerSampler::EulerSampler(EulerOptions options, int64_t n) : options_(std::move(options)) {
+  const int64_t T = options_.training.num_train_timesteps;
+  CONCORD_CHECK(n >= 1 && n <= T, "Euler: num_inference_steps must be in [1, ", T, "], got ", n);
+  std::vector<double> ts;
+  if (options_.timestep_spacing == "leading") {
+    const int64_t ratio = T / n;
+    for (int64_t i = n - 1; i >= 0; --i) ts.push_back(static_cast<double>(i * ratio + options_.steps_offset));
+  } else if (options_.timestep_spacing == "trailing") {
+    const double ratio = static_cast<double>(T) / static_cast<double>(n);
+    for (double t = static_cast<double>(T); t > 0; t -= ratio) ts.push_back(std::round(t) - 1.0);
+  } else if (options_.timestep_spacing == "linspace") {
+    for (int64_t i = n - 1; i >= 0; --i) {
+      ts.push_back(n == 1 ? 0.0 : static_cast<double>(T - 1) * static_cast<double>(i) / static_cast<double>(n - 1));
+    }
+  } else {
+    fail("Euler: timestep_spacing '", options_.timestep_spacing, "' (leading, trailing, linspace)");
+  }
+  const DdpmSchedule schedule(options_.training);
+  const at::Tensor ac = schedule.alphas_cumprod();
+  const at::Tensor all = ((1.0 - ac) / ac).sqrt();  // sigma_t, t = 0 .. T-1
+  std::vector<double> sig;
+  for (double t : ts) {
+    // Linear interpolation at t (integer timesteps hit the table exactly).
+    const auto lo = static_cast<int64_t>(std::floor(t));
+    const int64_t hi = std::min<int64_t>(lo + 1, T - 1);
+    const double w = t - static_cast<double>(lo);
+    sig.push_back((1 - w) * all[lo].item<double>() + w * all[hi].item<double>());
+  }
+  sig.push_back(0.0);
+  timesteps_ = at::tensor(ts, at::kDouble).to(at::kFloat);
+  sigmas_ = at::tensor(sig, at::kDouble).to(at::kFloat);
+}
+
+double EulerSampler::init_noise_sigma() const {
+  const double max_sigma = sigmas_.max().item<double>();
+  return options_.timestep_spacing == "leading" ? std::sqrt(max_sigma * max_sigma + 1.0) : max_sigma;
+}
+
+at::Tensor EulerSampler::scale_model_input(const at::Tensor& sample, int64_t i) const {
+  const double sigma = sigmas_[i].item<double>();
+  return sample / std::sqrt(sigma * sigma + 1.0);
+}
+
+at::Tensor EulerSampler::step(const at::Tensor& out, int64_t i, const at::Tensor& sample) const {
+  const double sigma = sigmas_[i].item<double>(), next = sigmas_[i + 1].item<double>();
+  at::Tensor x0;
+  if (options_.training.prediction_type == "epsilon") {
+    x0 = sample - sigma * out;
+  } else {
+    x0 = out * (-sigma / std::sqrt(sigma * sigma + 1.0)) + sample / (sigma * sigma + 1.0);
+  }
+  const at::Tensor derivative = (sample - x0) / sigma;
+  return sample + derivative * (next - sigma);
+}
+
+at::Tensor EulerSampler::sample(
+    const at::Tensor& noise,
+    const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& predict) const {
+  at::Tensor x = noise * init_noise_sigma();
+  for (int64_t i = 0; i < timesteps_.size(0); ++i) {
+    const at::Tensor t = timesteps_[i].expand({x.size(0)}).to(x.device());
+    x = step(predict(scale_model_input(x, i), t), i, x);
+  }
+  return x;
+}
+
+at::Tensor guided(const at::Tensor& uncond, const at::Tensor& cond, double scale) {
+  return uncond + scale * (cond - uncond);
+}
+
+}  // namespace concord::diffusion
