@@ -117,7 +117,7 @@ void check_finite(const Eigen::MatrixXd& d, int64_t iteration) {
   for (Eigen::Index k = 0; k < d.cols(); ++k) {
     if (!d.col(k).allFinite()) {
       fail("reward_em: reward model ", k, " produced a non-finite reward at EM iteration ",
-           iteration, " (diverged M-step? lower the learning rate); the last checkpoint is intact");
+           iteration, " (diverged M-step? lower the learning rate)");
     }
   }
 }

@@ -66,6 +66,7 @@ struct PpoTaskOptions {
   int64_t checkpoint_every = 0;
   std::string on_bad_record = "skip";
   std::string device = "cpu";
+  std::string frozen_dtype = "float32";
   bool save_model = true;
   rlhf::AggregatorOptions aggregator;
   rlhf::PpoOptions ppo;
@@ -105,6 +106,9 @@ const OptionsSchema<PpoTaskOptions>& ppo_task_schema() {
         .field("on_bad_record", &PpoTaskOptions::on_bad_record, "skip or stop on a bad prompt line",
                opt::one_of({"skip", "stop"}))
         .field("device", &PpoTaskOptions::device, "cpu, cuda, cuda:N or auto")
+        .field("frozen_dtype", &PpoTaskOptions::frozen_dtype,
+               "dtype of the frozen reference and reward models (bfloat16 halves their memory)",
+               opt::one_of({"float32", "bfloat16"}))
         .field("save_model", &PpoTaskOptions::save_model, "write the policy to <run>/policy")
         .section("aggregator", &PpoTaskOptions::aggregator, rlhf::aggregator_options_schema(),
                  "how the reward models' scores combine (min, argmin_group: MaxMin)")
@@ -159,8 +163,11 @@ void run_ppo(const Json& config, RunDirectory& dir, Report& report) {
   auto tokenizer = text::load_tokenizer(tokenizer_path);
   lm::CausalLM policy = load_model(o.policy, o.weights, device, "ppo");
   lm::CausalLM reference = load_model(o.policy, o.weights, device, "ppo");
+  const at::ScalarType frozen = o.frozen_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  reference->to(frozen);
   lm::LoadOptions lo;
   lo.device = device;
+  lo.dtype = frozen;
   rlhf::RewardSet rewards = fs::exists(fs::path(o.rewards) / "config.json")
                                 ? rlhf::RewardSet::shared(rlhf::load_reward_model(o.rewards, lo))
                                 : rlhf::RewardSet::load(o.rewards, lo);
@@ -317,6 +324,7 @@ struct DpoTaskOptions {
   int64_t batch_size = 8;
   std::string groups = "none";
   std::string device = "cpu";
+  std::string frozen_dtype = "float32";
   bool save_model = true;
   rlhf::DpoOptions dpo;
   train::TrainerOptions train = [] {
@@ -346,6 +354,9 @@ const OptionsSchema<DpoTaskOptions>& dpo_task_schema() {
                "group-robust DPO's groups: none, planted (the data's \"group\"), or a reward_em "
                "run's em.json (its clusters)")
         .field("device", &DpoTaskOptions::device, "cpu, cuda, cuda:N or auto")
+        .field("frozen_dtype", &DpoTaskOptions::frozen_dtype,
+               "dtype of the frozen reference (bfloat16 halves its memory)",
+               opt::one_of({"float32", "bfloat16"}))
         .field("save_model", &DpoTaskOptions::save_model, "write the policy to <run>/policy")
         .section("dpo", &DpoTaskOptions::dpo, rlhf::dpo_options_schema(), "DPO")
         .section("train", &DpoTaskOptions::train, train::trainer_options_schema(), "optimisation");
@@ -385,6 +396,7 @@ void run_dpo(const Json& config, RunDirectory& dir, Report& report) {
   auto tokenizer = text::load_tokenizer(tokenizer_path);
   lm::CausalLM policy = load_model(o.policy, "", device, "dpo");
   lm::CausalLM reference = load_model(o.reference.empty() ? o.policy : o.reference, "", device, "dpo");
+  if (o.frozen_dtype == "bfloat16") reference->to(at::kBFloat16);
   policy->train();
   data::PreferenceOptions po;
   po.chat_template = o.chat_template;

@@ -221,7 +221,7 @@ void run_reward(const Json& config, RunDirectory& dir, Report& report) {
     rows.push_back({"held-out margin", fixed(eval.metrics.at("margin").value(), 4)});
   }
   report.heading("Training")
-      .paragraph("Loss per pair: -log sigmoid(r(x, y_c) - r(x, y_r) - margin) (MaxMin-RLHF Eq. 2; "
+      .paragraph("Loss per pair: -log sigmoid(r(x, y_c) - r(x, y_r) - margin) (the Bradley-Terry model; "
                  "TRL's RewardTrainer), read at the last real token of each sequence.")
       .table({"", ""}, rows);
   if (chart_metrics_together(dir, "loss.png", "Bradley-Terry loss", "step", "loss",

@@ -122,6 +122,10 @@ TEST(RlhfTasks, RewardThenEmThenPpoAndDpo) {
   }
   EXPECT_TRUE(fs::exists(fs::path(ppo) / "policy" / "model.safetensors"));
 
+  // Frozen models in bf16: half their memory, same metrics present.
+  run_task(ppo_config(f, (fs::path(em) / "rewards").string(), 1), {"frozen_dtype=bfloat16"}, f.path("bf16"));
+  EXPECT_TRUE(concord::read_metrics(fs::path(f.path("bf16")) / "metrics.jsonl")[0].contains("objective/kl"));
+
   run_task(ppo_config(f, (fs::path(reward) / "reward").string(), 1),
            {"algorithm=grpo", "grpo.batch_size=2", "grpo.num_generations=2", "grpo.mini_batch_size=4"},
            f.path("grpo"));

@@ -1,5 +1,5 @@
 // Pairwise preference data for Bradley-Terry reward models and MaxMin-RLHF's mixture of them
-// (MaxMin-RLHF, Sec. 3: each comparison carries the annotator, so users can be clustered into
+// (MaxMin-RLHF: each comparison carries the annotator, so users can be clustered into
 // sub-populations). A record {"prompt","chosen","rejected","user"} becomes two token sequences
 // rendered with the same chat template as SFT (prompt as the user turn, the response as the
 // assistant turn), the prompt length (identical for both: the prompt is tokenised on its own),

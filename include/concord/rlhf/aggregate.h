@@ -1,5 +1,5 @@
 // How K group rewards become the one scalar a policy optimiser maximises. MaxMin-RLHF's
-// egalitarian objective (Sec. 4.2) is max_pi min_u E_{x,y~pi}[r_u(x, y)] - beta KL; the paper's
+// egalitarian objective (its "MaxMin alignment" section) is max_pi min_u E_{x,y~pi}[r_u(x, y)] - beta KL; the paper's
 // algorithm and its public code reach it two ways, and conventional RLHF is a third:
 //
 //   min           per sample, min_k r_k(x, y)                      (the public code)

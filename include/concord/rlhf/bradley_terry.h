@@ -1,4 +1,4 @@
-// The Bradley-Terry reward loss (MaxMin-RLHF, Eq. 2; Ouyang et al. 2022): for a pair where the
+// The Bradley-Terry reward loss (the Bradley-Terry preference model of MaxMin-RLHF and Ouyang et al. 2022): for a pair where the
 // user preferred y_c to y_r after prompt x,
 //
 //   loss = -log sigmoid(r(x, y_c) - r(x, y_r) - m)

@@ -1,4 +1,4 @@
-// Learning a mixture of reward models with EM (MaxMin-RLHF, Sec. 4.1, "Learning Rewards with EM
+// Learning a mixture of reward models with EM (MaxMin-RLHF, "Learning Rewards with EM
 // Algorithm"). Users u = 1..U belong to K unknown sub-populations, each with its own
 // Bradley-Terry reward r_k. With L[u, k] = sum over u's pairs of log sigmoid(r_k(y_c) - r_k(y_r)),
 //

@@ -1,4 +1,4 @@
-// The MaxMin-RLHF result in miniature (the paper's Sec. 5.1 study, offline and reproducible on a
+// The MaxMin-RLHF result in miniature (the paper's small-scale GPT-2 study, offline and reproducible on a
 // CPU): in the two-group world of synthetic.h (a majority that likes planted words, a minority
 // that likes concise responses, 10 : 1),
 //

@@ -1,5 +1,5 @@
 // PPO for language models (Schulman et al. 2017; Ziegler et al. 2019; Ouyang et al. 2022), the
-// policy optimiser of MaxMin-RLHF (Sec. 4.2), with TRL's conventions so that its defaults and
+// policy optimiser of MaxMin-RLHF (its MaxMin RLHF algorithm), with TRL's conventions so that its defaults and
 // metrics read the same. One iteration:
 //
 //   1. rollout: sample responses y ~ pi(.|x) for a batch of prompts; keep log pi(y_t) (rollout.h)

@@ -1,4 +1,4 @@
-// Reward models (MaxMin-RLHF, Sec. 2 and 4.1): a causal-LM backbone and a linear head read at the
+// Reward models (MaxMin-RLHF's Bradley-Terry rewards, one per user group): a causal-LM backbone and a linear head read at the
 // last real token of each sequence, r(x, y) = w_k . h_T(x, y) for head k. With K heads over one
 // backbone, the K rewards of a mixture (one per user cluster) cost one forward pass; RewardSet
 // below also holds K separate models, each with its own backbone, as the paper trains them.

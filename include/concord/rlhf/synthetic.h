@@ -79,8 +79,9 @@ struct GroupScore {
   nlohmann::json to_json() const;
 };
 
-/// The policy against the reference on `prompts` (one sample each, same seed for both): per
-/// group ("majority", "minority").
+/// The policy against the reference on `prompts`: `samples_per_prompt` responses of each per
+/// prompt (the policy sampled with `seed`, the reference with seed + 1), the i-th of one against
+/// the i-th of the other; per group ("majority", "minority").
 std::map<std::string, GroupScore> evaluate_against_reference(
     lm::CausalLM policy, lm::CausalLM reference, const std::vector<std::vector<int64_t>>& prompts,
     const TwoGroupWorldOptions& o, uint64_t seed, int64_t samples_per_prompt = 4);
