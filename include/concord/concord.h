@@ -88,7 +88,11 @@
 #include "concord/train/trainer.h"
 
 // ---- capabilities: rlhf (MaxMin-RLHF) · diffusion (KOALA) · grape (GRAPE) · eval (TUMLU)
+#include "concord/diffusion/distill.h"
+#include "concord/diffusion/koala_experiment.h"
+#include "concord/diffusion/latent_data.h"
 #include "concord/diffusion/schedulers.h"
+#include "concord/diffusion/student.h"
 #include "concord/diffusion/unet.h"
 #include "concord/diffusion/unet_checkpoint.h"
 #include "concord/diffusion/unet_config.h"

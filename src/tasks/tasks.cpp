@@ -9,6 +9,7 @@
 #include "task_ablation.h"
 #include "task_diversity.h"
 #include "task_grape.h"
+#include "task_koala.h"
 #include "task_maxmin.h"
 #include "task_policy.h"
 #include "task_reward.h"
@@ -39,8 +40,8 @@ Registry<Task> build_registry() {
   r.add("tumlu", tumlu_task());
   r.add("diversity", diversity_task());
   r.add("pangu_ablation", pangu_ablation_task());
-  r.add("koala_kd", planned("KOALA self-attention distillation",
-                            "needs the diffusion layer (diffusion)"));
+  r.add("koala_kd", koala_kd_task());
+  r.add("koala_experiment", koala_experiment_task());
   r.add("pipeline", planned("several tasks in order", "needs the tasks it would chain"));
   return r;
 }

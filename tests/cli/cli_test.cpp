@@ -91,10 +91,10 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("unknown task 'dance' (valid: "), std::string::npos) << r.output;
 
-  auto planned = concord::testing::write_file(tmp / "p.json", R"({"task": "koala_kd"})");
+  auto planned = concord::testing::write_file(tmp / "p.json", R"({"task": "pipeline"})");
   r = run_cli("run " + planned.string());
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.output.find("task 'koala_kd' is not available in this build yet"), std::string::npos);
+  EXPECT_NE(r.output.find("task 'pipeline' is not available in this build yet"), std::string::npos);
 
   r = run_cli("run " + (tmp / "missing.json").string());
   EXPECT_EQ(r.status, 1);

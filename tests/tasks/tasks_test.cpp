@@ -107,8 +107,8 @@ TEST(Tasks, MissingFilesAreIoErrorsAndPlannedTasksUnsupported) {
     concord::tasks::load_model((tmp / "nomodel.json").string(), "", c10::Device(c10::kCPU), "grape");
   });
   EXPECT_NE(m.find("nomodel.json"), std::string::npos) << m;
-  m = error_of<concord::UnsupportedError>([&] { run_task(R"({"task": "koala_kd"})"); });
-  EXPECT_NE(m.find("task 'koala_kd' is not available in this build yet"), std::string::npos) << m;
+  m = error_of<concord::UnsupportedError>([&] { run_task(R"({"task": "pipeline"})"); });
+  EXPECT_NE(m.find("task 'pipeline' is not available in this build yet"), std::string::npos) << m;
 }
 
 // A LibTorch error inside a public call reaches the caller as a concord::Error on one line,

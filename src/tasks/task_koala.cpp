@@ -1,0 +1,239 @@
+#include "task_koala.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "concord/core/error.h"
+#include "concord/core/files.h"
+#include "concord/core/options.h"
+#include "concord/core/plot.h"
+#include "concord/core/runtime.h"
+#include "concord/diffusion/distill.h"
+#include "concord/diffusion/koala_experiment.h"
+#include "concord/diffusion/latent_data.h"
+#include "concord/diffusion/student.h"
+#include "concord/diffusion/unet_checkpoint.h"
+#include "concord/train/batch.h"
+#include "concord/train/checkpoint.h"
+#include "concord/train/trainer.h"
+#include "metric_chart.h"
+
+namespace concord::tasks {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- koala_kd -------------------------------------------------------------------------------
+
+struct KoalaKdOptions {
+  std::string teacher;
+  std::string student;
+  std::string data;
+  int64_t synthetic_samples = 256;
+  int64_t batch_size = 8;
+  double ema_decay = 0.0;
+  std::string prediction_type = "epsilon";
+  std::string device = "cpu";
+  bool save_model = true;
+  diffusion::DistillOptions distill;
+  train::TrainerOptions train = [] {
+    train::TrainerOptions t;
+    t.optimizer.lr = 5e-5;  // KOALA's (and BK-SDM's) learning rate
+    t.optimizer.weight_decay = 0.01;
+    t.lr_schedule = "constant";
+    return t;
+  }();
+};
+
+const OptionsSchema<KoalaKdOptions>& koala_kd_schema() {
+  static const OptionsSchema<KoalaKdOptions> schema = [] {
+    OptionsSchema<KoalaKdOptions> s("koala_kd task");
+    s.field("teacher", &KoalaKdOptions::teacher, "a diffusers U-Net folder (frozen)", opt::required())
+        .field("student", &KoalaKdOptions::student,
+               "a student U-Net config (cut from the teacher and initialised from its weights, "
+               "e.g. configs/models/koala-700m.json) or a diffusers folder to continue from",
+               opt::required())
+        .field("data", &KoalaKdOptions::data,
+               "a folder of latent shards (latents, encoder_hidden_states[, text_embeds, "
+               "time_ids]) or 'synthetic' (written into the run folder)",
+               opt::required())
+        .field("synthetic_samples", &KoalaKdOptions::synthetic_samples,
+               "samples of the synthetic data", opt::at_least(1))
+        .field("batch_size", &KoalaKdOptions::batch_size, "latents per micro-batch", opt::at_least(1))
+        .field("ema_decay", &KoalaKdOptions::ema_decay,
+               "EMA of the student's weights after every step (0: off)", opt::at_least(0),
+               opt::less_than(1))
+        .field("prediction_type", &KoalaKdOptions::prediction_type, "epsilon or v_prediction",
+               opt::one_of({"epsilon", "v_prediction"}))
+        .field("device", &KoalaKdOptions::device, "cpu, cuda, cuda:N or auto")
+        .field("save_model", &KoalaKdOptions::save_model,
+               "write the student (and its EMA) to <run>/student as diffusers folders")
+        .section("distill", &KoalaKdOptions::distill, diffusion::distill_options_schema(),
+                 "the loss terms and the feature map")
+        .section("train", &KoalaKdOptions::train, train::trainer_options_schema(), "optimisation");
+    return s;
+  }();
+  return schema;
+}
+
+void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
+  const KoalaKdOptions o = koala_kd_schema().read(config);
+  const c10::Device device = select_device(o.device);
+  diffusion::UNetLoadOptions lo;
+  lo.device = device;
+  diffusion::UNet2DCondition teacher = diffusion::load_unet(o.teacher, lo);
+  diffusion::UNet2DCondition student =
+      fs::is_directory(o.student)
+          ? diffusion::load_unet(o.student, lo)
+          : diffusion::init_student_from_teacher(teacher, diffusion::load_unet_config(o.student), o.student);
+  const diffusion::LayerMapping mapping =
+      diffusion::student_layer_mapping(teacher->config, student->config, o.student);
+  student->train();
+  std::string data = o.data;
+  if (data == "synthetic") {
+    diffusion::SyntheticLatentOptions so;
+    so.samples = o.synthetic_samples;
+    so.seed = config["seed"].get<uint64_t>();
+    const auto spec = diffusion::latent_spec_for(teacher->config);
+    so.channels = spec.channels;
+    so.text_dim = spec.text_dim;
+    so.sdxl_conditioning = spec.text_embed_dim > 0;
+    if (so.sdxl_conditioning) so.text_embed_dim = spec.text_embed_dim;
+    data = dir.file("data").string();
+    if (!dir.resuming() || !fs::exists(data)) {
+      fs::remove_all(data);
+      diffusion::write_synthetic_latents(data, so);
+    }
+  }
+  // Every shard is checked against the teacher before any step.
+  const diffusion::LatentShards shards(data, diffusion::latent_spec_for(teacher->config));
+  diffusion::DdpmOptions schedule;
+  schedule.prediction_type = o.prediction_type;
+  diffusion::KoalaDistillation objective(teacher, student, o.distill, schedule);
+
+  std::vector<train::NamedModule> modules{{"student", student.ptr()}};
+  diffusion::UNet2DCondition ema{nullptr};
+  if (o.ema_decay > 0) {
+    ema = diffusion::UNet2DCondition(std::dynamic_pointer_cast<diffusion::UNet2DConditionImpl>(student->clone()));
+    for (auto& p : ema->parameters()) p.set_requires_grad(false);
+    modules.emplace_back("student_ema", ema.ptr());
+  }
+  train::Trainer trainer(modules, o.train, {train::parameter_group({{"student", student.ptr()}})});
+  if (ema) {
+    const double decay = o.ema_decay;
+    trainer.set_step_hook([&, decay](int64_t) {
+      torch::NoGradGuard no_grad;
+      auto from = student->parameters();
+      auto to = ema->parameters();
+      for (size_t i = 0; i < to.size(); ++i) to[i].mul_(decay).add_(from[i], 1.0 - decay);
+    });
+  }
+  data::SamplerOptions sampling;
+  sampling.batch_size = o.batch_size;
+  sampling.seed = config["seed"].get<uint64_t>();
+  train::SampledBatches<diffusion::LatentShards, diffusion::LatentBatch> batches(shards, sampling);
+  if (dir.resuming()) {
+    if (auto ckpt = train::latest_checkpoint(dir.file("checkpoints"))) {
+      trainer.restore(*ckpt, batches);
+      dir.drop_metrics_after(trainer.step());
+    }
+  }
+  const auto result = trainer.fit(objective, batches, nullptr, &dir);
+  if (o.save_model) {
+    diffusion::save_unet(student, dir.file("student"));
+    if (ema) diffusion::save_unet(ema, dir.file("student_ema"));
+  }
+
+  std::vector<std::vector<std::string>> map_rows, feature_rows;
+  for (const auto& [s, t] : mapping.modules) map_rows.push_back({"`" + s + "`", "`" + t + "`"});
+  for (const auto& p : objective.pairs()) feature_rows.push_back({"`" + p.student + "`", "`" + p.teacher + "`"});
+  report.heading("Setup").table(
+      {"", ""},
+      {{"teacher", "`" + o.teacher + "` (" + std::to_string(teacher->num_parameters()) + " parameters)"},
+       {"student", "`" + o.student + "` (" + std::to_string(student->num_parameters()) + " parameters)"},
+       {"data", "`" + data + "`: " + std::to_string(shards.size()) + " latents"},
+       {"loss", "l_task " + fixed(o.distill.task_weight, 2) + ", l_out " + fixed(o.distill.output_weight, 2) +
+                    ", l_feat " + fixed(o.distill.feature_weight, 2) + " (" + o.distill.feature_map + ")"},
+       {"steps", std::to_string(result.steps)},
+       {"final loss", fixed(result.final_loss, 5)}});
+  report.heading("Feature pairs (" + o.distill.feature_map + ")")
+      .table({"student", "teacher"}, feature_rows);
+  if (chart_metrics_together(dir, "loss_terms.png", "distillation loss terms", "step", "loss",
+                             {"train/loss/task", "train/loss/output", "train/loss/feature"})) {
+    report.image("loss terms", "charts/loss_terms.png");
+  }
+  report.heading("Student layers and the teacher layers they start from")
+      .table({"student module", "teacher module"}, map_rows);
+}
+
+// ---- koala_experiment -----------------------------------------------------------------------
+
+void run_koala_experiment_task(const Json& config, RunDirectory& dir, Report& report) {
+  const auto o = diffusion::koala_experiment_options_schema().read(config);
+  int64_t record = 0;
+  diffusion::KoalaCallbacks callbacks;
+  callbacks.progress = [](int64_t seed, const std::string& stage, const std::string& detail) {
+    spdlog::info("koala seed {}: {}: {}", seed, stage, detail);
+  };
+  callbacks.metrics = [&](const Json& r) {
+    Json copy = r;
+    copy["step"] = ++record;
+    dir.metrics().log_json(copy);
+  };
+  const Json results = diffusion::run_koala_experiment(o, dir.file("work"), callbacks);
+  fs::remove_all(dir.file("work"));
+  write_file_atomic(dir.file("results.json"), results.dump(2) + "\n");
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> labels;
+  std::vector<double> values;
+  for (const auto& map : o.feature_maps) {
+    const Json& r = results[map];
+    std::string per;
+    for (const auto& s : r["output_mse"]["per_seed"]) per += (per.empty() ? "" : " / ") + fixed(s["value"].get<double>(), 5);
+    rows.push_back({map, fixed(r["output_mse"]["mean"].get<double>(), 5),
+                    fixed(r["denoise_loss"]["mean"].get<double>(), 5), per});
+    labels.push_back(map);
+    values.push_back(r["output_mse"]["mean"].get<double>());
+  }
+  ChartSpec spec;
+  spec.title = "student-teacher output MSE on held-out latents (lower is better)";
+  spec.x_label = "feature map";
+  spec.y_label = "output MSE";
+  plot_bars(dir.chart("output_mse.png"), spec, labels, values);
+  report.heading("Feature maps compared")
+      .paragraph("A teacher (" + std::to_string(diffusion::count_unet_parameters(
+                                     diffusion::koala_experiment_teacher_config(o))) +
+                 " parameters) trained on synthetic conditional latents; a KOALA-style student (" +
+                 std::to_string(diffusion::count_unet_parameters(diffusion::koala_experiment_student_config(o))) +
+                 " parameters: one ResNet per down block, depth-1 transformers, no mid block) cut "
+                 "from it and distilled with each feature map for " + std::to_string(o.distill_steps) +
+                 " steps, same data order. Held-out: output MSE to the teacher and the denoising "
+                 "loss, at fixed noise and timesteps; the teacher's own denoising loss is " +
+                 fixed(results["teacher"]["denoise_loss"]["mean"].get<double>(), 5) + ".")
+      .table({"feature map", "output MSE", "denoising loss", "output MSE per seed"}, rows)
+      .image("output MSE by feature map", "charts/output_mse.png")
+      .paragraph("All values: [results.json](results.json).");
+}
+
+}  // namespace
+
+Task koala_kd_task() {
+  Task t;
+  t.summary = "KOALA self-attention distillation of a U-Net into a student cut from it";
+  t.schema = [] { return koala_kd_schema().config_schema(); };
+  t.run = run_koala_kd;
+  return t;
+}
+
+Task koala_experiment_task() {
+  Task t;
+  t.summary = "KOALA in miniature: which feature map distils the best student";
+  t.schema = [] { return diffusion::koala_experiment_options_schema().config_schema(); };
+  t.run = run_koala_experiment_task;
+  return t;
+}
+
+}  // namespace concord::tasks
