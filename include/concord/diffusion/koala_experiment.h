@@ -24,10 +24,10 @@
 namespace concord::diffusion {
 
 struct KoalaExperimentOptions {
-  std::vector<int64_t> seeds{1, 2};
+  std::vector<int64_t> seeds{1, 2, 3};
   int64_t train_samples = 512;
   int64_t heldout_samples = 64;
-  int64_t latent_size = 16;           ///< H = W of the latents
+  int64_t latent_size = 8;            ///< H = W of the latents
   int64_t classes = 8;
   std::vector<int64_t> block_out_channels{32, 64, 64};
   int64_t teacher_steps = 300;
