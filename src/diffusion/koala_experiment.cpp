@@ -26,7 +26,7 @@ const OptionsSchema<KoalaExperimentOptions>& koala_experiment_options_schema() {
         .field("classes", &KoalaExperimentOptions::classes, "prompt classes of the synthetic data",
                opt::at_least(1))
         .field("block_out_channels", &KoalaExperimentOptions::block_out_channels,
-               "the teacher's widths (three levels, multiples of 32)")
+               "the teacher's widths (three levels, multiples of 8; one head per 32 channels)")
         .field("teacher_steps", &KoalaExperimentOptions::teacher_steps, "the teacher's training steps",
                opt::at_least(1))
         .field("distill_steps", &KoalaExperimentOptions::distill_steps,

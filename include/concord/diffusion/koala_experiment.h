@@ -25,13 +25,13 @@ namespace concord::diffusion {
 
 struct KoalaExperimentOptions {
   std::vector<int64_t> seeds{1, 2, 3};
-  int64_t train_samples = 512;
+  int64_t train_samples = 256;
   int64_t heldout_samples = 64;
   int64_t latent_size = 8;            ///< H = W of the latents
   int64_t classes = 8;
-  std::vector<int64_t> block_out_channels{32, 64, 64};
-  int64_t teacher_steps = 300;
-  int64_t distill_steps = 150;
+  std::vector<int64_t> block_out_channels{16, 32, 32};
+  int64_t teacher_steps = 200;
+  int64_t distill_steps = 100;
   int64_t batch_size = 16;
   double lr = 1e-3;
   std::vector<std::string> feature_maps{"output_only", "self_attention", "cross_attention",
