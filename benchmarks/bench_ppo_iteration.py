@@ -33,6 +33,12 @@ cliprange 0.2, vf_coef 0.1, gamma 1, lam 0.95). TRL's defaults differ in two pla
 explicit: num_ppo_epochs 4 (here --ppo-epochs 2 by default, to keep the run short) and
 num_mini_batches 1.
 
+A design difference the ratio includes: TRL 1.12's PPOTrainer trains that separate value model (a
+second backbone, forward in the rollout, forward and backward in every minibatch), while Concord's
+PolicyWithValue puts the value head on the policy's backbone (the layout of TRL's older
+AutoModelForCausalLMWithValueHead), and TRL runs the LM head over the prompt columns too; at the
+`mini` shape Concord's update does about half TRL's arithmetic. Sampling is the same work.
+
 TRL runs fp32 (bf16=False), without activation checkpointing, no dropout (TRL disables it),
 report_to none, no sample generations (num_sample_generations 0). An iteration is timed from the
 end of one update to the end of the next (TrainerCallback.on_step_end, which PPOTrainer calls once
@@ -182,6 +188,8 @@ def main():
     if ours is not None:
         c_s = ours["seconds_per_iteration"]
         print(f"  {'concord bench_rlhf ppo':44s} {c_s:8.3f} s/iteration   ratio {trl_s / c_s:.2f}x")
+        print("  note: Concord's value head sits on the policy's backbone; TRL trains a separate value model "
+              "(a second backbone), so the update's work differs (see the docstring)")
         result["concord"] = ours
         result["ratio_trl_over_concord"] = trl_s / c_s
     else:

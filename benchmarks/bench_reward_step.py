@@ -19,11 +19,13 @@ tokenizer's own vocabulary (1203), where the backbone dominates. Tokenizer:
 tests/fixtures/tokenizers/gpt2/tokenizer.json (byte-level BPE, <|endoftext|> = id 0), which
 is also the model's bos/eos/pad id.
 
-Data: PAIRS.jsonl, one {"prompt", "chosen", "rejected", "user"} per line (user: 0/1, unused by
-TRL), seeded random English words. Every prompt + chosen and prompt + rejected tokenizes to
-exactly --max-length - 1 tokens, so with the EOS TRL appends each row is --max-length long: no
-row is filtered out (TRL drops pairs longer than max_length rather than truncating them) and
-every step does the same work. Each step is one batch of --batch-size pairs = 2B rows of L
+Data: PAIRS.jsonl, one {"prompt", "chosen", "rejected", "user"} per line (user: "0"/"1", a string
+as Concord's preference records have it; unused by TRL), seeded random English words. Every
+prompt + chosen and prompt + rejected tokenizes to exactly --max-length - 1 tokens, so with the
+EOS TRL appends each row is --max-length long: no row is filtered out (TRL drops pairs longer
+than max_length rather than truncating them) and every step does the same work. The binary
+tokenizes the pairs the same way (prompt + response as one string, then the EOS id; not
+Concord's chat templates), so both sides see the same ids. Each step is one batch of --batch-size pairs = 2B rows of L
 tokens: forward, loss -logsigmoid(r_chosen - r_rejected), backward, AdamW (TRL's defaults:
 lr 1e-4, linear decay, weight decay 0).
 
@@ -139,7 +141,7 @@ def make_pairs(n, length, seed):
         if chosen is None or rejected is None:
             continue
         pairs.append({"prompt": prompt, "chosen": chosen[len(prompt):],
-                      "rejected": rejected[len(prompt):], "user": len(pairs) % 2})
+                      "rejected": rejected[len(prompt):], "user": str(len(pairs) % 2)})
     if len(pairs) < n:
         sys.exit(f"bench_reward_step.py: could not make rows of exactly {length} tokens; try a longer --max-length")
     return pairs
