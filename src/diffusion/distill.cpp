@@ -77,16 +77,25 @@ train::LossSum KoalaDistillation::loss(const LatentBatch& b) {
   const Noised n = noise_batch(b, schedule_, student_->conv_in->weight);
   const UNetInputs in = unet_inputs(b, n.xt, n.t);
   std::vector<std::string> s_paths, t_paths;
-  for (const auto& p : pairs_) {
-    s_paths.push_back(p.student);
-    t_paths.push_back(p.teacher);
+  // Without a feature term the features are not captured at all.
+  if (options_.feature_weight > 0) {
+    for (const auto& p : pairs_) {
+      s_paths.push_back(p.student);
+      t_paths.push_back(p.teacher);
+    }
   }
   at::Tensor eps_t;
   std::vector<at::Tensor> f_t;
   {
     torch::NoGradGuard no_grad;
+    // A teacher kept in another dtype (bf16 to save memory) gets its inputs in that dtype.
+    const at::ScalarType tdtype = teacher_->conv_in->weight.scalar_type();
+    UNetInputs tin = in;
+    tin.sample = in.sample.to(tdtype);
+    tin.encoder_hidden_states = in.encoder_hidden_states.to(tdtype);
+    if (in.text_embeds.defined()) tin.text_embeds = in.text_embeds.to(tdtype);
     nn::FeatureCapture capture(*teacher_, nn::FeatureCaptureOptions(t_paths).detach(true));
-    eps_t = teacher_->forward(in);
+    eps_t = teacher_->forward(tin);
     for (const auto& path : t_paths) f_t.push_back(capture.get(path));
   }
   nn::FeatureCapture capture(*student_, s_paths);

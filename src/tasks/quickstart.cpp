@@ -8,6 +8,7 @@
 #include "stage_data.h"
 #include "stage_pretrain.h"
 #include "stage_tumlu.h"
+#include "task_koala.h"
 #include "task_maxmin.h"
 
 namespace concord::tasks {
@@ -19,6 +20,7 @@ std::vector<Stage> quickstart_stages(const std::filesystem::path& out, bool quic
   stages.push_back(tumlu_stage(out / kQuickstartModel, quick));
   stages.push_back(grape_stage(quick));
   stages.push_back(maxmin_stage(quick));
+  stages.push_back(koala_stage(quick));
   return stages;
 }
 

@@ -37,12 +37,14 @@ struct KoalaKdOptions {
   double ema_decay = 0.0;
   std::string prediction_type = "epsilon";
   std::string device = "cpu";
+  std::string teacher_dtype = "float32";
   bool save_model = true;
   diffusion::DistillOptions distill;
   train::TrainerOptions train = [] {
     train::TrainerOptions t;
     t.optimizer.lr = 5e-5;  // KOALA's (and BK-SDM's) learning rate
     t.optimizer.weight_decay = 0.01;
+    t.optimizer.beta2 = 0.999;  // diffusers' training scripts (the LM default is 0.95)
     t.lr_schedule = "constant";
     return t;
   }();
@@ -69,6 +71,9 @@ const OptionsSchema<KoalaKdOptions>& koala_kd_schema() {
         .field("prediction_type", &KoalaKdOptions::prediction_type, "epsilon or v_prediction",
                opt::one_of({"epsilon", "v_prediction"}))
         .field("device", &KoalaKdOptions::device, "cpu, cuda, cuda:N or auto")
+        .field("teacher_dtype", &KoalaKdOptions::teacher_dtype,
+               "dtype of the frozen teacher (bfloat16 halves its memory; the student stays fp32)",
+               opt::one_of({"float32", "bfloat16"}))
         .field("save_model", &KoalaKdOptions::save_model,
                "write the student (and its EMA) to <run>/student as diffusers folders")
         .section("distill", &KoalaKdOptions::distill, diffusion::distill_options_schema(),
@@ -82,6 +87,14 @@ const OptionsSchema<KoalaKdOptions>& koala_kd_schema() {
 void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
   const KoalaKdOptions o = koala_kd_schema().read(config);
   const c10::Device device = select_device(o.device);
+  // The configs alone say whether the student is a cut of the teacher and whether the feature
+  // map applies: checked before gigabytes of weights are read.
+  if (!fs::is_directory(o.student)) {
+    const auto teacher_config = diffusion::load_unet_config(o.teacher);
+    const auto student_config = diffusion::load_unet_config(o.student);
+    diffusion::student_layer_mapping(teacher_config, student_config, o.student);
+    diffusion::feature_pairs(o.distill.feature_map, teacher_config, student_config);
+  }
   diffusion::UNetLoadOptions lo;
   lo.device = device;
   diffusion::UNet2DCondition teacher = diffusion::load_unet(o.teacher, lo);
@@ -91,6 +104,7 @@ void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
           : diffusion::init_student_from_teacher(teacher, diffusion::load_unet_config(o.student), o.student);
   const diffusion::LayerMapping mapping =
       diffusion::student_layer_mapping(teacher->config, student->config, o.student);
+  if (o.teacher_dtype == "bfloat16") teacher->to(at::kBFloat16);  // after the student's copy
   student->train();
   std::string data = o.data;
   if (data == "synthetic") {
@@ -171,8 +185,10 @@ void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
 
 // ---- koala_experiment -----------------------------------------------------------------------
 
-void run_koala_experiment_task(const Json& config, RunDirectory& dir, Report& report) {
-  const auto o = diffusion::koala_experiment_options_schema().read(config);
+// Runs the experiment into `dir`, writes results.json, the table and the chart; returns a
+// one-line summary.
+std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, RunDirectory& dir,
+                                    Report& report) {
   int64_t record = 0;
   diffusion::KoalaCallbacks callbacks;
   callbacks.progress = [](int64_t seed, const std::string& stage, const std::string& detail) {
@@ -216,9 +232,40 @@ void run_koala_experiment_task(const Json& config, RunDirectory& dir, Report& re
       .table({"feature map", "output MSE", "denoising loss", "output MSE per seed"}, rows)
       .image("output MSE by feature map", "charts/output_mse.png")
       .paragraph("All values: [results.json](results.json).");
+  std::string summary = "held-out output MSE to the teacher:";
+  for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(values[i], 4);
+  return summary;
+}
+
+void run_koala_experiment_task(const Json& config, RunDirectory& dir, Report& report) {
+  report_koala_experiment(diffusion::koala_experiment_options_schema().read(config), dir, report);
 }
 
 }  // namespace
+
+Stage koala_stage(bool quick) {
+  Stage s;
+  s.name = "koala";
+  s.what = "KOALA: a tiny U-Net teacher distilled into a smaller student, with and without "
+           "self-attention feature KD";
+  s.run = [quick](RunDirectory& dir) {
+    diffusion::KoalaExperimentOptions o;
+    o.seeds = {1};
+    o.feature_maps = {"output_only", "self_attention"};
+    if (quick) {
+      o.train_samples = 64;
+      o.heldout_samples = 16;
+      o.teacher_steps = 30;
+      o.distill_steps = 20;
+    }
+    dir.write_config(diffusion::koala_experiment_options_schema().to_json(o));
+    Report report("quickstart: koala");
+    const std::string summary = report_koala_experiment(o, dir, report);
+    report.write(dir.file("report.md"));
+    return summary;
+  };
+  return s;
+}
 
 Task koala_kd_task() {
   Task t;

@@ -138,6 +138,10 @@ TEST(Cli, QuickstartRunsTheAvailableStagesAndNamesTheRest) {
   EXPECT_NE(report.find("minority win: single"), std::string::npos) << report;
   const concord::Json maxmin = concord::load_json_file(tmp / "qs/maxmin/results.json");
   EXPECT_TRUE(maxmin["min"]["minority"]["win_rate"].is_number());
+  EXPECT_NE(report.find("[koala](koala/report.md)"), std::string::npos) << report;
+  const concord::Json koala = concord::load_json_file(tmp / "qs/koala/results.json");
+  EXPECT_TRUE(koala["self_attention"]["output_mse"]["mean"].is_number());
+  EXPECT_TRUE(koala["output_only"]["output_mse"]["mean"].is_number());
   const std::string pretrain = concord::read_file(tmp / "qs/pretrain/report.md");
   EXPECT_NE(pretrain.find("| block 4 |"), std::string::npos) << pretrain;
   for (const char* f : {"data/config.json", "data/metrics.jsonl", "data/report.md",

@@ -180,3 +180,19 @@ TEST(Schedulers, EulerMatchesDiffusers) {
   const at::Tensor u = at::ones({2}), c = at::full({2}, 3.0);
   EXPECT_LT(max_abs(diffusion::guided(u, c, 7.5), at::full({2}, 16.0)), 1e-6);
 }
+
+TEST(UNet, MatchesDiffusersOnCuda_CUDA) {
+  CONCORD_REQUIRE_CUDA();
+  auto ref = io::load_safetensors(fixture("diffusion") / "tiny-sdxl" / "reference.safetensors");
+  diffusion::UNetLoadOptions lo;
+  lo.device = c10::Device(c10::kCUDA);
+  diffusion::UNet2DCondition unet = diffusion::load_unet(fixture("diffusion") / "tiny-sdxl", lo);
+  diffusion::UNetInputs in = inputs_of(ref);
+  in.sample = in.sample.cuda();
+  in.timesteps = in.timesteps.cuda();
+  in.encoder_hidden_states = in.encoder_hidden_states.cuda();
+  in.text_embeds = in.text_embeds.cuda();
+  in.time_ids = in.time_ids.cuda();
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(max_abs(unet->forward(in).cpu(), ref["sample_out"]), 1e-3);  // TF32 matmuls allowed
+}

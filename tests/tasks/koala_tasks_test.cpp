@@ -48,6 +48,11 @@ TEST(KoalaTasks, DistillsFromATeacherFolderAndResumesBitExact) {
   EXPECT_NE(report.find("transformer_blocks.0.attn1"), std::string::npos) << report;
   EXPECT_NE(report.find("`up_blocks.0.resnets.1` | `up_blocks.0.resnets.2`"), std::string::npos);
 
+  // A bf16 teacher: the student stays fp32 and trains.
+  const std::string bf16 = run_task(kd_config(1), {"teacher_dtype=bfloat16"}, (tmp / "bf16").string());
+  const auto sb = concord::io::load_safetensors(fs::path(bf16) / "student/diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(sb.at("conv_in.weight").scalar_type(), at::kFloat);
+
   run_task(kd_config(2), {}, (tmp / "part").string());
   const std::string resumed = run_task(kd_config(4), {}, (tmp / "part").string(), /*resume=*/true);
   const auto a = concord::io::load_safetensors(fs::path(whole) / "student/diffusion_pytorch_model.safetensors");
@@ -76,6 +81,13 @@ TEST(KoalaTasks, BadShardsAndStudentsFailBeforeAnyStep) {
   EXPECT_TRUE(!fs::exists(tmp / "r" / "metrics.jsonl") ||
               concord::read_metrics(tmp / "r" / "metrics.jsonl").empty());
   EXPECT_FALSE(fs::exists(tmp / "r" / "checkpoints"));
+  // An unknown feature map, before any weight is read.
+  try {
+    run_task(kd_config(2), {"distill.feature_map=attention_maps"}, (tmp / "r3").string());
+    FAIL() << "an unknown feature map was accepted";
+  } catch (const concord::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("attention_maps"), std::string::npos) << e.what();
+  }
   // A student deeper than its teacher.
   Json student = concord::load_json_file(concord::testing::fixture("diffusion") / "tiny-koala" / "config.json");
   student["transformer_layers_per_block"] = {1, 1, 5};

@@ -1,4 +1,4 @@
-// KOALA's knowledge distillation (arXiv 2312.04005, Sec. 3.2; after BK-SDM): a student U-Net
+// KOALA's knowledge distillation (arXiv 2312.04005, its knowledge-distillation section; after BK-SDM): a student U-Net
 // learns from a frozen teacher on noised latents x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 -
 // alpha_bar_t) eps, t ~ U{0, T-1}, with three terms
 //

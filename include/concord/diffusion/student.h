@@ -1,4 +1,4 @@
-// KOALA students (arXiv 2312.04005, Sec. 3.1): a smaller U-Net made from the teacher's by
+// KOALA students (arXiv 2312.04005, its efficient U-Net architecture): a smaller U-Net made from the teacher's by
 // layer-wise removal, initialised with the teacher's weights, and the feature maps the
 // distillation matches between the two.
 //

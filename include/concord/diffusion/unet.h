@@ -1,5 +1,5 @@
 // The conditional U-Net of Stable Diffusion XL and of the KOALA students (KOALA, arXiv
-// 2312.04005, Sec. 3.1), module for module as diffusers' UNet2DConditionModel builds it, with the
+// 2312.04005), module for module as diffusers' UNet2DConditionModel builds it, with the
 // same module names: a diffusers `diffusion_pytorch_model.safetensors` maps onto
 // named_parameters() one to one (unet_checkpoint.h), and nn::FeatureCapture reads a feature by
 // the path diffusers code would hook ("down_blocks.1.attentions.0.transformer_blocks.0.attn1").

@@ -1,6 +1,6 @@
 // The architecture of a conditional U-Net as diffusers' UNet2DConditionModel describes it in its
 // config.json, for the members Stable Diffusion XL and the KOALA students use (KOALA, arXiv
-// 2312.04005, Sec. 3.1 and Table 1): blocks of ResNet layers and transformer layers over three
+// 2312.04005, its architecture tables): blocks of ResNet layers and transformer layers over three
 // resolutions, SDXL's "text_time" added conditioning, linear projections into the transformers.
 //
 //   down blocks  DownBlock2D | CrossAttnDownBlock2D, each `layers_per_block[i]` ResNets (with a
