@@ -72,16 +72,34 @@ struct LoadedPreferences {
   data::PreferenceDataset data;
 };
 
-LoadedPreferences load_preferences(const PreferenceInput& in, const std::string& task) {
-  LoadedPreferences out;
-  out.tokenizer = text::load_tokenizer(tokenizer_path_for(in.model, in.tokenizer, task));
+data::PreferenceOptions preference_options(const PreferenceInput& in) {
   data::PreferenceOptions po;
   po.chat_template = in.chat_template;
   po.max_length = in.max_length;
   po.truncation = data::truncation_policy_from_string(in.truncation);
+  return po;
+}
+
+data::JsonlOptions jsonl_options(const PreferenceInput& in) {
   data::JsonlOptions jo;
   jo.on_bad = data::bad_record_policy_from_string(in.on_bad_record);
-  out.data = data::PreferenceDataset::from_jsonl(in.data, *out.tokenizer, po, jo);
+  return jo;
+}
+
+// Held-out pairs from a second file, numbered by the users of `train` (add_users false: a pair
+// of a user the training file never named is a bad record).
+data::PreferenceDataset heldout_preferences(const PreferenceInput& in, const std::string& file,
+                                            const text::Tokenizer& tokenizer,
+                                            const data::PreferenceDataset& train, bool add_users) {
+  return data::PreferenceDataset::from_jsonl(file, tokenizer, preference_options(in),
+                                             jsonl_options(in), &train.users(), add_users);
+}
+
+LoadedPreferences load_preferences(const PreferenceInput& in, const std::string& task) {
+  LoadedPreferences out;
+  out.tokenizer = text::load_tokenizer(tokenizer_path_for(in.model, in.tokenizer, task));
+  out.data = data::PreferenceDataset::from_jsonl(in.data, *out.tokenizer, preference_options(in),
+                                                 jsonl_options(in));
   const auto& st = out.data.stats();
   if (st.bad.count > 0) spdlog::warn("{}: {}", task, st.bad.summary(in.data));
   CONCORD_CHECK(out.data.size() > 0, task, ": no usable preference pairs in '", in.data, "' (",
@@ -160,13 +178,7 @@ void run_reward(const Json& config, RunDirectory& dir, Report& report) {
   data::PreferenceDataset train_set;
   if (!o.eval_data.empty()) {
     train_set = all;
-    data::PreferenceOptions po;
-    po.chat_template = o.input.chat_template;
-    po.max_length = o.input.max_length;
-    po.truncation = data::truncation_policy_from_string(o.input.truncation);
-    data::JsonlOptions jo;
-    jo.on_bad = data::bad_record_policy_from_string(o.input.on_bad_record);
-    eval_set = data::PreferenceDataset::from_jsonl(o.eval_data, *loaded.tokenizer, po, jo, &all.users());
+    eval_set = heldout_preferences(o.input, o.eval_data, *loaded.tokenizer, all, /*add_users=*/true);
   } else {
     const auto n_eval = static_cast<int64_t>(o.eval_fraction * static_cast<double>(all.size()));
     std::vector<data::PreferencePair> head(all.pairs().begin(), all.pairs().end() - n_eval);
@@ -315,14 +327,7 @@ void run_reward_em(const Json& config, RunDirectory& dir, Report& report) {
   data::PreferenceDataset train_set, held;
   if (!o.heldout.empty()) {
     train_set = all;
-    data::PreferenceOptions po;
-    po.chat_template = o.input.chat_template;
-    po.max_length = o.input.max_length;
-    po.truncation = data::truncation_policy_from_string(o.input.truncation);
-    data::JsonlOptions jo;
-    jo.on_bad = data::bad_record_policy_from_string(o.input.on_bad_record);
-    held = data::PreferenceDataset::from_jsonl(o.heldout, *loaded.tokenizer, po, jo, &all.users(),
-                                               /*add_users=*/false);
+    held = heldout_preferences(o.input, o.heldout, *loaded.tokenizer, all, /*add_users=*/false);
   } else {
     std::tie(train_set, held) = split_by_user(all, o.holdout_fraction);
   }
