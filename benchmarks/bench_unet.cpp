@@ -1,0 +1,273 @@
+// One forward pass of the SDXL / KOALA conditional U-Net (diffusion::UNet2DCondition) on the CPU,
+// for benchmarks/bench_unet.py, which runs diffusers' UNet2DConditionModel on the same folder and
+// inputs in the same run (the baseline) and compares the KOALA students with SDXL's U-Net, each
+// in a process of its own so that each peak resident set is its own.
+//
+//   bench_unet --model DIR|CONFIG [--batch 2] [--latent 32] [--text-length 77] [--warmup 1]
+//              [--iters 5] [--threads 2] [--dtype fp32|bf16] [--inputs FILE] [--output FILE]
+//              [--profile] [--channels-last]
+//
+// DIR is a diffusers folder (config.json + diffusion_pytorch_model*.safetensors, read with
+// diffusion::load_unet); CONFIG a config.json file, built with Concord's random initialisation
+// (the weights do not change the work of a forward pass). Inputs are fixed: drawn from seed 0
+// ([B, 4, latent, latent] latents, [B, L, cross_attention_dim] text states, the pooled text
+// embedding, timesteps 999 / 10 / ..., SDXL's time ids for a latent*8 image), or read from
+// --inputs (safetensors with sample, timestep, encoder_hidden_states and, for text_time models,
+// text_embeds and time_ids: the driver's inputs, so both implementations see the same tensors).
+// --output writes the last forward's prediction as safetensors ("sample_out").
+//
+// Runs under torch::InferenceMode (which implies no autograd recording), `warmup` untimed calls,
+// then `iters` timed ones. Prints one JSON line: seconds_per_forward (median), min and mean,
+// peak_rss_bytes (VmHWM of /proc/self/status: the weights, the activations and LibTorch
+// together), parameters, load_seconds. --profile adds the self time of each ATen operator per
+// forward (RecordFunction callbacks on the calling thread, over the timed calls; the profiled
+// calls are timed too, so leave it off for the figures): what is not under any operator is
+// Concord's own kernels (ops::attention) and the module code around them. --channels-last is an
+// experiment, not the library's behaviour: the 4-d weights and the latents in NHWC layout, which
+// the convolutions then keep, to see whether layout conversions around oneDNN's convolutions and
+// the transformers' NCHW -> [B, HW, C] permutation cost anything (docs/benchmarks.md: they did
+// not, here).
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "concord/core/runtime.h"
+#include "concord/diffusion/unet.h"
+#include "concord/diffusion/unet_checkpoint.h"
+#include "concord/diffusion/unet_config.h"
+#include "concord/io/safetensors.h"
+
+namespace fs = std::filesystem;
+using concord::diffusion::UNet2DCondition;
+using concord::diffusion::UNetInputs;
+
+namespace {
+
+int64_t status_bytes(const char* field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(status, line)) {
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
+  }
+  return -1;
+}
+
+// Self time per ATen operator on the thread that runs the forward (intra-op worker threads run
+// inside the operator that spawned them, so their work is that operator's wall time).
+struct OpProfile {
+  struct Frame {
+    std::chrono::steady_clock::time_point start;
+    double children_ms = 0;
+  };
+  std::thread::id thread;
+  std::vector<Frame> stack;
+  std::map<std::string, double> self_ms;
+  std::map<std::string, int64_t> calls;
+};
+OpProfile* g_profile = nullptr;
+
+struct OpContext : at::ObserverContext {
+  bool counted = false;
+};
+
+std::unique_ptr<at::ObserverContext> op_start(const at::RecordFunction&) {
+  auto ctx = std::make_unique<OpContext>();
+  if (g_profile && std::this_thread::get_id() == g_profile->thread) {
+    ctx->counted = true;
+    g_profile->stack.push_back({std::chrono::steady_clock::now(), 0.0});
+  }
+  return ctx;
+}
+
+void op_end(const at::RecordFunction& fn, at::ObserverContext* base) {
+  auto* ctx = static_cast<OpContext*>(base);
+  if (!g_profile || !ctx || !ctx->counted || g_profile->stack.empty()) return;
+  const auto frame = g_profile->stack.back();
+  g_profile->stack.pop_back();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - frame.start).count();
+  g_profile->self_ms[fn.name()] += ms - frame.children_ms;
+  g_profile->calls[fn.name()] += 1;
+  if (!g_profile->stack.empty()) g_profile->stack.back().children_ms += ms;
+}
+
+UNetInputs fixed_inputs(const concord::diffusion::UNetConfig& c, int64_t batch, int64_t latent,
+                        int64_t text_length) {
+  auto gen = at::detail::createCPUGenerator(0);
+  UNetInputs in;
+  in.sample = at::randn({batch, c.in_channels, latent, latent}, gen);
+  std::vector<float> t(batch);
+  for (int64_t b = 0; b < batch; ++b) t[b] = b % 2 == 0 ? 999.0f : 10.0f + 100.0f * (b / 2);
+  in.timesteps = at::tensor(t);
+  in.encoder_hidden_states = at::randn({batch, text_length, c.cross_attention_dim}, gen);
+  if (c.addition_embed_type == "text_time") {
+    const int64_t pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim;
+    in.text_embeds = at::randn({batch, pooled}, gen);
+    const float px = static_cast<float>(latent * 8);
+    in.time_ids = at::tensor(std::vector<float>{px, px, 0, 0, px, px}).repeat({batch, 1});
+  }
+  return in;
+}
+
+UNetInputs read_inputs(const fs::path& path) {
+  auto t = concord::io::load_safetensors(path);
+  auto take = [&](const char* key, bool required) -> at::Tensor {
+    auto it = t.find(key);
+    TORCH_CHECK(it != t.end() || !required, path.string(), ": no tensor '", key, "'");
+    return it == t.end() ? at::Tensor() : it->second.clone();
+  };
+  UNetInputs in;
+  in.sample = take("sample", true);
+  in.timesteps = take("timestep", true);
+  in.encoder_hidden_states = take("encoder_hidden_states", true);
+  in.text_embeds = take("text_embeds", false);
+  in.time_ids = take("time_ids", false);
+  return in;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_path, inputs_path, output_path, dtype_name = "fp32";
+  int64_t batch = 2, latent = 32, text_length = 77;
+  int warmup = 1, iters = 5, threads = 2;
+  bool profile = false, channels_last = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--profile" || flag == "--channels-last") {
+      (flag == "--profile" ? profile : channels_last) = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "bench_unet: %s needs a value\n", flag.c_str());
+      return 2;
+    }
+    const std::string value = argv[++i];
+    if (flag == "--model") model_path = value;
+    else if (flag == "--batch") batch = std::stoll(value);
+    else if (flag == "--latent") latent = std::stoll(value);
+    else if (flag == "--text-length") text_length = std::stoll(value);
+    else if (flag == "--warmup") warmup = std::stoi(value);
+    else if (flag == "--iters") iters = std::stoi(value);
+    else if (flag == "--threads") threads = std::stoi(value);
+    else if (flag == "--dtype") dtype_name = value;
+    else if (flag == "--inputs") inputs_path = value;
+    else if (flag == "--output") output_path = value;
+    else {
+      std::fprintf(stderr, "bench_unet: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  if (model_path.empty() || iters < 1 || warmup < 0 || batch < 1 || latent < 1 ||
+      (dtype_name != "fp32" && dtype_name != "bf16")) {
+    std::fprintf(stderr, "usage: %s --model DIR|CONFIG [--batch 2] [--latent 32] [--text-length 77] "
+                 "[--warmup 1] [--iters 5] [--threads 2] [--dtype fp32|bf16] [--inputs FILE] "
+                 "[--output FILE] [--profile] [--channels-last]\n", argv[0]);
+    return 2;
+  }
+  try {
+    // init_runtime sizes LibTorch's pool and OpenBLAS's own (Debian's LibTorch) from this
+    // variable; at::set_num_threads afterwards would leave OpenBLAS at the machine's core count.
+    setenv("CONCORD_NUM_THREADS", std::to_string(threads).c_str(), 1);
+    concord::init_runtime();
+    at::set_num_threads(threads);
+    const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
+    const auto t_load = std::chrono::steady_clock::now();
+    UNet2DCondition unet{nullptr};
+    if (fs::is_directory(model_path)) {
+      concord::diffusion::UNetLoadOptions options;
+      options.dtype = dtype;
+      unet = concord::diffusion::load_unet(model_path, options);
+    } else {
+      at::manual_seed(0);
+      unet = UNet2DCondition(concord::diffusion::load_unet_config(model_path));
+      unet->to(dtype);
+      unet->eval();
+    }
+    const double load_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+    const auto& config = unet->config;
+    UNetInputs in = inputs_path.empty() ? fixed_inputs(config, batch, latent, text_length)
+                                        : read_inputs(inputs_path);
+    in.sample = in.sample.to(dtype);
+    in.encoder_hidden_states = in.encoder_hidden_states.to(dtype);
+    if (in.text_embeds.defined()) in.text_embeds = in.text_embeds.to(dtype);
+    if (channels_last) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : unet->parameters()) {
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+      }
+      in.sample = in.sample.contiguous(at::MemoryFormat::ChannelsLast);
+    }
+
+    c10::InferenceMode inference;
+    at::Tensor out;
+    for (int i = 0; i < warmup; ++i) out = unet->forward(in);
+    OpProfile prof;
+    std::optional<at::CallbackHandle> handle;
+    if (profile) {
+      prof.thread = std::this_thread::get_id();
+      g_profile = &prof;
+      handle = at::addGlobalCallback(at::RecordFunctionCallback(op_start, op_end)
+                                         .scopes({at::RecordScope::FUNCTION}));
+    }
+    std::vector<double> times;
+    for (int i = 0; i < iters; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      out = unet->forward(in);
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (handle) at::removeCallback(*handle);
+    g_profile = nullptr;
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const double mean = std::accumulate(times.begin(), times.end(), 0.0) / times.size();
+    if (!output_path.empty()) {
+      concord::io::save_safetensors(output_path, {{"sample_out", out.to(at::kFloat).contiguous()}});
+    }
+    nlohmann::json result = {{"seconds_per_forward", sorted[sorted.size() / 2]},
+                             {"min_seconds", sorted.front()},
+                             {"mean_seconds", mean},
+                             {"peak_rss_bytes", status_bytes("VmHWM")},
+                             {"parameters", unet->num_parameters()},
+                             {"load_seconds", load_s},
+                             {"batch", in.sample.size(0)},
+                             {"latent", in.sample.size(2)},
+                             {"text_length", in.encoder_hidden_states.size(1)},
+                             {"dtype", dtype_name},
+                             {"channels_last", channels_last},
+                             {"threads", at::get_num_threads()},
+                             {"libtorch", TORCH_VERSION}};
+    if (profile) {
+      nlohmann::json ops = nlohmann::json::object();
+      for (const auto& [name, ms] : prof.self_ms) {
+        ops[name] = {{"ms_per_forward", ms / iters}, {"calls_per_forward", prof.calls[name] / iters}};
+      }
+      result["profile"] = ops;
+    }
+    std::cout << result.dump() << std::endl;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_unet: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
