@@ -88,6 +88,7 @@
 #include "concord/train/trainer.h"
 
 // ---- capabilities: rlhf (MaxMin-RLHF) · diffusion (KOALA) · grape (GRAPE) · eval (TUMLU)
+#include "concord/diffusion/component_checkpoint.h"
 #include "concord/diffusion/distill.h"
 #include "concord/diffusion/koala_experiment.h"
 #include "concord/diffusion/latent_data.h"

@@ -1,9 +1,9 @@
 // diffusers checkpoints of a UNet2DConditionModel: a folder with config.json and
 // diffusion_pytorch_model.safetensors, or shards behind diffusion_pytorch_model.safetensors.index.json,
 // under diffusers' tensor names. Concord's modules carry those names (unet.h), so the mapping is
-// the identity; what this file adds is the checking: every tensor the config needs is present
-// with its shape, and nothing else is there, each error naming the file and the tensor, before
-// any weight is copied.
+// the identity; the checking (every tensor the config needs is present with its shape, and
+// nothing else is there, each error naming the file and the tensor, before any weight is copied)
+// is component_checkpoint.h's, shared with the VAE and the text encoders.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -12,11 +12,12 @@
 
 #include <ATen/ATen.h>
 
+#include "concord/diffusion/component_checkpoint.h"
 #include "concord/diffusion/unet.h"
 
 namespace concord::diffusion {
 
-inline constexpr const char* kUNetWeightsPrefix = "diffusion_pytorch_model";
+inline constexpr const char* kUNetWeightsPrefix = kDiffusersWeightsPrefix;
 
 struct UNetLoadOptions {
   at::ScalarType dtype = at::kFloat;
