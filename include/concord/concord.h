@@ -97,6 +97,8 @@
 #include "concord/diffusion/unet.h"
 #include "concord/diffusion/unet_checkpoint.h"
 #include "concord/diffusion/unet_config.h"
+#include "concord/diffusion/vae.h"
+#include "concord/diffusion/vae_config.h"
 #include "concord/rlhf/aggregate.h"
 #include "concord/rlhf/bradley_terry.h"
 #include "concord/rlhf/cluster_stats.h"

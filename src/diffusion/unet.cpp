@@ -91,7 +91,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb, int6
 void ResnetBlock2DImpl::reset() {
   norm1 = register_module("norm1", group_norm(groups_, in_, eps_));
   conv1 = register_module("conv1", conv3x3(in_, out_));
-  time_emb_proj = register_module("time_emb_proj", torch::nn::Linear(temb_, out_));
+  if (temb_ > 0) time_emb_proj = register_module("time_emb_proj", torch::nn::Linear(temb_, out_));
   norm2 = register_module("norm2", group_norm(groups_, out_, eps_));
   conv2 = register_module("conv2", conv3x3(out_, out_));
   if (in_ != out_) {
@@ -102,7 +102,12 @@ void ResnetBlock2DImpl::reset() {
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
   at::Tensor h = conv1->forward(at::silu(norm1->forward(x)));
-  h = h + time_emb_proj->forward(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
+  if (time_emb_proj) {
+    CONCORD_CHECK(temb.defined(), "ResnetBlock2D: this block projects a time embedding; none given");
+    h = h + time_emb_proj->forward(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
+  } else {
+    CONCORD_CHECK(!temb.defined(), "ResnetBlock2D: a time embedding given to a block without time_emb_proj");
+  }
   h = conv2->forward(at::silu(norm2->forward(h)));
   const at::Tensor shortcut = conv_shortcut ? conv_shortcut->forward(x) : x;
   return nn::record_output(*this, shortcut + h);

@@ -48,12 +48,13 @@ class TimestepEmbeddingImpl : public torch::nn::Cloneable<TimestepEmbeddingImpl>
 TORCH_MODULE(TimestepEmbedding);
 
 /// ResnetBlock2D: GroupNorm, SiLU, 3x3 conv, + the projected time embedding, GroupNorm, SiLU,
-/// 3x3 conv, + the (1x1-conv'd when the width changes) input.
+/// 3x3 conv, + the (1x1-conv'd when the width changes) input. `temb` 0 is diffusers'
+/// temb_channels=None (the VAE's blocks): no time_emb_proj, and forward takes no embedding.
 class ResnetBlock2DImpl : public torch::nn::Cloneable<ResnetBlock2DImpl> {
  public:
   ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb, int64_t groups, double eps);
   void reset() override;
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb = {});
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
   torch::nn::Linear time_emb_proj{nullptr};
