@@ -180,9 +180,10 @@ TEST(Cli, ParamsCountsExactly) {
   r = run_cli("params " + configs + "pangu-pi-7b.json");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("parameters: 6727363200\n"), std::string::npos) << r.output;
-  // diffusers U-Nets: SDXL's and the KOALA students' (the counts diffusers 0.42 gives).
+  // diffusers U-Nets: SDXL's and the KOALA students'; SDXL's VAE (the counts diffusers 0.42 gives).
   for (const auto& [name, count] : std::vector<std::pair<std::string, std::string>>{
-           {"sdxl-unet", "2567463684"}, {"koala-1b", "1161184324"}, {"koala-700m", "782822724"}}) {
+           {"sdxl-unet", "2567463684"}, {"koala-1b", "1161184324"}, {"koala-700m", "782822724"},
+           {"sdxl-vae", "83653863"}}) {
     r = run_cli("params " + configs + name + ".json");
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("parameters: " + count + "\n"), std::string::npos) << name << r.output;
