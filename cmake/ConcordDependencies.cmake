@@ -16,6 +16,11 @@ if(NOT CONCORD_OPS_ONLY)  # the ops layer needs LibTorch alone
   pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
   pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
   pkg_check_modules(PLPLOT REQUIRED IMPORTED_TARGET plplot-c++)
+  # Images (concord/io/image.h, contact_sheet.h): PNG, JPEG (libjpeg-turbo), drawing and text.
+  pkg_check_modules(LIBPNG REQUIRED IMPORTED_TARGET libpng)
+  pkg_check_modules(LIBJPEG REQUIRED IMPORTED_TARGET libjpeg)
+  pkg_check_modules(CAIRO REQUIRED IMPORTED_TARGET cairo)
+  pkg_check_modules(ICU REQUIRED IMPORTED_TARGET icu-uc)  # Unicode normalisation (NFC) and case
 
   if(NOT TARGET CLI11::CLI11)
     # Debian's libcli11-dev ships the header without a CMake package on some releases.

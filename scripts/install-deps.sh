@@ -8,9 +8,10 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-pthread
   nlohmann-json3-dev libspdlog-dev libfmt-dev libeigen3-dev libcli11-dev
-  libpcre2-dev libsentencepiece-dev
+  libpcre2-dev libsentencepiece-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libplplot-dev plplot-driver-cairo
+  libpng-dev libjpeg62-turbo-dev libcairo2-dev fonts-dejavu-core
   clang libclang-rt-14-dev
 )
 

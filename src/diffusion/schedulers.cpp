@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "concord/core/error.h"
+#include "config_fields.h"
 
 namespace concord::diffusion {
 
@@ -59,7 +60,10 @@ EulerSampler::EulerSampler(EulerOptions options, int64_t n) : options_(std::move
     for (int64_t i = n - 1; i >= 0; --i) ts.push_back(static_cast<double>(i * ratio + options_.steps_offset));
   } else if (options_.timestep_spacing == "trailing") {
     const double ratio = static_cast<double>(T) / static_cast<double>(n);
-    for (double t = static_cast<double>(T); t > 0; t -= ratio) ts.push_back(std::round(t) - 1.0);
+    // numpy's arange(T, 0, -T/n) has n entries; a running sum can drift past that (1000/3).
+    for (int64_t i = 0; i < n; ++i) {
+      ts.push_back(std::round(static_cast<double>(T) - static_cast<double>(i) * ratio) - 1.0);
+    }
   } else if (options_.timestep_spacing == "linspace") {
     for (int64_t i = n - 1; i >= 0; --i) {
       ts.push_back(n == 1 ? 0.0 : static_cast<double>(T - 1) * static_cast<double>(i) / static_cast<double>(n - 1));
@@ -114,6 +118,58 @@ at::Tensor EulerSampler::sample(
     x = step(predict(scale_model_input(x, i), t), i, x);
   }
   return x;
+}
+
+EulerOptions euler_options_from_json(const Json& j, const std::string& source) {
+  namespace cf = config_fields;
+  if (!j.is_object()) fail_config(source, "expected a JSON object");
+  const std::string cls = cf::value_or<std::string>(j, "_class_name", "EulerDiscreteScheduler", source);
+  if (cls != "EulerDiscreteScheduler") {
+    fail_config(source, "key '_class_name': '", cls,
+                "' is not supported (EulerDiscreteScheduler, what SDXL ships)");
+  }
+  EulerOptions o;
+  DdpmOptions& d = o.training;
+  // Absent keys take EulerDiscreteScheduler's defaults, not SDXL's values.
+  d.num_train_timesteps = cf::value_or<int64_t>(j, "num_train_timesteps", 1000, source);
+  d.beta_start = cf::value_or<double>(j, "beta_start", 0.0001, source);
+  d.beta_end = cf::value_or<double>(j, "beta_end", 0.02, source);
+  d.beta_schedule = cf::value_or<std::string>(j, "beta_schedule", "linear", source);
+  if (d.beta_schedule != "scaled_linear" && d.beta_schedule != "linear") {
+    fail_config(source, "key 'beta_schedule': '", d.beta_schedule,
+                "' is not supported (scaled_linear, linear)");
+  }
+  d.prediction_type = cf::value_or<std::string>(j, "prediction_type", "epsilon", source);
+  if (d.prediction_type != "epsilon" && d.prediction_type != "v_prediction") {
+    fail_config(source, "key 'prediction_type': '", d.prediction_type,
+                "' is not supported (epsilon, v_prediction)");
+  }
+  o.timestep_spacing = cf::value_or<std::string>(j, "timestep_spacing", "linspace", source);
+  if (o.timestep_spacing != "leading" && o.timestep_spacing != "trailing" &&
+      o.timestep_spacing != "linspace") {
+    fail_config(source, "key 'timestep_spacing': '", o.timestep_spacing,
+                "' is not supported (leading, trailing, linspace)");
+  }
+  o.steps_offset = cf::value_or<int64_t>(j, "steps_offset", 0, source);
+  cf::require_default(j, "interpolation_type", "linear", source);
+  cf::require_default(j, "use_karras_sigmas", false, source);
+  cf::require_default(j, "use_exponential_sigmas", false, source);
+  cf::require_default(j, "use_beta_sigmas", false, source);
+  cf::require_default(j, "rescale_betas_zero_snr", false, source);
+  cf::require_default(j, "timestep_type", "discrete", source);
+  cf::require_default(j, "final_sigmas_type", "zero", source);
+  for (const char* key : {"trained_betas", "sigma_min", "sigma_max"}) {
+    if (j.contains(key) && !j[key].is_null()) {
+      fail_config(source, "key '", key, "' is not supported (must be null)");
+    }
+  }
+  return o;
+}
+
+EulerOptions load_euler_options(const std::filesystem::path& path) {
+  const auto file =
+      std::filesystem::is_directory(path) ? path / "scheduler_config.json" : path;
+  return euler_options_from_json(load_json_file(file), file.string());
 }
 
 at::Tensor guided(const at::Tensor& uncond, const at::Tensor& cond, double scale) {

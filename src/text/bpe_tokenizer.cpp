@@ -16,6 +16,7 @@
 
 #include "concord/core/error.h"
 #include "concord/text/regex.h"
+#include "concord/text/unicode.h"
 #include "concord/text/utf8.h"
 
 namespace concord::text {
@@ -259,6 +260,13 @@ struct ReplaceNormalizer : Normalizer {
   std::string content;
   void apply(std::string& s) const override { s = replace_all(pattern, s, content); }
 };
+struct UnicodeNormalizer : Normalizer {
+  unicode::NormalForm form = unicode::NormalForm::nfc;
+  void apply(std::string& s) const override { s = unicode::normalize(s, form); }
+};
+struct LowercaseNormalizer : Normalizer {
+  void apply(std::string& s) const override { s = unicode::lowercase(s); }
+};
 struct SequenceNormalizer : Normalizer {
   std::vector<std::unique_ptr<Normalizer>> steps;
   void apply(std::string& s) const override {
@@ -288,8 +296,18 @@ std::unique_ptr<Normalizer> parse_normalizer(const Ctx& ctx, const json& j, cons
     n->content = ctx.string(j, "content", path);
     return n;
   }
+  if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+    auto n = std::make_unique<UnicodeNormalizer>();
+    n->form = type == "NFC"    ? unicode::NormalForm::nfc
+              : type == "NFD"  ? unicode::NormalForm::nfd
+              : type == "NFKC" ? unicode::NormalForm::nfkc
+                               : unicode::NormalForm::nfkd;
+    return n;
+  }
+  if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   ctx.fail(path + ".type", "unsupported normalizer \"" + type +
-                               "\" (supported: Sequence, Prepend, Replace)");
+                               "\" (supported: Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD, "
+                               "Lowercase)");
 }
 
 // ---- pre-tokenizers --------------------------------------------------------------------------
@@ -903,6 +921,7 @@ struct BpeTokenizer::Impl {
   bool byte_fallback = false;
   bool ignore_merges = false;
   bool fuse_unk = false;
+  std::string continuing_subword_prefix, end_of_word_suffix;
   std::optional<TokenId> unk_id;
   std::array<TokenId, 256> byte_ids{};           // byte-level: id of each byte's character
   std::array<TokenId, 256> fallback_ids{};       // byte_fallback: id of <0xXX>, -1 if absent
@@ -955,10 +974,13 @@ void BpeTokenizer::Impl::parse_model(const json& model, const Ctx& ctx) {
       ctx.fail("model.dropout", "BPE dropout is not supported (encoding would be random)");
     }
   }
+  // CLIP's BPE marks the last symbol of each word ("a</w>"); WordPiece-style models mark the
+  // others ("##a"). Both change the initial symbols only.
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-    if (model.contains(key) && !model[key].is_null() &&
-        !(model[key].is_string() && model[key].get<std::string>().empty())) {
-      ctx.fail(std::string("model.") + key, "not supported");
+    if (model.contains(key) && !model[key].is_null()) {
+      if (!model[key].is_string()) ctx.fail(std::string("model.") + key, "expected a string or null");
+      (std::string(key) == "end_of_word_suffix" ? end_of_word_suffix : continuing_subword_prefix) =
+          model[key].get<std::string>();
     }
   }
   byte_fallback = ctx.boolean(model, "byte_fallback", path, false);
@@ -1156,7 +1178,8 @@ void BpeTokenizer::Impl::pick_special_ids(const json* config) {
 // the vocabulary become <0xXX> byte tokens (byte_fallback) or <unk>, as HF's BPE::merge_word does.
 void BpeTokenizer::Impl::initial_symbols(std::string_view word, std::vector<TokenId>& symbols) const {
   symbols.clear();
-  if (byte_level) {
+  const bool marked = !continuing_subword_prefix.empty() || !end_of_word_suffix.empty();
+  if (byte_level && !marked) {
     bool complete = true;
     for (unsigned char c : word) {
       if (byte_ids[c] < 0) {
@@ -1177,8 +1200,18 @@ void BpeTokenizer::Impl::initial_symbols(std::string_view word, std::vector<Toke
     // For byte-level models a "character" is the byte's stand-in from the byte map.
     std::string_view s = byte_level ? std::string_view(bm.byte_to_utf8[static_cast<unsigned char>(word[i])])
                                     : word.substr(i, len);
+    const bool first = i == 0;
     i += len;
-    auto it = vocab.find(std::string(s));
+    std::string key;
+    if (marked) {
+      // As HF's BPE::merge_word: the prefix on every symbol but the first, the suffix on the last.
+      key.assign(first ? std::string_view() : std::string_view(continuing_subword_prefix));
+      key.append(s);
+      if (i == word.size()) key.append(end_of_word_suffix);
+    } else {
+      key.assign(s);
+    }
+    auto it = vocab.find(key);
     if (it != vocab.end()) {
       if (pending_unk) {
         symbols.push_back(pending_unk->first);
@@ -1402,16 +1435,31 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(std::string_view text, con
   return tok;
 }
 
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(std::string_view text, const std::string& name,
+                                                     std::string_view config_text) {
+  auto tok = from_json(text, name);
+  if (!config_text.empty()) {
+    json config = json::parse(config_text.begin(), config_text.end(), nullptr,
+                              /*allow_exceptions=*/false);
+    if (config.is_discarded()) fail_format(name, ": tokenizer_config.json is not valid JSON");
+    tok->impl_->pick_special_ids(&config);
+  }
+  return tok;
+}
+
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_io(path.string(), "cannot open");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  auto tok = from_json(buffer.str(), path.string());
+  auto read = [](const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) fail_io(p.string(), "cannot open");
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+  };
   const auto config_path = path.parent_path() / "tokenizer_config.json";
+  auto tok = from_json(read(path), path.string());
   if (std::filesystem::is_regular_file(config_path)) {
-    std::ifstream cin(config_path, std::ios::binary);
-    json config = json::parse(cin, nullptr, /*allow_exceptions=*/false);
+    const std::string config_text = read(config_path);
+    json config = json::parse(config_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded()) fail_format(config_path.string(), "not valid JSON");
     tok->impl_->pick_special_ids(&config);
   }
@@ -1447,7 +1495,11 @@ std::vector<TokenId> BpeTokenizer::encode(std::string_view text, bool add_specia
       }
     });
   });
-  if (add_special_tokens && m.post_processor) m.post_processor->apply(ids);
+  return add_special_tokens ? this->add_special_tokens(std::move(ids)) : ids;
+}
+
+std::vector<TokenId> BpeTokenizer::add_special_tokens(std::vector<TokenId> ids) const {
+  if (impl_->post_processor) impl_->post_processor->apply(ids);
   return ids;
 }
 

@@ -7,8 +7,12 @@ namespace concord::text {
 std::vector<TokenId> ByteTokenizer::encode(std::string_view text, bool add_special_tokens) const {
   std::vector<TokenId> ids;
   ids.reserve(text.size() + 1);
-  if (add_special_tokens) ids.push_back(kEndOfText);
   for (unsigned char c : text) ids.push_back(static_cast<TokenId>(c));
+  return add_special_tokens ? this->add_special_tokens(std::move(ids)) : ids;
+}
+
+std::vector<TokenId> ByteTokenizer::add_special_tokens(std::vector<TokenId> ids) const {
+  ids.insert(ids.begin(), kEndOfText);  // GPT-2's convention: <|endoftext|> opens a document
   return ids;
 }
 

@@ -17,7 +17,12 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
     if (fs::is_regular_file(path / "tokenizer.model")) {
       return std::make_unique<SentencePieceTokenizer>(path / "tokenizer.model");
     }
-    fail(path.string(), ": no tokenizer.json or tokenizer.model in this folder");
+    // A slow tokenizer's files (SDXL's tokenizer/ and tokenizer_2/ ship only these).
+    if (fs::is_regular_file(path / "vocab.json") && fs::is_regular_file(path / "merges.txt")) {
+      return BpeTokenizer::from_slow_files(path);
+    }
+    fail(path.string(), ": no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this "
+                        "folder");
   }
   if (!fs::is_regular_file(path)) fail(path.string(), ": no such file");
   if (path.extension() == ".json") return BpeTokenizer::from_file(path);

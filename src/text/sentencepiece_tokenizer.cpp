@@ -157,9 +157,11 @@ std::vector<TokenId> SentencePieceTokenizer::encode(std::string_view text,
   }
   CONCORD_CHECK(n >= 0, impl_->path, ": SentencePiece failed to encode");
   ids.resize(static_cast<size_t>(n));
-  if (add_special_tokens) {
-    if (auto bos = bos_id()) ids.insert(ids.begin(), *bos);
-  }
+  return add_special_tokens ? this->add_special_tokens(std::move(ids)) : ids;
+}
+
+std::vector<TokenId> SentencePieceTokenizer::add_special_tokens(std::vector<TokenId> ids) const {
+  if (auto bos = bos_id()) ids.insert(ids.begin(), *bos);
   return ids;
 }
 

@@ -14,11 +14,14 @@
 //   Classifier-free guidance (Ho & Salimans 2022): eps = eps_u + g (eps_c - eps_u).
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
+
+#include "concord/core/config.h"
 
 namespace concord::diffusion {
 
@@ -56,6 +59,14 @@ struct EulerOptions {
   std::string timestep_spacing = "leading";     ///< leading | trailing | linspace
   int64_t steps_offset = 1;                     ///< SDXL's scheduler config
 };
+
+/// A diffusers scheduler_config.json of an EulerDiscreteScheduler (what SDXL ships): betas,
+/// prediction type, spacing and offset. Options Concord does not implement (Karras or
+/// exponential sigmas, zero-SNR rescaling, trained betas, another scheduler class) are errors
+/// naming the key.
+EulerOptions euler_options_from_json(const Json& json, const std::string& source);
+/// A scheduler folder's scheduler_config.json, or the file itself.
+EulerOptions load_euler_options(const std::filesystem::path& path);
 
 /// Euler discrete sampling over `num_inference_steps` steps.
 class EulerSampler {

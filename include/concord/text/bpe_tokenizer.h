@@ -3,10 +3,12 @@
 // al. 2019), run through the same pipeline as the `tokenizers` package:
 //   added tokens split out -> normalizer -> pre-tokenizer -> BPE (merges by rank) -> post-processor
 // and decoders on the way back. Supported parts (anything else is a FormatError naming the key):
-//   normalizer     Prepend, Replace (String or Regex), Sequence, null
+//   normalizer     Prepend, Replace (String or Regex), NFC, NFD, NFKC, NFKD, Lowercase,
+//                  Sequence, null
 //   pre_tokenizer  ByteLevel (GPT-2 regex or none), Split (String/Regex, all five behaviours,
 //                  invert), Metaspace (prepend_scheme first/always/never, split), Digits, Sequence
 //   model          BPE: vocab, merges as "a b" or [a, b], byte_fallback, unk_token, fuse_unk,
+//                  continuing_subword_prefix, end_of_word_suffix (CLIP's "</w>"),
 //                  ignore_merges
 //   post_processor TemplateProcessing (single), ByteLevel, RobertaProcessing, BertProcessing,
 //                  Sequence
@@ -35,9 +37,26 @@ class BpeTokenizer final : public Tokenizer {
   static std::unique_ptr<BpeTokenizer> from_json(std::string_view json,
                                                  const std::string& name = "tokenizer.json");
 
+  /// Parses tokenizer.json text with the special-token choices of a tokenizer_config.json
+  /// (`config_json`, its text; empty for none), as from_file() does with the one beside it.
+  static std::unique_ptr<BpeTokenizer> from_json(std::string_view json, const std::string& name,
+                                                 std::string_view config_json);
+
+  /// A folder with a slow tokenizer's files and no tokenizer.json (the layout of SDXL's
+  /// `tokenizer/` and `tokenizer_2/`): vocab.json, merges.txt and tokenizer_config.json, whose
+  /// tokenizer_class picks the pipeline transformers' converter builds for it:
+  ///   CLIPTokenizer  normalizer NFC, \s+ -> " ", Lowercase; Split on CLIP's word regex
+  ///                  (removed, inverted) then ByteLevel; BPE with end_of_word_suffix "</w>";
+  ///                  <bos> $A <eos>; bos, eos, unk and pad (SDXL's tokenizer_2 pads with "!")
+  ///                  become special added tokens, as transformers registers them.
+  ///   GPT2Tokenizer  ByteLevel (add_prefix_space from the config), no template.
+  /// Anything else is a FormatError naming the class.
+  static std::unique_ptr<BpeTokenizer> from_slow_files(const std::filesystem::path& folder);
+
   ~BpeTokenizer() override;
 
   std::vector<TokenId> encode(std::string_view text, bool add_special_tokens = false) const override;
+  std::vector<TokenId> add_special_tokens(std::vector<TokenId> ids) const override;
   std::string decode(const std::vector<TokenId>& ids, bool skip_special_tokens = false) const override;
   int64_t vocab_size() const override;
   std::optional<TokenId> token_to_id(std::string_view token) const override;

@@ -11,6 +11,7 @@ class ByteTokenizer final : public Tokenizer {
   static constexpr TokenId kEndOfText = 256;
 
   std::vector<TokenId> encode(std::string_view text, bool add_special_tokens = false) const override;
+  std::vector<TokenId> add_special_tokens(std::vector<TokenId> ids) const override;
   std::string decode(const std::vector<TokenId>& ids, bool skip_special_tokens = false) const override;
   int64_t vocab_size() const override { return 257; }
   std::optional<TokenId> token_to_id(std::string_view token) const override;

@@ -26,6 +26,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   ~SentencePieceTokenizer() override;
 
   std::vector<TokenId> encode(std::string_view text, bool add_special_tokens = false) const override;
+  std::vector<TokenId> add_special_tokens(std::vector<TokenId> ids) const override;
   std::string decode(const std::vector<TokenId>& ids, bool skip_special_tokens = false) const override;
   int64_t vocab_size() const override;
   std::optional<TokenId> token_to_id(std::string_view token) const override;

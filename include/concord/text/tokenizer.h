@@ -23,6 +23,12 @@ class Tokenizer {
   virtual std::vector<TokenId> encode(std::string_view text,
                                       bool add_special_tokens = false) const = 0;
 
+  /// `ids` (a text's ids without special tokens) with the special tokens the post-processor adds
+  /// around them: encode(t, true) == add_special_tokens(encode(t, false)). Callers that cut a
+  /// text to fit a length cut first and add these after, as transformers' truncation does.
+  /// The default adds nothing: a tokenizer whose encode() adds special tokens overrides it.
+  virtual std::vector<TokenId> add_special_tokens(std::vector<TokenId> ids) const { return ids; }
+
   /// Text of `ids`. Invalid UTF-8 produced by partial byte tokens becomes U+FFFD, as in
   /// Hugging Face `tokenizers`.
   virtual std::string decode(const std::vector<TokenId>& ids,
@@ -44,7 +50,8 @@ class Tokenizer {
 };
 
 /// Loads a tokenizer from a `tokenizer.json`, a SentencePiece `.model`, or a model folder that
-/// holds one of them (tokenizer.json preferred). The literal name "bytes" gives a ByteTokenizer.
+/// holds one of them (tokenizer.json preferred) or a slow tokenizer's vocab.json + merges.txt
+/// (BpeTokenizer::from_slow_files). The literal name "bytes" gives a ByteTokenizer.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
 
 }  // namespace concord::text
