@@ -1,0 +1,319 @@
+// Text to image end to end with diffusion::SdxlPipeline on the CPU, for
+// benchmarks/bench_sdxl_pipeline.py, which runs diffusers' StableDiffusionXLPipeline on the same
+// folder, prompts and initial noise in the same run (the baseline), each side in a process of its
+// own so that each peak resident set is its own.
+//
+//   bench_sdxl_pipeline --pipeline DIR [--prompt TEXT]... [--negative-prompt TEXT]
+//                       [--noise FILE] [--steps 10] [--guidance 5.0] [--height 0] [--width 0]
+//                       [--warmup 1] [--iters 3] [--threads 2] [--output FILE] [--profile]
+//
+// DIR is a diffusers StableDiffusionXLPipeline folder (SdxlPipeline::load). --prompt may be given
+// several times (default: one prompt); without --negative-prompt the negative branch is zeros
+// (force_zeros_for_empty_prompt), as diffusers does with negative_prompt=None. --noise is a
+// safetensors file whose tensor "noise" [N, 4, h, w] is generate()'s initial_noise (diffusers'
+// latents= argument, before init_noise_sigma); without it the noise comes from seed 0. Height and
+// width 0: the U-Net's sample_size * vae_scale_factor.
+//
+// Each call is one generate(prompts, options, noise, decode=true), the library's own entry point
+// (NoGradGuard inside, as diffusers' __call__ runs under no_grad). `warmup` untimed calls, then
+// `iters` timed ones. The phases of a call come from its on_step callback, stamped after each
+// Euler step:
+//   decode     = end of the call - the last step's stamp (VAE decode and postprocess)
+//   denoising  = (last stamp - first stamp) * n / (n - 1): the n steps at the mean time of steps
+//                2..n (the first step's own time cannot be told apart from what precedes it)
+//   text       = the call - denoising - decode: tokenising, both text encoders (twice with a
+//                negative prompt), the conditioning tensors and the noise scaling
+// and the text phase is also timed alone (`text_alone`): SdxlTextEncoders::encode, and
+// encode_negative with guidance, as generate() calls them, `iters` times after one warm-up.
+// Medians over the timed calls. The Python worker computes its phases the same way from
+// diffusers' callback_on_step_end.
+//
+// Prints one JSON line: seconds (median call; min, mean), the phases, seconds_per_step,
+// peak_rss_bytes (VmHWM of /proc/self/status) and rss_after_load_bytes (VmRSS once the pipeline
+// is loaded: the weights and LibTorch), parameters per component, load_seconds. --output writes
+// the last call's "latents" [N, 4, h, w] and "images" [N, 3, H, W] (fp32) as safetensors.
+// --profile adds the self time of each ATen operator by phase: "text" per call (over the
+// text_alone calls), "denoising" per step (steps 2..n of the timed calls), "decode" per call
+// (RecordFunction callbacks on the calling thread; they slow the calls: leave it off for the
+// figures).
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "concord/core/runtime.h"
+#include "concord/diffusion/sdxl_pipeline.h"
+#include "concord/io/safetensors.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int64_t status_bytes(const char* field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(status, line)) {
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
+  }
+  return -1;
+}
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Self time per ATen operator on the calling thread, keyed by the phase the call is in (as
+// bench_unet's: intra-op workers run inside the operator that spawned them).
+struct OpProfile {
+  struct Frame {
+    Clock::time_point start;
+    double children_ms = 0;
+  };
+  std::thread::id thread;
+  std::string phase = "text";
+  std::vector<Frame> stack;
+  std::map<std::string, std::map<std::string, double>> self_ms;
+  std::map<std::string, std::map<std::string, int64_t>> calls;
+};
+OpProfile* g_profile = nullptr;
+
+struct OpContext : at::ObserverContext {
+  bool counted = false;
+};
+
+std::unique_ptr<at::ObserverContext> op_start(const at::RecordFunction&) {
+  auto ctx = std::make_unique<OpContext>();
+  if (g_profile && std::this_thread::get_id() == g_profile->thread) {
+    ctx->counted = true;
+    g_profile->stack.push_back({Clock::now(), 0.0});
+  }
+  return ctx;
+}
+
+void op_end(const at::RecordFunction& fn, at::ObserverContext* base) {
+  auto* ctx = static_cast<OpContext*>(base);
+  if (!g_profile || !ctx || !ctx->counted || g_profile->stack.empty()) return;
+  const auto frame = g_profile->stack.back();
+  g_profile->stack.pop_back();
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - frame.start).count();
+  g_profile->self_ms[g_profile->phase][fn.name()] += ms - frame.children_ms;
+  g_profile->calls[g_profile->phase][fn.name()] += 1;
+  if (!g_profile->stack.empty()) g_profile->stack.back().children_ms += ms;
+}
+
+int64_t count_parameters(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string pipeline_path, noise_path, output_path;
+  std::vector<std::string> prompts;
+  std::optional<std::string> negative;
+  int64_t steps = 10, height = 0, width = 0;
+  double guidance = 5.0;
+  int warmup = 1, iters = 3, threads = 2;
+  bool profile = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--profile") {
+      profile = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "bench_sdxl_pipeline: %s needs a value\n", flag.c_str());
+      return 2;
+    }
+    const std::string value = argv[++i];
+    if (flag == "--pipeline") pipeline_path = value;
+    else if (flag == "--prompt") prompts.push_back(value);
+    else if (flag == "--negative-prompt") negative = value;
+    else if (flag == "--noise") noise_path = value;
+    else if (flag == "--steps") steps = std::stoll(value);
+    else if (flag == "--guidance") guidance = std::stod(value);
+    else if (flag == "--height") height = std::stoll(value);
+    else if (flag == "--width") width = std::stoll(value);
+    else if (flag == "--warmup") warmup = std::stoi(value);
+    else if (flag == "--iters") iters = std::stoi(value);
+    else if (flag == "--threads") threads = std::stoi(value);
+    else if (flag == "--output") output_path = value;
+    else {
+      std::fprintf(stderr, "bench_sdxl_pipeline: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  if (pipeline_path.empty() || iters < 1 || warmup < 0 || steps < 1 || threads < 1) {
+    std::fprintf(stderr, "usage: %s --pipeline DIR [--prompt TEXT]... [--negative-prompt TEXT] "
+                 "[--noise FILE] [--steps 10] [--guidance 5.0] [--height 0] [--width 0] "
+                 "[--warmup 1] [--iters 3] [--threads 2] [--output FILE] [--profile]\n", argv[0]);
+    return 2;
+  }
+  if (prompts.empty()) prompts.push_back("a photo of an astronaut riding a horse on mars");
+  try {
+    // init_runtime sizes LibTorch's pool and OpenBLAS's own (Debian's LibTorch) from this
+    // variable; at::set_num_threads afterwards would leave OpenBLAS at the machine's core count.
+    setenv("CONCORD_NUM_THREADS", std::to_string(threads).c_str(), 1);
+    concord::init_runtime();
+    at::set_num_threads(threads);
+
+    const auto t_load = Clock::now();
+    auto pipe = concord::diffusion::SdxlPipeline::load(pipeline_path);
+    const double load_s = seconds(t_load, Clock::now());
+    const int64_t rss_after_load = status_bytes("VmRSS");
+
+    concord::diffusion::SdxlGenerateOptions options;
+    options.height = height;
+    options.width = width;
+    options.num_inference_steps = steps;
+    options.guidance_scale = guidance;
+    if (negative) options.negative_prompt = std::vector<std::string>{*negative};
+    at::Tensor noise;
+    if (!noise_path.empty()) {
+      auto tensors = concord::io::load_safetensors(noise_path);
+      auto it = tensors.find("noise");
+      TORCH_CHECK(it != tensors.end(), noise_path, ": no tensor 'noise'");
+      noise = it->second.clone();
+    }
+
+    // One call, stamped after each step.
+    struct Stamps {
+      Clock::time_point start, end;
+      std::vector<Clock::time_point> steps;
+    };
+    OpProfile prof;
+    auto call = [&](Stamps& s) {
+      s.steps.clear();
+      if (g_profile) g_profile->phase = "first_step";  // the text phase and step 1: not reported
+      s.start = Clock::now();
+      auto out = pipe.generate(prompts, options, noise, /*decode=*/true,
+                               [&](int64_t i, int64_t n) {
+                                 s.steps.push_back(Clock::now());
+                                 if (g_profile) g_profile->phase = i == n ? "decode" : "denoising";
+                               });
+      s.end = Clock::now();
+      return out;
+    };
+
+    Stamps stamps;
+    concord::diffusion::SdxlGeneration out;
+    for (int i = 0; i < warmup; ++i) out = call(stamps);
+    std::optional<at::CallbackHandle> handle;
+    if (profile) {
+      prof.thread = std::this_thread::get_id();
+      g_profile = &prof;
+      handle = at::addGlobalCallback(
+          at::RecordFunctionCallback(op_start, op_end).scopes({at::RecordScope::FUNCTION}));
+    }
+    std::vector<double> total, text, denoise, decode, per_step;
+    for (int i = 0; i < iters; ++i) {
+      out = call(stamps);
+      const auto n = static_cast<int64_t>(stamps.steps.size());
+      const double all = seconds(stamps.start, stamps.end);
+      const double dec = seconds(stamps.steps.back(), stamps.end);
+      const double step = n > 1 ? seconds(stamps.steps.front(), stamps.steps.back()) / (n - 1)
+                                : seconds(stamps.start, stamps.steps.front());
+      total.push_back(all);
+      decode.push_back(dec);
+      per_step.push_back(step);
+      denoise.push_back(step * n);
+      text.push_back(all - step * n - dec);
+    }
+
+    // The text phase alone, through the same library calls generate() makes (and profiled here:
+    // in a call its operators cannot be told apart from the first step's).
+    std::vector<double> text_alone;
+    const bool cfg = guidance > 1.0;
+    const bool zeros = !negative && pipe.force_zeros_for_empty_prompt();
+    for (int i = 0; i < iters + 1; ++i) {
+      if (g_profile) g_profile->phase = i == 0 ? "warmup" : "text";
+      const auto t0 = Clock::now();
+      const auto positive = pipe.text().encode(prompts);
+      if (cfg) {
+        pipe.text().encode_negative(negative ? std::vector<std::string>{*negative}
+                                              : std::vector<std::string>{},
+                                    positive, zeros);
+      }
+      if (i > 0) text_alone.push_back(seconds(t0, Clock::now()));
+    }
+    if (handle) at::removeCallback(*handle);
+    g_profile = nullptr;
+
+    if (!output_path.empty()) {
+      concord::io::save_safetensors(output_path,
+                                    {{"latents", out.latents.to(at::kFloat).contiguous()},
+                                     {"images", out.images.to(at::kFloat).contiguous()}});
+    }
+    const auto& te = pipe.text();
+    nlohmann::json params = {{"unet", pipe.unet()->num_parameters()},
+                             {"vae", count_parameters(*pipe.vae())},
+                             {"text_encoder_2", count_parameters(*te.text_encoder_2())}};
+    if (te.has_first_encoder()) params["text_encoder"] = count_parameters(*te.text_encoder());
+    const double mean = std::accumulate(total.begin(), total.end(), 0.0) / total.size();
+    nlohmann::json result = {
+        {"seconds", median(total)},
+        {"min_seconds", *std::min_element(total.begin(), total.end())},
+        {"mean_seconds", mean},
+        {"phases", {{"text", median(text)}, {"denoising", median(denoise)},
+                    {"decode", median(decode)}, {"text_alone", median(text_alone)}}},
+        {"seconds_per_step", median(per_step)},
+        {"steps", static_cast<int64_t>(stamps.steps.size())},
+        {"peak_rss_bytes", status_bytes("VmHWM")},
+        {"rss_after_load_bytes", rss_after_load},
+        {"parameters", params},
+        {"load_seconds", load_s},
+        {"prompts", prompts.size()},
+        {"latents_shape", out.latents.sizes().vec()},
+        {"images_shape", out.images.sizes().vec()},
+        {"guidance_scale", guidance},
+        {"threads", at::get_num_threads()},
+        {"libtorch", TORCH_VERSION}};
+    if (profile) {
+      // text and decode per call, denoising per step (steps 2..n of each call).
+      const int64_t n = static_cast<int64_t>(stamps.steps.size());
+      const std::map<std::string, double> per = {
+          {"text", iters}, {"decode", iters}, {"denoising", static_cast<double>(iters * (n - 1))}};
+      nlohmann::json phases = nlohmann::json::object();
+      for (const auto& [phase, ops] : prof.self_ms) {
+        auto it = per.find(phase);
+        if (it == per.end() || it->second <= 0) continue;
+        for (const auto& [name, ms] : ops) {
+          phases[phase][name] = {{"ms", ms / it->second},
+                                 {"calls", prof.calls[phase][name] / it->second}};
+        }
+      }
+      result["profile"] = phases;
+    }
+    std::cout << result.dump() << std::endl;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_sdxl_pipeline: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
