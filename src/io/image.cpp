@@ -20,6 +20,7 @@
 #include <array>
 #include <cmath>
 #include <csetjmp>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
@@ -88,6 +89,19 @@ void png_on_error(png_structp png, png_const_charp message) {
 // Warnings (a bad CRC in an ancillary chunk, which libpng then skips, ...) change no pixel.
 void png_on_warning(png_structp, png_const_charp) {}
 
+// libpng allocates a chunk's declared length before reading it, and the check against its 8 MB
+// chunk limit is only a "benign" error (a warning when reading), so a 30-byte file declaring a
+// 2 GiB iTXt chunk would allocate 2 GiB. No allocation of libpng's own needs more than a few
+// hundred KiB (row buffers, zlib's window) or the 8 MB chunk limit; refusing larger ones makes
+// libpng skip such an ancillary chunk (it then runs out of input: truncated) or fail.
+constexpr size_t kPngMaxAllocation = size_t{16} << 20;
+
+png_voidp png_allocate(png_structp, png_alloc_size_t size) {
+  return size <= kPngMaxAllocation ? std::malloc(size) : nullptr;
+}
+
+void png_release(png_structp, png_voidp p) { std::free(p); }
+
 void png_read_bytes(png_structp png, png_bytep dest, size_t n) {
   auto* d = static_cast<PngDecode*>(png_get_io_ptr(png));
   if (n > d->size - d->pos) png_error(png, "file is truncated");
@@ -96,7 +110,8 @@ void png_read_bytes(png_structp png, png_bytep dest, size_t n) {
 }
 
 [[gnu::noinline]] bool png_body(PngDecode* d) {
-  d->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, d, png_on_error, png_on_warning);
+  d->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, d, png_on_error, png_on_warning,
+                                    nullptr, png_allocate, png_release);
   if (d->png == nullptr) {
     set_message(d->message, "cannot create a libpng reader (out of memory?)");
     return false;
