@@ -96,6 +96,7 @@
 #include "concord/diffusion/distill.h"
 #include "concord/diffusion/koala_experiment.h"
 #include "concord/diffusion/latent_data.h"
+#include "concord/diffusion/prepare_latents.h"
 #include "concord/diffusion/schedulers.h"
 #include "concord/diffusion/sdxl_pipeline.h"
 #include "concord/diffusion/sdxl_text.h"

@@ -204,6 +204,10 @@ nlohmann::json run_koala_experiment(const KoalaExperimentOptions& o,
         }
       }
       const HeldOut h = evaluate(teacher, student, heldout, o.batch_size, s + 99);
+      if (callbacks.trained) {
+        student->eval();
+        callbacks.trained(seed, map, teacher, student);
+      }
       output_mse[map].push_back(h.output_mse);
       denoise[map].push_back(h.denoise_loss);
       progress(seed, "distill:" + map, "output mse " + std::to_string(h.output_mse) +

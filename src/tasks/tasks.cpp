@@ -10,6 +10,7 @@
 #include "task_diversity.h"
 #include "task_grape.h"
 #include "task_koala.h"
+#include "task_sdxl.h"
 #include "task_maxmin.h"
 #include "task_policy.h"
 #include "task_reward.h"
@@ -42,6 +43,8 @@ Registry<Task> build_registry() {
   r.add("pangu_ablation", pangu_ablation_task());
   r.add("koala_kd", koala_kd_task());
   r.add("koala_experiment", koala_experiment_task());
+  r.add("generate_images", generate_images_task());
+  r.add("prepare_latents", prepare_latents_task());
   r.add("pipeline", planned("several tasks in order", "needs the tasks it would chain"));
   return r;
 }

@@ -19,6 +19,7 @@
 
 #include "concord/core/options.h"
 #include "concord/diffusion/latent_data.h"
+#include "concord/diffusion/unet.h"
 #include "concord/diffusion/unet_config.h"
 
 namespace concord::diffusion {
@@ -49,6 +50,10 @@ struct KoalaCallbacks {
   std::function<void(int64_t seed, const std::string& stage, const std::string& detail)> progress;
   /// Per-step metrics (with "seed" and "feature_map"), for the caller's metrics file.
   std::function<void(const nlohmann::json& record)> metrics;
+  /// Each student once evaluated, with its teacher (eval mode): for a caller that samples them.
+  std::function<void(int64_t seed, const std::string& feature_map, UNet2DCondition teacher,
+                     UNet2DCondition student)>
+      trained;
 };
 
 /// Runs the study in `work_dir` (the synthetic shards go there); returns results.json's object:
