@@ -230,7 +230,7 @@ TEST(BpeTokenizer, RejectsUnsupportedAndMalformedParts) {
 
   j = minimal_bpe();
   j["normalizer"] = json::parse(R"({"type": "Sequence", "normalizers": [
-      {"type": "Prepend", "prepend": "x"}, {"type": "NFC"}]})");
+      {"type": "Prepend", "prepend": "x"}, {"type": "BertNormalizer"}]})");
   expect_format_error(j, "normalizer.normalizers[1].type");
 
   j = minimal_bpe();
