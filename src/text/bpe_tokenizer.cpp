@@ -1522,6 +1522,20 @@ std::string BpeTokenizer::decode(const std::vector<TokenId>& ids, bool skip_spec
   m.decoder->apply(tokens);
   std::string out;
   for (const auto& t : tokens) out += t;
+  if (!m.end_of_word_suffix.empty()) {
+    // transformers' CLIPTokenizer wraps its ByteLevel decoder so: each "</w>" a space, trimmed.
+    std::string spaced;
+    for (size_t i = 0; i < out.size();) {
+      if (out.compare(i, m.end_of_word_suffix.size(), m.end_of_word_suffix) == 0) {
+        spaced += ' ';
+        i += m.end_of_word_suffix.size();
+      } else {
+        spaced += out[i++];
+      }
+    }
+    const size_t b = spaced.find_first_not_of(' '), e = spaced.find_last_not_of(' ');
+    out = b == std::string::npos ? std::string() : spaced.substr(b, e - b + 1);
+  }
   return out;
 }
 

@@ -78,6 +78,8 @@ TEST(ClipTokenizer, NormalizersMatchTokenizersOnHardCases) {
   EXPECT_EQ(tok->encode("caf\xC3\xA9"), tok->encode("cafe\xCC\x81"));
   EXPECT_EQ(tok->encode("\xC4\xB0"), tok->encode("i\xCC\x87"));
   EXPECT_EQ(tok->encode("A  Photo\t\nOF"), tok->encode("a photo of"));
+  // Decoding as transformers' CLIPTokenizer: "</w>" becomes a space, the ends trimmed.
+  EXPECT_EQ(tok->decode(tok->encode("A red  Fox!", true), true), "a red fox !");
 }
 
 TEST(ClipTokenizer, SlowFilesErrorsNameTheFile) {
