@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands.h"
+#include "concord/diffusion/clip_text_encoder.h"
 #include "concord/diffusion/unet_config.h"
 #include "concord/diffusion/vae_config.h"
 #include "concord/lm/model_config.h"
@@ -20,6 +21,11 @@ int cmd_params(const ParamsArgs& args) {
       }
     }
     std::printf("parameters: %lld\n", static_cast<long long>(diffusion::count_unet_parameters(unet)));
+    return 0;
+  }
+  if (diffusion::is_clip_text_config(args.model_config)) {
+    const auto clip = diffusion::load_clip_text_config(args.model_config);
+    std::printf("parameters: %lld\n", static_cast<long long>(diffusion::count_clip_text_parameters(clip)));
     return 0;
   }
   if (diffusion::is_vae_config(args.model_config)) {

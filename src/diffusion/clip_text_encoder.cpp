@@ -211,6 +211,20 @@ Json clip_text_config_to_json(const ClipTextConfig& c) {
   return j;
 }
 
+bool is_clip_text_config(const std::filesystem::path& path) {
+  const auto file = std::filesystem::is_directory(path) ? path / "config.json" : path;
+  if (!std::filesystem::is_regular_file(file)) return false;
+  const Json j = load_json_file(file);
+  if (!j.is_object()) return false;
+  if (j.value("model_type", std::string()) == "clip_text_model") return true;
+  if (auto it = j.find("architectures"); it != j.end() && it->is_array()) {
+    for (const auto& a : *it) {
+      if (a == "CLIPTextModel" || a == "CLIPTextModelWithProjection") return true;
+    }
+  }
+  return false;
+}
+
 int64_t count_clip_text_parameters(const ClipTextConfig& c) {
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 2 * (2 * d);

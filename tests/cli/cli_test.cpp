@@ -183,7 +183,10 @@ TEST(Cli, ParamsCountsExactly) {
   // diffusers U-Nets: SDXL's and the KOALA students'; SDXL's VAE (the counts diffusers 0.42 gives).
   for (const auto& [name, count] : std::vector<std::pair<std::string, std::string>>{
            {"sdxl-unet", "2567463684"}, {"koala-1b", "1161184324"}, {"koala-700m", "782822724"},
-           {"sdxl-vae", "83653863"}}) {
+           {"sdxl-vae", "83653863"},
+           // SDXL's text encoders (transformers 5.24 on the meta device): CLIP ViT-L/14's and
+           // OpenCLIP bigG's with its projection.
+           {"sdxl-text-encoder", "123060480"}, {"sdxl-text-encoder-2", "694659840"}}) {
     r = run_cli("params " + configs + name + ".json");
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("parameters: " + count + "\n"), std::string::npos) << name << r.output;

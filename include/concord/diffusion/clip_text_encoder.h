@@ -57,6 +57,10 @@ ClipTextConfig load_clip_text_config(const std::filesystem::path& path);
 Json clip_text_config_to_json(const ClipTextConfig& config);
 /// Exact parameter count of the model the config builds.
 int64_t count_clip_text_parameters(const ClipTextConfig& config);
+/// True when `path` (a file, or a folder's config.json) is a transformers CLIP text model's
+/// config (architectures CLIPTextModel / CLIPTextModelWithProjection, or model_type
+/// clip_text_model).
+bool is_clip_text_config(const std::filesystem::path& path);
 
 /// What one forward pass returns.
 struct ClipTextOutput {
