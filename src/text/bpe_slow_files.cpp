@@ -1,6 +1,7 @@
 // BpeTokenizer::from_slow_files: the tokenizer.json that transformers' converters
 // (convert_slow_tokenizer.py; CLIPTokenizer's own constructor in transformers 5) build from a
 // slow tokenizer's vocab.json and merges.txt, assembled here and parsed by the one BPE reader.
+#include <cstdint>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include "concord/core/config.h"
 #include "concord/core/error.h"
 #include "concord/text/bpe_tokenizer.h"
+#include "concord/text/utf8.h"
 
 namespace concord::text {
 
@@ -30,8 +32,19 @@ std::string token_content(const json& config, const char* key, const std::string
   fail_format(source, "key '", key, "' must be a string or an object with a \"content\" string");
 }
 
-// merges.txt: an optional "#version" line, then one "a b" pair a line (blank lines skipped).
-json read_merges(const std::filesystem::path& path) {
+// A boolean member of tokenizer_config.json (absent or null: `fallback`); `key` names it in errors.
+bool flag(const json& object, const char* member, bool fallback, const std::string& key,
+          const std::string& source) {
+  auto it = object.find(member);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) fail_format(source, "key '", key, "' must be true or false");
+  return it->get<bool>();
+}
+
+// merges.txt: an optional "#version" line, then one "a b" pair a line (blank lines skipped). Each
+// pair and its merge must be tokens of vocab.json; errors name merges.txt and the line (the
+// tokenizer.json reader would name vocab.json and an index that counts no blank lines).
+json read_merges(const std::filesystem::path& path, const json& vocab) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_io(path.string(), "cannot open");
   json merges = json::array();
@@ -39,12 +52,18 @@ json read_merges(const std::filesystem::path& path) {
   int64_t number = 0;
   while (std::getline(in, line)) {
     ++number;
+    const std::string where = path.string() + ":" + std::to_string(number);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || (number == 1 && line.rfind("#version", 0) == 0)) continue;
+    if (!utf8::is_valid(line)) fail_format(where, "not valid UTF-8");
     const size_t sp = line.find(' ');
     if (sp == std::string::npos || sp == 0 || sp + 1 == line.size() ||
         line.find(' ', sp + 1) != std::string::npos) {
-      fail_format(path.string(), ":", number, ": expected \"a b\" (two tokens and one space)");
+      fail_format(where, "expected \"a b\" (two tokens and one space)");
+    }
+    for (const std::string& token : {line.substr(0, sp), line.substr(sp + 1),
+                                     line.substr(0, sp) + line.substr(sp + 1)}) {
+      if (!vocab.contains(token)) fail_format(where, "token \"", token, "\" is not in vocab.json");
     }
     merges.push_back(line);
   }
@@ -80,6 +99,10 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
     const std::string eos = token_content(config, "eos_token", "<|endoftext|>", where);
     const std::string unk = token_content(config, "unk_token", "<|endoftext|>", where);
     const std::string pad = token_content(config, "pad_token", "<|endoftext|>", where);
+    for (const auto& [key, content] : {std::pair<const char*, const std::string&>{"bos_token", bos},
+                                       {"eos_token", eos}}) {
+      if (content.empty()) fail_format(where, "key '", key, "' is empty (CLIP's template needs it)");
+    }
     specials = {bos, eos, unk, pad};
     model["unk_token"] = unk;
     model["continuing_subword_prefix"] = "";
@@ -103,7 +126,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
     root["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
                        {"use_regex", true}};
   } else if (cls == "GPT2Tokenizer") {
-    const bool prefix = config.value("add_prefix_space", false);
+    const bool prefix = flag(config, "add_prefix_space", false, "add_prefix_space", where);
     specials = {token_content(config, "bos_token", "<|endoftext|>", where),
                 token_content(config, "eos_token", "<|endoftext|>", where),
                 token_content(config, "unk_token", "<|endoftext|>", where)};
@@ -127,8 +150,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
   // Special tokens: their vocabulary id, or the next free id when the vocabulary lacks them.
   int64_t next_id = 0;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) {
-      fail_format(vocab_path.string(), "token '", it.key(), "': expected an integer id");
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() > INT32_MAX) {
+      fail_format(vocab_path.string(), "token '", it.key(), "': expected an integer id >= 0");
     }
     next_id = std::max(next_id, it.value().get<int64_t>() + 1);
   }
@@ -143,7 +167,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
       auto it = config.find(key);
       if (it == config.end()) continue;
       if (it->is_object() && it->value("content", std::string()) == content) {
-        normalized = it->value("normalized", false);
+        normalized = flag(*it, "normalized", false, std::string(key) + ".normalized", where);
       } else if (it->is_string() && it->get<std::string>() == content) {
         normalized = false;
       }
@@ -178,8 +202,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
                               {"trim_offsets", false},
                               {"add_prefix_space", false}};
   }
+  model["merges"] = read_merges(merges_path, vocab);
   model["vocab"] = std::move(vocab);
-  model["merges"] = read_merges(merges_path);
   root["added_tokens"] = std::move(added);
   root["model"] = std::move(model);
   return from_json(root.dump(), (folder / "vocab.json").string(), config.dump());

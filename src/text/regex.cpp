@@ -57,8 +57,12 @@ struct Regex::Code {
 Regex::Regex(std::string_view pattern, std::string_view where) : pattern_(pattern) {
   int error = 0;
   PCRE2_SIZE offset = 0;
+  // \C (one code unit) is refused: a match could end inside a character, and the text handed on
+  // (a Replace normalizer's output, a Split piece) would no longer be the well-formed UTF-8 that
+  // find(), the normalizers and the BPE model rely on.
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+                                   PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &error, &offset,
+                                   nullptr);
   if (!code) {
     fail_format(std::string(where), "bad regular expression at offset ", offset, ": ",
                 pcre2_message(error));
