@@ -170,9 +170,13 @@ PrepareLatentsResult prepare_latents(const std::vector<ImageCaption>& inputs,
     for (const auto& b : state.at("bad")) result.bad.push_back({b.at("path"), b.at("reason")});
     result.resumed = next_chunk > 0;
   } else {
-    // A fresh run: shards of an earlier one would be read as part of this set.
+    // A fresh run into a folder that already holds shards would mix two sets (LatentShards reads
+    // every *.safetensors there): refused, nothing deleted.
     for (const auto& e : fs::directory_iterator(out)) {
-      if (e.path().extension() == ".safetensors") fs::remove(e.path());
+      if (e.path().extension() == ".safetensors") {
+        fail_config(out.string(), "already holds shards (", e.path().filename().string(),
+                    "); write into an empty folder, or resume the run that wrote them");
+      }
     }
   }
   auto save_state = [&](int64_t next) {
@@ -245,7 +249,8 @@ PrepareLatentsResult prepare_latents(const std::vector<ImageCaption>& inputs,
           {"latents", at::cat(latents).to(o.dtype)},
           {"encoder_hidden_states", at::cat(states).to(o.dtype)},
           {"text_embeds", at::cat(pooled).to(o.dtype)},
-          {"time_ids", at::stack(time_ids).to(o.dtype)}};
+          // Pixel counts: bf16 would round 1366 to 1368.
+          {"time_ids", at::stack(time_ids)}};
       char name[32];
       std::snprintf(name, sizeof(name), "shard-%05lld.safetensors", static_cast<long long>(c));
       io::save_safetensors(out / name, shard, {{"format", "pt"}});

@@ -136,8 +136,11 @@ at::Tensor SdxlPipeline::decode(const at::Tensor& latents) {
   const bool upcast = p.scalar_type() == at::kHalf && vae_->config.force_upcast;
   AutoencoderKL vae = vae_;
   if (upcast) {
-    vae = std::dynamic_pointer_cast<AutoencoderKLImpl>(vae_->clone());
-    vae->to(at::kFloat);
+    if (!vae_fp32_) {
+      vae_fp32_ = std::dynamic_pointer_cast<AutoencoderKLImpl>(vae_->clone());
+      vae_fp32_->to(at::kFloat);
+    }
+    vae = vae_fp32_;
   }
   const at::Tensor image = image_from_latents(vae, latents);
   return (image.to(at::kFloat) / 2 + 0.5).clamp(0, 1);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -49,6 +50,7 @@ struct GenerateImagesOptions {
   std::string dtype = "float32";
   bool save_latents = false;
   int64_t sheet_cell = 256;
+  int64_t sheet_max_images = 64;
 };
 
 const OptionsSchema<GenerateImagesOptions>& generate_images_schema() {
@@ -84,7 +86,11 @@ const OptionsSchema<GenerateImagesOptions>& generate_images_schema() {
         .field("device", &O::device, "cpu, cuda, cuda:N or auto")
         .field("dtype", &O::dtype, "weights' dtype", opt::one_of({"float32", "bfloat16", "float16"}))
         .field("save_latents", &O::save_latents, "also write latents.safetensors (final latents)")
-        .field("sheet_cell", &O::sheet_cell, "contact-sheet cell size in pixels", opt::at_least(32));
+        .field("sheet_cell", &O::sheet_cell, "contact-sheet cell size in pixels", opt::at_least(32),
+               opt::at_most(1024))
+        .field("sheet_max_images", &O::sheet_max_images,
+               "the contact sheet shows the first this many images (0: all; the sheet holds "
+               "each image decoded in memory)", opt::at_least(0));
     return s;
   }();
   return schema;
@@ -108,11 +114,43 @@ std::vector<std::string> read_prompts(const GenerateImagesOptions& o) {
   return prompts;
 }
 
+// What a resumed run must share with the run that wrote the images it keeps.
+Json generation_settings(const GenerateImagesOptions& o, const std::vector<std::string>& prompts,
+                         uint64_t seed) {
+  Json j = generate_images_schema().to_json(o);
+  for (const char* transient : {"batch_size", "device", "save_latents", "sheet_cell",
+                                "sheet_max_images", "prompts_file"}) {
+    j.erase(transient);
+  }
+  j["prompts"] = prompts;
+  j["seed"] = seed;
+  return j;
+}
+
 void run_generate_images(const Json& config, RunDirectory& dir, Report& report) {
   const GenerateImagesOptions o = generate_images_schema().read(config);
   const std::vector<std::string> prompts = read_prompts(o);
+  const c10::Device device = select_device(o.device);
+  if (o.dtype == "float16" && device.is_cpu()) {
+    fail_config("generate_images task", "dtype float16 needs a CUDA device (LibTorch's CPU "
+                                        "kernels lack it); use float32 or bfloat16 on the CPU");
+  }
+  const uint64_t seed = config["seed"].get<uint64_t>();
+  const Json settings = generation_settings(o, prompts, seed);
+  const fs::path settings_file = dir.file("generation.json");
+  if (dir.resuming() && fs::exists(settings_file)) {
+    const Json before = load_json_file(settings_file);
+    for (const auto& [key, value] : settings.items()) {
+      if (!before.contains(key) || before[key] != value) {
+        fail_config(settings_file.string(), "key '", key, "' differs from the run being resumed (",
+                    before.contains(key) ? before[key].dump() : "absent", " there, ", value.dump(),
+                    " now): its images would be listed under other settings; use a new folder");
+      }
+    }
+  }
+  write_file_atomic(settings_file, settings.dump(2) + "\n");
   diffusion::SdxlLoadOptions lo;
-  lo.components.device = select_device(o.device);
+  lo.components.device = device;
   lo.components.dtype = dtype_named(o.dtype);
   lo.unet = o.unet;
   diffusion::SdxlPipeline pipe = diffusion::SdxlPipeline::load(o.pipeline, lo);
@@ -125,7 +163,6 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
   if (o.negative_prompt) g.negative_prompt = std::vector<std::string>{*o.negative_prompt};
   g.clip_skip = o.clip_skip;
   g.timestep_spacing = o.timestep_spacing;
-  const uint64_t seed = config["seed"].get<uint64_t>();
 
   // Image k (prompt k / images_per_prompt) starts from the noise of seed + k: batching and
   // resuming do not change a picture.
@@ -161,6 +198,7 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
       batch_prompts.push_back(job.prompt);
       noise.push_back(pipe.initial_noise(1, g.height, g.width, seed + static_cast<uint64_t>(job.index)));
     }
+    const auto started = std::chrono::steady_clock::now();
     const auto out = pipe.generate(batch_prompts, g, at::cat(noise), true, [&](int64_t i, int64_t n) {
       if (i == n || i % 10 == 0) spdlog::info("images {}-{}: step {}/{}", batch.front().index, batch.back().index, i, n);
     });
@@ -170,6 +208,10 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
       if (o.save_latents) latents["image_" + std::to_string(batch[i].index)] = out.latents[static_cast<int64_t>(i)];
     }
     done += static_cast<int64_t>(batch.size());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    dir.metrics().log(done, {{"images", static_cast<double>(done)},
+                             {"seconds_per_image", seconds / static_cast<double>(batch.size())}});
   }
   if (o.save_latents) io::save_safetensors(dir.file("latents.safetensors"), latents);
 
@@ -180,8 +222,10 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
   std::vector<std::vector<std::string>> rows;
   for (const auto& job : jobs) {
     const std::string file = png_of(job.index);
-    sheet_images.push_back(io::read_image(images_dir / file));
-    captions.push_back(job.prompt);
+    if (o.sheet_max_images == 0 || job.index < o.sheet_max_images) {
+      sheet_images.push_back(io::read_image(images_dir / file));
+      captions.push_back(job.prompt);
+    }
     index.push_back({{"image", "images/" + file}, {"prompt", job.prompt},
                      {"seed", seed + static_cast<uint64_t>(job.index)}});
     rows.push_back({"[" + file + "](images/" + file + ")", job.prompt,
@@ -192,7 +236,8 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
   write_file_atomic(dir.file("images.jsonl"), jsonl);
   io::ContactSheetOptions so;
   so.cell_width = so.cell_height = o.sheet_cell;
-  so.title = "generate_images: " + std::to_string(jobs.size()) + " images, " +
+  so.title = "generate_images: " + std::to_string(sheet_images.size()) + " of " +
+             std::to_string(jobs.size()) + " images, " +
              std::to_string(o.steps) + " steps, guidance " + fixed(o.guidance_scale, 1);
   io::write_contact_sheet(dir.file("contact_sheet.png"), sheet_images, captions, so);
 
@@ -266,10 +311,12 @@ void run_prepare_latents(const Json& config, RunDirectory& dir, Report& report) 
   const auto text = diffusion::SdxlTextEncoders::load(o.pipeline, lo);
   const auto vae = diffusion::load_vae(fs::path(o.pipeline) / "vae", lo);
   const fs::path out = o.output.empty() ? dir.file("latents") : fs::path(o.output);
-  const auto r = diffusion::prepare_latents(inputs, text, vae, out, o.prepare, dir.resuming(),
-                                            [](int64_t done, int64_t total) {
-                                              spdlog::info("prepare_latents: shard {}/{}", done, total);
-                                            });
+  const auto r = diffusion::prepare_latents(
+      inputs, text, vae, out, o.prepare, dir.resuming(), [&](int64_t done, int64_t total) {
+        spdlog::info("prepare_latents: shard {}/{}", done, total);
+        dir.metrics().log(done, {{"chunks_done", static_cast<double>(done)},
+                                 {"chunks", static_cast<double>(total)}});
+      });
   std::vector<std::vector<std::string>> bad;
   for (const auto& b : r.bad) bad.push_back({"`" + b.path + "`", b.reason});
   report.heading("Latent shards").table(

@@ -146,9 +146,18 @@ TEST(PrepareLatents, AResumedRunWritesTheSameShardsAsAnUninterruptedOne) {
     if (e.path().extension() != ".safetensors") continue;
     EXPECT_EQ(read_file(e.path()), read_file(tmp / "cut" / e.path().filename())) << e.path();
   }
-  // Other options over the same folder: refused, not mixed.
+  // Other options over the same folder: refused, not mixed; a fresh run into it too.
   o.resolution = 16;
   EXPECT_THROW(diffusion::prepare_latents(inputs, text, vae, tmp / "cut", o, true), ConfigError);
+  EXPECT_THROW(diffusion::prepare_latents(inputs, text, vae, tmp / "cut", o, false), ConfigError);
+  EXPECT_TRUE(fs::exists(tmp / "cut" / "shard-00000.safetensors"));  // nothing deleted
+  // bf16 latents and states; the time ids keep their pixel counts in fp32.
+  o.resolution = 32;
+  o.dtype = at::kBFloat16;
+  diffusion::prepare_latents(inputs, text, vae, tmp / "bf16", o);
+  const auto shard = io::load_safetensors(tmp / "bf16" / "shard-00000.safetensors");
+  EXPECT_EQ(shard.at("latents").scalar_type(), at::kBFloat16);
+  EXPECT_EQ(shard.at("time_ids").scalar_type(), at::kFloat);
 }
 
 TEST(PrepareLatents, CaptionErrorsNameTheLine) {

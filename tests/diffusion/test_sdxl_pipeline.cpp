@@ -170,6 +170,7 @@ diffusion::SdxlGenerateOptions options_of(const Json& c) {
   o.width = c.at("width").get<int64_t>();
   o.num_inference_steps = c.at("num_inference_steps").get<int64_t>();
   o.guidance_scale = c.at("guidance_scale").get<double>();
+  o.guidance_rescale = c.at("guidance_rescale").get<double>();
   if (!c.at("negative_prompt").is_null()) {
     o.negative_prompt = std::vector<std::string>{c.at("negative_prompt").get<std::string>()};
   }
@@ -184,6 +185,7 @@ TEST(SdxlPipeline, EveryCaseMatchesStableDiffusionXLPipeline) {
   auto ref = io::load_safetensors(fixture("diffusion") / "sdxl_pipeline_reference.safetensors");
   auto pipe = diffusion::SdxlPipeline::load(pipeline_dir());
   EXPECT_EQ(pipe.vae_scale_factor(), 2);
+  ASSERT_EQ(cases.size(), 5u);  // cfg, zeros, nocfg, trailing, rescale
   for (const auto& [name, c] : cases.items()) {
     SCOPED_TRACE(name);
     const auto prompts = c.at("prompt").get<std::vector<std::string>>();

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/config.h"
+#include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/diffusion/sdxl_pipeline.h"
 #include "concord/io/image.h"
@@ -56,6 +57,10 @@ TEST(SdxlTasks, GenerateImagesWritesThePipelinesImagesWhateverTheBatching) {
   concord::io::write_png(one / "images" / "00001.png", planted);
   run_task(generate_config(2), {}, one.string(), /*resume=*/true);
   EXPECT_EQ(concord::io::read_image(one / "images" / "00001.png").pixels, planted.pixels);
+  // Resuming with other settings would list old pictures under new ones: refused.
+  EXPECT_THROW(run_task(generate_config(2), {"images_per_prompt=3"}, one.string(), true),
+               concord::ConfigError);
+  EXPECT_FALSE(concord::read_file(one / "metrics.jsonl").empty());
 }
 
 TEST(SdxlTasks, PrepareLatentsFeedsKoalaKd) {

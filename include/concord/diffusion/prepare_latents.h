@@ -77,7 +77,9 @@ struct PrepareLatentsResult {
 };
 
 /// Writes shard-00000.safetensors, ... and state.json into `out`. With `resume`, chunks that
-/// state.json marks done (with the same inputs and options) are kept, not recomputed.
+/// state.json marks done (with the same inputs and options) are kept, not recomputed; without
+/// it, a folder that already holds *.safetensors is a ConfigError (nothing is deleted).
+/// time_ids are stored in fp32 whatever `dtype` says (pixel counts do not survive bf16).
 /// `progress(done, total)` is called after each chunk.
 PrepareLatentsResult prepare_latents(const std::vector<ImageCaption>& inputs,
                                      const SdxlTextEncoders& text, AutoencoderKL vae,

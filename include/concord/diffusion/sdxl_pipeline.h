@@ -109,6 +109,7 @@ class SdxlPipeline {
   SdxlTextEncoders text_;
   UNet2DCondition unet_{nullptr};
   AutoencoderKL vae_{nullptr};
+  AutoencoderKL vae_fp32_{nullptr};  ///< an fp16 VAE's upcast copy, made on first decode
   EulerOptions scheduler_;
   bool force_zeros_ = true;
 };
