@@ -153,6 +153,13 @@ void ClipTextConfig::validate(const std::string& source) const {
     fail_config(source, "key 'hidden_act': '", hidden_act, "' is not supported (quick_gelu, gelu)");
   }
   CONCORD_CHECK(projection_dim >= 0, source, ": projection_dim must be >= 0");
+  // Sizes (config_fields.h): the parameter count stays inside int64, absurd sizes are refused.
+  cf::check_range(source, "vocab_size", vocab_size, 1, cf::kMaxVocab);
+  cf::check_range(source, "hidden_size", hidden_size, 1, cf::kMaxWidth);
+  cf::check_range(source, "intermediate_size", intermediate_size, 1, 4 * cf::kMaxWidth);
+  cf::check_range(source, "num_hidden_layers", num_hidden_layers, 1, cf::kMaxDepth);
+  cf::check_range(source, "max_position_embeddings", max_position_embeddings, 1, cf::kMaxWidth);
+  cf::check_range(source, "projection_dim", projection_dim, 0, cf::kMaxWidth);
 }
 
 ClipTextConfig clip_text_config_from_json(const Json& j, const std::string& source) {

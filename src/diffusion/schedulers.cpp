@@ -1,6 +1,8 @@
 #include "concord/diffusion/schedulers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "concord/core/error.h"
 #include "config_fields.h"
@@ -76,10 +78,13 @@ EulerSampler::EulerSampler(EulerOptions options, int64_t n) : options_(std::move
   const at::Tensor all = ((1.0 - ac) / ac).sqrt();  // sigma_t, t = 0 .. T-1
   std::vector<double> sig;
   for (double t : ts) {
-    // Linear interpolation at t (integer timesteps hit the table exactly).
-    const auto lo = static_cast<int64_t>(std::floor(t));
+    // Linear interpolation at t (integer timesteps hit the table exactly), holding the ends
+    // beyond the table as diffusers' np.interp does: "leading" with steps_offset 1 and n = T
+    // asks for t = T.
+    const double tc = std::clamp(t, 0.0, static_cast<double>(T - 1));
+    const auto lo = static_cast<int64_t>(std::floor(tc));
     const int64_t hi = std::min<int64_t>(lo + 1, T - 1);
-    const double w = t - static_cast<double>(lo);
+    const double w = tc - static_cast<double>(lo);
     sig.push_back((1 - w) * all[lo].item<double>() + w * all[hi].item<double>());
   }
   sig.push_back(0.0);
@@ -132,8 +137,17 @@ EulerOptions euler_options_from_json(const Json& j, const std::string& source) {
   DdpmOptions& d = o.training;
   // Absent keys take EulerDiscreteScheduler's defaults, not SDXL's values.
   d.num_train_timesteps = cf::value_or<int64_t>(j, "num_train_timesteps", 1000, source);
+  // The schedule is a [T] table: bounded, so a config cannot ask for 10^12 entries.
+  cf::check_range(source, "num_train_timesteps", d.num_train_timesteps, 2, int64_t{1} << 20);
   d.beta_start = cf::value_or<double>(j, "beta_start", 0.0001, source);
   d.beta_end = cf::value_or<double>(j, "beta_end", 0.02, source);
+  for (const auto& [key, beta] : {std::pair<const char*, double>{"beta_start", d.beta_start},
+                                  {"beta_end", d.beta_end}}) {
+    // Outside [0, 1) alpha_bar is not a product of probabilities: NaN sigmas, black images.
+    if (!(beta >= 0.0 && beta < 1.0)) {
+      fail_config(source, "key '", key, "' is ", beta, ", expected a number in [0, 1)");
+    }
+  }
   d.beta_schedule = cf::value_or<std::string>(j, "beta_schedule", "linear", source);
   if (d.beta_schedule != "scaled_linear" && d.beta_schedule != "linear") {
     fail_config(source, "key 'beta_schedule': '", d.beta_schedule,
@@ -151,6 +165,7 @@ EulerOptions euler_options_from_json(const Json& j, const std::string& source) {
                 "' is not supported (leading, trailing, linspace)");
   }
   o.steps_offset = cf::value_or<int64_t>(j, "steps_offset", 0, source);
+  cf::check_range(source, "steps_offset", o.steps_offset, 0, d.num_train_timesteps - 1);
   cf::require_default(j, "interpolation_type", "linear", source);
   cf::require_default(j, "use_karras_sigmas", false, source);
   cf::require_default(j, "use_exponential_sigmas", false, source);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "concord/core/error.h"
+#include "config_fields.h"
 
 namespace concord::diffusion {
 
@@ -71,6 +72,29 @@ void UNetConfig::validate(const std::string& source) const {
   if (!mid_block_type.empty() && mid_block_type != "UNetMidBlock2DCrossAttn") {
     fail_config(source, "key 'mid_block_type': '", mid_block_type,
                 "' is not supported (UNetMidBlock2DCrossAttn or null)");
+  }
+  // Sizes first (config_fields.h): no count below overflows and norm_num_groups divides.
+  namespace cf = config_fields;
+  if (n > cf::kMaxBlocks) {
+    fail_config(source, "key 'block_out_channels' has ", n, " blocks, at most ", cf::kMaxBlocks);
+  }
+  cf::check_range(source, "norm_num_groups", norm_num_groups, 1, cf::kMaxWidth);
+  cf::check_range(source, "in_channels", in_channels, 1, cf::kMaxWidth);
+  cf::check_range(source, "out_channels", out_channels, 1, cf::kMaxWidth);
+  cf::check_range(source, "sample_size", sample_size, 1, cf::kMaxWidth);
+  cf::check_range(source, "cross_attention_dim", cross_attention_dim, 1, cf::kMaxWidth);
+  if (addition_embed_type == "text_time") {
+    cf::check_range(source, "addition_time_embed_dim", addition_time_embed_dim, 1, cf::kMaxWidth);
+    cf::check_range(source, "projection_class_embeddings_input_dim",
+                    projection_class_embeddings_input_dim, 1, cf::kMaxWidth);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    cf::check_range(source, "block_out_channels", block_out_channels[i], 1, cf::kMaxWidth);
+    cf::check_range(source, "layers_per_block", layers_per_block[i], 1, cf::kMaxDepth);
+    cf::check_range(source, "transformer_layers_per_block", transformer_layers_per_block[i], 0,
+                    cf::kMaxDepth);
+    cf::check_range(source, "reverse_transformer_layers_per_block",
+                    reverse_transformer_layers_per_block[i], 0, cf::kMaxDepth);
   }
   for (size_t i = 0; i < n; ++i) {
     CONCORD_CHECK(block_out_channels[i] > 0 && block_out_channels[i] % norm_num_groups == 0,

@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "concord/core/error.h"
+#include "config_fields.h"
 
 namespace concord::diffusion {
 
@@ -70,17 +71,25 @@ void AutoencoderKLConfig::validate(const std::string& source) const {
   }
   if (act_fn != "silu") fail_config(source, "key 'act_fn': '", act_fn, "' is not supported (silu)");
   if (norm_num_groups < 1) fail_config(source, "key 'norm_num_groups' must be >= 1");
+  // Sizes (config_fields.h): no count below overflows, and downsampling_factor() shifts by < 8.
+  namespace cf = config_fields;
+  if (n > cf::kMaxBlocks) {
+    fail_config(source, "key 'block_out_channels' has ", n, " blocks, at most ", cf::kMaxBlocks);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    cf::check_range(source, "block_out_channels", block_out_channels[i], 1, cf::kMaxWidth);
+  }
+  cf::check_range(source, "layers_per_block", layers_per_block, 1, cf::kMaxDepth);
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"in_channels", in_channels},
+                                   {"out_channels", out_channels},
+                                   {"latent_channels", latent_channels}}) {
+    cf::check_range(source, key, value, 1, cf::kMaxWidth);
+  }
   for (size_t i = 0; i < n; ++i) {
     if (block_out_channels[i] < 1 || block_out_channels[i] % norm_num_groups != 0) {
       fail_config(source, "key 'block_out_channels': entry ", i, " (", block_out_channels[i],
                   ") is not a positive multiple of norm_num_groups ", norm_num_groups);
     }
-  }
-  if (layers_per_block < 1) fail_config(source, "key 'layers_per_block' must be >= 1");
-  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"in_channels", in_channels},
-                                   {"out_channels", out_channels},
-                                   {"latent_channels", latent_channels}}) {
-    if (value < 1) fail_config(source, "key '", key, "' must be >= 1");
   }
   if (!(scaling_factor > 0)) fail_config(source, "key 'scaling_factor' must be positive");
   for (const auto& [key, values] : {std::pair<const char*, const std::optional<std::vector<double>>*>{
