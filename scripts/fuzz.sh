@@ -27,7 +27,9 @@ for t in "${targets[@]}"; do
   [[ -f "$root/fuzz/${t#fuzz_}.dict" ]] && dict=(-dict="$root/fuzz/${t#fuzz_}.dict")
   echo "=== $t: ${seconds}s ==="
   # New corpus entries go to a scratch folder: the committed seeds stay small and reviewed.
-  if ! ASAN_OPTIONS=detect_leaks=1 "$build/fuzz/$t" -max_total_time="$seconds" -rss_limit_mb=2048 \
+  # UBSan reports (a signed overflow, a division by zero) stop the run and leave a crash file.
+  if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}" \
+      "$build/fuzz/$t" -max_total_time="$seconds" -rss_limit_mb=2048 \
       -timeout=10 -artifact_prefix="$crashes/" -print_final_stats=1 "${dict[@]}" "$work" "$corpus" 2>&1 |
       grep -E "^#[0-9]+.*DONE|ERROR|SUMMARY|stat::number_of_executed_units|Done [0-9]+ runs"; then
     :
