@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 
 #include "concord/core/config.h"
 #include "concord/core/error.h"
@@ -64,13 +65,23 @@ void accept_or_reject(const std::string& source, Fn&& fn) {
   }
 }
 
-const fs::path& scratch() {
-  static const fs::path dir = [] {
+// The process's scratch folder, removed when it exits normally (a crash leaves it for a look).
+struct Scratch {
+  fs::path dir;
+  Scratch() {
     std::string tmpl = (fs::temp_directory_path() / "fuzz_diffusion_config.XXXXXX").string();
     if (!mkdtemp(tmpl.data())) std::abort();
-    return fs::path(tmpl);
-  }();
-  return dir;
+    dir = tmpl;
+  }
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+const fs::path& scratch() {
+  static const Scratch s;
+  return s.dir;
 }
 
 void configs(const concord::Json& j) {

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 #include <string_view>
 #include <vector>
 
@@ -30,13 +31,23 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path& scratch() {
-  static const fs::path dir = [] {
+// The process's scratch folder, removed when it exits normally (a crash leaves it for a look).
+struct Scratch {
+  fs::path dir;
+  Scratch() {
     std::string tmpl = (fs::temp_directory_path() / "fuzz_slow_tokenizer.XXXXXX").string();
     if (!mkdtemp(tmpl.data())) std::abort();
-    return fs::path(tmpl);
-  }();
-  return dir;
+    dir = tmpl;
+  }
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+const fs::path& scratch() {
+  static const Scratch s;
+  return s.dir;
 }
 
 void write(const fs::path& path, std::string_view bytes) {
