@@ -24,26 +24,10 @@ std::vector<int64_t> int_or_list(const Json& j, const char* key, size_t n, const
   return out;
 }
 
-template <typename T>
-T value_or(const Json& j, const char* key, T fallback, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const std::exception&) {
-    fail_config(source, "key '", key, "' has the wrong type (", it->type_name(), ")");
-  }
-}
-
-// A key whose other values Concord does not implement must be absent, null or this value.
-void require_default(const Json& j, const char* key, const Json& allowed, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null() || *it == allowed) return;
-  fail_config(source, "key '", key, "': ", it->dump(), " is not supported (Concord implements ",
-              allowed.dump(), ")");
-}
-
 }  // namespace
+
+using config_fields::require_default;
+using config_fields::value_or;
 
 void UNetConfig::validate(const std::string& source) const {
   const size_t n = block_out_channels.size();

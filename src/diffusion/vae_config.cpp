@@ -9,17 +9,6 @@ namespace concord::diffusion {
 
 namespace {
 
-template <typename T>
-T value_or(const Json& j, const char* key, T fallback, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const std::exception&) {
-    fail_config(source, "key '", key, "' has the wrong type (", it->type_name(), ")");
-  }
-}
-
 // null, or a list of numbers.
 std::optional<std::vector<double>> optional_numbers(const Json& j, const char* key,
                                                     const std::string& source) {
@@ -48,6 +37,8 @@ std::vector<T> list_of(const Json& j, const char* key, std::vector<T> fallback,
 }
 
 }  // namespace
+
+using config_fields::value_or;
 
 void AutoencoderKLConfig::validate(const std::string& source) const {
   const size_t n = block_out_channels.size();
