@@ -1,5 +1,6 @@
 #include "ablation_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -15,14 +16,20 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
   for (const auto& r : results) all.push_back(r.to_json());
   write_file_atomic(dir.file("results.json"), all.dump(2) + "\n");
 
-  std::vector<std::vector<std::string>> rows;
+  std::vector<std::vector<std::string>> rows, latency_rows;
   std::vector<std::string> labels;
   std::vector<double> means, stds;
   for (const auto& r : results) {
     rows.push_back({r.name, std::to_string(r.parameters), std::to_string(r.intermediate_size),
                     fixed(r.eval_loss_mean, 4) + " ± " + fixed(r.eval_loss_std, 4),
-                    std::to_string(r.eval_loss.size()), fixed(r.latency_ms, 2),
-                    fixed(r.latency_ratio, 3)});
+                    std::to_string(r.eval_loss.size())});
+    const auto [lo, hi] = std::minmax_element(r.latency_round_ratios.begin(), r.latency_round_ratios.end());
+    std::string per_round;
+    for (double x : r.latency_round_ratios) per_round += (per_round.empty() ? "" : ", ") + fixed(x, 3);
+    const double flop_ratio = r.forward_gflops / results.front().forward_gflops;
+    latency_rows.push_back({r.name, fixed(r.latency_ms, 2), fixed(r.latency_ratio, 3),
+                            r.latency_round_ratios.empty() ? "" : fixed(*lo, 3) + " - " + fixed(*hi, 3),
+                            per_round, fixed(r.forward_gflops, 3), fixed(flop_ratio, 3)});
     labels.push_back(r.name);
     means.push_back(r.eval_loss_mean);
     stds.push_back(r.eval_loss_std);
@@ -32,10 +39,21 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
                             {"eval/loss_std", r.eval_loss_std},
                             {"latency/ratio", r.latency_ratio}});
   }
-  report.heading("Validation loss, size and latency")
-      .table({"variant", "parameters", "FFN width", "validation loss (mean ± sd)", "seeds",
-              "forward ms", "latency vs " + results.front().name},
-             rows);
+  report.heading("Validation loss and size")
+      .table({"variant", "parameters", "FFN width", "validation loss (mean ± sd)", "seeds"}, rows);
+  const auto& first = results.front();
+  report.heading("Forward latency")
+      .paragraph("Each variant's first-seed model, timed after all training in one process on a "
+                 "fresh copy of its weights: " + std::to_string(first.latency_round_ms.size()) +
+                 " rounds, the variants' order alternating each round, each round the median of "
+                 "the timed forwards after 3 warm-ups; " + std::to_string(first.latency_threads) +
+                 " intra-op thread(s). The figure is the median over rounds; the range is the "
+                 "rounds' spread. GFLOPs are estimated from the config (train::forward_flops): "
+                 "the variants have equal parameter counts, so their matrix work is nearly equal "
+                 "and a plausible latency ratio sits near the FLOP ratio.")
+      .table({"variant", "forward ms", "vs " + first.name, "range over rounds", "per round",
+              "GFLOPs", "FLOPs vs " + first.name},
+             latency_rows);
   plot_bars(dir.chart("validation_loss.png"),
             {"validation loss (mean ± sd over seeds)", "", "mean token loss (nats)"}, labels,
             means, stds);

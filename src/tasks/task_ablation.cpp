@@ -37,6 +37,7 @@ struct AblationTaskOptions {
   int64_t diversity_sequences = 32;
   int64_t latency_batch = 4;
   int64_t latency_repeats = 20;
+  int64_t latency_rounds = 5;
   AblationCorpus data;
   train::TrainerOptions train;
 };
@@ -70,7 +71,10 @@ const OptionsSchema<AblationTaskOptions>& ablation_options_schema() {
         .field("latency_batch", &AblationTaskOptions::latency_batch,
                "rows of the timed forward pass", opt::at_least(1))
         .field("latency_repeats", &AblationTaskOptions::latency_repeats,
-               "timed forward passes (median)", opt::at_least(1))
+               "timed forward passes a round per variant (median)", opt::at_least(1))
+        .field("latency_rounds", &AblationTaskOptions::latency_rounds,
+               "interleaved rounds (order alternating, fresh weight copies; median and range "
+               "reported)", opt::at_least(1))
         .section("data", &AblationTaskOptions::data, corpus, "the corpus")
         .section("train", &AblationTaskOptions::train, train::trainer_options_schema(),
                  "optimisation, the same for every run");
@@ -123,6 +127,7 @@ Task pangu_ablation_task() {
     o.diversity_sequences = ao.diversity_sequences;
     o.latency_batch = ao.latency_batch;
     o.latency_repeats = ao.latency_repeats;
+    o.latency_rounds = ao.latency_rounds;
     const auto results = train::run_ablation(variants, train_set, eval_set, o,
                                              [](const std::string& v, uint64_t seed) {
                                                spdlog::info("ablation: {} seed {}", v, seed);

@@ -54,11 +54,60 @@ double forward_latency_ms(lm::CausalLM model, const at::Tensor& ids, int64_t rep
     (void)model->forward(ids);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
-  model->train();
   return median(ms);
 }
 
+// The latency comparison: each round times every variant on a fresh copy of its weights (no
+// allocator or cache state from training or the previous round), alternating the order so drift
+// and warm-up favour no one.
+void time_variants(std::vector<VariantResult>& results, const std::vector<lm::CausalLM>& models,
+                   const at::Tensor& ids, const AblationOptions& options) {
+  const size_t n = models.size();
+  const int64_t rounds = std::max<int64_t>(1, options.latency_rounds);
+  for (int64_t round = 0; round < rounds; ++round) {
+    std::vector<size_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = round % 2 == 0 ? i : n - 1 - i;
+    for (size_t i : order) {
+      lm::CausalLM copy(std::dynamic_pointer_cast<lm::CausalLMImpl>(models[i]->clone()));
+      results[i].latency_round_ms.push_back(forward_latency_ms(copy, ids, options.latency_repeats));
+    }
+  }
+  for (auto& r : results) {
+    r.latency_ms = median(r.latency_round_ms);
+    r.latency_threads = at::get_num_threads();
+  }
+  for (auto& r : results) {
+    r.latency_ratio = r.latency_ms / results.front().latency_ms;
+    for (size_t k = 0; k < r.latency_round_ms.size(); ++k) {
+      r.latency_round_ratios.push_back(r.latency_round_ms[k] / results.front().latency_round_ms[k]);
+    }
+  }
+}
+
 }  // namespace
+
+double forward_flops(const lm::ModelConfig& c, int64_t rows, int64_t T) {
+  const double tokens = static_cast<double>(rows) * static_cast<double>(T);
+  const double d = static_cast<double>(c.hidden_size);
+  const double f = static_cast<double>(c.intermediate_size);
+  const double q = static_cast<double>(c.num_heads * c.head_dim);
+  const double kv = static_cast<double>(c.num_kv_heads * c.head_dim);
+  double per_token = d * q + 2 * d * kv + q * d;      // q, k, v, o projections
+  per_token += (c.gated_mlp ? 3 : 2) * d * f;         // FFN
+  if (c.shortcut_paths > 0) {
+    const double r = std::max<double>(1, std::ceil(d / static_cast<double>(c.shortcut_reduction)));
+    per_token += static_cast<double>(c.shortcut_paths) * 2 * d * r;
+  }
+  double flops = 2 * tokens * per_token * static_cast<double>(c.num_layers);
+  flops += 2 * tokens * d * static_cast<double>(c.vocab_size);  // LM head
+  // Scores and weighted sum over the whole T x T square, per layer.
+  flops += 4 * static_cast<double>(rows) * static_cast<double>(T) * static_cast<double>(T) * q *
+           static_cast<double>(c.num_layers);
+  if (c.siaf_terms > 0) {
+    flops += 6 * static_cast<double>(c.siaf_terms) * tokens * f * static_cast<double>(c.num_layers);
+  }
+  return flops;
+}
 
 std::vector<AblationVariant> pangu_ablation_variants(const lm::ModelConfig& pangu,
                                                      const std::vector<std::string>& names) {
@@ -104,7 +153,11 @@ nlohmann::json VariantResult::to_json() const {
           {"eval_loss_std", eval_loss_std},
           {"relative_diversity", relative_diversity},
           {"latency_ms", latency_ms},
+          {"latency_round_ms", latency_round_ms},
           {"latency_ratio", latency_ratio},
+          {"latency_round_ratios", latency_round_ratios},
+          {"latency_threads", latency_threads},
+          {"forward_gflops", forward_gflops},
           {"train_loss", curves}};
 }
 
@@ -127,9 +180,11 @@ std::vector<VariantResult> run_ablation(
   for (int64_t i = 0; i < lat_rows; ++i) lat_index[static_cast<size_t>(i)] = i;
   const at::Tensor latency_ids = eval.get_batch(lat_index).input_ids;
 
+  std::vector<lm::CausalLM> timed;  // each variant's seed-1 model
   for (const auto& variant : variants) {
     VariantResult r;
     r.name = variant.name;
+    r.forward_gflops = forward_flops(variant.config, latency_ids.size(0), latency_ids.size(1)) / 1e9;
     r.parameters = lm::count_parameters(variant.config);
     r.intermediate_size = variant.config.intermediate_size;
     std::vector<std::vector<double>> diversity;
@@ -157,7 +212,7 @@ std::vector<VariantResult> run_ablation(
       dopt.batch_size = options.batch_size;
       diversity.push_back(lm::layer_diversity(model, diversity_seqs, dopt).relative);
       if (s == 0) {
-        r.latency_ms = forward_latency_ms(model, latency_ids, options.latency_repeats);
+        timed.push_back(model);
         if (!options.save_models_to.empty()) {
           lm::save_pretrained(model, options.save_models_to / variant.name);
         }
@@ -175,7 +230,7 @@ std::vector<VariantResult> run_ablation(
     }
     results.push_back(std::move(r));
   }
-  for (auto& r : results) r.latency_ratio = r.latency_ms / results.front().latency_ms;
+  time_variants(results, timed, latency_ids, options);
   return results;
 }
 

@@ -395,6 +395,28 @@ TEST(Ablation, VariantsHaveEqualSizeAndTheRightParts) {
   EXPECT_THROW(pangu_ablation_variants(pangu, {"wide"}), concord::Error);
 }
 
+// The FLOP estimate behind the latency table: for a Llama config, 2 FLOPs per weight of every
+// matrix but the embedding table (the exact parameter count less the table and the RMSNorm
+// scales) per token, plus the T x T attention; the SIAF adds its series per FFN activation.
+TEST(Ablation, ForwardFlopsCountEveryMatrixAndTheSiafSeries) {
+  const auto variants = pangu_ablation_variants(tiny("pangu_pi"), {"vanilla", "siaf", "siaf+as"});
+  const auto& v = variants[0].config;
+  const int64_t T = 16;
+  const double d = v.hidden_size, L = v.num_layers;
+  const double matrices = static_cast<double>(concord::lm::count_parameters(v)) -
+                          v.vocab_size * d - (2 * L + 1) * d;
+  const double attention = 4.0 * T * T * v.num_heads * v.head_dim * L;
+  EXPECT_DOUBLE_EQ(forward_flops(v, 1, T), 2.0 * T * matrices + attention);
+  EXPECT_DOUBLE_EQ(forward_flops(v, 3, T), 3 * forward_flops(v, 1, T));
+  // The SIAF variant's extra work over a vanilla model of its own width is its series.
+  auto same_width = variants[1].config;
+  same_width.siaf_terms = 0;
+  EXPECT_DOUBLE_EQ(forward_flops(variants[1].config, 1, T) - forward_flops(same_width, 1, T),
+                   6.0 * variants[1].config.siaf_terms * T * variants[1].config.intermediate_size * L);
+  // Equal parameter counts: the variants' FLOPs are within a few percent of each other.
+  EXPECT_NEAR(forward_flops(variants[2].config, 1, T) / forward_flops(v, 1, T), 1.0, 0.1);
+}
+
 namespace {
 
 // A distillation-shaped objective over token batches: the student's next-token loss plus the

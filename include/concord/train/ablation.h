@@ -41,7 +41,11 @@ struct AblationOptions {
   std::vector<uint64_t> seeds = {1, 2, 3};
   int64_t diversity_sequences = 32;      ///< validation blocks measured for d_M
   int64_t latency_batch = 1;             ///< forward latency on [batch, block] tokens
-  int64_t latency_repeats = 20;          ///< timed forwards (median), after 3 warm-ups
+  int64_t latency_repeats = 20;          ///< timed forwards a round per variant (median)
+  /// Rounds of the latency comparison. Every variant's seed-1 model is timed in each round, in
+  /// one process after all training, on a fresh copy of its weights, the order alternating
+  /// (A B, B A, ...); the figure is the median over rounds, the spread their range.
+  int64_t latency_rounds = 5;
   /// When set, the first seed's model of each variant is saved to <folder>/<variant> as a
   /// Hugging Face folder (later stages evaluate it).
   std::filesystem::path save_models_to;
@@ -55,10 +59,23 @@ struct VariantResult {
   double eval_loss_mean = 0, eval_loss_std = 0;
   std::vector<std::vector<std::pair<int64_t, double>>> train_loss;  ///< curve per seed
   std::vector<double> relative_diversity;                           ///< per layer, seed mean
-  double latency_ms = 0;                                            ///< median forward, seed 1
-  double latency_ratio = 1;                                         ///< / the first variant's
+  double latency_ms = 0;             ///< median over rounds of each round's median forward
+  std::vector<double> latency_round_ms;  ///< each round's median forward
+  double latency_ratio = 1;          ///< latency_ms / the first variant's
+  std::vector<double> latency_round_ratios;  ///< each round's ratio to the first variant
+  int64_t latency_threads = 0;       ///< intra-op threads while timing
+  /// Forward FLOPs on the latency batch, estimated from the config (forward_flops).
+  double forward_gflops = 0;
   nlohmann::json to_json() const;
 };
+
+/// Forward FLOPs of a causal LM on [rows, T] tokens, from its config: 2 per multiply-add of
+/// every linear layer (attention projections, FFN, augmented-shortcut bottlenecks, LM head),
+/// 2 * 2 * T^2 * heads * head_dim per layer for the attention scores and weighted sum (the whole
+/// square, as causal kernels are conventionally counted), and the SIAF's elementwise series
+/// (about 6 FLOPs per term per FFN activation: shift, activation, scale, add). An estimate
+/// that shows where two variants' work differs, not a cycle count.
+double forward_flops(const lm::ModelConfig& config, int64_t rows, int64_t T);
 
 /// Trains every variant with every seed on `train` and evaluates on `eval` (all of it);
 /// `on_run(variant, seed)` is called before each training run (progress reporting).
