@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
 #include <cstdlib>
 #include <random>
 
@@ -52,6 +56,17 @@ fs::path tumlu_root() {
     return fs::path(shared) / "data" / "tumlu-mini";
   }
   return "../shared/data/tumlu-mini";
+}
+
+// Wilson's score interval for k successes in n trials at 95% (z = 1.96): better than the
+// normal approximation near 0% and 100% and for small n.
+std::pair<double, double> wilson_interval(int64_t k, int64_t n) {
+  if (n == 0) return {0.0, 1.0};
+  const double z = 1.96, p = static_cast<double>(k) / static_cast<double>(n);
+  const double nn = static_cast<double>(n), z2 = z * z;
+  const double centre = (p + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / (1 + z2 / nn);
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
 }
 
 }  // namespace
@@ -107,12 +122,37 @@ Stage tumlu_stage(const fs::path& model_dir, bool quick) {
 
     std::vector<eval::ModelScores> scores;
     const eval::ReportOptions ro;
+    // Chance: the mean over the items of 1 / their number of options (2 to 4).
+    double chance = 0;
+    for (const auto& lang : data.languages) {
+      for (const auto& subject : lang.subjects) {
+        for (const auto& item : subject.test) chance += 100.0 / static_cast<double>(item.choices.size());
+      }
+    }
+    chance /= static_cast<double>(std::max<int64_t>(1, data.test_count()));
+    std::vector<std::string> pooled;  // "loglik 29.05% [25.1, 33.3], not above chance"
+    std::vector<std::vector<std::string>> rows;
     for (const char* protocol : {"generative", "loglik"}) {
       eval::TumluEvalOptions options;
       options.protocol = protocol;
       options.max_new_tokens = 8;  // an answer letter and a little more
       const auto result = eval::run_tumlu_eval(adapter, data, dir.path(), options);
       scores.push_back(eval::score_model(protocol, adapter.name(), result.outcomes, ro));
+      int64_t n = 0, k = 0;
+      for (const auto& o : result.outcomes) {
+        n += static_cast<int64_t>(o.correct.size());
+        for (uint8_t c : o.correct) k += c;
+      }
+      const auto [lo, hi] = wilson_interval(k, n);
+      const std::string verdict = 100 * lo > chance   ? "above chance"
+                                  : 100 * hi < chance ? "below chance"
+                                                      : "not different from chance";
+      pooled.push_back(fmt::format("{} {:.2f}% [{:.1f}, {:.1f}], {}", protocol,
+                                   n ? 100.0 * k / n : 0.0, 100 * lo, 100 * hi, verdict));
+      rows.push_back({protocol, std::to_string(k) + " / " + std::to_string(n),
+                      fmt::format("{:.2f}", n ? 100.0 * k / n : 0.0),
+                      fmt::format("{:.1f} - {:.1f}", 100 * lo, 100 * hi), fmt::format("{:.2f}", chance),
+                      verdict});
     }
     eval::write_tumlu_report(dir.path(), scores, ro, "official");
 
@@ -125,12 +165,15 @@ Stage tumlu_stage(const fs::path& model_dir, bool quick) {
         "exercises the benchmark pipeline.",
         real ? "TUMLU-mini (`" + root.string() + "`)" : "Concord's built-in arithmetic sample",
         data.test_count(), per_subject));
+    report.heading("Accuracy against chance (all languages pooled)")
+        .paragraph("Chance is the mean over the items of 1 / their number of options; the "
+                   "interval is Wilson's 95% score interval over the items. An accuracy whose "
+                   "interval holds the chance level is not evidence of any knowledge.")
+        .table({"protocol", "correct", "accuracy %", "95% interval", "chance %", "verdict"}, rows);
     report.heading("Accuracy per language (%)").raw(eval::markdown_language_table(scores) + "\n");
     report.write(dir.file("report.md"));
-    return fmt::format("{} items per protocol on {}; mean over languages: generative {:.2f}%, "
-                       "loglik {:.2f}%",
-                       data.test_count(), real ? "TUMLU-mini" : "the built-in sample",
-                       scores[0].native_mean.value_or(0.0), scores[1].native_mean.value_or(0.0));
+    return fmt::format("{} items per protocol on {} (chance {:.1f}%): {}; {}", data.test_count(),
+                       real ? "TUMLU-mini" : "the built-in sample", chance, pooled[0], pooled[1]);
   };
   return s;
 }
