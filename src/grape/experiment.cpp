@@ -70,6 +70,8 @@ nlohmann::json GrapeExperimentResult::to_json() const {
   nlohmann::json m = nlohmann::json::array();
   for (const auto& r : modes) m.push_back(r.to_json());
   return {{"base_accuracy", base_accuracy},
+          {"base_length_limited", base_length_limited},
+          {"max_new_tokens", max_new_tokens},
           {"base_pretrain_loss", base_pretrain_loss},
           {"single_source_accuracy", single_source_accuracy},
           {"best_source", best_source},
@@ -77,8 +79,17 @@ nlohmann::json GrapeExperimentResult::to_json() const {
           {"modes", m}};
 }
 
+int64_t generation_budget(const SyntheticPool& pool) {
+  size_t longest = 0;
+  for (const auto& p : pool.train) {
+    for (const auto& r : p.responses) longest = std::max(longest, r.text.size());
+  }
+  return static_cast<int64_t>(longest) + 8;
+}
+
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
-                        int64_t max_new_tokens, std::vector<std::string>* texts) {
+                        int64_t max_new_tokens, std::vector<std::string>* texts,
+                        double* length_limited) {
   CONCORD_CHECK(!items.empty(), "heldout_accuracy: no items");
   const text::ByteTokenizer tokenizer;
   std::vector<std::string> prompts;
@@ -91,10 +102,14 @@ double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& it
   model->eval();
   const auto outputs = lm::generate_text(model, tokenizer, prompts, go);
   if (was_training) model->train();
-  int64_t correct = 0;
+  int64_t correct = 0, limited = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     correct += verify_synthetic_answer(items[i], outputs[i].text);
+    limited += outputs[i].finish_reason == "length";
     if (texts != nullptr) texts->push_back(outputs[i].text);
+  }
+  if (length_limited != nullptr) {
+    *length_limited = static_cast<double>(limited) / static_cast<double>(items.size());
   }
   return 100.0 * static_cast<double>(correct) / static_cast<double>(items.size());
 }
@@ -120,7 +135,9 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
     train::NextTokenObjective objective(base);
     result.base_pretrain_loss = trainer.fit(objective, batches).final_loss;
   }
-  result.base_accuracy = heldout_accuracy(base, pool.heldout, o.max_new_tokens);
+  const int64_t budget = o.max_new_tokens > 0 ? o.max_new_tokens : generation_budget(pool);
+  result.max_new_tokens = budget;
+  result.base_accuracy = heldout_accuracy(base, pool.heldout, budget, nullptr, &result.base_length_limited);
 
   // 2. GRAPE scores of every candidate under the base model.
   say(progress, "scoring the pool");
@@ -163,7 +180,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       so.mode = "source";
       so.source = source;
       const auto model = fine_tune(base, records_for(so, nullptr), o, o.seeds.front());
-      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, o.max_new_tokens);
+      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, budget);
     }
     double best = -1;
     for (const auto& [source, acc] : result.single_source_accuracy) {
@@ -189,7 +206,9 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       if (i == 0) mode.examples = static_cast<int64_t>(records.size());
       const auto model = fine_tune(base, records, o, seed);
       std::vector<std::string> texts;
-      mode.accuracy.push_back(heldout_accuracy(model, pool.heldout, o.max_new_tokens, &texts));
+      double limited = 0;
+      mode.accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, &texts, &limited));
+      if (i == 0) mode.length_limited = limited;
       if (i == 0) {
         for (size_t k = 0; k < std::min<size_t>(4, texts.size()); ++k) {
           mode.sample_outputs.push_back(pool.heldout[k].instruction + " -> " + texts[k]);

@@ -33,7 +33,7 @@ struct ExperimentConfig {
   int64_t num_layers = 4;
   std::vector<std::string> modes = {"grape", "random", "source", "reverse", "all"};
   std::vector<uint64_t> seeds = {1, 2, 3};
-  int64_t max_new_tokens = 24;
+  int64_t max_new_tokens = 0;
   train::TrainerOptions pretrain;
   train::TrainerOptions sft;
 };
@@ -59,7 +59,8 @@ const OptionsSchema<ExperimentConfig>& experiment_schema() {
         .field("modes", &ExperimentConfig::modes, "selection modes compared")
         .field("seeds", &ExperimentConfig::seeds, "SFT seeds per mode")
         .field("max_new_tokens", &ExperimentConfig::max_new_tokens,
-               "generation limit when scoring answers", opt::at_least(1));
+               "generation limit when scoring answers (0: the pool's longest response + 8)",
+               opt::at_least(0));
     trainer_section(s, "pretrain", &ExperimentConfig::pretrain, "the base model's pretraining");
     trainer_section(s, "sft", &ExperimentConfig::sft,
                     "each SFT run (the same budget for every mode)");
@@ -116,6 +117,19 @@ void report_grape_experiment(const grape::GrapeExperimentResult& r,
       o.pool.train_instructions, o.pool.heldout_instructions, o.model.hidden_size,
       o.model.num_layers, o.pretrain.max_steps, r.base_pretrain_loss, r.base_accuracy,
       o.sft.max_steps, o.sft_batch_size, wins));
+  std::string limited;
+  if (r.base_length_limited > 0.5) limited += fmt::format(" base {:.0f}%", 100 * r.base_length_limited);
+  for (const auto& m : r.modes) {
+    if (m.length_limited > 0.5) limited += fmt::format(" {} {:.0f}%", m.mode, 100 * m.length_limited);
+  }
+  report.paragraph(fmt::format("Generation limit: {} tokens{}.", r.max_new_tokens,
+                               o.max_new_tokens > 0 ? "" : " (the pool's longest response + 8)"));
+  if (!limited.empty()) {
+    report.paragraph("**Warning:** most held-out generations stopped at the limit, so accuracy "
+                     "counts unfinished answers (share cut:" + limited + "); raise "
+                     "max_new_tokens.");
+    spdlog::warn("grape experiment: most generations hit the {}-token limit:{}", r.max_new_tokens, limited);
+  }
   report.heading("Held-out accuracy after SFT (%)")
       .table({"selection", "accuracy (mean ± sd)", "seeds", "SFT examples", "selected per source"}, rows);
   if (!r.single_source_accuracy.empty()) {
@@ -163,7 +177,6 @@ Stage grape_stage(bool quick) {
          {"num_layers", quick ? 2 : 4},
          {"modes", {"grape", "random"}},
          {"seeds", {1}},
-         {"max_new_tokens", 16},
          {"pretrain", {{"max_steps", quick ? 4 : 200}, {"lr", 3e-3}, {"warmup_steps", quick ? 1 : 20}, {"progress", false}}},
          {"sft", {{"max_steps", quick ? 4 : 80}, {"lr", 1e-3}, {"warmup_steps", quick ? 1 : 8}, {"progress", false}}}},
         "quickstart grape stage");
@@ -173,8 +186,10 @@ Stage grape_stage(bool quick) {
     Report report("quickstart: grape");
     report_grape_experiment(result, o, dir, report);
     report.write(dir.file("report.md"));
-    return fmt::format("held-out accuracy after SFT: GRAPE {:.1f}%, random {:.1f}% (base {:.1f}%)",
-                       result.modes[0].mean, result.modes[1].mean, result.base_accuracy);
+    return fmt::format("held-out accuracy after SFT: GRAPE {:.1f}%, random {:.1f}% (base {:.1f}%; "
+                       "{}-token limit, {:.0f}% of GRAPE's generations cut by it)",
+                       result.modes[0].mean, result.modes[1].mean, result.base_accuracy,
+                       result.max_new_tokens, 100 * result.modes[0].length_limited);
   };
   return s;
 }

@@ -40,7 +40,9 @@ struct GrapeExperimentOptions {
   /// found by fine-tuning on each source with the first seed.
   std::vector<std::string> modes = {"grape", "random", "source", "reverse", "all"};
   std::vector<uint64_t> seeds = {1, 2, 3};
-  int64_t max_new_tokens = 24;
+  /// Generation limit when scoring held-out answers; 0: the longest response in the pool plus
+  /// a margin (generation_budget), so no style's answer is cut off by the limit.
+  int64_t max_new_tokens = 0;
   uint64_t base_seed = 1;             ///< the base model's initialisation and data order
 };
 
@@ -51,11 +53,14 @@ struct ModeResult {
   int64_t examples = 0;                      ///< SFT examples selected (first seed)
   std::map<std::string, int64_t> sources;    ///< selected examples per source (first seed)
   std::vector<std::string> sample_outputs;   ///< the first held-out generations (first seed)
+  double length_limited = 0;                 ///< share of first-seed generations cut by the limit
   nlohmann::json to_json() const;
 };
 
 struct GrapeExperimentResult {
   double base_accuracy = 0;                  ///< the base model before any SFT (%)
+  double base_length_limited = 0;            ///< share of its generations cut by the limit
+  int64_t max_new_tokens = 0;                ///< the generation limit used
   double base_pretrain_loss = 0;
   std::map<std::string, double> single_source_accuracy;  ///< SFT on each source, first seed (%)
   std::string best_source;
@@ -67,8 +72,14 @@ struct GrapeExperimentResult {
 /// Greedy accuracy (%) of `model` on `items`: the prompt is the plain chat template's question
 /// ("Question: {x}\nAnswer:"), generation stops at EOS or a newline.
 /// `outputs` (optional) receives each item's generated text.
+/// `length_limited` (optional) receives the share of generations that stopped at the limit.
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
-                        int64_t max_new_tokens, std::vector<std::string>* outputs = nullptr);
+                        int64_t max_new_tokens, std::vector<std::string>* outputs = nullptr,
+                        double* length_limited = nullptr);
+
+/// The longest response in the pool, in (byte) tokens, plus a margin of 8: the generation
+/// budget that lets every style's answer finish.
+int64_t generation_budget(const SyntheticPool& pool);
 
 GrapeExperimentResult run_grape_experiment(
     const GrapeExperimentOptions& options,
