@@ -6,6 +6,7 @@
 //   bench_sdxl_pipeline --pipeline DIR [--prompt TEXT]... [--negative-prompt TEXT]
 //                       [--noise FILE] [--steps 10] [--guidance 5.0] [--height 0] [--width 0]
 //                       [--warmup 1] [--iters 3] [--threads 2] [--output FILE] [--profile]
+//                       [--inference-mode]
 //
 // DIR is a diffusers StableDiffusionXLPipeline folder (SdxlPipeline::load). --prompt may be given
 // several times (default: one prompt); without --negative-prompt the negative branch is zeros
@@ -28,14 +29,17 @@
 // Medians over the timed calls. The Python worker computes its phases the same way from
 // diffusers' callback_on_step_end.
 //
-// Prints one JSON line: seconds (median call; min, mean), the phases, seconds_per_step,
-// peak_rss_bytes (VmHWM of /proc/self/status) and rss_after_load_bytes (VmRSS once the pipeline
-// is loaded: the weights and LibTorch), parameters per component, load_seconds. --output writes
+// Prints one JSON line: seconds (median call; min, mean), the phases, seconds_per_step (and each
+// step of the last call: last_call_step_seconds), peak_rss_bytes (VmHWM of /proc/self/status)
+// and rss_after_load_bytes (VmRSS once the pipeline is loaded: the weights and LibTorch),
+// parameters per component, load_seconds, and with --profile profile_wall_ms. --output writes
 // the last call's "latents" [N, 4, h, w] and "images" [N, 3, H, W] (fp32) as safetensors.
 // --profile adds the self time of each ATen operator by phase: "text" per call (over the
 // text_alone calls), "denoising" per step (steps 2..n of the timed calls), "decode" per call
 // (RecordFunction callbacks on the calling thread; they slow the calls: leave it off for the
-// figures).
+// figures). --inference-mode is an experiment, not the library's behaviour: each call under
+// c10::InferenceMode (no version counters or view tracking; the results are inference tensors),
+// to see what generate()'s NoGradGuard costs.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -140,11 +144,11 @@ int main(int argc, char** argv) {
   int64_t steps = 10, height = 0, width = 0;
   double guidance = 5.0;
   int warmup = 1, iters = 3, threads = 2;
-  bool profile = false;
+  bool profile = false, inference_mode = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--profile") {
-      profile = true;
+    if (flag == "--profile" || flag == "--inference-mode") {
+      (flag == "--profile" ? profile : inference_mode) = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -172,7 +176,8 @@ int main(int argc, char** argv) {
   if (pipeline_path.empty() || iters < 1 || warmup < 0 || steps < 1 || threads < 1) {
     std::fprintf(stderr, "usage: %s --pipeline DIR [--prompt TEXT]... [--negative-prompt TEXT] "
                  "[--noise FILE] [--steps 10] [--guidance 5.0] [--height 0] [--width 0] "
-                 "[--warmup 1] [--iters 3] [--threads 2] [--output FILE] [--profile]\n", argv[0]);
+                 "[--warmup 1] [--iters 3] [--threads 2] [--output FILE] [--profile] "
+                 "[--inference-mode]\n", argv[0]);
     return 2;
   }
   if (prompts.empty()) prompts.push_back("a photo of an astronaut riding a horse on mars");
@@ -212,6 +217,8 @@ int main(int argc, char** argv) {
       s.steps.clear();
       if (g_profile) g_profile->phase = "first_step";  // the text phase and step 1: not reported
       s.start = Clock::now();
+      std::optional<c10::InferenceMode> guard;
+      if (inference_mode) guard.emplace();
       auto out = pipe.generate(prompts, options, noise, /*decode=*/true,
                                [&](int64_t i, int64_t n) {
                                  s.steps.push_back(Clock::now());
@@ -264,6 +271,11 @@ int main(int argc, char** argv) {
     }
     if (handle) at::removeCallback(*handle);
     g_profile = nullptr;
+    // Each step of the last timed call (the first includes the text phase), to see drift.
+    std::vector<double> last_steps;
+    for (size_t i = 0; i < stamps.steps.size(); ++i) {
+      last_steps.push_back(seconds(i == 0 ? stamps.start : stamps.steps[i - 1], stamps.steps[i]));
+    }
 
     if (!output_path.empty()) {
       concord::io::save_safetensors(output_path,
@@ -284,6 +296,7 @@ int main(int argc, char** argv) {
                     {"decode", median(decode)}, {"text_alone", median(text_alone)}}},
         {"seconds_per_step", median(per_step)},
         {"steps", static_cast<int64_t>(stamps.steps.size())},
+        {"last_call_step_seconds", last_steps},
         {"peak_rss_bytes", status_bytes("VmHWM")},
         {"rss_after_load_bytes", rss_after_load},
         {"parameters", params},
@@ -292,6 +305,7 @@ int main(int argc, char** argv) {
         {"latents_shape", out.latents.sizes().vec()},
         {"images_shape", out.images.sizes().vec()},
         {"guidance_scale", guidance},
+        {"inference_mode", inference_mode},
         {"threads", at::get_num_threads()},
         {"libtorch", TORCH_VERSION}};
     if (profile) {
@@ -309,6 +323,13 @@ int main(int argc, char** argv) {
         }
       }
       result["profile"] = phases;
+      // The wall time the profiled operators ran in, on the same denominators (the medians above
+      // are of other intervals; these are the sums over the profiled ones).
+      const double steps_sum = std::accumulate(per_step.begin(), per_step.end(), 0.0);
+      result["profile_wall_ms"] = {
+          {"text", 1e3 * std::accumulate(text_alone.begin(), text_alone.end(), 0.0) / iters},
+          {"denoising", 1e3 * steps_sum / iters},
+          {"decode", 1e3 * std::accumulate(decode.begin(), decode.end(), 0.0) / iters}};
     }
     std::cout << result.dump() << std::endl;
   } catch (const std::exception& e) {

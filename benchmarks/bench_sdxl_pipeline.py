@@ -44,7 +44,8 @@ the text-encoding figure. Figures: per round the ratio diffusers / Concord for t
 denoising loop, the decode and the text encoding, their medians over rounds; peak RSS
 (VmHWM) of each process (the Python side's includes the interpreter with torch, diffusers and
 transformers imported, reported too); the max abs difference of the final latents and of the
-images. Goal (issue 15): >= 1.5x for the call.
+images. Goal (issue 15): >= 1.5x for the call. With the defaults a run takes about 5.5 minutes on
+the quiet 2-core VM (docs/benchmarks.md, "SDXL pipeline").
 
 --profile: after each round's timed processes, one profiled process a side (bench_sdxl_pipeline
 --profile; torch.profiler with a range per phase) gives the self time of every ATen operator by
@@ -233,7 +234,8 @@ def worker_diffusers(args):
             step = (stamps[-1] - stamps[0]) / (n - 1) if n > 1 else stamps[0] - start
             dec = end - stamps[-1]
             rows.append({"seconds": end - start, "decode": dec, "denoising": step * n,
-                         "text": end - start - step * n - dec, "step": step, "steps": n})
+                         "text": end - start - step * n - dec, "step": step, "steps": n,
+                         "step_seconds": [b - a for a, b in zip([start] + stamps[:-1], stamps)]})
         text_once()
         alone = []
         for _ in range(args.iters):
@@ -258,6 +260,7 @@ def worker_diffusers(args):
               "phases": {"text": med("text"), "denoising": med("denoising"), "decode": med("decode"),
                          "text_alone": statistics.median(alone)},
               "seconds_per_step": med("step"), "steps": rows[-1]["steps"],
+              "last_call_step_seconds": rows[-1]["step_seconds"],
               "peak_rss_bytes": peak_rss_bytes(), "rss_after_load_bytes": rss_after_load,
               "rss_after_imports_bytes": rss_imports, "load_seconds": load_s,
               "parameters": {name: sum(p.numel() for p in getattr(pipe, name).parameters())
@@ -266,6 +269,9 @@ def worker_diffusers(args):
               "attn_processor": type(next(iter(pipe.unet.attn_processors.values()))).__name__}
     if args.profile:
         n = rows[-1]["steps"]
+        result["profile_wall_ms"] = {"text": 1e3 * statistics.mean(alone),
+                                     "denoising": 1e3 * statistics.mean(r["step"] for r in rows),
+                                     "decode": 1e3 * statistics.mean(r["decode"] for r in rows)}
         result["profile"] = phase_profile(prof, {"text": args.iters, "decode": args.iters,
                                                  "denoising": args.iters * max(n - 1, 1)})
     if args.output:
@@ -308,8 +314,7 @@ def group_profile(ours, theirs, walls):
 
 
 def profiled_walls(result):
-    return {"text": result["phases"]["text_alone"], "denoising": result["seconds_per_step"],
-            "decode": result["phases"]["decode"]}
+    return {k: v / 1e3 for k, v in result["profile_wall_ms"].items()}
 
 
 def main():
