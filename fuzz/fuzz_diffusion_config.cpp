@@ -34,6 +34,7 @@
 #include "concord/diffusion/unet_config.h"
 #include "concord/diffusion/vae.h"
 #include "concord/diffusion/vae_config.h"
+#include "fuzz_scratch.h"
 
 namespace fs = std::filesystem;
 namespace cd = concord::diffusion;
@@ -65,22 +66,8 @@ void accept_or_reject(const std::string& source, Fn&& fn) {
   }
 }
 
-// The process's scratch folder, removed when it exits normally (a crash leaves it for a look).
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    std::string tmpl = (fs::temp_directory_path() / "fuzz_diffusion_config.XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) std::abort();
-    dir = tmpl;
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
 const fs::path& scratch() {
-  static const Scratch s;
+  static const concord::fuzz::Scratch s("fuzz_diffusion_config");
   return s.dir;
 }
 

@@ -26,27 +26,14 @@
 
 #include "concord/core/error.h"
 #include "concord/text/bpe_tokenizer.h"
+#include "fuzz_scratch.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-// The process's scratch folder, removed when it exits normally (a crash leaves it for a look).
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    std::string tmpl = (fs::temp_directory_path() / "fuzz_slow_tokenizer.XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) std::abort();
-    dir = tmpl;
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
 const fs::path& scratch() {
-  static const Scratch s;
+  static const concord::fuzz::Scratch s("fuzz_slow_tokenizer");
   return s.dir;
 }
 

@@ -69,8 +69,8 @@ int64_t SdxlTextEncoders::embed_dim() const {
          text_encoder_2_->config.hidden_size;
 }
 
-SdxlPromptEmbeds SdxlTextEncoders::run(const std::vector<std::string>& prompts,
-                                       int64_t clip_skip) const {
+SdxlPromptEmbeds SdxlTextEncoders::encode(const std::vector<std::string>& prompts,
+                                          int64_t clip_skip) const {
   CONCORD_CHECK(!prompts.empty(), "SDXL text encoders: no prompts");
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> states;
@@ -90,11 +90,6 @@ SdxlPromptEmbeds SdxlTextEncoders::run(const std::vector<std::string>& prompts,
   return out;
 }
 
-SdxlPromptEmbeds SdxlTextEncoders::encode(const std::vector<std::string>& prompts,
-                                          int64_t clip_skip) const {
-  return run(prompts, clip_skip);
-}
-
 SdxlPromptEmbeds SdxlTextEncoders::encode_negative(const std::vector<std::string>& negative,
                                                    const SdxlPromptEmbeds& positive,
                                                    bool zeros) const {
@@ -104,7 +99,7 @@ SdxlPromptEmbeds SdxlTextEncoders::encode_negative(const std::vector<std::string
   if (prompts.size() == 1) prompts.assign(static_cast<size_t>(batch), prompts[0]);
   CONCORD_CHECK(static_cast<int64_t>(prompts.size()) == batch, "SDXL text encoders: ",
                 prompts.size(), " negative prompts for ", batch, " prompts");
-  return run(prompts, 0);
+  return encode(prompts, 0);
 }
 
 }  // namespace concord::diffusion

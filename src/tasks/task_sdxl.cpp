@@ -175,17 +175,12 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
   }
   const fs::path images_dir = dir.file("images");
   fs::create_directories(images_dir);
-  auto png_of = [&](int64_t k) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "%05lld.png", static_cast<long long>(k));
-    return std::string(name);
-  };
   std::map<std::string, at::Tensor> latents;
   int64_t done = 0, skipped = 0;
   for (size_t b = 0; b < jobs.size(); b += static_cast<size_t>(o.batch_size)) {
     std::vector<Job> batch;
     for (size_t k = b; k < std::min(jobs.size(), b + static_cast<size_t>(o.batch_size)); ++k) {
-      if (dir.resuming() && fs::exists(images_dir / png_of(jobs[k].index)) && !o.save_latents) {
+      if (dir.resuming() && fs::exists(images_dir / png_name(jobs[k].index)) && !o.save_latents) {
         ++skipped;
         continue;
       }
@@ -203,7 +198,7 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
       if (i == n || i % 10 == 0) spdlog::info("images {}-{}: step {}/{}", batch.front().index, batch.back().index, i, n);
     });
     for (size_t i = 0; i < batch.size(); ++i) {
-      io::write_png(images_dir / png_of(batch[i].index),
+      io::write_png(images_dir / png_name(batch[i].index),
                     io::tensor_to_image(out.images[static_cast<int64_t>(i)]));
       if (o.save_latents) latents["image_" + std::to_string(batch[i].index)] = out.latents[static_cast<int64_t>(i)];
     }
@@ -221,7 +216,7 @@ void run_generate_images(const Json& config, RunDirectory& dir, Report& report) 
   std::vector<Json> index;
   std::vector<std::vector<std::string>> rows;
   for (const auto& job : jobs) {
-    const std::string file = png_of(job.index);
+    const std::string file = png_name(job.index);
     if (o.sheet_max_images == 0 || job.index < o.sheet_max_images) {
       sheet_images.push_back(io::read_image(images_dir / file));
       captions.push_back(job.prompt);
@@ -336,14 +331,18 @@ void run_prepare_latents(const Json& config, RunDirectory& dir, Report& report) 
 
 }  // namespace
 
+std::string png_name(int64_t k) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%05lld.png", static_cast<long long>(k));
+  return name;
+}
+
 std::vector<std::string> write_pngs(const at::Tensor& images, const fs::path& folder, int64_t first) {
   fs::create_directories(folder);
   std::vector<std::string> names;
   for (int64_t i = 0; i < images.size(0); ++i) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "%05lld.png", static_cast<long long>(first + i));
-    io::write_png(folder / name, io::tensor_to_image(images[i]));
-    names.emplace_back(name);
+    names.push_back(png_name(first + i));
+    io::write_png(folder / names.back(), io::tensor_to_image(images[i]));
   }
   return names;
 }

@@ -13,6 +13,9 @@ namespace concord::tasks {
 Task generate_images_task();
 Task prepare_latents_task();
 
+/// "NNNNN.png": image k's file name in a run's images folder.
+std::string png_name(int64_t k);
+
 /// Writes `images` ([N, 3, H, W] in [0, 1]) as <folder>/NNNNN.png (numbered from `first`) and
 /// returns the file names; the tasks and the quickstart's KOALA stage share it.
 std::vector<std::string> write_pngs(const at::Tensor& images, const std::filesystem::path& folder,

@@ -67,7 +67,6 @@ class SdxlTextEncoders {
   const text::Tokenizer& tokenizer_2() const { return *tokenizer_2_; }
 
  private:
-  SdxlPromptEmbeds run(const std::vector<std::string>& prompts, int64_t clip_skip) const;
   std::shared_ptr<text::Tokenizer> tokenizer_, tokenizer_2_;
   ClipTextModel text_encoder_{nullptr}, text_encoder_2_{nullptr};
 };
