@@ -1,6 +1,12 @@
 #include "concord/core/metrics.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <sstream>
 
 #include "concord/core/error.h"
@@ -8,9 +14,16 @@
 namespace concord {
 
 MetricsWriter::MetricsWriter(const std::filesystem::path& path, bool truncate) : path_(path) {
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  out_.open(path, truncate ? (std::ios::out | std::ios::trunc) : (std::ios::out | std::ios::app));
-  if (!out_.is_open()) fail_io(path.string(), "cannot open metrics file for writing");
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) fail_io(path.string(), "cannot create its folder: ", ec.message());
+  const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0);
+  fd_ = ::open(path.c_str(), flags, 0666);
+  if (fd_ < 0) fail_io(path.string(), "cannot open metrics file for writing: ", std::strerror(errno));
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MetricsWriter::log(int64_t step, const std::map<std::string, double>& values) {
@@ -29,11 +42,25 @@ void MetricsWriter::log(int64_t step, const std::map<std::string, double>& value
 }
 
 void MetricsWriter::log_json(const nlohmann::json& record) {
-  // One write of the whole line, then flush: readers see whole records only.
+  // One write of the whole line on an O_APPEND descriptor: readers see whole records only.
   const std::string line = record.dump() + "\n";
-  out_.write(line.data(), static_cast<std::streamsize>(line.size()));
-  out_.flush();
-  if (!out_.good()) fail_io(path_.string(), "write failed");
+  const off_t before = ::lseek(fd_, 0, SEEK_END);
+  const char* p = line.data();
+  size_t left = line.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd_, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      // Cut a partial line back off: the next record must not continue a torn one, which would
+      // make a bad line in the middle of the file.
+      if (before >= 0 && left < line.size()) (void)::ftruncate(fd_, before);
+      fail_io(path_.string(), "cannot append a record: ", std::strerror(err),
+              err == ENOSPC || err == EDQUOT ? " (disk full?)" : "");
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
 }
 
 std::vector<nlohmann::json> read_metrics(const std::filesystem::path& path) {

@@ -104,7 +104,15 @@ void Report::write(const fs::path& path) const { write_file_atomic(path, body_);
 RunDirectory::RunDirectory(const fs::path& dir, bool resume) : dir_(dir), resume_(resume) {
   std::error_code ec;
   fs::create_directories(dir_ / "charts", ec);
-  CONCORD_CHECK(!ec, dir_.string(), ": cannot create run folder: ", ec.message());
+  if (ec) fail_io(dir_.string(), "cannot create the run folder: ", ec.message());
+}
+
+fs::path RunDirectory::file(const std::string& name, const std::string& key) const {
+  return path_inside(dir_, name, key);
+}
+
+fs::path RunDirectory::chart(const std::string& name, const std::string& key) const {
+  return path_inside(dir_ / "charts", name, key);
 }
 
 void RunDirectory::write_config(const nlohmann::json& resolved) const {

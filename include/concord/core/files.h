@@ -10,14 +10,23 @@
 
 namespace concord {
 
-/// Writes `contents` to `path` through a temporary file in the same folder, fsync and rename.
-/// Creates missing parent folders.
+/// Writes `contents` to `path` through a temporary file in the same folder, fsync and rename,
+/// then fsyncs the folder. Creates missing parent folders. A write that fails (a full disk, a
+/// file-size limit, a folder that cannot be written) throws concord::IoError naming `path` and
+/// the system's reason, removes the temporary file and leaves `path` as it was.
 void write_file_atomic(const std::filesystem::path& path, std::string_view contents);
 
 /// As above, with a writer callback that streams into the temporary file. If the callback
 /// throws, the temporary file is removed and `path` is untouched.
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& writer);
+
+/// `base / relative` for a relative path that comes from a config or from data (a shard prefix,
+/// an output or module name): an empty or absolute path, or one with a `..` component, throws
+/// concord::ConfigError naming `what` (the config key or the field), so a write through the
+/// result cannot land outside `base`.
+std::filesystem::path path_inside(const std::filesystem::path& base, const std::string& relative,
+                                  const std::string& what);
 
 /// Reads a whole file; the error names the file.
 std::string read_file(const std::filesystem::path& path);

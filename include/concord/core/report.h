@@ -40,8 +40,12 @@ class RunDirectory {
   RunDirectory(const std::filesystem::path& dir, bool resume = false);
 
   const std::filesystem::path& path() const { return dir_; }
-  std::filesystem::path file(const std::string& name) const { return dir_ / name; }
-  std::filesystem::path chart(const std::string& name) const { return dir_ / "charts" / name; }
+  /// <run>/<name>. `name` may hold folders but must stay inside the run folder: an absolute
+  /// path or a `..` component throws concord::ConfigError naming `key` (the config key the
+  /// name came from; "file name" when it is the code's own).
+  std::filesystem::path file(const std::string& name, const std::string& key = "file name") const;
+  /// <run>/charts/<name>, checked as file() checks.
+  std::filesystem::path chart(const std::string& name, const std::string& key = "chart name") const;
 
   /// Writes config.json (pretty, atomically).
   void write_config(const nlohmann::json& resolved) const;
