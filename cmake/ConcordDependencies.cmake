@@ -65,3 +65,18 @@ endforeach()
 # TorchConfig puts its ABI flag in TORCH_CXX_FLAGS; every target must agree with it.
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
 message(STATUS "concord: LibTorch ${Torch_VERSION} from ${Torch_DIR}")
+
+# Data parallel (concord/train/process_group.h) runs on c10d's Gloo backend, which LibTorch
+# compiles in; its C++ header includes Gloo's, which Debian ships in libgloo-dev. Without them
+# the library builds and a WORLD_SIZE > 1 run says what is missing.
+set(CONCORD_HAS_GLOO 0)
+if(NOT CONCORD_OPS_ONLY)
+  find_path(CONCORD_GLOO_INCLUDE_DIR gloo/algorithm.h)
+  find_path(CONCORD_C10D_GLOO_HEADER torch/csrc/distributed/c10d/ProcessGroupGloo.hpp
+            PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  if(CONCORD_GLOO_INCLUDE_DIR AND CONCORD_C10D_GLOO_HEADER)
+    set(CONCORD_HAS_GLOO 1)
+  else()
+    message(STATUS "concord: no c10d Gloo headers (libgloo-dev): data parallel is off")
+  endif()
+endif()

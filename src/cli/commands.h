@@ -29,7 +29,16 @@ struct QuickstartArgs {
   bool quick = false;  ///< every stage at a seconds-long size (tests)
 };
 
+struct LaunchArgs {
+  int nproc = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;     ///< 0: a free port
+  int grace_seconds = 30;  ///< after a worker fails: SIGTERM to the others, SIGKILL after this
+  std::vector<std::string> command;  ///< the concord arguments each worker runs
+};
+
 int cmd_version();
+int cmd_launch(const LaunchArgs& args);
 int cmd_params(const ParamsArgs& args);
 int cmd_run(const RunArgs& args);
 int cmd_tumlu_score(const TumluScoreArgs& args);

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "concord/core/error.h"
+#include "concord/core/shard.h"
 
 namespace concord::data {
 
@@ -95,6 +96,15 @@ std::vector<int64_t> BatchSampler::next() {
           items_.begin() + static_cast<std::ptrdiff_t>(end)};
 }
 
+SamplerOptions SamplerOptions::for_this_process() const {
+  const Shard shard = process_shard();
+  SamplerOptions o = *this;
+  o.rank = shard.rank;
+  o.world_size = shard.world_size;
+  o.even_shards = even_shards || shard.world_size > 1;
+  return o;
+}
+
 nlohmann::json BatchSampler::state() const {
   return {{"seed", options_.seed},
           {"epoch", epoch_},
@@ -139,12 +149,19 @@ void BatchSampler::load_state(const nlohmann::json& state) {
                   "state (resuming with different settings)");
   };
   same("num_items", num_items_);
-  same("batch_size", options_.batch_size);
-  same("rank", options_.rank);
-  same("world_size", options_.world_size);
+  // The position counts steps of the global batch (batch_size x world_size items of the epoch's
+  // permutation), so a state from another rank, or from a run with another world size and the
+  // same global batch, continues at the same items; the rank is this process's own.
+  const int64_t saved_global = get_int("batch_size") * get_int("world_size");
+  CONCORD_CHECK(saved_global == options_.batch_size * options_.world_size, "sampler state: the "
+                "global batch (batch_size x world_size) is ", get_int("batch_size"), " x ",
+                get_int("world_size"), " in the saved state but ", options_.batch_size, " x ",
+                options_.world_size, " here (resuming with different settings)");
   same_bool("shuffle", options_.shuffle);
   same_bool("drop_last", options_.drop_last);
-  same_bool("even_shards", options_.even_shards);
+  // even_shards only trims an epoch's tail to a multiple of the world size; a run resumed on
+  // another world size (for_this_process() sets it when there are several) may differ there.
+  if (get_int("world_size") == options_.world_size) same_bool("even_shards", options_.even_shards);
   const auto& seed = get("seed");
   CONCORD_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed.get<int64_t>() >= 0),
                 "sampler state: key 'seed' must be a non-negative integer");

@@ -71,6 +71,7 @@ const OptionsSchema<GrapeTaskOptions>& grape_task_options_schema() {
 
 Task grape_task() {
   Task t;
+  t.writes_rank_parts = true;
   t.summary = "GRAPE response selection: score every candidate response by the target model's "
               "mean log-probability per response token, keep the best per instruction";
   t.schema = [] { return grape_task_options_schema().config_schema(); };

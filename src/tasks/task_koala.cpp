@@ -153,7 +153,7 @@ void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
   data::SamplerOptions sampling;
   sampling.batch_size = o.batch_size;
   sampling.seed = config["seed"].get<uint64_t>();
-  train::SampledBatches<diffusion::LatentShards, diffusion::LatentBatch> batches(shards, sampling);
+  train::SampledBatches<diffusion::LatentShards, diffusion::LatentBatch> batches(shards, sampling.for_this_process());
   if (dir.resuming()) {
     if (auto ckpt = train::latest_checkpoint(dir.file("checkpoints"))) {
       trainer.restore(*ckpt, batches);

@@ -414,7 +414,7 @@ void run_dpo(const Json& config, RunDirectory& dir, Report& report) {
   data::SamplerOptions sampling;
   sampling.batch_size = o.batch_size;
   sampling.seed = config["seed"].get<uint64_t>();
-  train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch> batches(d, sampling);
+  train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch> batches(d, sampling.for_this_process());
   train::Trainer trainer({{"policy", policy.ptr()}}, o.train);
   if (o.dpo.group_robust) trainer.set_step_hook([&](int64_t) { objective.update_group_weights(); });
   if (dir.resuming()) {

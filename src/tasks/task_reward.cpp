@@ -198,7 +198,7 @@ void run_reward(const Json& config, RunDirectory& dir, Report& report) {
   data::SamplerOptions sampling;
   sampling.batch_size = o.input.batch_size;
   sampling.seed = config["seed"].get<uint64_t>();
-  train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch> train_batches(train_set, sampling);
+  train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch> train_batches(train_set, sampling.for_this_process());
   data::SamplerOptions in_order = sampling;
   in_order.shuffle = false;
   std::unique_ptr<train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch>> eval_batches;

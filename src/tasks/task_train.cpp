@@ -92,7 +92,7 @@ void run_training(const Json& config, RunDirectory& dir, Report& report, lm::Cau
   data::SamplerOptions sampling;
   sampling.batch_size = batch_size;
   sampling.seed = config["seed"].get<uint64_t>();
-  train::SampledBatches<Dataset> train_batches(train_set, sampling);
+  train::SampledBatches<Dataset> train_batches(train_set, sampling.for_this_process());
   std::unique_ptr<train::SampledBatches<Dataset>> eval_batches;
   if (eval_set != nullptr && eval_set->size() > 0) {
     data::SamplerOptions in_order;

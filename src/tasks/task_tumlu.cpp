@@ -70,6 +70,7 @@ const OptionsSchema<TumluTaskOptions>& tumlu_task_options_schema() {
 
 Task tumlu_task() {
   Task t;
+  t.writes_rank_parts = true;
   t.summary = "TUMLU evaluation of a causal language model (the benchmark's 5-shot protocol, "
               "its CoT variant, or log-likelihood)";
   t.schema = [] { return tumlu_task_options_schema().config_schema(); };

@@ -1,10 +1,15 @@
 #include "concord/tasks/tasks.h"
 
+#include <stdlib.h>  // mkdtemp
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 
 #include "concord/core/error.h"
 #include "concord/core/runtime.h"
+#include "concord/core/shard.h"
 #include "grape_experiment_run.h"
 #include "task_ablation.h"
 #include "task_diversity.h"
@@ -66,6 +71,27 @@ ConfigSchema common_run_schema() {
 
 namespace {
 
+// A fresh folder under the system's temporary folder, removed with everything in it.
+class ScratchFolder {
+ public:
+  explicit ScratchFolder(const std::string& prefix) {
+    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    CONCORD_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a scratch folder ",
+                  pattern, ": ", std::strerror(errno));
+    path_ = pattern;
+  }
+  ~ScratchFolder() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchFolder(const ScratchFolder&) = delete;
+  ScratchFolder& operator=(const ScratchFolder&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 std::string run_task_impl(Json raw, const std::string& source,
                           const std::vector<std::string>& overrides, const std::string& out_dir,
                           bool resume) {
@@ -103,6 +129,16 @@ std::string run_task_impl(Json raw, const std::string& source,
   config["out_dir"] = dir;
   seed_everything(config["seed"].get<uint64_t>());
 
+  const Shard shard = process_shard();
+  if (shard.world_size > 1 && shard.rank != 0 && !task.writes_rank_parts) {
+    // Only rank 0 writes the run folder; this rank's files (its copy of the model, report and
+    // metrics, identical to rank 0's) go to a scratch folder that is removed at the end.
+    ScratchFolder scratch("concord-rank" + std::to_string(shard.rank));
+    RunDirectory run_dir(scratch.path(), false);
+    Report report("concord run: " + task_name);
+    task.run(config, run_dir, report);
+    return dir;
+  }
   RunDirectory run_dir(dir, resume);
   run_dir.write_config(config);
   Report report("concord run: " + task_name);

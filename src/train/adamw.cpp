@@ -68,6 +68,13 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
   }
 }
 
+std::vector<std::pair<std::string, at::Tensor>> AdamW::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.reserve(slots_.size());
+  for (const auto& slot : slots_) out.emplace_back(slot.name, slot.param);
+  return out;
+}
+
 std::vector<at::Tensor> AdamW::parameters() const {
   std::vector<at::Tensor> out;
   out.reserve(slots_.size());

@@ -9,11 +9,15 @@
 #include <memory>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "concord/core/error.h"
 #include "concord/core/options.h"
 #include "concord/core/progress.h"
+#include "concord/core/stop_signal.h"
 #include "concord/train/autocast.h"
 #include "concord/train/checkpoint.h"
+#include "concord/train/optimizer_shards.h"
 
 namespace concord::train {
 
@@ -92,7 +96,13 @@ const OptionsSchema<TrainerOptions>& trainer_options_schema() {
                opt::at_least(0))
         .field("keep_checkpoints", &T::keep_checkpoints, "newest checkpoints kept (0: all)",
                opt::at_least(0))
-        .field("progress", &T::progress, "print the progress line");
+        .field("progress", &T::progress, "print the progress line")
+        .field("max_nonfinite_steps", &T::max_nonfinite_steps,
+               "non-finite steps in a row (each skipped) that stop the run", opt::greater_than(0))
+        .field("bucket_mb", &T::bucket_mb, "data parallel: gradient all-reduce bucket (MB)",
+               opt::greater_than(0))
+        .field("shard_optimizer", &T::shard_optimizer,
+               "data parallel: ZeRO-1, AdamW state sharded over the ranks");
     return s;
   }();
   return schema;
@@ -162,6 +172,12 @@ Trainer::Trainer(std::vector<NamedModule> modules, TrainerOptions options,
   options_.validate();
   CONCORD_CHECK(!modules_.empty(), "Trainer: no modules to train");
   set_train_mode(true);
+  if (auto group = default_process_group()) {
+    dp_ = std::make_unique<DataParallel>(
+        std::move(group), optimizer_.named_parameters(),
+        DataParallelOptions{options_.bucket_mb, options_.shard_optimizer});
+    dp_->broadcast_modules(modules_);
+  }
 }
 
 void Trainer::set_train_mode(bool on) {
@@ -172,6 +188,20 @@ void Trainer::restore(const std::filesystem::path& checkpoint, DataCursor& train
   const TrainingState state = load_checkpoint(checkpoint, modules_, optimizer_);
   CONCORD_CHECK(state.step <= options_.max_steps, checkpoint.string(), ": checkpoint is at step ",
                 state.step, ", past train.max_steps = ", options_.max_steps);
+  if (dp_ != nullptr || std::filesystem::is_directory(checkpoint / "optimizer")) {
+    // The optimiser state may be spread over shard files (a ZeRO-1 run, any world size): this
+    // rank takes the entries of the parameters it updates, from wherever they are.
+    std::map<std::string, at::Tensor> merged = load_optimizer_shards(checkpoint);
+    if (dp_ != nullptr && dp_->options().shard_optimizer) {
+      for (auto it = merged.begin(); it != merged.end();) {
+        const std::string& key = it->first;
+        const std::string param = key.substr(0, key.rfind('.'));
+        it = dp_->owns(param) ? std::next(it) : merged.erase(it);
+      }
+    }
+    optimizer_.load_state_dict(merged, checkpoint.string());
+  }
+  restored_from_ = checkpoint;
   step_ = state.step;
   train.load_state(state.data);
   eval_history_.clear();
@@ -179,6 +209,24 @@ void Trainer::restore(const std::filesystem::path& checkpoint, DataCursor& train
     for (const auto& e : state.extra["eval_loss"]) {
       eval_history_.emplace_back(e.at(0).get<int64_t>(), e.at(1).get<double>());
     }
+  }
+}
+
+// Data parallel: the step's loss sum, metrics and stop request summed over the ranks, so every
+// rank logs, skips and stops alike.
+void Trainer::reduce_step(StepStats& stats, double& loss_total, int stop) {
+  std::vector<double> v{loss_total, stop != 0 ? 1.0 : 0.0};
+  for (const auto& [name, m] : stats.metrics) {
+    v.push_back(m.sum);
+    v.push_back(m.weight);
+  }
+  v = dp_->group().all_reduce_sum(v);
+  loss_total = v[0];
+  stop_agreed_ = v[1] > 0;
+  size_t i = 2;
+  for (auto& [name, m] : stats.metrics) {
+    m.sum = v[i++];
+    m.weight = v[i++];
   }
 }
 
@@ -192,6 +240,13 @@ StepStats Trainer::step_feed(detail::Feed& feed) {
     counts.push_back(feed.count(i));
     stats.units += counts.back();
     stats.inputs += feed.inputs(i);
+  }
+  if (dp_ != nullptr) {
+    // N is the units of the whole step, over every rank (data_parallel.h).
+    const auto totals = dp_->group().all_reduce_sum(
+        {static_cast<double>(stats.units), static_cast<double>(stats.inputs)});
+    stats.units = static_cast<int64_t>(totals[0]);
+    stats.inputs = static_cast<int64_t>(totals[1]);
   }
   CONCORD_CHECK(stats.units > 0, "Trainer: step ", step_ + 1, " has nothing to learn from (every ",
                 "micro-batch counts 0 ", feed.unit(), ")");
@@ -214,9 +269,12 @@ StepStats Trainer::step_feed(detail::Feed& feed) {
     loss_total += part.sum.item<double>();
     accumulate(stats.metrics, part.metrics);
   }
+  stop_agreed_ = stop_signal() != 0;
+  if (dp_ != nullptr) {
+    reduce_step(stats, loss_total, stop_signal());
+    dp_->all_reduce_gradients();
+  }
   stats.loss = loss_total * scale;
-  CONCORD_CHECK(std::isfinite(stats.loss), "Trainer: the loss is not finite (", stats.loss,
-                ") at step ", step_ + 1, "; lower train.lr or check the data");
 
   std::vector<at::Tensor> params;
   for (const auto& p : optimizer_.parameters()) {
@@ -226,9 +284,30 @@ StepStats Trainer::step_feed(detail::Feed& feed) {
   const double max_norm = options_.max_grad_norm > 0 ? options_.max_grad_norm
                                                       : std::numeric_limits<double>::infinity();
   stats.grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
-  optimizer_.step();
+  if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
+    // No update: the weights and AdamW's state stay those of the last good step.
+    stats.skipped = true;
+    optimizer_.zero_grad();
+    if (nonfinite_streak_++ == 0) first_nonfinite_step_ = step_ + 1;
+    spdlog::warn("step {}: {} is not finite ({}); skipped ({} in a row, the run stops at {})",
+                 step_ + 1, std::isfinite(stats.loss) ? "the gradient norm" : "the loss",
+                 std::isfinite(stats.loss) ? stats.grad_norm : stats.loss, nonfinite_streak_,
+                 options_.max_nonfinite_steps);
+  } else {
+    nonfinite_streak_ = 0;
+    if (dp_ != nullptr) dp_->drop_foreign_gradients();
+    optimizer_.step();
+    if (dp_ != nullptr) dp_->broadcast_updated_parameters();
+  }
   ++step_;
-  if (step_hook_) step_hook_(step_);
+  if (step_hook_ && !stats.skipped) step_hook_(step_);
+  if (nonfinite_streak_ >= options_.max_nonfinite_steps) {
+    throw Error("Trainer: " + std::to_string(nonfinite_streak_) + " non-finite steps in a row (" +
+                std::to_string(first_nonfinite_step_) + " to " + std::to_string(step_) +
+                "), the limit train.max_nonfinite_steps; no checkpoint was written since step " +
+                std::to_string(first_nonfinite_step_ - 1) +
+                ". Lower train.lr, check the data, or resume from that checkpoint");
+  }
   return stats;
 }
 
@@ -236,7 +315,7 @@ EvalResult Trainer::evaluate_feed(detail::Feed& feed, int64_t batches) {
   set_train_mode(false);
   EvalResult result;
   try {
-    result = detail::evaluate_feed(feed, batches, options_);
+    result = detail::evaluate_feed(feed, batches, options_, dp_ ? &dp_->group() : nullptr);
   } catch (...) {
     set_train_mode(true);
     throw;
@@ -245,36 +324,63 @@ EvalResult Trainer::evaluate_feed(detail::Feed& feed, int64_t batches) {
   return result;
 }
 
+// Data parallel: every rank continues from the checkpoint rank 0 resumed from (the task on
+// another rank may not have found it: only rank 0's run folder is the run's), and learns where
+// rank 0 writes checkpoints (for its ZeRO-1 shard).
+void Trainer::sync_resume(DataCursor& train) {
+  const std::string mine = restored_from_ ? restored_from_->string() : "";
+  const std::string from = dp_->group().broadcast_string(mine, 0);
+  if (!from.empty() && from != mine) {
+    CONCORD_CHECK(std::filesystem::is_directory(from), "rank ", dp_->rank(),
+                  " cannot read the checkpoint rank 0 resumed from (", from,
+                  "): the run folder must be on a filesystem every rank sees");
+    restore(from, train);
+  }
+  const auto steps = dp_->group().all_reduce_sum({static_cast<double>(step_)});
+  CONCORD_CHECK(steps[0] == static_cast<double>(step_ * dp_->world_size()), "rank ",
+                dp_->rank(), " is at step ", step_,
+                " while the ranks' steps differ (resumed from different checkpoints)");
+}
+
 TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirectory* dir) {
   CONCORD_CHECK(train.cursor() != nullptr, "Trainer::fit: the training data has no source");
   TrainResult result;
   const auto start = Clock::now();
   std::unique_ptr<ProgressLine> progress;
-  if (options_.progress) progress = std::make_unique<ProgressLine>(options_.max_steps);
-  const std::filesystem::path checkpoints = dir != nullptr ? dir->file("checkpoints") : "";
+  const bool writer = writes_files();
+  if (options_.progress && writer) progress = std::make_unique<ProgressLine>(options_.max_steps);
+  std::filesystem::path checkpoints = dir != nullptr ? dir->file("checkpoints") : "";
+  if (dp_ != nullptr) {
+    sync_resume(*train.cursor());
+    checkpoints = dp_->group().broadcast_string(checkpoints.string(), 0);
+  }
+  const bool saves = !checkpoints.empty();
+  // Every rank logs into the folder it was given (tasks give ranks other than 0 a scratch
+  // folder: tasks.h); checkpoints go where rank 0's do, written by rank 0.
+  RunDirectory* log_dir = dir;
 
   auto run_eval = [&] {
     if (eval == nullptr) return;
     const EvalResult e = evaluate_feed(*eval, options_.eval_batches);
     eval_history_.emplace_back(step_, e.loss);
     result.final_eval_loss = e.loss;
-    if (dir != nullptr) {
+    if (log_dir != nullptr) {
       std::map<std::string, double> values{{"eval/loss", e.loss}};
       if (eval->loss_is_nll()) values["eval/perplexity"] = std::exp(e.loss);
       for (const auto& [name, m] : e.metrics) values["eval/" + name] = m.value();
-      dir->metrics().log(step_, values);
+      log_dir->metrics().log(step_, values);
     }
   };
   auto checkpoint = [&] {
-    if (dir == nullptr) return;
+    if (!saves) return;
     TrainingState state;
     state.step = step_;
     state.data = train.cursor()->state();
     nlohmann::json history = nlohmann::json::array();
     for (const auto& [s, l] : eval_history_) history.push_back({s, l});
     state.extra = {{"eval_loss", history}};
-    result.last_checkpoint =
-        save_checkpoint(checkpoints, modules_, optimizer_, state, options_.keep_checkpoints);
+    if (dp_ != nullptr) state.extra["data_parallel"] = dp_->layout();
+    result.last_checkpoint = save_checkpoint_data_parallel(checkpoints, state);
   };
 
   while (step_ < options_.max_steps) {
@@ -286,14 +392,15 @@ TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirect
     result.train_loss.emplace_back(step_, stats.loss);
     result.final_loss = stats.loss;
     result.inputs += stats.inputs;
-    if (dir != nullptr) {
+    if (log_dir != nullptr) {
       std::map<std::string, double> values{{"train/loss", stats.loss},
                                            {"train/grad_norm", stats.grad_norm},
                                            {"train/learning_rate", stats.lr},
                                            {"train/" + train.unit(), static_cast<double>(stats.inputs)},
                                            {"train/step_ms", step_ms}};
+      if (stats.skipped) values["train/skipped_steps"] = 1;
       for (const auto& [name, m] : stats.metrics) values["train/" + name] = m.value();
-      dir->metrics().log(step_, values);
+      log_dir->metrics().log(step_, values);
     }
     if (progress) {
       ProgressStats p;
@@ -307,8 +414,23 @@ TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirect
       progress->update(p);
     }
     const bool last = step_ == options_.max_steps;
+    // No checkpoint inside a run of skipped steps: the newest stays the last good one.
+    const bool healthy = nonfinite_streak_ == 0;
     if (last || (options_.eval_every > 0 && step_ % options_.eval_every == 0)) run_eval();
-    if (last || (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0)) checkpoint();
+    if (healthy && (last || stop_agreed_ ||
+                    (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0))) {
+      checkpoint();
+    }
+    if (stop_agreed_ && !last) {
+      if (progress) progress->finish();
+      const int signal = stop_signal() != 0 ? stop_signal() : 15;
+      throw Stopped("stopped by " + signal_name(signal) + " after step " + std::to_string(step_) +
+                        (result.last_checkpoint && healthy
+                             ? "; checkpoint " + result.last_checkpoint->string() +
+                                   " (continue with --resume)"
+                             : ""),
+                    signal);
+    }
   }
   if (progress) progress->finish();
   result.steps = step_;
@@ -317,31 +439,81 @@ TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirect
   return result;
 }
 
-EvalResult detail::evaluate_feed(Feed& feed, int64_t batches, const TrainerOptions& options) {
+// Rank 0 writes the checkpoint; with ZeRO-1 every other rank first writes its optimiser shard
+// beside it, and rank 0 moves the shards into the checkpoint before it is renamed into place,
+// so a checkpoint is complete or absent. Alone: save_checkpoint.
+std::filesystem::path Trainer::save_checkpoint_data_parallel(const std::filesystem::path& dir,
+                                                             const TrainingState& state) {
+  if (dp_ == nullptr) {
+    return save_checkpoint(dir, modules_, optimizer_, state, options_.keep_checkpoints);
+  }
+  const bool sharded = dp_->options().shard_optimizer;
+  std::vector<std::pair<std::string, std::filesystem::path>> shards;
+  if (sharded) {
+    for (int64_t r = 1; r < dp_->world_size(); ++r) {
+      shards.emplace_back(optimizer_shard_name(r, dp_->world_size()),
+                          pending_shard_path(dir, state.step, r));
+    }
+    if (dp_->rank() != 0) {
+      save_optimizer_shard(shards[static_cast<size_t>(dp_->rank() - 1)].second, optimizer_);
+    }
+    dp_->group().barrier();
+  }
+  std::filesystem::path written;
+  if (dp_->rank() == 0) {
+    written = save_checkpoint(dir, modules_, optimizer_, state, options_.keep_checkpoints, shards);
+  }
+  written = dp_->group().broadcast_string(written.string(), 0);
+  return written;
+}
+
+EvalResult detail::evaluate_feed(Feed& feed, int64_t batches, const TrainerOptions& options,
+                                 ProcessGroup* group) {
   DataCursor* cursor = feed.cursor();
   CONCORD_CHECK(cursor != nullptr, "evaluation: the data has no source");
   const int64_t n_batches = batches > 0 ? std::min(batches, cursor->batches_per_epoch())
                                         : cursor->batches_per_epoch();
   CONCORD_CHECK(n_batches > 0, "evaluation: the data has no batches");
+  // Fewer batches than ranks: every rank evaluates them all (each rank's metrics must have the
+  // same names for the reduction).
+  if (group != nullptr && n_batches < group->world_size()) group = nullptr;
+  const int64_t rank = group != nullptr ? group->rank() : 0;
+  const int64_t world = group != nullptr ? group->world_size() : 1;
   const nlohmann::json position = cursor->state();
   EvalResult result;
   double sum = 0;
-  int64_t count = 0;
+  double count = 0;
   {
     c10::InferenceMode guard;
     LossAutocast autocast(options);
     for (int64_t i = 0; i < n_batches; ++i) {
-      feed.fetch(1);
+      feed.fetch(1);  // every rank walks the same batches; each computes its share
+      if (i % world != rank) continue;
       const LossSum part = feed.loss(0);
       sum += part.sum.item<double>();
-      count += feed.count(0);
+      count += static_cast<double>(feed.count(0));
       accumulate(result.metrics, part.metrics);
     }
   }
   cursor->load_state(position);
+  if (group != nullptr) {
+    std::vector<double> v{sum, count};
+    for (const auto& [name, m] : result.metrics) {
+      v.push_back(m.sum);
+      v.push_back(m.weight);
+    }
+    v = group->all_reduce_sum(v);
+    sum = v[0];
+    count = v[1];
+    size_t k = 2;
+    for (auto& [name, m] : result.metrics) {
+      m.sum = v[k++];
+      m.weight = v[k++];
+    }
+  }
   CONCORD_CHECK(count > 0, "evaluation: nothing to evaluate in ", n_batches, " batches (every ",
                 "batch counts 0 ", feed.unit(), ")");
-  result.loss = sum / static_cast<double>(count);
+  result.loss = sum / count;
   return result;
 }
 

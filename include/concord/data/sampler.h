@@ -31,6 +31,11 @@ struct SamplerOptions {
   int64_t world_size = 1;
   /// Give every rank floor(N / world_size) items per epoch (see the header comment).
   bool even_shards = false;
+
+  /// These options for this process of a torchrun-style job (RANK, WORLD_SIZE: core/shard.h):
+  /// its rank and world size, and even_shards when there are several, so every rank takes the
+  /// same number of steps (a data-parallel step waits for all). batch_size stays per process.
+  SamplerOptions for_this_process() const;
 };
 
 class BatchSampler {

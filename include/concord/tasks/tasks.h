@@ -30,6 +30,11 @@ struct Task {
   std::function<void(const Json& config, RunDirectory& dir, Report& report)> run;
   /// Non-empty when the task is not in this build: says what is missing.
   std::string unavailable;
+  /// In a job of several processes (WORLD_SIZE > 1): true when every rank writes its own part
+  /// file into the run folder (core/shard.h: GRAPE scoring, TUMLU evaluation). Otherwise only
+  /// rank 0 writes the run folder (its Trainers run data parallel, train/data_parallel.h) and
+  /// the other ranks write into a scratch folder removed when the task ends.
+  bool writes_rank_parts = false;
 };
 
 /// Every task, available or not.

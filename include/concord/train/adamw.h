@@ -68,6 +68,8 @@ class AdamW {
   const AdamWOptions& options() const { return options_; }
   /// Parameters under optimisation, in group order.
   std::vector<at::Tensor> parameters() const;
+  /// The same, with their names.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
 
   /// One update of every parameter that has a gradient (others keep their state untouched).
   void step();

@@ -15,6 +15,21 @@
 // Resuming from a checkpoint restores all of that; on CPU the resumed run ends with bit-for-bit
 // the weights of an uninterrupted run (tests/train).
 //
+// Faults: a step whose loss or gradient norm is not finite is skipped and logged
+// (train/skipped_steps), and max_nonfinite_steps of them in a row stop the run with a clear
+// error, no checkpoint having been written since the last good step. A stop request (SIGINT,
+// SIGTERM: core/stop_signal.h) ends fit() after the current step with a checkpoint and a
+// Stopped exception.
+//
+// Data parallel: when the process is one of a torchrun-style job (WORLD_SIZE > 1), the Trainer
+// joins default_process_group() and trains data parallel (data_parallel.h): rank 0's weights are
+// broadcast at construction, each step's loss is normalised by the units of all ranks and the
+// gradients summed over ranks before clipping. Checkpoints go to rank 0's folder, written by
+// rank 0 (with ZeRO-1, each rank adds its optimiser shard); each rank logs metrics and the
+// progress line into the folder it is given, so give ranks other than 0 a scratch folder, as
+// the task runner does (tasks.h: Task::writes_rank_parts), or none. A rank that has not
+// restored the checkpoint rank 0 resumed from restores it at the start of fit().
+//
 //   lm::CausalLM model(config);
 //   train::Trainer trainer({{"model", model.ptr()}}, options);
 //   train::NextTokenObjective objective(model);           // next_token.h
@@ -37,6 +52,7 @@
 #include "concord/core/report.h"
 #include "concord/train/adamw.h"
 #include "concord/train/checkpoint.h"
+#include "concord/train/data_parallel.h"
 #include "concord/train/lr_schedule.h"
 #include "concord/train/objective.h"
 
@@ -59,6 +75,14 @@ struct TrainerOptions {
   int64_t checkpoint_every = 0;   ///< steps between checkpoints (0: only at the end)
   int64_t keep_checkpoints = 2;   ///< newest checkpoints kept (0: all)
   bool progress = true;           ///< the per-step progress line on stderr
+  /// A step whose loss or gradient norm is not finite is skipped (no update, logged); this many
+  /// in a row stop the run, leaving the newest checkpoint from before the first of them.
+  int64_t max_nonfinite_steps = 3;
+  /// Data parallel (WORLD_SIZE > 1): gradient all-reduce bucket size in MB.
+  double bucket_mb = 25;
+  /// Data parallel: ZeRO stage 1, each rank keeps and updates AdamW's state of its own share of
+  /// the parameters (data_parallel.h).
+  bool shard_optimizer = false;
 
   /// The schedule these options describe.
   LrScheduleOptions schedule() const;
@@ -81,6 +105,7 @@ struct StepStats {
   int64_t inputs = 0;    ///< inputs of the step (Objective::inputs: tokens for a language model)
   int64_t units = 0;     ///< N: the units the loss is normalised by
   Metrics metrics;       ///< the objective's metrics, summed over the micro-batches
+  bool skipped = false;  ///< the loss or gradient was not finite: no update was made
 };
 
 struct EvalResult {
@@ -203,6 +228,10 @@ class Trainer {
 
   int64_t step() const { return step_; }
   AdamW& optimizer() { return optimizer_; }
+  /// The data-parallel state, or null when the process runs alone.
+  DataParallel* data_parallel() { return dp_.get(); }
+  /// Whether this process writes the run's files (rank 0, or alone).
+  bool writes_files() const { return dp_ == nullptr || dp_->rank() == 0; }
   const std::vector<NamedModule>& modules() const { return modules_; }
   const TrainerOptions& options() const { return options_; }
 
@@ -211,10 +240,19 @@ class Trainer {
   StepStats step_feed(detail::Feed& feed);
   EvalResult evaluate_feed(detail::Feed& feed, int64_t batches);
   void set_train_mode(bool on);
+  void sync_resume(DataCursor& train);
+  std::filesystem::path save_checkpoint_data_parallel(const std::filesystem::path& dir,
+                                                      const TrainingState& state);
+  void reduce_step(StepStats& stats, double& loss_total, int stop);
 
   std::vector<NamedModule> modules_;
   TrainerOptions options_;
   AdamW optimizer_;
+  std::unique_ptr<DataParallel> dp_;
+  std::optional<std::filesystem::path> restored_from_;
+  int64_t nonfinite_streak_ = 0;
+  int64_t first_nonfinite_step_ = 0;
+  bool stop_agreed_ = false;  // a stop request seen by the step's reduction (all ranks agree)
   int64_t step_ = 0;
   std::vector<std::pair<int64_t, double>> eval_history_;
   GradientHook gradient_hook_;
@@ -230,7 +268,10 @@ EvalResult evaluate_objective(Objective<Batch>& objective,
                               int64_t batches = 0, const TrainerOptions& options = {});
 
 namespace detail {
-EvalResult evaluate_feed(Feed& feed, int64_t batches, const TrainerOptions& options);
+/// With `group` (data parallel), rank r computes batches r, r + w, ... and the sums are
+/// all-reduced: every rank returns the mean over all the batches.
+EvalResult evaluate_feed(Feed& feed, int64_t batches, const TrainerOptions& options,
+                         ProcessGroup* group = nullptr);
 }
 
 template <typename Batch>
