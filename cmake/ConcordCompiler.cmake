@@ -41,3 +41,11 @@ if(CONCORD_BUILD_FUZZERS)
   add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -g)
   add_link_options(-fsanitize=address,undefined)
 endif()
+
+# Sanitized builds of the ordinary suite (scripts/build.sh asan: CONCORD_SANITIZE=address,undefined).
+# Every report is fatal (-fno-sanitize-recover), so a UBSan finding fails its test like ASan's.
+if(CONCORD_SANITIZE)
+  add_compile_options(-fsanitize=${CONCORD_SANITIZE} -fno-sanitize-recover=all
+                      -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=${CONCORD_SANITIZE})
+endif()

@@ -8,9 +8,9 @@
 //
 // Build by hand (the library is compiled by gcc without sanitizers, so the sources under test
 // are compiled into the fuzzer):
-//   clang++-14 -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-//     fuzz/fuzz_jsonl.cpp src/data/jsonl.cpp src/data/records.cpp src/data/grape_pool.cpp \
-//     src/data/chat_template.cpp src/text/byte_tokenizer.cpp src/text/tokenizer.cpp \
+//   clang++-14 -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude
+//     fuzz/fuzz_jsonl.cpp src/data/jsonl.cpp src/data/records.cpp src/data/grape_pool.cpp
+//     src/data/chat_template.cpp src/text/byte_tokenizer.cpp src/text/tokenizer.cpp
 //     src/core/files.cpp -o /tmp/fuzz_jsonl
 //   /tmp/fuzz_jsonl -max_total_time=60 -max_len=4096 fuzz/corpus/jsonl
 #include <cstddef>

@@ -5,8 +5,8 @@
 // scripts/fixtures/make_safetensors_fixtures.py).
 //
 // Standalone build (what CMake's CONCORD_BUILD_FUZZERS does with clang):
-//   clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address -I include \
-//     -isystem /usr/include/torch/csrc/api/include fuzz/fuzz_safetensors.cpp \
+//   clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address -I include
+//     -isystem /usr/include/torch/csrc/api/include fuzz/fuzz_safetensors.cpp
 //     src/io/safetensors.cpp src/core/files.cpp src/core/error.cpp -ltorch -ltorch_cpu -lc10
 //   ./a.out -max_total_time=60 fuzz/corpus/safetensors
 #include <cstddef>

@@ -99,8 +99,9 @@ int64_t TokenShard::at(int64_t i) const {
 }
 
 void TokenShard::read(int64_t begin, int64_t count, int64_t* out) const {
+  // The message gives begin and count, not begin + count: a hostile pair would overflow it.
   CONCORD_CHECK(begin >= 0 && count >= 0 && begin <= num_tokens_ - count, path().string(),
-                ": token range [", begin, ", ", begin + count, ") out of range [0, ", num_tokens_,
+                ": ", count, " tokens from index ", begin, " are out of range [0, ", num_tokens_,
                 ")");
   const uint8_t* p = tokens_ + begin * token_bytes_;
   if (token_bytes_ == 2) {

@@ -10,6 +10,17 @@
 #include "concord/text/sentencepiece_shim.h"
 #include "concord/text/utf8.h"
 
+// AddressSanitizer's runtime refuses dlopen(RTLD_DEEPBIND) (it aborts the process, see
+// https://github.com/google/sanitizers/issues/611), and without RTLD_DEEPBIND the plug-in's
+// protobuf clashes with LibTorch's: an ASan build has no SentencePiece.
+#if defined(__SANITIZE_ADDRESS__)
+#define CONCORD_SPM_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CONCORD_SPM_UNDER_ASAN 1
+#endif
+#endif
+
 namespace concord::text {
 
 namespace {
@@ -53,6 +64,11 @@ const ShimApi& shim() {
   static ShimApi api;
   static std::string error;
   std::call_once(once, [] {
+#ifdef CONCORD_SPM_UNDER_ASAN
+    error = "SentencePiece is not available in an AddressSanitizer build: its plug-in needs "
+            "dlopen(RTLD_DEEPBIND), which the sanitizer runtime refuses";
+    return;
+#endif
     std::string tried;
     auto candidates = shim_candidates();
     candidates.emplace_back(kShimName);  // the loader's own search path (LD_LIBRARY_PATH, ...)
@@ -121,6 +137,9 @@ struct SentencePieceTokenizer::Impl {
 };
 
 std::filesystem::path SentencePieceTokenizer::find_shim() {
+#ifdef CONCORD_SPM_UNDER_ASAN
+  return {};  // there may be one, but this process cannot load it (see above)
+#endif
   for (const auto& c : shim_candidates()) {
     if (std::filesystem::exists(c)) return c;
   }

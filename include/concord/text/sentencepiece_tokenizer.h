@@ -35,7 +35,8 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::optional<TokenId> eos_id() const override;
   std::optional<TokenId> pad_id() const override;
 
-  /// Path of the plug-in that would be loaded, or empty when none is found.
+  /// Path of the plug-in that would be loaded, or empty when none is found or this process
+  /// cannot load one (an AddressSanitizer build: the sanitizer refuses RTLD_DEEPBIND).
   static std::filesystem::path find_shim();
 
  private:
