@@ -1060,6 +1060,10 @@ void BpeTokenizer::Impl::parse_model(const json& model, const Ctx& ctx) {
 
 void BpeTokenizer::Impl::parse_added_tokens(const json& list, const Ctx& ctx) {
   if (!list.is_array()) ctx.fail("added_tokens", "expected an array");
+  // Ids may leave gaps past the model's vocabulary, but the table they index grows by at most
+  // 4 entries per added token plus 1024 in all: a bound on each id relative to the table's size
+  // so far would let n tokens, each far past the last, grow it quadratically in the file's size.
+  const size_t id_limit = id_to_token.size() + 4 * list.size() + 1024;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string p = "added_tokens[" + std::to_string(i) + "]";
     AddedToken t;
@@ -1072,8 +1076,10 @@ void BpeTokenizer::Impl::parse_added_tokens(const json& list, const Ctx& ctx) {
     t.normalized = ctx.boolean(list[i], "normalized", p, true);
     t.special = ctx.boolean(list[i], "special", p, false);
     if (static_cast<size_t>(t.id) >= id_to_token.size()) {
-      if (static_cast<size_t>(t.id) > id_to_token.size() + 4 * list.size() + 1024) {
-        ctx.fail(p + ".id", "id " + std::to_string(t.id) + " is far beyond the vocabulary");
+      if (static_cast<size_t>(t.id) >= id_limit) {
+        ctx.fail(p + ".id", "id " + std::to_string(t.id) + " is far beyond the vocabulary (" +
+                                std::to_string(id_to_token.size()) + " ids so far, " +
+                                std::to_string(list.size()) + " added tokens)");
       }
       id_to_token.resize(static_cast<size_t>(t.id) + 1);
       has_token.resize(static_cast<size_t>(t.id) + 1, 0);

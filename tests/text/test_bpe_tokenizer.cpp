@@ -285,6 +285,48 @@ TEST(BpeTokenizer, RejectsUnsupportedAndMalformedParts) {
   }
 }
 
+// A crafted file cannot make the id table larger than its contents justify: model.vocab's ids
+// are bounded by 4x its entries + 1024, and added tokens may extend the table by at most
+// 4x their number + 1024 in all, however their ids are spread (each id far past the previous one
+// used to be allowed, which grew the table quadratically in the file's size).
+TEST(BpeTokenizer, CraftedIdsCannotInflateTheIdTable) {
+  json j = minimal_bpe();
+  const size_t n = 200;
+  const int64_t limit = 3 + 4 * static_cast<int64_t>(n) + 1024;  // 3 model ids
+  j["added_tokens"] = json::array();
+  for (size_t i = 0; i < n; ++i) {
+    // Each id 1000 past the previous: always within 4n + 1024 = 1824 of the table so far, but
+    // the second is already past 3 + 1824 in all.
+    j["added_tokens"].push_back({{"id", 3 + 1000 * static_cast<int64_t>(i + 1) - 1},
+                                 {"content", "<t" + std::to_string(i) + ">"}});
+  }
+  expect_format_error(j, "added_tokens[1].id");
+  try {
+    BpeTokenizer::from_json(j.dump(), "bad/tokenizer.json");
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("far beyond the vocabulary"), std::string::npos) << e.what();
+  }
+
+  // Ids up to the limit are fine, however sparse: the table ends at the largest.
+  j["added_tokens"] = json::array();
+  for (size_t i = 0; i < n; ++i) {
+    j["added_tokens"].push_back({{"id", limit - 1 - static_cast<int64_t>(i) * 7},
+                                 {"content", "<t" + std::to_string(i) + ">"}});
+  }
+  auto tok = BpeTokenizer::from_json(j.dump());
+  EXPECT_EQ(tok->vocab_size(), limit);
+  EXPECT_EQ(tok->token_to_id("<t0>"), limit - 1);
+  j["added_tokens"].push_back({{"id", limit + 4}, {"content", "<over>"}});  // n + 1 tokens now
+  expect_format_error(j, "added_tokens[200].id");
+
+  // A model vocabulary whose largest id is far above its size is refused the same way.
+  j = minimal_bpe();
+  j["model"]["vocab"]["c"] = 4 * 4 + 1023;  // 4 tokens: the largest id allowed
+  EXPECT_EQ(BpeTokenizer::from_json(j.dump())->vocab_size(), 4 * 4 + 1024);
+  j["model"]["vocab"]["c"] = 4 * 4 + 1024;
+  expect_format_error(j, "ids are too sparse");
+}
+
 TEST(BpeTokenizer, LoadTokenizerNamesTheFile) {
   concord::testing::TempDir dir;
   auto bad = concord::testing::write_file(dir / "tokenizer.json", R"({"model": {"type": "WordPiece"}})");
