@@ -4,23 +4,26 @@
 # Corpora grow in fuzz/corpus/<target>/ (seed files are committed); a crash lands in
 # build-fuzz/crashes/<target>/ and should become a regression test in tests/<module>/.
 # CONCORD_BUILD_LOCK=FILE holds flock(1) on FILE while configuring and building (not while
-# fuzzing), for machines where several checkouts share the cores.
+# fuzzing), for machines where several checkouts share the cores; CONCORD_FUZZ_NO_BUILD=1 runs
+# the targets already in build-fuzz/ as they are.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-60}"
 shift || true
 build="$root/build-fuzz"
-"$root/scripts/install-deps.sh"
-lock=()
-[[ -n "${CONCORD_BUILD_LOCK:-}" ]] && lock=(flock "$CONCORD_BUILD_LOCK")
-CC=clang CXX=clang++ "${lock[@]}" cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCONCORD_CUDA=OFF -DCONCORD_BUILD_TESTS=OFF -DCONCORD_BUILD_BENCHMARKS=OFF \
-  -DCONCORD_BUILD_EXAMPLES=OFF -DCONCORD_BUILD_FUZZERS=ON >/dev/null
 targets=("$@")
 if ((${#targets[@]} == 0)); then
   for f in "$root"/fuzz/fuzz_*.cpp; do targets+=("$(basename "${f%.cpp}")"); done
 fi
-"${lock[@]}" cmake --build "$build" --target "${targets[@]}"
+if [[ -z "${CONCORD_FUZZ_NO_BUILD:-}" ]]; then
+  "$root/scripts/install-deps.sh"
+  lock=()
+  [[ -n "${CONCORD_BUILD_LOCK:-}" ]] && lock=(flock "$CONCORD_BUILD_LOCK")
+  CC=clang CXX=clang++ "${lock[@]}" cmake -S "$root" -B "$build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONCORD_CUDA=OFF -DCONCORD_BUILD_TESTS=OFF \
+    -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF -DCONCORD_BUILD_FUZZERS=ON >/dev/null
+  "${lock[@]}" cmake --build "$build" --target "${targets[@]}"
+fi
 status=0
 for t in "${targets[@]}"; do
   corpus="$root/fuzz/corpus/${t#fuzz_}"
