@@ -1,9 +1,14 @@
 #include "concord/train/checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>  // renameat2
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <mutex>
 #include <set>
@@ -84,52 +89,135 @@ std::vector<fs::path> step_folders(const fs::path& dir) {
   return out;
 }
 
+// Removes step-*.tmp-<pid> folders that a crashed save left behind (their process is gone):
+// they are never taken for checkpoints, but would hold a checkpoint's worth of disk each.
+void remove_stale_temporaries(const fs::path& dir) {
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const size_t tmp = name.find(".tmp-");
+    if (name.rfind("step-", 0) != 0 || tmp == std::string::npos) continue;
+    long pid = 0;
+    try {
+      pid = std::stol(name.substr(tmp + 5));
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (pid > 0 && pid != static_cast<long>(::getpid()) &&
+        ::kill(static_cast<pid_t>(pid), 0) == 0) {
+      continue;  // another live process is writing it (two runs sharing a folder: their problem)
+    }
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);
+  }
+}
+
+// fsync a folder so that a rename in it survives a crash; filesystems that cannot (EINVAL) are
+// skipped, a real I/O error throws.
+void sync_folder(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL && err != EROFS) {
+    fail_io(dir.string(), "cannot sync folder: ", std::strerror(err));
+  }
+}
+
+// Renames the complete `from` onto `to`. A checkpoint of the same step already there (a resumed
+// run saving that step again) is swapped out atomically (renameat2 RENAME_EXCHANGE), so `latest`
+// never names a missing folder; where the filesystem cannot swap, it is removed first.
+void move_into_place(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  if (fs::exists(to, ec)) {
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
+      fs::remove_all(from, ec);  // now the old checkpoint
+      return;
+    }
+    fs::remove_all(to, ec);
+    if (ec) fail_io(to.string(), "cannot replace the checkpoint of the same step: ", ec.message());
+  }
+  fs::rename(from, to, ec);
+  if (ec) fail_io(to.string(), "cannot rename ", from.filename().string(), " into place: ", ec.message());
+}
+
 }  // namespace
 
 fs::path save_checkpoint(const fs::path& checkpoints_dir, const std::vector<NamedModule>& modules,
-                         const AdamW& optimizer, const TrainingState& state, int64_t keep) {
+                         const AdamW& optimizer, const TrainingState& state, int64_t keep,
+                         const std::vector<std::pair<std::string, fs::path>>& extra_files) {
   check_module_names(modules);
-  fs::create_directories(checkpoints_dir);
   const std::string name = step_folder_name(state.step);
   const fs::path final_dir = checkpoints_dir / name;
   const fs::path tmp_dir = checkpoints_dir / (name + ".tmp-" + std::to_string(::getpid()));
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
+  std::error_code ec;
+  fs::create_directories(checkpoints_dir, ec);
+  if (ec) fail_io(checkpoints_dir.string(), "cannot create the checkpoint folder: ", ec.message());
+  remove_stale_temporaries(checkpoints_dir);
 
-  nlohmann::json module_names = nlohmann::json::array();
-  fs::create_directories(tmp_dir / kModulesDir);
-  for (const auto& [name, module] : modules) {
-    io::save_safetensors(tmp_dir / kModulesDir / (name + ".safetensors"), module_tensors(*module),
-                         {{"concord.module", name}});
-    module_names.push_back(name);
+  try {
+    fs::remove_all(tmp_dir, ec);
+    fs::create_directories(tmp_dir / kModulesDir, ec);
+    if (ec) fail_io(tmp_dir.string(), "cannot create a folder: ", ec.message());
+    nlohmann::json module_names = nlohmann::json::array();
+    for (const auto& [name, module] : modules) {
+      io::save_safetensors(tmp_dir / kModulesDir / (name + ".safetensors"), module_tensors(*module),
+                           {{"concord.module", name}});
+      module_names.push_back(name);
+    }
+    std::map<std::string, at::Tensor> tensors = optimizer.state_dict();
+    {
+      // The default generator is shared process-wide; read its state under its own lock.
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      tensors[kRngKey] = gen.get_state();
+    }
+    const nlohmann::json meta = {{"step", state.step},
+                                 {"data", state.data},
+                                 {"modules", module_names},
+                                 {"extra", state.extra}};
+    io::save_safetensors(tmp_dir / kStateFile, tensors,
+                         {{"concord.magic", kTrainingStateMagic},
+                          {"concord.version", std::to_string(kTrainingStateVersion)},
+                          {"concord.state", meta.dump()}});
+    // Files written by others for this checkpoint (ZeRO-1 optimiser shards) move in before it
+    // exists, so it is complete or absent.
+    for (const auto& [relative, source] : extra_files) {
+      const fs::path target = path_inside(tmp_dir, relative, "checkpoint file");
+      fs::create_directories(target.parent_path(), ec);
+      fs::rename(source, target, ec);
+      if (ec) fail_io(source.string(), "cannot move into the checkpoint: ", ec.message());
+      sync_folder(target.parent_path());
+    }
+    // Each file was fsynced and its folder too (write_file_atomic); the modules/ entry is in
+    // tmp_dir, which training_state's write synced. Now the folder becomes the checkpoint.
+    move_into_place(tmp_dir, final_dir);
+    sync_folder(checkpoints_dir);
+    write_file_atomic(checkpoints_dir / "latest", name + "\n");
+  } catch (const IoError& e) {
+    // A full disk or an unwritable folder: say so once, with what is still there to resume from.
+    fs::remove_all(tmp_dir, ec);
+    std::string kept = "no earlier checkpoint";
+    try {
+      if (auto previous = latest_checkpoint(checkpoints_dir)) {
+        kept = "the latest is still " + previous->filename().string();
+      }
+    } catch (const std::exception&) {
+    }
+    fail_io(final_dir.string(), "checkpoint not written (", kept, "): ", e.what());
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
   }
-  std::map<std::string, at::Tensor> tensors = optimizer.state_dict();
-  {
-    // The default generator is shared process-wide; read its state under its own lock.
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    tensors[kRngKey] = gen.get_state();
-  }
-  const nlohmann::json meta = {{"step", state.step},
-                               {"data", state.data},
-                               {"modules", module_names},
-                               {"extra", state.extra}};
-  io::save_safetensors(tmp_dir / kStateFile, tensors,
-                       {{"concord.magic", kTrainingStateMagic},
-                        {"concord.version", std::to_string(kTrainingStateVersion)},
-                        {"concord.state", meta.dump()}});
-
-  // Replace a checkpoint of the same step (a resumed run passing it again) only once the new
-  // one is complete.
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
-  fs::rename(tmp_dir, final_dir);
-  write_file_atomic(checkpoints_dir / "latest", name + "\n");
 
   if (keep > 0) {
     auto folders = step_folders(checkpoints_dir);
     const int64_t extra = static_cast<int64_t>(folders.size()) - keep;
     for (int64_t i = 0; i < extra; ++i) {
-      if (folders[static_cast<size_t>(i)] != final_dir) fs::remove_all(folders[static_cast<size_t>(i)]);
+      // A folder that cannot be removed costs disk, not the run: the next save tries again.
+      if (folders[static_cast<size_t>(i)] != final_dir) fs::remove_all(folders[static_cast<size_t>(i)], ec);
     }
   }
   return final_dir;
@@ -142,7 +230,8 @@ std::optional<fs::path> latest_checkpoint(const fs::path& checkpoints_dir) {
   while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) {
     name.pop_back();
   }
-  CONCORD_CHECK(!name.empty() && name.find('/') == std::string::npos, pointer.string(),
+  CONCORD_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..",
+                pointer.string(),
                 ": expected the name of a checkpoint folder, got '", name, "'");
   const fs::path dir = checkpoints_dir / name;
   CONCORD_CHECK(fs::is_directory(dir), pointer.string(), ": names '", name,

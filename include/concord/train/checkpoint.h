@@ -10,8 +10,9 @@
 //                                      concord.state (JSON: step, data cursor, modules, extra)
 //   <run>/checkpoints/latest           the name of the newest complete checkpoint
 //
-// A checkpoint is written into a temporary folder and renamed into place, then `latest` is
-// rewritten atomically: a crash at any moment leaves the previous checkpoint intact and named.
+// A checkpoint is written into a temporary folder (every file fsynced), renamed into place (the
+// folder fsynced), then `latest` is rewritten atomically: a crash or a full disk at any moment
+// leaves the previous checkpoint intact and named.
 // Exporting a module in a Hugging Face format (lm::save_pretrained) is a separate step: a
 // checkpoint is for resuming, and modules without a HF format (value heads, EMA copies) need
 // one too.
@@ -48,11 +49,16 @@ struct TrainingState {
 
 /// Writes a checkpoint of `modules`, `optimizer` and `state` under `checkpoints_dir` as
 /// step-<8 digits>, updates `latest`, then deletes all but the newest `keep` step folders
-/// (keep <= 0: keep all). Returns the checkpoint folder.
-std::filesystem::path save_checkpoint(const std::filesystem::path& checkpoints_dir,
-                                      const std::vector<NamedModule>& modules,
-                                      const AdamW& optimizer, const TrainingState& state,
-                                      int64_t keep = 0);
+/// (keep <= 0: keep all). `extra_files` (path inside the checkpoint, file) are moved in before
+/// the checkpoint is renamed into place (ZeRO-1 ranks' optimiser shards: optimizer_shards.h).
+/// Returns the checkpoint folder. A write that fails (a full disk, an unwritable folder) throws
+/// concord::IoError "<checkpoint>: checkpoint not written (the latest is still step-...): <file>:
+/// <reason>" after removing the partial checkpoint; `latest` and the checkpoint it names are
+/// untouched. Temporary folders that crashed saves left behind are removed.
+std::filesystem::path save_checkpoint(
+    const std::filesystem::path& checkpoints_dir, const std::vector<NamedModule>& modules,
+    const AdamW& optimizer, const TrainingState& state, int64_t keep = 0,
+    const std::vector<std::pair<std::string, std::filesystem::path>>& extra_files = {});
 
 /// The newest complete checkpoint under `checkpoints_dir` (from `latest`), or nullopt.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& checkpoints_dir);
