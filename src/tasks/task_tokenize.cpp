@@ -41,7 +41,7 @@ Task tokenize_task() {
   t.run = [](const Json& config, RunDirectory& dir, Report& report) {
     const TokenizeOptions o = tokenize_options_schema().read(config);
     auto tokenizer = text::load_tokenizer(o.tokenizer);
-    const auto prefix = dir.file(o.shard_prefix);
+    const auto prefix = dir.file(o.shard_prefix, "shard_prefix");
     std::filesystem::create_directories(prefix.parent_path());
     auto shards = data::tokenize_jsonl_to_shards(o.input, *tokenizer, prefix.string(),
                                                  o.tokens_per_shard);
