@@ -28,6 +28,7 @@
 #include "concord/core/report.h"
 #include "concord/core/runtime.h"
 #include "concord/core/shard.h"
+#include "concord/core/stop_signal.h"
 #include "concord/io/contact_sheet.h"
 #include "concord/io/image.h"
 #include "concord/io/safetensors.h"
@@ -85,9 +86,12 @@
 #include "concord/train/autocast.h"
 #include "concord/train/batch.h"
 #include "concord/train/checkpoint.h"
+#include "concord/train/data_parallel.h"
 #include "concord/train/lr_schedule.h"
 #include "concord/train/next_token.h"
 #include "concord/train/objective.h"
+#include "concord/train/optimizer_shards.h"
+#include "concord/train/process_group.h"
 #include "concord/train/trainer.h"
 
 // ---- capabilities: rlhf (MaxMin-RLHF) · diffusion (KOALA) · grape (GRAPE) · eval (TUMLU)

@@ -10,40 +10,15 @@
 #include "concord/core/files.h"
 #include "concord/core/metrics.h"
 #include "concord/data/token_shard.h"
+#include "cli_runner.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;  // stdout and stderr together
-};
-
-Result run_cli(const std::string& args) {
-  const std::string cmd = std::string(CONCORD_BINARY_DIR) + "/bin/concord " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-// run_cli with environment assignments ("A=1 B=2") for the one command, through env(1).
-Result run_cli_env(const std::string& env, const std::string& args) {
-  const std::string cmd =
-      "env " + env + " " + std::string(CONCORD_BINARY_DIR) + "/bin/concord " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using concord::testing::run_cli;
+using concord::testing::run_cli_env;
 
 size_t lines(const std::string& s) {
   size_t n = 0;
