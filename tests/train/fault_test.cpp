@@ -13,10 +13,12 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
@@ -259,4 +261,90 @@ TEST(BoundedMemory, ShardFourTimesTheCapTrainsWithinIt) {
   // 4 steps x 4 blocks touch 16 places of the shard; around each the kernel maps what it has
   // read (fault-around, large folios: about 300 kB a touch on Linux 6.18 and ext4).
   EXPECT_LT(shard_resident, kCap / 4) << "more of the shard is resident than the sampled blocks";
+}
+
+namespace {
+
+// The next-token loss, made NaN on the calls listed in `poisoned` (1-based).
+class PoisonedObjective final : public Objective<TokenBatch> {
+ public:
+  PoisonedObjective(concord::lm::CausalLM model, std::set<int> poisoned)
+      : inner_(std::move(model)), poisoned_(std::move(poisoned)) {}
+  int64_t count(const TokenBatch& b) const override { return inner_.count(b); }
+  int64_t inputs(const TokenBatch& b) const override { return inner_.inputs(b); }
+  LossSum loss(const TokenBatch& b) override {
+    LossSum l = inner_.loss(b);
+    if (poisoned_.count(++calls_)) l.sum = l.sum * std::numeric_limits<float>::quiet_NaN();
+    return l;
+  }
+
+ private:
+  NextTokenObjective inner_;
+  std::set<int> poisoned_;
+  int calls_ = 0;
+};
+
+TokenBatch random_batch(int64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+  const at::Tensor ids = at::randint(256, {2, 17}, gen, at::kLong);
+  TokenBatch b;
+  b.input_ids = ids.narrow(1, 0, 16).contiguous();
+  b.targets = ids.narrow(1, 1, 16).contiguous();
+  return b;
+}
+
+std::vector<at::Tensor> copies(concord::lm::CausalLM& m) {
+  std::vector<at::Tensor> out;
+  for (const auto& p : m->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+bool same(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!at::equal(a[i], b[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// A NaN step is skipped (no update: weights and AdamW's state stay), a good step resets the
+// count, and max_nonfinite_steps NaN steps in a row stop the run with one line.
+TEST(NonFiniteSteps, AreSkippedThenStopTheRun) {
+  auto model = tiny_model(3);
+  TrainerOptions o;
+  o.max_steps = 20;
+  o.progress = false;
+  o.optimizer.lr = 1e-2;
+  o.max_nonfinite_steps = 3;
+  Trainer trainer({{"model", model.ptr()}}, o);
+  PoisonedObjective objective(model, {2, 4, 5, 6});
+  StepStats s = trainer.train_step(objective, std::vector<TokenBatch>{random_batch(1)});
+  EXPECT_FALSE(s.skipped);
+  const auto after_good = copies(model);
+  const auto state = trainer.optimizer().state_dict();
+
+  s = trainer.train_step(objective, std::vector<TokenBatch>{random_batch(2)});
+  EXPECT_TRUE(s.skipped);
+  EXPECT_TRUE(std::isnan(s.loss));
+  EXPECT_TRUE(same(after_good, copies(model))) << "a skipped step changed the weights";
+  for (const auto& [key, t] : trainer.optimizer().state_dict()) {
+    EXPECT_TRUE(at::equal(t, state.at(key))) << key << " changed on a skipped step";
+  }
+  EXPECT_EQ(trainer.step(), 2);
+
+  s = trainer.train_step(objective, std::vector<TokenBatch>{random_batch(3)});
+  EXPECT_FALSE(s.skipped);
+  EXPECT_FALSE(same(after_good, copies(model)));
+  trainer.train_step(objective, std::vector<TokenBatch>{random_batch(4)});
+  trainer.train_step(objective, std::vector<TokenBatch>{random_batch(5)});
+  try {
+    trainer.train_step(objective, std::vector<TokenBatch>{random_batch(6)});
+    FAIL() << "three non-finite steps in a row did not stop the run";
+  } catch (const concord::Error& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(has(m, "3 non-finite steps in a row (4 to 6)")) << m;
+    EXPECT_TRUE(has(m, "no checkpoint was written since step 3")) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
 }
