@@ -11,6 +11,7 @@
 #include <exception>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -207,14 +208,15 @@ concord_spm* concord_spm_load(const char* path, char* err, size_t err_cap) {
       copy_message(why, err, err_cap);
       return nullptr;
     }
-    auto* spm = new concord_spm();
+    // Owned until it loads: libsentencepiece throws on some models (std::exception below), and
+    // the processor must not leak then (fuzz_sentencepiece's LeakSanitizer found it did).
+    auto spm = std::make_unique<concord_spm>();
     const auto status = spm->processor.LoadFromSerializedProto(bytes);
     if (!status.ok()) {
       copy_message(status.ToString(), err, err_cap);
-      delete spm;
       return nullptr;
     }
-    return spm;
+    return spm.release();
   } catch (const std::exception& e) {
     copy_message(e.what(), err, err_cap);
     return nullptr;
