@@ -1,10 +1,13 @@
 // libFuzzer target: run-config parsing. The input's first line is a `--set` override, the rest a
 // JSON config; both go through parse_json, apply_override and ConfigSchema::resolve against a
-// schema with every key type, a choice and a nested section. Any concord::Error is an accepted
-// rejection; anything else (a crash, another exception, a sanitizer report) is a bug.
+// schema with every key type, a choice and a nested section. Any concord::Error with a one-line
+// message is an accepted rejection; anything else (a crash, another exception, a sanitizer
+// report, a message split by a newline from the file) is a bug.
 // Build and run: scripts/fuzz.sh 60 fuzz_config
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "concord/core/config.h"
@@ -45,7 +48,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     concord::Json resolved = schema().resolve(config, "fuzz.json");
     (void)resolved.dump();
     (void)schema().describe().dump();
-  } catch (const concord::Error&) {
+  } catch (const concord::Error& e) {
+    // A refusal is one line, whatever the keys and values hold.
+    const std::string what = e.what();
+    if (what.find('\n') != std::string::npos) {
+      std::fprintf(stderr, "invariant violated: message spans lines: %s\n", what.c_str());
+      std::abort();
+    }
   }
   return 0;
 }

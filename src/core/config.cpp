@@ -222,7 +222,11 @@ Json ConfigSchema::resolve(const Json& input, const std::string& source, const s
   }
   for (auto it = input.begin(); it != input.end(); ++it) {
     if (find(it.key()) != nullptr) continue;
-    std::string msg = "unknown key '" + join_path(prefix, it.key()) + "'";
+    // The key as written, with control characters escaped: a key holding a newline (a "\n"
+    // escape in the JSON) split the one-line message (found by fuzz_lm_config).
+    std::string written = Json(it.key()).dump(-1, ' ', false, Json::error_handler_t::replace);
+    written = written.substr(1, written.size() - 2);
+    std::string msg = "unknown key '" + join_path(prefix, written) + "'";
     std::string near = suggestion(it.key(), keys_);
     if (!near.empty()) {
       msg += " (did you mean '" + join_path(prefix, near) + "'?)";

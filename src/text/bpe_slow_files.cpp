@@ -20,6 +20,14 @@ namespace {
 
 using json = nlohmann::json;
 
+// A string from a file as it appears in an error message: JSON-quoted, so one holding a newline
+// or a quote still gives a one-line, unambiguous message (fuzz_slow_tokenizer found a class name
+// with a "\n" escape that split one).
+// (Not named quoted: ADL would find std::quoted, a better match for a non-const string.)
+std::string json_quoted(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 // A special token in tokenizer_config.json: a string, or an AddedToken object {"content": ...}.
 std::string token_content(const json& config, const char* key, const std::string& fallback,
                           const std::string& source) {
@@ -63,7 +71,7 @@ json read_merges(const std::filesystem::path& path, const json& vocab) {
     }
     for (const std::string& token : {line.substr(0, sp), line.substr(sp + 1),
                                      line.substr(0, sp) + line.substr(sp + 1)}) {
-      if (!vocab.contains(token)) fail_format(where, "token \"", token, "\" is not in vocab.json");
+      if (!vocab.contains(token)) fail_format(where, "token ", json_quoted(token), " is not in vocab.json");
     }
     merges.push_back(line);
   }
@@ -142,8 +150,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
     root["post_processor"] = {{"type", "ByteLevel"}, {"add_prefix_space", true},
                               {"trim_offsets", false}, {"use_regex", true}};
   } else {
-    fail_format(where, "key 'tokenizer_class': '", cls,
-                "' has no slow-file reader (CLIPTokenizer, GPT2Tokenizer); save the tokenizer "
+    fail_format(where, "key 'tokenizer_class': ", json_quoted(cls),
+                " has no slow-file reader (CLIPTokenizer, GPT2Tokenizer); save the tokenizer "
                 "with a tokenizer.json");
   }
 
@@ -152,7 +160,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_slow_files(const std::filesyste
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() > INT32_MAX) {
-      fail_format(vocab_path.string(), "token '", it.key(), "': expected an integer id >= 0");
+      fail_format(vocab_path.string(), "token ", json_quoted(it.key()), ": expected an integer id >= 0");
     }
     next_id = std::max(next_id, it.value().get<int64_t>() + 1);
   }

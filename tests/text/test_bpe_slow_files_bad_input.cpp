@@ -57,6 +57,17 @@ TEST(BpeSlowFiles, TheHandWrittenFilesLoad) {
   EXPECT_EQ(tok->encode("AB ba", true), (std::vector<TokenId>{6, 4, 1, 2, 7}));
 }
 
+// Strings from the files reach the message JSON-quoted: a class name or a vocabulary token
+// holding a newline (a "\n" escape in the JSON) used to split the one-line message.
+TEST(BpeSlowFiles, NamesFromTheFilesAreQuotedOnOneLine) {
+  SlowFiles f;
+  f.config = {{"tokenizer_class", "CLIPTok\nizer"}};
+  expect_format_error(f, {"tokenizer_config.json", "key 'tokenizer_class': \"CLIPTok\\nizer\" has no"});
+  f = SlowFiles();
+  f.vocab["bad\r\ntoken"] = "x";
+  expect_format_error(f, {"vocab.json", "token \"bad\\r\\ntoken\": expected an integer id"});
+}
+
 TEST(BpeSlowFiles, MergesWithInvalidUtf8NameTheLine) {
   SlowFiles f;
   f.merges = "#version: 0.2\na b</w>\n\xff b\n";  // was nlohmann's type_error 316 from dump()
@@ -89,9 +100,9 @@ TEST(BpeSlowFiles, ConfigMembersOfTheWrongTypeNameTheKey) {
 TEST(BpeSlowFiles, VocabularyIdsOutOfRangeNameTheToken) {
   SlowFiles f;
   f.vocab["b"] = INT64_MAX;  // next_id = id + 1 overflowed
-  expect_format_error(f, {"vocab.json", "token 'b'"});
+  expect_format_error(f, {"vocab.json", "token \"b\""});
   f.vocab["b"] = -1;
-  expect_format_error(f, {"vocab.json", "token 'b'"});
+  expect_format_error(f, {"vocab.json", "token \"b\""});
 }
 
 TEST(Regex, RefusesSingleCodeUnitEscape) {
