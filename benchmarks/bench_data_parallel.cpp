@@ -87,15 +87,17 @@ double median(std::vector<double> v) {
 
 concord::lm::ModelConfig model_config(const Args& a) {
   if (!a.model.empty()) return concord::lm::load_any_model_config(a.model);
-  nlohmann::json j = {{"model_type", "gpt2"}, {"vocab_size", 257}, {"n_positions", 512},
-                      {"n_embd", 256},        {"n_layer", 4},      {"n_head", 4}};
+  nlohmann::json j = {{"family", "gpt2"},   {"vocab_size", 257}, {"max_position_embeddings", 512},
+                      {"hidden_size", 256}, {"num_layers", 4},   {"num_heads", 4},
+                      {"eos_token_id", 256}};
   return concord::lm::model_config_from_json(j, "bench_data_parallel");
 }
 
 // One process of the job (rank from the environment): prints a JSON line on rank 0.
 int worker(const Args& a) {
+  // Through the runtime, so OpenBLAS's own pool gets the same size (core/runtime.h).
+  ::setenv("CONCORD_NUM_THREADS", std::to_string(a.threads).c_str(), 1);
   concord::init_runtime();
-  at::set_num_threads(a.threads);
   torch::manual_seed(0);
   concord::lm::CausalLM model(model_config(a));
   concord::train::TrainerOptions o;
@@ -215,7 +217,7 @@ int main(int argc, char** argv) {
     self[len] = '\0';
     std::vector<double> efficiency;
     for (int round = 0; round < a.rounds; ++round) {
-      const auto one = job(self, passed, 1, 0);
+      const auto one = job(self, passed, 1, 29399);  // alone: the port is never opened
       const auto many = job(self, passed, a.world, 29400 + (::getpid() + round) % 500);
       const double params = many["params"].get<double>();
       const double bound = 2.0 * (a.world - 1) / a.world * 4.0 * params;
