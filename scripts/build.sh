@@ -5,6 +5,10 @@
 # debian:    Debian's LibTorch 1.13 (CPU), the default flavour.
 # pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
+# asan:      Debian's LibTorch, everything compiled with -fsanitize=address,undefined (-O1,
+#            line tables), building only the parser tests (target parser_tests, ctest label
+#            `parsers`: test_core, test_io, test_text, test_data and the fuzz corpus replays
+#            over concord_core) unless CONCORD_TARGETS says otherwise.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 flavour="${1:-debian}"
@@ -27,8 +31,15 @@ case "$flavour" in
       -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
       -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
     ;;
+  asan)
+    build="${CONCORD_BUILD_DIR:-$root/build-asan}"
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCONCORD_SANITIZE=address,undefined \
+      -DCONCORD_CUDA=OFF -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
+    CONCORD_TARGETS="${CONCORD_TARGETS:-parser_tests}"  # fuzz/CMakeLists.txt defines it
+    ;;
   *)
-    echo "build.sh: unknown flavour '$flavour' (debian or pip-torch)" >&2
+    echo "build.sh: unknown flavour '$flavour' (debian, pip-torch or asan)" >&2
     exit 2
     ;;
 esac

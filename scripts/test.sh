@@ -4,10 +4,14 @@
 #   1. Debian's LibTorch 1.13 (CPU): every test.
 #   2. PyPI torch's CUDA LibTorch: the CUDA kernels and dispatch compile and link; the suite runs
 #      again, *_CUDA tests skip without a device.
+#   3. asan: the parser tests (ctest label `parsers`: test_core, test_io, test_text, test_data and
+#      the fuzz corpus replays over concord_core) built with AddressSanitizer + UBSan on Debian's
+#      LibTorch. The first report (a bad access, UB, a leak) fails its test; no single allocation
+#      may exceed 2 GB (a crafted file that asks for more is a failure, not a slow test).
 # CONCORD_FLAVOURS="debian" limits it to the first.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-flavours="${CONCORD_FLAVOURS:-debian pip-torch}"
+flavours="${CONCORD_FLAVOURS:-debian pip-torch asan}"
 
 "$root/scripts/install-deps.sh"
 export CONCORD_SHARED_DIR="${CONCORD_SHARED_DIR:-$root/../shared}"
@@ -21,7 +25,14 @@ for flavour in $flavours; do
   echo "=== flavour $flavour: build ==="
   build="$("$root/scripts/build.sh" "$flavour" | tail -n 1)"
   echo "=== flavour $flavour: test ==="
-  if ! ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 900; then
+  run=(ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 900)
+  if [[ "$flavour" == asan ]]; then
+    # Leaks count too, less the system libraries' process-lifetime caches (scripts/lsan.supp).
+    run=(env "ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:max_allocation_size_mb=2048}"
+         "LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/scripts/lsan.supp:print_suppressions=0}"
+         "UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}" "${run[@]}" -L parsers)
+  fi
+  if ! "${run[@]}"; then
     status=1
   fi
   echo "=== flavour $flavour: $(( $(date +%s) - start )) s ==="
