@@ -249,8 +249,7 @@ void run_ppo(const Json& config, RunDirectory& dir, Report& report) {
     train::TrainingState state;
     state.step = trainer->step();
     state.data = cursor.state();
-    train::save_checkpoint(dir.file("checkpoints"), trainer->modules(), trainer->optimizer(), state,
-                           o.train.keep_checkpoints);
+    trainer->save(dir.file("checkpoints"), state);
   };
   Json last;
   while (cursor.iteration < o.iterations) {

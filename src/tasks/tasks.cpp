@@ -134,7 +134,11 @@ std::string run_task_impl(Json raw, const std::string& source,
     // Only rank 0 writes the run folder; this rank's files (its copy of the model, report and
     // metrics, identical to rank 0's) go to a scratch folder that is removed at the end.
     ScratchFolder scratch("concord-rank" + std::to_string(shard.rank));
-    RunDirectory run_dir(scratch.path(), false);
+    // It reads the run's checkpoints where rank 0 keeps them, so `--resume` finds the same one
+    // on every rank (a task with a loop of its own, PPO's, restores by itself).
+    std::filesystem::create_directory_symlink(std::filesystem::absolute(dir) / "checkpoints",
+                                              scratch.path() / "checkpoints");
+    RunDirectory run_dir(scratch.path(), resume);
     Report report("concord run: " + task_name);
     task.run(config, run_dir, report);
     return dir;

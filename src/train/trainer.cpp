@@ -379,8 +379,7 @@ TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirect
     nlohmann::json history = nlohmann::json::array();
     for (const auto& [s, l] : eval_history_) history.push_back({s, l});
     state.extra = {{"eval_loss", history}};
-    if (dp_ != nullptr) state.extra["data_parallel"] = dp_->layout();
-    result.last_checkpoint = save_checkpoint_data_parallel(checkpoints, state);
+    result.last_checkpoint = save(checkpoints, state);
   };
 
   while (step_ < options_.max_steps) {
@@ -442,11 +441,14 @@ TrainResult Trainer::fit_feed(detail::Feed& train, detail::Feed* eval, RunDirect
 // Rank 0 writes the checkpoint; with ZeRO-1 every other rank first writes its optimiser shard
 // beside it, and rank 0 moves the shards into the checkpoint before it is renamed into place,
 // so a checkpoint is complete or absent. Alone: save_checkpoint.
-std::filesystem::path Trainer::save_checkpoint_data_parallel(const std::filesystem::path& dir,
-                                                             const TrainingState& state) {
+std::filesystem::path Trainer::save(const std::filesystem::path& checkpoints_dir,
+                                    TrainingState state) {
   if (dp_ == nullptr) {
-    return save_checkpoint(dir, modules_, optimizer_, state, options_.keep_checkpoints);
+    return save_checkpoint(checkpoints_dir, modules_, optimizer_, state, options_.keep_checkpoints);
   }
+  if (!state.extra.is_object()) state.extra = nlohmann::json::object();
+  state.extra["data_parallel"] = dp_->layout();
+  const std::filesystem::path dir = dp_->group().broadcast_string(checkpoints_dir.string(), 0);
   const bool sharded = dp_->options().shard_optimizer;
   std::vector<std::pair<std::string, std::filesystem::path>> shards;
   if (sharded) {

@@ -9,54 +9,17 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
-
 #include "cli_runner.h"
 #include "concord/core/files.h"
-#include "concord/lm/causal_lm.h"
-#include "concord/lm/hf_checkpoint.h"
-#include "concord/lm/model_config.h"
-#include "concord/tasks/tasks.h"
 #include "faults_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using concord::testing::CliProcess;
+using concord::testing::Inputs;
 using concord::testing::run_cli;
 
 namespace {
-
-// Inputs every task below reads: a tiny byte-level GPT-2 folder, SFT records, preference pairs,
-// prompts, and a reward model trained on the pairs (for ppo).
-struct Inputs {
-  concord::testing::TempDir tmp;
-  fs::path base, sft, pairs, prompts, reward;
-
-  Inputs() {
-    torch::manual_seed(0);
-    concord::lm::CausalLM m(concord::lm::load_model_config(std::string(CONCORD_SOURCE_DIR) +
-                                                           "/configs/models/tiny-gpt2.json"));
-    base = tmp / "base";
-    concord::lm::save_pretrained(m, base);
-    std::string sft_lines, pair_lines, prompt_lines;
-    for (int i = 0; i < 24; ++i) {
-      const std::string q = "q" + std::to_string(i);
-      sft_lines += "{\"prompt\": \"" + q + "=\", \"completion\": \" " + std::to_string(i * 7) + "\"}\n";
-      pair_lines += "{\"prompt\":\"" + q + "\",\"chosen\":\"" + std::string(1 + i % 4, 'x') +
-                    "\",\"rejected\":\"" + std::string(1 + i % 3, 'y') + "\"}\n";
-      prompt_lines += "{\"prompt\":\"" + q + "\"}\n";
-    }
-    sft = concord::testing::write_file(tmp / "sft.jsonl", sft_lines);
-    pairs = concord::testing::write_file(tmp / "pairs.jsonl", pair_lines);
-    prompts = concord::testing::write_file(tmp / "prompts.jsonl", prompt_lines);
-    const std::string r = concord::tasks::run_task(
-        R"({"task": "reward", "model": ")" + base.string() + R"(", "tokenizer": "bytes",
-            "data": ")" + pairs.string() + R"(", "batch_size": 4,
-            "train": {"max_steps": 2, "lr": 1e-3, "progress": false}})",
-        {}, (tmp / "reward-run").string());
-    reward = fs::path(r) / "reward";
-  }
-};
 
 struct Job {
   std::string name;

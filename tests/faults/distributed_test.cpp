@@ -148,3 +148,35 @@ TEST(Distributed, ADeadRankEndsTheOthersWithAClearError) {
   EXPECT_NE(log.find("distributed: all-reduce failed on rank 0 of 2"), std::string::npos) << log;
   RecordProperty("seconds_to_exit", std::to_string(seconds));
 }
+
+// --resume in a data-parallel job: every rank continues from the checkpoint in rank 0's run
+// folder, for a task trained through fit() (pretrain) and for one with a loop of its own (ppo,
+// whose rollouts every rank repeats): both end bit-equal to the same job run without a break.
+TEST(Distributed, EveryRankResumesFromRankZerosCheckpoint) {
+  concord::testing::Inputs in;
+  const auto cfg = pretrain_config(in.tmp.path());
+  const std::string two = "launch -n 2 -- run " + cfg.string() + " --set batch_size=4";
+  auto r = run_cli_env(kEnv, two + " --out " + (in.tmp / "whole").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cli_env(kEnv, two + " --out " + (in.tmp / "part").string() + " --set train.max_steps=3");
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cli_env(kEnv, two + " --out " + (in.tmp / "part").string() + " --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(max_difference(in.tmp / "whole", in.tmp / "part"), 0.0);
+
+  const auto ppo = concord::testing::write_file(in.tmp / "ppo.json", R"({"task": "ppo",
+    "policy": ")" + in.base.string() + R"(", "tokenizer": "bytes",
+    "rewards": ")" + in.reward.string() + R"(", "prompts": ")" + in.prompts.string() + R"(",
+    "iterations": 4, "checkpoint_every": 1, "aggregator": {"name": "min"},
+    "ppo": {"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1},
+    "generation": {"max_new_tokens": 4}, "train": {"lr": 1e-3, "progress": false}})");
+  const std::string ppo_two = "launch -n 2 -- run " + ppo.string();
+  r = run_cli_env(kEnv, ppo_two + " --out " + (in.tmp / "ppo-whole").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cli_env(kEnv, ppo_two + " --out " + (in.tmp / "ppo-part").string() + " --set iterations=2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cli_env(kEnv, ppo_two + " --out " + (in.tmp / "ppo-part").string() + " --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(concord::read_file(in.tmp / "ppo-part/policy/model.safetensors"),
+            concord::read_file(in.tmp / "ppo-whole/policy/model.safetensors"));
+}

@@ -221,6 +221,12 @@ class Trainer {
     return evaluate_feed(feed, batches);
   }
 
+  /// Writes a checkpoint of the modules and the optimiser under `checkpoints_dir`, keeping the
+  /// newest keep_checkpoints (checkpoint.h); fit() calls it, loops of their own (PPO's) too. In
+  /// a data-parallel job call it on every rank: rank 0 writes it into its own `checkpoints_dir`,
+  /// with each rank's ZeRO-1 share and the layout.
+  std::filesystem::path save(const std::filesystem::path& checkpoints_dir, TrainingState state);
+
   /// The gradient seam (GradientHook); empty to remove.
   void set_gradient_hook(GradientHook hook) { gradient_hook_ = std::move(hook); }
   /// Runs after each optimizer step (StepHook); empty to remove.
@@ -241,8 +247,7 @@ class Trainer {
   EvalResult evaluate_feed(detail::Feed& feed, int64_t batches);
   void set_train_mode(bool on);
   void sync_resume(DataCursor& train);
-  std::filesystem::path save_checkpoint_data_parallel(const std::filesystem::path& dir,
-                                                      const TrainingState& state);
+
   void reduce_step(StepStats& stats, double& loss_total, int stop);
 
   std::vector<NamedModule> modules_;
