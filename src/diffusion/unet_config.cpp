@@ -129,7 +129,8 @@ UNetConfig unet_config_from_json(const Json& j, const std::string& source) {
 
   UNetConfig c;
   try {
-    c.block_out_channels = j.at("block_out_channels").get<std::vector<int64_t>>();
+    c.block_out_channels =
+        config_fields::required<std::vector<int64_t>>(j, "block_out_channels", source);
     c.down_block_types = j.at("down_block_types").get<std::vector<std::string>>();
     c.up_block_types = j.at("up_block_types").get<std::vector<std::string>>();
   } catch (const std::exception&) {

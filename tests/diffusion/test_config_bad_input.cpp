@@ -114,6 +114,22 @@ TEST(ConfigBadInput, AbsurdSizesAreRefusedByName) {
   expect_config_error(parse_euler, j, {"num_train_timesteps"});
 }
 
+// An integer key given as a float beyond int64 was cast by nlohmann's get<int64_t>(), which is
+// undefined behaviour (fuzz_diffusion_config: UBSan, an eos_token_id of 9.9e21). Integral
+// floats within range are still integers, as Python writes them sometimes.
+TEST(ConfigBadInput, IntegerKeysRefuseFloatsOutsideTheRange) {
+  Json clip = pipeline_config("text_encoder");
+  clip["eos_token_id"] = 9.922337203685477e21;
+  expect_config_error(parse_clip, clip, {"key 'eos_token_id'", "not an integer in ["});
+  clip["eos_token_id"] = 2.5;
+  expect_config_error(parse_clip, clip, {"key 'eos_token_id'", "not an integer"});
+  clip["eos_token_id"] = 2.0;
+  EXPECT_EQ(parse_clip(clip).eos_token_id, 2);
+  Json unet = pipeline_config("unet");
+  unet["block_out_channels"] = Json::array({32, 1e300});
+  expect_config_error(parse_unet, unet, {"block_out_channels"});
+}
+
 TEST(ConfigBadInput, SchedulerValuesOutsideTheirRange) {
   const Json base = pipeline_config("scheduler", "scheduler_config.json");
   Json j = base;
