@@ -29,6 +29,7 @@
 #include "concord/core/runtime.h"
 #include "concord/core/shard.h"
 #include "concord/core/stop_signal.h"
+#include "concord/core/sync_folder.h"
 #include "concord/io/contact_sheet.h"
 #include "concord/io/image.h"
 #include "concord/io/safetensors.h"

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "concord/core/error.h"
+#include "concord/core/sync_folder.h"
 
 namespace fs = std::filesystem;
 
@@ -150,6 +151,10 @@ void write_file_atomic(const fs::path& path, const std::function<void(std::ostre
     fs::remove(tmp, ec);
     throw;
   }
+}
+
+void sync_folder(const fs::path& dir, const std::string& for_path) {
+  fsync_directory(dir, for_path.empty() ? dir.string() : for_path);
 }
 
 void write_file_atomic(const fs::path& path, std::string_view contents) {

@@ -139,9 +139,16 @@ void AdamW::load_state_dict(const std::map<std::string, at::Tensor>& state,
       slot.exp_avg = slot.exp_avg_sq = at::Tensor();
       continue;
     }
-    CONCORD_CHECK(step->second.numel() == 1, source, ": optimizer entry '", step->first,
-                  "' must be a scalar");
-    slot.step = step->second.item<int64_t>();
+    // An integer in [1, 2^53]: the bias correction needs k >= 1, and a count near INT64_MAX
+    // would overflow at the next step.
+    const at::Tensor& k = step->second;
+    CONCORD_CHECK(k.numel() == 1 && at::isIntegralType(k.scalar_type(), /*includeBool=*/false),
+                  source, ": optimizer entry '", step->first, "' must be an integer scalar, got ",
+                  k.scalar_type(), " of shape ", k.sizes());
+    const int64_t count = k.item<int64_t>();
+    CONCORD_CHECK(count >= 1 && count <= (int64_t{1} << 53), source, ": optimizer entry '",
+                  step->first, "' is ", count, ", outside [1, 2^53]");
+    slot.step = count;
     for (const char* part : {".exp_avg", ".exp_avg_sq"}) {
       const std::string key = slot.name + part;
       auto it = state.find(key);

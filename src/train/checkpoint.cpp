@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <memory>
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
@@ -16,6 +17,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
+#include "concord/core/sync_folder.h"
 #include "concord/io/safetensors.h"
 
 namespace concord::train {
@@ -47,25 +49,47 @@ void check_module_names(const std::vector<NamedModule>& modules) {
   }
 }
 
-// Copies the tensors of `path` into `module`: the same names, the same shapes, nothing missing
-// and nothing left over.
-void load_module(const fs::path& path, torch::nn::Module& module) {
+// Opens `path` and checks it against `module`: the same names, the same shapes, nothing missing
+// and nothing left over. Nothing is copied yet (copy_module_tensors), so a checkpoint that fails
+// any check leaves every module as it was.
+std::unique_ptr<io::SafetensorsFile> checked_module_file(const fs::path& path,
+                                                         torch::nn::Module& module) {
   const std::string source = path.string();
   CONCORD_CHECK(fs::is_regular_file(path), source, ": missing (the checkpoint has no such module)");
-  const io::SafetensorsFile file(path);
-  auto targets = module_tensors(module);
-  for (const auto& key : file.keys()) {
+  auto file = std::make_unique<io::SafetensorsFile>(path);
+  const auto targets = module_tensors(module);
+  for (const auto& key : file->keys()) {
     if (!targets.count(key)) fail_format(source, "tensor '", key, "' matches nothing in the module");
   }
-  at::NoGradGuard no_grad;
-  for (auto& [key, target] : targets) {
-    if (!file.contains(key)) fail_format(source, "tensor '", key, "' is missing");
-    const at::Tensor saved = file.get(key);
-    if (saved.sizes() != target.sizes()) {
-      fail_format(source, "tensor '", key, "' has shape ", saved.sizes(), ", the module ",
-                  target.sizes());
+  for (const auto& [key, target] : targets) {
+    if (!file->contains(key)) fail_format(source, "tensor '", key, "' is missing");
+    const auto saved = file->get(key).sizes();
+    if (saved != target.sizes()) {
+      fail_format(source, "tensor '", key, "' has shape ", saved, ", the module ", target.sizes());
     }
-    target.copy_(saved);
+  }
+  return file;
+}
+
+void copy_module_tensors(const io::SafetensorsFile& file, torch::nn::Module& module) {
+  at::NoGradGuard no_grad;
+  for (auto& [key, target] : module_tensors(module)) target.copy_(file.get(key));
+}
+
+// The saved CPU generator state, checked on a generator of its own first: LibTorch refuses a bad
+// one with an error that names no file.
+void check_rng_state(const at::Tensor& state, const std::string& source) {
+  if (state.scalar_type() != at::kByte || state.dim() != 1) {
+    fail_format(source, "tensor '", kRngKey, "' must be a 1-D uint8 generator state, got ",
+                state.scalar_type(), " of shape ", state.sizes());
+  }
+  try {
+    at::Generator trial = at::detail::createCPUGenerator();
+    trial.set_state(state);
+  } catch (const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    what = what.substr(0, what.find('\n'));
+    fail_format(source, "tensor '", kRngKey, "' is not a CPU generator state: ", what);
   }
 }
 
@@ -110,19 +134,6 @@ void remove_stale_temporaries(const fs::path& dir) {
     }
     std::error_code rm;
     fs::remove_all(it->path(), rm);
-  }
-}
-
-// fsync a folder so that a rename in it survives a crash; filesystems that cannot (EINVAL) are
-// skipped, a real I/O error throws.
-void sync_folder(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0 && err != EINVAL && err != EROFS) {
-    fail_io(dir.string(), "cannot sync folder: ", std::strerror(err));
   }
 }
 
@@ -299,21 +310,32 @@ TrainingState load_checkpoint(const fs::path& checkpoint, const std::vector<Name
     fail_format(source, "the checkpoint holds modules [", join(saved), "], the run has [",
                 join(given), "]");
   }
+  // Everything is checked before anything is changed: a checkpoint refused half-way would
+  // otherwise leave some modules loaded and the optimiser fresh.
+  std::vector<std::unique_ptr<io::SafetensorsFile>> module_files;
   for (const auto& [name, module] : modules) {
-    load_module(checkpoint / kModulesDir / (name + ".safetensors"), *module);
+    module_files.push_back(
+        checked_module_file(checkpoint / kModulesDir / (name + ".safetensors"), *module));
   }
-
   std::map<std::string, at::Tensor> tensors;
   for (const auto& key : file.keys()) tensors[key] = file.get(key).clone();
   auto rng = tensors.find(kRngKey);
   if (rng == tensors.end()) fail_format(source, "tensor '", kRngKey, "' is missing");
+  const at::Tensor rng_state = rng->second;
+  check_rng_state(rng_state, source);
+  tensors.erase(rng);
+  AdamW loaded = optimizer;  // its slots share the parameters; only its own state changes
+  loaded.load_state_dict(tensors, source);
+
+  for (size_t i = 0; i < modules.size(); ++i) {
+    copy_module_tensors(*module_files[i], *modules[i].second);
+  }
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng->second);
+    gen.set_state(rng_state);
   }
-  tensors.erase(rng);
-  optimizer.load_state_dict(tensors, source);
+  optimizer = std::move(loaded);
 
   TrainingState state;
   state.step = meta_json["step"].get<int64_t>();
