@@ -137,9 +137,12 @@ at::Tensor pair_reward_differences(RewardSet& rewards, const data::PreferenceDat
 
 ClusterBalancedPairs::ClusterBalancedPairs(const data::PreferenceDataset& data,
                                            const std::vector<int64_t>& cluster_of_pair,
-                                           int64_t batch_size, uint64_t seed)
-    : data_(data), batch_size_(batch_size), seed_(seed) {
+                                           int64_t batch_size, uint64_t seed, int64_t rank,
+                                           int64_t world_size)
+    : data_(data), batch_size_(batch_size), seed_(seed), rank_(rank), world_size_(world_size) {
   CONCORD_CHECK(batch_size > 0, "ClusterBalancedPairs: batch_size must be positive");
+  CONCORD_CHECK(world_size > 0 && rank >= 0 && rank < world_size, "ClusterBalancedPairs: rank ",
+                rank, " outside [0, ", world_size, ")");
   CONCORD_CHECK(static_cast<int64_t>(cluster_of_pair.size()) == data.size(),
                 "ClusterBalancedPairs: ", cluster_of_pair.size(), " cluster labels for ",
                 data.size(), " pairs");
@@ -170,21 +173,24 @@ void ClusterBalancedPairs::shuffle(size_t c) {
 data::PreferenceBatch ClusterBalancedPairs::next() {
   std::vector<int64_t> idx;
   const auto clusters = static_cast<int64_t>(members_.size());
-  for (int64_t i = 0; i < batch_size_; ++i) {
+  const int64_t global = batch_size_ * world_size_;
+  for (int64_t i = 0; i < global; ++i) {
     const auto c = static_cast<size_t>((slot_ + i) % clusters);
     if (position_[c] == static_cast<int64_t>(order_[c].size())) {
       ++pass_[c];
       position_[c] = 0;
       shuffle(c);
     }
-    idx.push_back(order_[c][static_cast<size_t>(position_[c]++)]);
+    const int64_t pair = order_[c][static_cast<size_t>(position_[c]++)];
+    if (i / batch_size_ == rank_) idx.push_back(pair);
   }
-  slot_ = (slot_ + batch_size_) % clusters;
+  slot_ = (slot_ + global) % clusters;
   return data_.get_batch(idx);
 }
 
 int64_t ClusterBalancedPairs::batches_per_epoch() const {
-  return std::max<int64_t>(1, (total_ + batch_size_ - 1) / batch_size_);
+  const int64_t global = batch_size_ * world_size_;
+  return std::max<int64_t>(1, (total_ + global - 1) / global);
 }
 
 nlohmann::json ClusterBalancedPairs::state() const {

@@ -9,6 +9,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "concord/core/error.h"
+#include "concord/core/shard.h"
 #include "concord/rlhf/cluster_stats.h"
 #include "concord/train/batch.h"
 
@@ -176,7 +177,9 @@ double m_step(RewardSet& rewards, const data::PreferenceDataset& data, const Pai
     objective.set_user_heads(at::tensor(assign, at::kLong));
     std::vector<int64_t> cluster_of_pair;
     for (int64_t u : ix.user) cluster_of_pair.push_back(assign[static_cast<size_t>(u)]);
-    ClusterBalancedPairs source(data, cluster_of_pair, o.batch_size, seed);
+    const Shard shard = process_shard();
+    ClusterBalancedPairs source(data, cluster_of_pair, o.batch_size, seed, shard.rank,
+                                shard.world_size);
     result = trainer.fit(objective, source);
   } else {
     at::Tensor g = at::empty({gamma->rows(), gamma->cols()}, at::kFloat);
@@ -187,7 +190,8 @@ double m_step(RewardSet& rewards, const data::PreferenceDataset& data, const Pai
     data::SamplerOptions so;
     so.batch_size = o.batch_size;
     so.seed = seed;
-    train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch> source(data, so);
+    train::SampledBatches<data::PreferenceDataset, data::PreferenceBatch> source(
+        data, so.for_this_process());
     result = trainer.fit(objective, source);
   }
   rewards.train(false);
@@ -271,136 +275,295 @@ std::vector<int64_t> initial_assignment(RewardSet& rewards, const data::Preferen
   return assign;
 }
 
-EmResult fit_reward_mixture(RewardSet& rewards, const data::PreferenceDataset& data,
-                            const EmOptions& o, const train::TrainerOptions& train,
-                            const BradleyTerryOptions& loss, const EmCallback& callback) {
-  em_options_schema().validate(o, "reward_em options");
-  CONCORD_CHECK(rewards.size() == o.clusters, "reward_em: ", o.clusters, " clusters but ",
-                rewards.size(), " reward heads");
+namespace {
+
+// Doubles in a state: numbers (nlohmann writes the shortest text that reads back to the same
+// double), and the one non-finite value EM keeps, -inf before a first likelihood, as a string.
+nlohmann::json exact(double v) {
+  if (std::isfinite(v)) return v;
+  return v < 0 ? "-inf" : "inf";
+}
+
+double exact_double(const nlohmann::json& j) {
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    if (s == "-inf") return -std::numeric_limits<double>::infinity();
+    if (s == "inf") return std::numeric_limits<double>::infinity();
+    throw FormatError("'" + s + "' is not a number");
+  }
+  return j.get<double>();
+}
+
+nlohmann::json matrix_state(const Eigen::MatrixXd& m) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (Eigen::Index i = 0; i < m.rows(); ++i) {
+    nlohmann::json row = nlohmann::json::array();
+    for (Eigen::Index j = 0; j < m.cols(); ++j) row.push_back(exact(m(i, j)));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+Eigen::MatrixXd matrix_from(const nlohmann::json& j, Eigen::Index rows, Eigen::Index cols,
+                            const char* name) {
+  if (!j.is_array() || static_cast<Eigen::Index>(j.size()) != rows) {
+    throw FormatError(std::string("'") + name + "' must have " + std::to_string(rows) + " rows");
+  }
+  Eigen::MatrixXd m(rows, cols);
+  for (Eigen::Index i = 0; i < rows; ++i) {
+    const auto& row = j[static_cast<size_t>(i)];
+    if (!row.is_array() || static_cast<Eigen::Index>(row.size()) != cols) {
+      throw FormatError(std::string("'") + name + "' row " + std::to_string(i) + " must have " +
+                        std::to_string(cols) + " values");
+    }
+    for (Eigen::Index c = 0; c < cols; ++c) m(i, c) = exact_double(row[static_cast<size_t>(c)]);
+  }
+  return m;
+}
+
+nlohmann::json iteration_state(const EmIteration& it) {
+  nlohmann::json j = it.to_json();
+  j["log_likelihood"] = exact(it.log_likelihood);
+  j["log_likelihood_per_pair"] = exact(it.log_likelihood_per_pair);
+  j["m_step_loss"] = exact(it.m_step_loss);
+  return j;
+}
+
+EmIteration iteration_from(const nlohmann::json& j) {
+  EmIteration it;
+  it.restart = j.at("restart").get<int64_t>();
+  it.iteration = j.at("iteration").get<int64_t>();
+  it.log_likelihood = exact_double(j.at("log_likelihood"));
+  it.log_likelihood_per_pair = exact_double(j.at("log_likelihood_per_pair"));
+  it.changed = j.at("changed").get<int64_t>();
+  it.reseeded = j.at("reseeded").get<int64_t>();
+  it.m_step_loss = exact_double(j.at("m_step_loss"));
+  it.sizes = j.at("sizes").get<std::vector<int64_t>>();
+  return it;
+}
+
+// Runs `read`, turning a missing key or a value of the wrong type into a FormatError that says
+// which state it was.
+template <typename F>
+auto reading_state(const char* what, F&& read) {
+  try {
+    return read();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(std::string(what) + ": " + e.what());
+  } catch (const FormatError& e) {
+    throw FormatError(std::string(what) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+nlohmann::json EmResult::state() const {
+  nlohmann::json hist = nlohmann::json::array();
+  for (const auto& h : history) hist.push_back(iteration_state(h));
+  nlohmann::json mixture = nlohmann::json::array(), accuracy = nlohmann::json::array();
+  for (double w : mixture_weights) mixture.push_back(exact(w));
+  for (double a : cluster_accuracy) accuracy.push_back(exact(a));
+  nlohmann::json j = {{"clusters", clusters},
+                      {"assignment", assignment},
+                      {"responsibilities", matrix_state(responsibilities)},
+                      {"mixture_weights", mixture},
+                      {"log_likelihood", exact(log_likelihood)},
+                      {"log_likelihood_per_pair", exact(log_likelihood_per_pair)},
+                      {"best_restart", best_restart},
+                      {"history", hist},
+                      {"cluster_accuracy", accuracy},
+                      {"cluster_pairs", cluster_pairs},
+                      {"users_without_pairs", users_without_pairs}};
+  if (purity) j["purity"] = exact(*purity);
+  if (nmi) j["nmi"] = exact(*nmi);
+  return j;
+}
+
+EmResult EmResult::from_state(const nlohmann::json& j) {
+  return reading_state("EM result", [&] {
+    EmResult r;
+    r.clusters = j.at("clusters").get<int64_t>();
+    r.assignment = j.at("assignment").get<std::vector<int64_t>>();
+    if (r.clusters < 1) throw FormatError("'clusters' must be at least 1");
+    for (int64_t a : r.assignment) {
+      if (a < -1 || a >= r.clusters) throw FormatError("'assignment' names cluster " + std::to_string(a));
+    }
+    r.responsibilities = matrix_from(j.at("responsibilities"),
+                                     static_cast<Eigen::Index>(r.assignment.size()), r.clusters,
+                                     "responsibilities");
+    for (const auto& w : j.at("mixture_weights")) r.mixture_weights.push_back(exact_double(w));
+    r.log_likelihood = exact_double(j.at("log_likelihood"));
+    r.log_likelihood_per_pair = exact_double(j.at("log_likelihood_per_pair"));
+    r.best_restart = j.at("best_restart").get<int64_t>();
+    for (const auto& h : j.at("history")) r.history.push_back(iteration_from(h));
+    for (const auto& a : j.at("cluster_accuracy")) r.cluster_accuracy.push_back(exact_double(a));
+    r.cluster_pairs = j.at("cluster_pairs").get<std::vector<int64_t>>();
+    r.users_without_pairs = j.at("users_without_pairs").get<std::vector<int64_t>>();
+    if (static_cast<int64_t>(r.mixture_weights.size()) != r.clusters ||
+        static_cast<int64_t>(r.cluster_accuracy.size()) != r.clusters ||
+        static_cast<int64_t>(r.cluster_pairs.size()) != r.clusters) {
+      throw FormatError("per-cluster lists must have " + std::to_string(r.clusters) + " entries");
+    }
+    if (j.contains("purity")) r.purity = exact_double(j["purity"]);
+    if (j.contains("nmi")) r.nmi = exact_double(j["nmi"]);
+    return r;
+  });
+}
+
+RewardMixtureEm::RewardMixtureEm(RewardSet& rewards, const data::PreferenceDataset& data,
+                                 EmOptions options, train::TrainerOptions train,
+                                 BradleyTerryOptions loss)
+    : rewards_(rewards), data_(data), options_(std::move(options)), train_(std::move(train)),
+      loss_(loss) {
+  em_options_schema().validate(options_, "reward_em options");
+  CONCORD_CHECK(rewards.size() == options_.clusters, "reward_em: ", options_.clusters,
+                " clusters but ", rewards.size(), " reward heads");
   CONCORD_CHECK(data.size() > 0, "reward_em: no preference pairs");
   const PairIndex ix = index_pairs(data);
-  const int64_t k = o.clusters;
-  const bool soft = o.assignment == "soft";
-  std::vector<bool> active(static_cast<size_t>(ix.users));
-  for (int64_t u = 0; u < ix.users; ++u) active[static_cast<size_t>(u)] = ix.pairs_of[static_cast<size_t>(u)] > 0;
+  pair_user_ = ix.user;
+  pair_margin_ = ix.margin;
+  pairs_of_ = ix.pairs_of;
+  users_ = ix.users;
+  initial_ = rewards.clone();
+  if (options_.restarts > 1) best_weights_ = rewards.clone();
+  best_.log_likelihood = -std::numeric_limits<double>::infinity();
+}
 
-  const RewardSet initial = rewards.clone();
-  std::optional<RewardSet> best_weights;
-  EmResult best;
-  best.log_likelihood = -std::numeric_limits<double>::infinity();
-  std::vector<EmIteration> history;
+void RewardMixtureEm::begin_restart() {
+  if (restart_ > 0) rewards_.copy_weights_from(initial_);
+  const uint64_t seed = options_.seed + 1000003ULL * static_cast<uint64_t>(restart_);
+  assign_ = initial_assignment(rewards_, data_, options_, seed);
+  gamma_ = Eigen::MatrixXd::Zero(users_, options_.clusters);
+  for (int64_t u = 0; u < users_; ++u) {
+    if (assign_[static_cast<size_t>(u)] >= 0) gamma_(u, assign_[static_cast<size_t>(u)]) = 1;
+  }
+  log_pi_ = Eigen::VectorXd::Constant(options_.clusters,
+                                      -std::log(static_cast<double>(options_.clusters)));
+  ll_ = -std::numeric_limits<double>::infinity();
+}
 
-  for (int64_t restart = 0; restart < o.restarts; ++restart) {
-    if (restart > 0) rewards.copy_weights_from(initial);
-    const uint64_t seed = o.seed + 1000003ULL * static_cast<uint64_t>(restart);
-    std::vector<int64_t> assign = initial_assignment(rewards, data, o, seed);
-    Eigen::MatrixXd gamma = Eigen::MatrixXd::Zero(ix.users, k);
-    for (int64_t u = 0; u < ix.users; ++u) {
-      if (assign[static_cast<size_t>(u)] >= 0) gamma(u, assign[static_cast<size_t>(u)]) = 1;
+void RewardMixtureEm::end_restart() {
+  const int64_t k = options_.clusters;
+  if (ll_ > best_.log_likelihood) {
+    best_.log_likelihood = ll_;
+    best_.best_restart = restart_;
+    best_.assignment = assign_;
+    best_.responsibilities = gamma_;
+    best_.mixture_weights.assign(static_cast<size_t>(k), 0.0);
+    const Eigen::VectorXd pi = gamma_.colwise().sum() / std::max(1e-12, gamma_.sum());
+    for (int64_t c = 0; c < k; ++c) best_.mixture_weights[static_cast<size_t>(c)] = pi(c);
+    if (best_weights_) best_weights_->copy_weights_from(rewards_);
+  }
+  ++restart_;
+  iteration_ = 0;
+}
+
+const EmIteration& RewardMixtureEm::iterate() {
+  CONCORD_CHECK(!done(), "reward_em: iterate() after the last restart finished");
+  if (iteration_ == 0) begin_restart();
+  const int64_t k = options_.clusters;
+  const bool soft = options_.assignment == "soft";
+  const auto n = static_cast<double>(data_.size());
+  PairIndex ix;
+  ix.user = pair_user_;
+  ix.margin = pair_margin_;
+  ix.pairs_of = pairs_of_;
+  ix.users = users_;
+  const uint64_t seed = options_.seed + 1000003ULL * static_cast<uint64_t>(restart_);
+  ++iteration_;
+  EmIteration rec;
+  rec.restart = restart_;
+  rec.iteration = iteration_;
+  rec.m_step_loss = m_step(rewards_, data_, ix, options_, train_, loss_, assign_,
+                           soft ? &gamma_ : nullptr, seed + static_cast<uint64_t>(iteration_));
+  const Eigen::MatrixXd d = to_eigen(pair_reward_differences(rewards_, data_, options_.score_batch_size));
+  check_finite(d, iteration_);
+  const Eigen::MatrixXd L = user_log_likelihood(d, ix.user, ix.margin, ix.users);
+  std::vector<bool> active(static_cast<size_t>(users_));
+  for (int64_t u = 0; u < users_; ++u) active[static_cast<size_t>(u)] = pairs_of_[static_cast<size_t>(u)] > 0;
+  std::vector<int64_t> next(static_cast<size_t>(users_), -1);
+  double new_ll = 0;
+  if (soft) {
+    new_ll = soft_assign(L, log_pi_, active, gamma_);
+    for (int64_t u = 0; u < users_; ++u) {
+      if (active[static_cast<size_t>(u)]) gamma_.row(u).maxCoeff(&next[static_cast<size_t>(u)]);
     }
-    Eigen::VectorXd log_pi = Eigen::VectorXd::Constant(k, -std::log(static_cast<double>(k)));
-    double ll = -std::numeric_limits<double>::infinity();
-    Eigen::MatrixXd L;
-    for (int64_t it = 1; it <= o.max_iterations; ++it) {
-      EmIteration rec;
-      rec.restart = restart;
-      rec.iteration = it;
-      rec.m_step_loss = m_step(rewards, data, ix, o, train, loss, assign, soft ? &gamma : nullptr,
-                               seed + static_cast<uint64_t>(it));
-      const Eigen::MatrixXd d = to_eigen(pair_reward_differences(rewards, data, o.score_batch_size));
-      check_finite(d, it);
-      L = user_log_likelihood(d, ix.user, ix.margin, ix.users);
-      std::vector<int64_t> next(static_cast<size_t>(ix.users), -1);
-      double new_ll = 0;
-      if (soft) {
-        new_ll = soft_assign(L, log_pi, active, gamma);
-        for (int64_t u = 0; u < ix.users; ++u) {
-          if (active[static_cast<size_t>(u)]) gamma.row(u).maxCoeff(&next[static_cast<size_t>(u)]);
-        }
-      } else {
-        for (int64_t u = 0; u < ix.users; ++u) {
-          if (!active[static_cast<size_t>(u)]) continue;
-          Eigen::Index z = 0;
-          new_ll += L.row(u).maxCoeff(&z);
-          next[static_cast<size_t>(u)] = z;
+    // A cluster holding less than half a user's worth of responsibility is re-seeded with the
+    // user the mixture explains worst.
+    const Eigen::VectorXd mass = gamma_.colwise().sum();
+    for (int64_t c = 0; c < k; ++c) {
+      if (mass(c) >= 0.5) continue;
+      int64_t worst = -1;
+      double worst_fit = std::numeric_limits<double>::infinity();
+      for (int64_t u = 0; u < users_; ++u) {
+        if (!active[static_cast<size_t>(u)]) continue;
+        const double fit = L.row(u).maxCoeff() / static_cast<double>(pairs_of_[static_cast<size_t>(u)]);
+        if (fit < worst_fit) {
+          worst_fit = fit;
+          worst = u;
         }
       }
-      if (!soft) {
-        rec.reseeded = reseed_empty(next, L, ix, k);
-        if (rec.reseeded > 0) {
-          new_ll = 0;
-          for (int64_t u = 0; u < ix.users; ++u) {
-            if (next[static_cast<size_t>(u)] >= 0) new_ll += L(u, next[static_cast<size_t>(u)]);
-          }
-        }
-        gamma.setZero();
-        for (int64_t u = 0; u < ix.users; ++u) {
-          if (next[static_cast<size_t>(u)] >= 0) gamma(u, next[static_cast<size_t>(u)]) = 1;
-        }
-      } else {
-        // A cluster holding less than half a user's worth of responsibility is re-seeded with
-        // the user the mixture explains worst.
-        const Eigen::VectorXd mass = gamma.colwise().sum();
-        for (int64_t c = 0; c < k; ++c) {
-          if (mass(c) >= 0.5) continue;
-          int64_t worst = -1;
-          double worst_fit = std::numeric_limits<double>::infinity();
-          for (int64_t u = 0; u < ix.users; ++u) {
-            if (!active[static_cast<size_t>(u)]) continue;
-            const double fit = L.row(u).maxCoeff() / static_cast<double>(ix.pairs_of[static_cast<size_t>(u)]);
-            if (fit < worst_fit) {
-              worst_fit = fit;
-              worst = u;
-            }
-          }
-          if (worst < 0) continue;
-          gamma.row(worst).setZero();
-          gamma(worst, c) = 1;
-          next[static_cast<size_t>(worst)] = c;
-          ++rec.reseeded;
-        }
-        const Eigen::VectorXd pi = gamma.colwise().sum() / gamma.sum();
-        for (int64_t c = 0; c < k; ++c) log_pi(c) = std::log(std::max(pi(c), 1e-12));
-      }
-      for (int64_t u = 0; u < ix.users; ++u) {
-        if (next[static_cast<size_t>(u)] != assign[static_cast<size_t>(u)]) ++rec.changed;
-      }
-      assign = next;
-      rec.log_likelihood = new_ll;
-      rec.log_likelihood_per_pair = new_ll / static_cast<double>(data.size());
-      rec.sizes = sizes_of(assign, k);
-      history.push_back(rec);
-      if (callback) callback(rec);
-      const bool converged =
-          std::abs(new_ll - ll) / static_cast<double>(data.size()) < o.tolerance ||
-          (!soft && rec.changed == 0 && rec.reseeded == 0);
-      ll = new_ll;
-      if (converged) break;
+      if (worst < 0) continue;
+      gamma_.row(worst).setZero();
+      gamma_(worst, c) = 1;
+      next[static_cast<size_t>(worst)] = c;
+      ++rec.reseeded;
     }
-    if (ll > best.log_likelihood) {
-      best.log_likelihood = ll;
-      best.best_restart = restart;
-      best.assignment = assign;
-      best.responsibilities = gamma;
-      best.mixture_weights.assign(static_cast<size_t>(k), 0.0);
-      const Eigen::VectorXd pi = gamma.colwise().sum() / std::max(1e-12, gamma.sum());
-      for (int64_t c = 0; c < k; ++c) best.mixture_weights[static_cast<size_t>(c)] = pi(c);
-      if (o.restarts > 1) best_weights = rewards.clone();
+    const Eigen::VectorXd pi = gamma_.colwise().sum() / gamma_.sum();
+    for (int64_t c = 0; c < k; ++c) log_pi_(c) = std::log(std::max(pi(c), 1e-12));
+  } else {
+    for (int64_t u = 0; u < users_; ++u) {
+      if (!active[static_cast<size_t>(u)]) continue;
+      Eigen::Index z = 0;
+      new_ll += L.row(u).maxCoeff(&z);
+      next[static_cast<size_t>(u)] = z;
+    }
+    rec.reseeded = reseed_empty(next, L, ix, k);
+    if (rec.reseeded > 0) {
+      new_ll = 0;
+      for (int64_t u = 0; u < users_; ++u) {
+        if (next[static_cast<size_t>(u)] >= 0) new_ll += L(u, next[static_cast<size_t>(u)]);
+      }
+    }
+    gamma_.setZero();
+    for (int64_t u = 0; u < users_; ++u) {
+      if (next[static_cast<size_t>(u)] >= 0) gamma_(u, next[static_cast<size_t>(u)]) = 1;
     }
   }
-  if (best_weights && best.best_restart != o.restarts - 1) rewards.copy_weights_from(*best_weights);
+  for (int64_t u = 0; u < users_; ++u) {
+    if (next[static_cast<size_t>(u)] != assign_[static_cast<size_t>(u)]) ++rec.changed;
+  }
+  assign_ = next;
+  rec.log_likelihood = new_ll;
+  rec.log_likelihood_per_pair = new_ll / n;
+  rec.sizes = sizes_of(assign_, k);
+  history_.push_back(rec);
+  const bool converged = std::abs(new_ll - ll_) / n < options_.tolerance ||
+                         (!soft && rec.changed == 0 && rec.reseeded == 0);
+  ll_ = new_ll;
+  if (converged || iteration_ == options_.max_iterations) end_restart();
+  return history_.back();
+}
+
+EmResult RewardMixtureEm::finish() {
+  CONCORD_CHECK(done(), "reward_em: finish() before the last restart finished");
+  const int64_t k = options_.clusters;
+  EmResult best = best_;
+  if (best_weights_ && best.best_restart != options_.restarts - 1) {
+    rewards_.copy_weights_from(*best_weights_);
+  }
   best.clusters = k;
-  best.history = std::move(history);
-  best.log_likelihood_per_pair = best.log_likelihood / static_cast<double>(data.size());
-  for (int64_t u = 0; u < ix.users; ++u) {
-    if (!active[static_cast<size_t>(u)]) best.users_without_pairs.push_back(u);
+  best.history = history_;
+  best.log_likelihood_per_pair = best.log_likelihood / static_cast<double>(data_.size());
+  for (int64_t u = 0; u < users_; ++u) {
+    if (pairs_of_[static_cast<size_t>(u)] == 0) best.users_without_pairs.push_back(u);
   }
   // Per-cluster accuracy of its own head on its users' pairs.
-  const Eigen::MatrixXd d = to_eigen(pair_reward_differences(rewards, data, o.score_batch_size));
+  const Eigen::MatrixXd d = to_eigen(pair_reward_differences(rewards_, data_, options_.score_batch_size));
   best.cluster_accuracy.assign(static_cast<size_t>(k), 0.0);
   best.cluster_pairs.assign(static_cast<size_t>(k), 0);
   for (Eigen::Index p = 0; p < d.rows(); ++p) {
-    const int64_t c = best.assignment[static_cast<size_t>(ix.user[static_cast<size_t>(p)])];
+    const int64_t c = best.assignment[static_cast<size_t>(pair_user_[static_cast<size_t>(p)])];
     if (c < 0) continue;
     best.cluster_pairs[static_cast<size_t>(c)] += 1;
     if (d(p, c) > 0) best.cluster_accuracy[static_cast<size_t>(c)] += 1;
@@ -410,12 +573,109 @@ EmResult fit_reward_mixture(RewardSet& rewards, const data::PreferenceDataset& d
       best.cluster_accuracy[static_cast<size_t>(c)] /= static_cast<double>(best.cluster_pairs[static_cast<size_t>(c)]);
     }
   }
-  const std::vector<int64_t> truth = planted_user_groups(data);
+  const std::vector<int64_t> truth = planted_user_groups(data_);
   if (std::any_of(truth.begin(), truth.end(), [](int64_t g) { return g >= 0; })) {
     best.purity = purity(best.assignment, truth);
     best.nmi = normalized_mutual_information(best.assignment, truth);
   }
   return best;
+}
+
+nlohmann::json RewardMixtureEm::state() const {
+  nlohmann::json hist = nlohmann::json::array();
+  for (const auto& h : history_) hist.push_back(iteration_state(h));
+  nlohmann::json log_pi = nlohmann::json::array();
+  for (Eigen::Index c = 0; c < log_pi_.size(); ++c) log_pi.push_back(exact(log_pi_(c)));
+  nlohmann::json best_mixture = nlohmann::json::array();
+  for (double w : best_.mixture_weights) best_mixture.push_back(exact(w));
+  return {{"clusters", options_.clusters},
+          {"users", users_},
+          {"pairs", data_.size()},
+          {"restart", restart_},
+          {"iteration", iteration_},
+          {"assignment", assign_},
+          {"responsibilities", matrix_state(gamma_)},
+          {"log_pi", log_pi},
+          {"log_likelihood", exact(ll_)},
+          {"history", hist},
+          {"best",
+           {{"log_likelihood", exact(best_.log_likelihood)},
+            {"restart", best_.best_restart},
+            {"assignment", best_.assignment},
+            {"responsibilities", matrix_state(best_.responsibilities)},
+            {"mixture_weights", best_mixture}}}};
+}
+
+void RewardMixtureEm::restore(const nlohmann::json& j) {
+  reading_state("reward_em state", [&] {
+    const int64_t k = options_.clusters;
+    const auto expect = [&](const char* key, int64_t want) {
+      const int64_t got = j.at(key).get<int64_t>();
+      if (got != want) {
+        throw FormatError(std::string("'") + key + "' is " + std::to_string(got) + ", this run has " +
+                          std::to_string(want) + " (resume with the same data and options)");
+      }
+    };
+    expect("clusters", k);
+    expect("users", users_);
+    expect("pairs", data_.size());
+    const int64_t restart = j.at("restart").get<int64_t>();
+    const int64_t iteration = j.at("iteration").get<int64_t>();
+    if (restart < 0 || restart > options_.restarts || iteration < 0 ||
+        iteration >= options_.max_iterations) {
+      throw FormatError("restart " + std::to_string(restart) + ", iteration " +
+                        std::to_string(iteration) + " is outside these options' " +
+                        std::to_string(options_.restarts) + " restarts of " +
+                        std::to_string(options_.max_iterations) + " iterations");
+    }
+    auto assign = j.at("assignment").get<std::vector<int64_t>>();
+    if (iteration > 0 && static_cast<int64_t>(assign.size()) != users_) {
+      throw FormatError("'assignment' must have " + std::to_string(users_) + " users");
+    }
+    for (int64_t a : assign) {
+      if (a < -1 || a >= k) throw FormatError("'assignment' names cluster " + std::to_string(a));
+    }
+    Eigen::MatrixXd gamma = iteration > 0 ? matrix_from(j.at("responsibilities"), users_, k, "responsibilities")
+                                          : Eigen::MatrixXd();
+    Eigen::VectorXd log_pi(k);
+    const auto& lp = j.at("log_pi");
+    if (iteration > 0 && static_cast<int64_t>(lp.size()) != k) {
+      throw FormatError("'log_pi' must have " + std::to_string(k) + " values");
+    }
+    for (int64_t c = 0; c < k && iteration > 0; ++c) log_pi(c) = exact_double(lp[static_cast<size_t>(c)]);
+    std::vector<EmIteration> history;
+    for (const auto& h : j.at("history")) history.push_back(iteration_from(h));
+    const auto& b = j.at("best");
+    EmResult best;
+    best.log_likelihood = exact_double(b.at("log_likelihood"));
+    best.best_restart = b.at("restart").get<int64_t>();
+    best.assignment = b.at("assignment").get<std::vector<int64_t>>();
+    best.responsibilities = matrix_from(b.at("responsibilities"),
+                                        static_cast<Eigen::Index>(best.assignment.size()),
+                                        best.assignment.empty() ? 0 : k, "best.responsibilities");
+    for (const auto& w : b.at("mixture_weights")) best.mixture_weights.push_back(exact_double(w));
+    // Everything read: now change the state.
+    restart_ = restart;
+    iteration_ = iteration;
+    assign_ = std::move(assign);
+    gamma_ = std::move(gamma);
+    log_pi_ = std::move(log_pi);
+    ll_ = exact_double(j.at("log_likelihood"));
+    history_ = std::move(history);
+    best_ = std::move(best);
+    return 0;
+  });
+}
+
+EmResult fit_reward_mixture(RewardSet& rewards, const data::PreferenceDataset& data,
+                            const EmOptions& o, const train::TrainerOptions& train,
+                            const BradleyTerryOptions& loss, const EmCallback& callback) {
+  RewardMixtureEm em(rewards, data, o, train, loss);
+  while (!em.done()) {
+    const EmIteration& it = em.iterate();
+    if (callback) callback(it);
+  }
+  return em.finish();
 }
 
 HeldOutFit evaluate_mixture(RewardSet& rewards, const data::PreferenceDataset& data,

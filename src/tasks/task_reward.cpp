@@ -10,6 +10,8 @@
 #include "concord/core/files.h"
 #include "concord/core/options.h"
 #include "concord/core/runtime.h"
+#include "concord/core/shard.h"
+#include "concord/core/stop_signal.h"
 #include "concord/data/jsonl.h"
 #include "concord/data/preference.h"
 #include "concord/lm/hf_checkpoint.h"
@@ -22,6 +24,7 @@
 #include "concord/train/trainer.h"
 #include "concord/tasks/model_loading.h"
 #include "metric_chart.h"
+#include "reward_em_checkpoint.h"
 
 namespace concord::tasks {
 
@@ -292,7 +295,11 @@ const OptionsSchema<RewardEmTaskOptions>& reward_em_options_schema() {
 rlhf::RewardSet fresh_mixture(const RewardEmTaskOptions& o, int64_t k, c10::Device device) {
   lm::LoadOptions lo;
   lo.device = device;
-  if (o.layout == "shared") return rlhf::RewardSet::shared(rlhf::load_reward_model(o.input.model, lo, k));
+  // Seeded, so that a resumed run rebuilds the initial weights every restart starts from.
+  if (o.layout == "shared") {
+    torch::manual_seed(static_cast<uint64_t>(o.em.seed));
+    return rlhf::RewardSet::shared(rlhf::load_reward_model(o.input.model, lo, k));
+  }
   std::vector<rlhf::RewardModel> models;
   for (int64_t i = 0; i < k; ++i) {
     torch::manual_seed(static_cast<uint64_t>(o.em.seed) + static_cast<uint64_t>(i));
@@ -335,43 +342,98 @@ void run_reward_em(const Json& config, RunDirectory& dir, Report& report) {
   if (candidates.empty()) candidates.push_back(o.em.clusters);
   train::TrainerOptions t = o.train;
   t.progress = false;
+  const fs::path checkpoints = dir.file("checkpoints");
+  const bool writes_checkpoints = process_shard().rank == 0;
 
-  Json selection = Json::array();
-  std::vector<std::vector<std::string>> k_rows;
-  double best_ll = -std::numeric_limits<double>::infinity();
+  // Where the choice of K stands; a resumed run reads it, with the weights, from the newest
+  // checkpoint (one is written after every EM iteration: a kill loses one M-step at most).
+  RewardEmProgress progress;
+  std::optional<fs::path> resume_from;
+  if (dir.resuming()) resume_from = train::latest_checkpoint(checkpoints);
   std::optional<rlhf::RewardSet> best_set;
-  rlhf::EmResult best_fit;
-  int64_t step = 0;
-  for (int64_t k : candidates) {
-    rlhf::EmOptions em = o.em;
-    em.clusters = k;
-    rlhf::RewardSet rewards = fresh_mixture(o, k, device);
-    spdlog::info("reward_em: K = {}", k);
-    const rlhf::EmResult fit = rlhf::fit_reward_mixture(
-        rewards, train_set, em, t, {}, [&](const rlhf::EmIteration& it) {
-          Json record = it.to_json();
-          record["step"] = ++step;
-          record["clusters"] = k;
-          dir.metrics().log_json(record);
-          spdlog::info("reward_em: K {} restart {} iteration {}: log-likelihood/pair {:.4f}, {} moved",
-                       k, it.restart, it.iteration, it.log_likelihood_per_pair, it.changed);
-        });
-    const rlhf::HeldOutFit h = rlhf::evaluate_mixture(rewards, held, fit, em.score_batch_size);
-    Json entry = {{"clusters", k}, {"train_log_likelihood_per_pair", fit.log_likelihood_per_pair},
-                  {"heldout", h.to_json()}};
-    selection.push_back(entry);
-    k_rows.push_back({std::to_string(k), fixed(fit.log_likelihood_per_pair, 4),
-                      h.pairs > 0 ? fixed(h.log_likelihood_per_pair, 4) : "-",
-                      h.pairs > 0 ? fixed(h.accuracy, 4) : "-"});
-    const double score = h.pairs > 0 ? h.log_likelihood_per_pair : fit.log_likelihood_per_pair;
-    if (score > best_ll) {
-      best_ll = score;
-      best_set = rewards;
-      best_fit = fit;
+  if (resume_from) {
+    progress = read_reward_em_progress(*resume_from);
+    const auto mismatch = [&](const std::string& what) {
+      fail_config(resume_from->string(), what, "; resume with the options of the run");
+    };
+    if (progress.candidate >= static_cast<int64_t>(candidates.size()) || progress.em.is_null() ||
+        progress.selection.size() != static_cast<size_t>(progress.candidate)) {
+      mismatch("the checkpoint is at K candidate " + std::to_string(progress.candidate) + " of " +
+               std::to_string(candidates.size()));
     }
+    for (int64_t i = 0; i < progress.candidate; ++i) {
+      if (progress.selection[static_cast<size_t>(i)].value("clusters", int64_t{0}) != candidates[static_cast<size_t>(i)]) {
+        mismatch("its K candidates differ from select_clusters");
+      }
+    }
+    if (progress.best_k > 0) best_set = fresh_mixture(o, progress.best_k, device);
+    dir.drop_metrics_after(progress.step);
+    spdlog::info("reward_em: resuming from {} (EM iteration {})", resume_from->string(), progress.step);
   }
+
+  for (; progress.candidate < static_cast<int64_t>(candidates.size()); ++progress.candidate) {
+    const int64_t k = candidates[static_cast<size_t>(progress.candidate)];
+    rlhf::EmOptions em_options = o.em;
+    em_options.clusters = k;
+    rlhf::RewardSet rewards = fresh_mixture(o, k, device);
+    rlhf::RewardMixtureEm em(rewards, train_set, em_options, t);
+    const auto weights = [&]() -> RewardEmWeights {
+      return {&rewards, em.best_restart_weights(), best_set ? &*best_set : nullptr};
+    };
+    if (resume_from) {
+      try {
+        em.restore(progress.em);
+      } catch (const FormatError& e) {
+        fail_config(resume_from->string(), e.what());
+      }
+      load_reward_em_weights(*resume_from, weights());
+      resume_from.reset();
+    }
+    spdlog::info("reward_em: K = {}", k);
+    std::optional<fs::path> last;
+    try {
+      while (!em.done()) {
+        const rlhf::EmIteration& it = em.iterate();
+        Json record = it.to_json();
+        record["step"] = ++progress.step;
+        record["clusters"] = k;
+        dir.metrics().log_json(record);
+        spdlog::info("reward_em: K {} restart {} iteration {}: log-likelihood/pair {:.4f}, {} moved",
+                     k, it.restart, it.iteration, it.log_likelihood_per_pair, it.changed);
+        progress.em = em.state();
+        if (writes_checkpoints) {
+          last = save_reward_em_checkpoint(checkpoints, progress, weights(), t.keep_checkpoints);
+        }
+      }
+    } catch (const Stopped& stop) {
+      throw Stopped("reward_em: stopped by " + signal_name(stop.signal()) + " in EM iteration " +
+                        std::to_string(progress.step + 1) + "'s M-step" +
+                        (last ? "; checkpoint " + last->string() + " of iteration " +
+                                    std::to_string(progress.step) + " (continue with --resume)"
+                              : ""),
+                    stop.signal());
+    }
+    // This K is finished (a checkpoint of its last iteration resumes here): score it.
+    const rlhf::EmResult fit = em.finish();
+    const rlhf::HeldOutFit h = rlhf::evaluate_mixture(rewards, held, fit, em_options.score_batch_size);
+    progress.selection.push_back({{"clusters", k},
+                                  {"train_log_likelihood_per_pair", fit.log_likelihood_per_pair},
+                                  {"heldout", h.to_json()}});
+    progress.k_rows.push_back({std::to_string(k), fixed(fit.log_likelihood_per_pair, 4),
+                               h.pairs > 0 ? fixed(h.log_likelihood_per_pair, 4) : "-",
+                               h.pairs > 0 ? fixed(h.accuracy, 4) : "-"});
+    const double score = h.pairs > 0 ? h.log_likelihood_per_pair : fit.log_likelihood_per_pair;
+    if (score > progress.best_score) {
+      progress.best_score = score;
+      progress.best_k = k;
+      progress.best_fit = fit;
+      best_set = rewards;
+    }
+    progress.em = nullptr;
+  }
+  const rlhf::EmResult& best_fit = *progress.best_fit;
   Json em_json = best_fit.to_json(all.users());
-  em_json["selection"] = selection;
+  em_json["selection"] = progress.selection;
   write_file_atomic(dir.file("em.json"), em_json.dump(2) + "\n");
   if (o.save_model) {
     best_set->save(dir.file("rewards"));
@@ -387,7 +449,7 @@ void run_reward_em(const Json& config, RunDirectory& dir, Report& report) {
       .paragraph("Each K is fitted on the training pairs; the held-out pairs of the same users "
                  "are scored under their user's cluster (soft: the user's responsibilities). "
                  "The K with the best held-out log-likelihood per pair is kept.")
-      .table({"K", "train log-lik/pair", "held-out log-lik/pair", "held-out accuracy"}, k_rows);
+      .table({"K", "train log-lik/pair", "held-out log-lik/pair", "held-out accuracy"}, progress.k_rows);
   std::vector<std::vector<std::string>> cluster_rows;
   for (int64_t c = 0; c < best_fit.clusters; ++c) {
     int64_t users = 0;

@@ -1,6 +1,7 @@
 // Runs that survive faults, through the `concord` binary as a user runs it: every training task
-// killed with SIGKILL at a random step and resumed with --resume ends with byte-identical weights
-// to an uninterrupted run; SIGTERM ends a run after its step with a checkpoint and status 143.
+// killed with SIGKILL at a random step (reward_em: EM iteration) and resumed with --resume ends
+// with byte-identical weights to an uninterrupted run; SIGTERM ends a run after its step with a
+// checkpoint and status 143.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -24,7 +25,7 @@ namespace {
 struct Job {
   std::string name;
   std::string config;   // run config JSON, checkpointing every step
-  std::string weights;  // the file of final weights, relative to the run folder
+  std::string weights;  // the file of final weights (or results), relative to the run folder
   int64_t steps;
 };
 
@@ -51,6 +52,15 @@ std::vector<Job> jobs(const Inputs& in) {
        R"({"task": "dpo", "policy": ")" + in.base.string() + R"(", "tokenizer": "bytes",
            "data": ")" + in.pairs.string() + R"(", "batch_size": 4, )" + train + "}",
        "policy/model.safetensors", 24},
+      // Two K, two restarts each: the kill lands inside a restart, between two, or between
+      // two K; em.json holds every likelihood and the chosen mixture's assignment.
+      {"reward_em",
+       R"({"task": "reward_em", "model": ")" + in.base.string() + R"(", "tokenizer": "bytes",
+           "data": ")" + in.pairs.string() + R"(", "select_clusters": [1, 2],
+           "em": {"assignment": "soft", "restarts": 2, "max_iterations": 3, "tolerance": 0,
+                  "m_step_steps": 4, "batch_size": 4},
+           "train": {"lr": 1e-3, "keep_checkpoints": 2, "progress": false}})",
+       "em.json", 12},
       {"ppo",
        R"({"task": "ppo", "policy": ")" + in.base.string() + R"(", "tokenizer": "bytes",
            "rewards": ")" + in.reward.string() + R"(", "prompts": ")" + in.prompts.string() + R"(",

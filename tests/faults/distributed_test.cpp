@@ -13,6 +13,7 @@
 #include <string>
 
 #include "cli_runner.h"
+#include "concord/core/config.h"
 #include "concord/core/files.h"
 #include "concord/core/metrics.h"
 #include "concord/io/safetensors.h"
@@ -85,6 +86,30 @@ TEST(Distributed, TwoRanksTrainAsOneProcessOnTheWholeBatch) {
   ASSERT_EQ(one.size(), two.size());
   EXPECT_NEAR(one[0]["train/loss"].get<double>(), two[0]["train/loss"].get<double>(), 1e-5);
   EXPECT_EQ(one[0]["train/tokens"], two[0]["train/tokens"]);
+}
+
+// reward_em's M-steps: every rank takes its slice of the same cluster-balanced global batch, so
+// 2 ranks x 2 pairs fit the mixture that 1 process x 4 pairs fits.
+TEST(Distributed, TwoRanksFitTheRewardMixtureOfOneProcess) {
+  concord::testing::Inputs in;
+  const auto cfg = concord::testing::write_file(in.tmp / "em.json", R"({"task": "reward_em",
+    "model": ")" + in.base.string() + R"(", "tokenizer": "bytes", "data": ")" + in.pairs.string() + R"(",
+    "select_clusters": [1, 2], "em": {"max_iterations": 2, "m_step_steps": 4, "batch_size": 4},
+    "train": {"lr": 1e-3, "progress": false}})");
+  auto r = run_cli("run " + cfg.string() + " --out " + (in.tmp / "one").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cli_env(kEnv, "launch -n 2 -- run " + cfg.string() + " --out " + (in.tmp / "two").string() +
+                            " --set em.batch_size=2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto one = concord::load_json_file(in.tmp / "one/em.json");
+  const auto two = concord::load_json_file(in.tmp / "two/em.json");
+  ASSERT_EQ(one["history"].size(), two["history"].size());
+  for (size_t i = 0; i < one["history"].size(); ++i) {
+    const double a = one["history"][i]["log_likelihood"].get<double>();
+    const double b = two["history"][i]["log_likelihood"].get<double>();
+    EXPECT_NEAR(a, b, 1e-5 * std::abs(a)) << "EM iteration " << i + 1;
+  }
+  EXPECT_EQ(one["assignment"], two["assignment"]);
 }
 
 TEST(Distributed, ShardedOptimiserMatchesAndResumesOnAnotherWorldSize) {

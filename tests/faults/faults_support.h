@@ -48,8 +48,8 @@ bool wait_until(F&& done, double seconds) {
   return done();
 }
 
-// Inputs for every training task: a tiny byte-level GPT-2 folder, SFT records, preference pairs,
-// prompts, and a reward model trained on the pairs (for ppo).
+// Inputs for every training task: a tiny byte-level GPT-2 folder, SFT records, preference pairs
+// of 6 users, prompts, and a reward model trained on the pairs (for ppo).
 struct Inputs {
   TempDir tmp;
   std::filesystem::path base, sft, pairs, prompts, reward;
@@ -65,7 +65,8 @@ struct Inputs {
       const std::string q = "q" + std::to_string(i);
       sft_lines += "{\"prompt\": \"" + q + "=\", \"completion\": \" " + std::to_string(i * 7) + "\"}\n";
       pair_lines += "{\"prompt\":\"" + q + "\",\"chosen\":\"" + std::string(1 + i % 4, 'x') +
-                    "\",\"rejected\":\"" + std::string(1 + i % 3, 'y') + "\"}\n";
+                    "\",\"rejected\":\"" + std::string(1 + i % 3, 'y') + "\",\"user\":\"u" +
+                    std::to_string(i % 6) + "\"}\n";
       prompt_lines += "{\"prompt\":\"" + q + "\"}\n";
     }
     sft = write_file(tmp / "sft.jsonl", sft_lines);

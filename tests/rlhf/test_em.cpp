@@ -177,3 +177,101 @@ TEST(RewardEm, BadOptionsNameTheKey) {
     EXPECT_NE(std::string(e.what()).find("init"), std::string::npos) << e.what();
   }
 }
+
+namespace {
+
+// Every tensor of every reward model, equal bit for bit.
+void expect_same_weights(const rlhf::RewardSet& a, const rlhf::RewardSet& b) {
+  const auto ma = a.named_modules(), mb = b.named_modules();
+  ASSERT_EQ(ma.size(), mb.size());
+  for (size_t m = 0; m < ma.size(); ++m) {
+    const auto pa = ma[m].second->named_parameters(), pb = mb[m].second->named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_TRUE(torch::equal(pa[i].value(), pb[i].value())) << ma[m].first << "." << pa[i].key();
+    }
+  }
+}
+
+}  // namespace
+
+// Stopped after any iteration (inside a restart, or where one ends) and continued from state()
+// and the weights in new objects, EM ends bit-for-bit where the unbroken fit ends.
+TEST(RewardEm, ContinuesExactlyFromItsStateAfterAnyIteration) {
+  World w = small_world(4, 2, 13);
+  rlhf::EmOptions o;
+  o.clusters = 2;
+  o.assignment = "soft";
+  o.restarts = 2;
+  o.max_iterations = 3;
+  o.tolerance = 0;  // every restart runs all its iterations: 6 in all
+  o.m_step_steps = 5;
+  const auto fresh = [&] {
+    torch::manual_seed(21);
+    return rlhf::RewardSet::shared(rlhf::RewardModel(rlhf::world_model_config(w.options, 16), 2));
+  };
+  rlhf::RewardSet whole = fresh();
+  const rlhf::EmResult expected = rlhf::fit_reward_mixture(whole, w.data, o, m_step_options());
+  ASSERT_EQ(expected.history.size(), 6u);
+  for (int stop_after : {2, 3, 5}) {
+    SCOPED_TRACE("stopped after iteration " + std::to_string(stop_after));
+    rlhf::RewardSet first = fresh();
+    rlhf::RewardMixtureEm em(first, w.data, o, m_step_options());
+    for (int i = 0; i < stop_after; ++i) em.iterate();
+    // Through text, as a checkpoint keeps it.
+    const auto state = nlohmann::json::parse(em.state().dump());
+    const rlhf::RewardSet saved = first.clone();
+    const rlhf::RewardSet saved_best = em.best_restart_weights()->clone();
+
+    rlhf::RewardSet second = fresh();
+    rlhf::RewardMixtureEm resumed(second, w.data, o, m_step_options());
+    resumed.restore(state);
+    second.copy_weights_from(saved);
+    resumed.best_restart_weights()->copy_weights_from(saved_best);
+    while (!resumed.done()) resumed.iterate();
+    const rlhf::EmResult got = resumed.finish();
+    expect_same_weights(second, whole);
+    EXPECT_EQ(got.state().dump(), expected.state().dump());
+  }
+}
+
+TEST(RewardEm, AStateOfAnotherRunIsRefusedNamingTheField) {
+  World w = small_world(4, 2, 13);
+  rlhf::EmOptions o;
+  o.clusters = 2;
+  o.assignment = "soft";
+  o.tolerance = 0;
+  o.max_iterations = 3;
+  o.m_step_steps = 2;
+  torch::manual_seed(21);
+  auto rewards = rlhf::RewardSet::shared(rlhf::RewardModel(rlhf::world_model_config(w.options, 16), 2));
+  rlhf::RewardMixtureEm em(rewards, w.data, o, m_step_options());
+  em.iterate();
+  const nlohmann::json good = em.state();
+  const auto refused = [&](nlohmann::json state, const std::string& field) {
+    try {
+      em.restore(state);
+      ADD_FAILURE() << "accepted: " << state.dump();
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  auto s = good;
+  s["clusters"] = 3;
+  refused(s, "clusters");
+  s = good;
+  s["assignment"][0] = 7;
+  refused(s, "assignment");
+  s = good;
+  s["responsibilities"].erase(0);
+  refused(s, "responsibilities");
+  s = good;
+  s.erase("history");
+  refused(s, "history");
+  s = good;
+  s["iteration"] = 99;
+  refused(s, "iteration");
+  // A refused state changed nothing: the good one still continues.
+  em.restore(good);
+  EXPECT_NO_THROW(em.iterate());
+}

@@ -78,9 +78,11 @@ at::Tensor pair_reward_differences(RewardSet& rewards, const data::PreferenceDat
 class ClusterBalancedPairs final : public train::BatchSource<data::PreferenceBatch> {
  public:
   /// `cluster_of_pair[p]` in [0, C) or -1 (left out). `data` must outlive this object.
+  /// Data parallel: every rank draws the same global batch of batch_size x world_size pairs and
+  /// takes the rank-th slice, so the job sees what one process with the whole batch would.
   ClusterBalancedPairs(const data::PreferenceDataset& data,
                        const std::vector<int64_t>& cluster_of_pair, int64_t batch_size,
-                       uint64_t seed);
+                       uint64_t seed, int64_t rank = 0, int64_t world_size = 1);
   data::PreferenceBatch next() override;
   int64_t batches_per_epoch() const override;
   nlohmann::json state() const override;
@@ -91,6 +93,7 @@ class ClusterBalancedPairs final : public train::BatchSource<data::PreferenceBat
   const data::PreferenceDataset& data_;
   int64_t batch_size_;
   uint64_t seed_;
+  int64_t rank_, world_size_;
   std::vector<std::vector<int64_t>> members_;  ///< pairs of each non-empty cluster
   std::vector<std::vector<int64_t>> order_;    ///< their current shuffled order
   std::vector<int64_t> position_, pass_;

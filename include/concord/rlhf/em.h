@@ -82,10 +82,78 @@ struct EmResult {
 
   /// `users` names the users in the assignment.
   nlohmann::json to_json(const data::UserIndex& users) const;
+  /// Everything, by index, exactly (a checkpoint's form); from_state reads it back and throws
+  /// naming the missing or malformed field.
+  nlohmann::json state() const;
+  static EmResult from_state(const nlohmann::json& state);
 };
 
 /// Called after every E-step.
 using EmCallback = std::function<void(const EmIteration&)>;
+
+/// EM one iteration at a time, with its state between two iterations in the open, so a run can
+/// be checkpointed after any iteration and resumed exactly (the `reward_em` task does).
+///
+///   RewardMixtureEm em(rewards, data, options, train);
+///   while (!em.done()) em.iterate();     // checkpoint state() + the weights here
+///   EmResult fit = em.finish();
+///
+/// To resume: build the reward models as the interrupted run built them (the same initial
+/// weights), construct, then restore(state) and load the saved weights into `rewards` and,
+/// where best_restart_weights() is set, into it. Everything else an iteration uses is a
+/// function of this state (the M-step's optimiser is new each iteration, its sampler seeded from
+/// the restart and iteration), so the resumed run ends bit-for-bit where an unbroken one ends on
+/// CPU, once the CPU RNG is restored too.
+class RewardMixtureEm {
+ public:
+  /// `rewards` (options.clusters heads) and `data` must outlive this object; `rewards`' weights
+  /// now are what every restart starts from.
+  RewardMixtureEm(RewardSet& rewards, const data::PreferenceDataset& data, EmOptions options,
+                  train::TrainerOptions train, BradleyTerryOptions loss = {});
+
+  /// Whether every restart has finished.
+  bool done() const { return restart_ >= options_.restarts; }
+  /// One iteration: the M-step then the E-step (starting the next restart first when the last
+  /// one finished). Returns its record.
+  const EmIteration& iterate();
+  /// After done(): the best restart's weights back in `rewards`, its assignment and report.
+  EmResult finish();
+
+  /// The state between two iterations (JSON; doubles round-trip exactly).
+  nlohmann::json state() const;
+  /// Continues from a state() of a run on the same data and options. A state that does not fit
+  /// (another K, user count or options) throws naming the field.
+  void restore(const nlohmann::json& state);
+  /// The weights of the best finished restart so far: kept when options.restarts > 1 (null
+  /// otherwise); a checkpoint saves them beside `rewards`.
+  RewardSet* best_restart_weights() { return best_weights_ ? &*best_weights_ : nullptr; }
+
+ private:
+  void begin_restart();
+  void end_restart();
+
+  RewardSet& rewards_;
+  const data::PreferenceDataset& data_;
+  EmOptions options_;
+  train::TrainerOptions train_;
+  BradleyTerryOptions loss_;
+  RewardSet initial_;
+  std::optional<RewardSet> best_weights_;
+  // Per pair and per user indices of `data`.
+  std::vector<int64_t> pair_user_;
+  std::vector<double> pair_margin_;
+  std::vector<int64_t> pairs_of_;
+  int64_t users_ = 0;
+
+  int64_t restart_ = 0;          ///< the restart under way (or next)
+  int64_t iteration_ = 0;        ///< iterations done in it; 0: not begun
+  std::vector<int64_t> assign_;  ///< per user, -1: no pairs
+  Eigen::MatrixXd gamma_;        ///< [U, K] responsibilities (one-hot for hard)
+  Eigen::VectorXd log_pi_;       ///< log mixture weights (soft)
+  double ll_ = 0;                ///< the previous iteration's objective (-inf before the first)
+  EmResult best_;                ///< the best finished restart's assignment and likelihood
+  std::vector<EmIteration> history_;
+};
 
 /// Fits K = options.clusters reward functions (`rewards`, of that size) to `data` by EM and
 /// leaves the best restart's weights in `rewards`. `train` gives the M-step's optimiser
