@@ -1,12 +1,21 @@
 #include "concord/train/data_parallel.h"
 
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
 
 #include "concord/core/error.h"
 
 namespace concord::train {
+
+// The AccumulateGrad nodes the hooks sit on, with each hook's key.
+struct DataParallel::Hooks {
+  using Node = decltype(torch::autograd::impl::grad_accumulator(std::declval<at::Tensor>()));
+  std::vector<std::pair<Node, uintptr_t>> nodes;
+};
 
 namespace {
 
@@ -67,6 +76,40 @@ DataParallel::DataParallel(std::shared_ptr<ProcessGroup> group,
     current_bytes += bytes;
   }
   if (!current.empty()) buckets_.push_back(std::move(current));
+
+  // Persistent buckets: one flat buffer each, a view per parameter.
+  bucket_of_.assign(params_.size(), 0);
+  offset_of_.assign(params_.size(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    int64_t size = 0;
+    for (size_t k : buckets_[b]) {
+      bucket_of_[k] = b;
+      offset_of_[k] = size;
+      size += params_[k].second.numel();
+    }
+    buffers_.push_back(at::zeros({size}, params_[buckets_[b].front()].second.options()));
+  }
+
+  // A hook after each parameter's gradient accumulation (its AccumulateGrad node, which the
+  // hooks keep alive); removed in the destructor, since the parameters outlive this object.
+  hooks_ = std::make_unique<Hooks>();
+  for (size_t k = 0; k < params_.size(); ++k) {
+    auto accumulator = torch::autograd::impl::grad_accumulator(params_[k].second);
+    CONCORD_CHECK(accumulator != nullptr, "DataParallel: parameter '", params_[k].first,
+                  "' does not require a gradient");
+    const uintptr_t key = accumulator->add_post_hook(
+        std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [this, k](const torch::autograd::variable_list& outputs,
+                      const torch::autograd::variable_list&) {
+              on_gradient_ready(k);
+              return outputs;
+            }));
+    hooks_->nodes.push_back({std::move(accumulator), key});
+  }
+}
+
+DataParallel::~DataParallel() {
+  for (auto& [node, key] : hooks_->nodes) node->del_post_hook(key);
 }
 
 void DataParallel::broadcast_modules(const std::vector<NamedModule>& modules) {
@@ -94,25 +137,73 @@ void DataParallel::broadcast_modules(const std::vector<NamedModule>& modules) {
   }
 }
 
-void DataParallel::all_reduce_gradients() {
+namespace {
+
+// Parameter `k`'s view into its bucket.
+at::Tensor view_in(const at::Tensor& buffer, const at::Tensor& param, int64_t offset) {
+  return buffer.narrow(0, offset, param.numel()).view(param.sizes());
+}
+
+bool is_view_of(const at::Tensor& grad, const at::Tensor& view) {
+  return grad.defined() && grad.data_ptr() == view.data_ptr() && grad.sizes() == view.sizes();
+}
+
+}  // namespace
+
+void DataParallel::begin_step() {
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> buffers;
-  buffers.reserve(buckets_.size());
-  for (const auto& bucket : buckets_) {
-    std::vector<at::Tensor> grads;
-    for (size_t k : bucket) {
-      at::Tensor& p = params_[k].second;
-      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-      grads.push_back(p.grad());
+  for (auto& buffer : buffers_) buffer.zero_();
+  for (size_t k = 0; k < params_.size(); ++k) {
+    at::Tensor& p = params_[k].second;
+    p.mutable_grad() = view_in(buffers_[bucket_of_[k]], p, offset_of_[k]);
+  }
+  armed_ = false;
+  in_flight_.clear();
+  next_launch_ = 0;
+  sent_early_ = 0;
+}
+
+void DataParallel::arm() {
+  pending_.clear();
+  for (const auto& bucket : buckets_) pending_.push_back(static_cast<int64_t>(bucket.size()));
+  next_launch_ = 0;
+  in_flight_.clear();
+  sent_early_ = 0;
+  armed_ = true;
+}
+
+void DataParallel::on_gradient_ready(size_t k) {
+  if (!armed_) return;
+  --pending_[bucket_of_[k]];
+  // In order only: a later bucket ready first waits for the ones before it.
+  while (next_launch_ < buckets_.size() && pending_[next_launch_] <= 0) {
+    launch(next_launch_++);
+    ++sent_early_;
+  }
+}
+
+void DataParallel::launch(size_t b) {
+  at::NoGradGuard no_grad;
+  for (size_t k : buckets_[b]) {
+    at::Tensor& p = params_[k].second;
+    const at::Tensor view = view_in(buffers_[b], p, offset_of_[k]);
+    if (is_view_of(p.grad(), view)) continue;
+    if (p.grad().defined()) {
+      view.copy_(p.grad());
+    } else {
+      view.zero_();
     }
-    buffers.push_back(flatten(grads));
+    p.mutable_grad() = view;
   }
-  group_->all_reduce_sum(buffers);  // every bucket in flight before the first wait
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    std::vector<at::Tensor> grads;
-    for (size_t k : buckets_[b]) grads.push_back(params_[k].second.grad());
-    unflatten_into(buffers[b], grads);
-  }
+  in_flight_.push_back(group_->all_reduce_sum_async(buffers_[b]));
+}
+
+void DataParallel::all_reduce_gradients() {
+  armed_ = false;
+  while (next_launch_ < buckets_.size()) launch(next_launch_++);
+  for (auto& work : in_flight_) work.wait();
+  in_flight_.clear();
+  next_launch_ = 0;
 }
 
 bool DataParallel::owns(const std::string& name) const {

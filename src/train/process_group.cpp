@@ -19,6 +19,17 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
+#if CONCORD_HAS_NCCL
+// Likewise guarded; a CUDA LibTorch (2.x) compiles it in.
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL 1
+#endif
+#include <c10/cuda/CUDAFunctions.h>
+#include <spdlog/spdlog.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#include <torch/cuda.h>
+#endif
 
 namespace concord::train {
 
@@ -70,6 +81,72 @@ bool distributed_available() { return true; }
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#if CONCORD_HAS_NCCL
+  /// Null when this process has no CUDA device of its own (cuda:LOCAL_RANK).
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+
+  ~Impl() {
+    // abort, not shutdown: it never waits on a peer (one may be gone), and every collective
+    // this class starts is waited for before its call returns. At exit the CUDA runtime may
+    // already be unloading; nothing is left to report then.
+    if (nccl) {
+      try {
+        nccl->abort();
+      } catch (...) {
+      }
+    }
+  }
+
+  // Beside Gloo, on the same store (under a prefix of its own, so the keys of the two never
+  // meet), when this process has a CUDA device of its own. The communicator is made on the
+  // first CUDA collective, so a job that keeps its tensors on the host never sets one up.
+  void make_nccl(const ProcessGroupOptions& o, std::chrono::milliseconds timeout) {
+    if (!torch::cuda::is_available()) return;
+    const int64_t devices = static_cast<int64_t>(torch::cuda::device_count());
+    if (o.local_rank < 0 || o.local_rank >= devices) {
+      spdlog::warn("distributed: LOCAL_RANK {} has no CUDA device of its own ({} on this node); "
+                   "CUDA tensors go through Gloo",
+                   o.local_rank, devices);
+      return;
+    }
+    const c10::Device device(c10::kCUDA, static_cast<c10::DeviceIndex>(o.local_rank));
+    c10::cuda::set_device(device.index());
+    // Blocking wait makes Work::wait() throw when a peer dies or the timeout passes, as Gloo's
+    // does, so the failure reaches collective() as one line; without it NCCL's watchdog thread
+    // ends the process instead. A value the user set is kept.
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+    auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+    nccl_options->timeout = timeout;
+    nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+        c10::make_intrusive<c10d::PrefixStore>("nccl", store), static_cast<int>(o.rank),
+        static_cast<int>(o.world_size), nccl_options);
+    nccl->setBoundDeviceId(device);
+  }
+#endif
+
+  /// Calls `f` with the backend that runs collectives on `t`: NCCL for a CUDA tensor when this
+  /// process has it, Gloo otherwise (host tensors, and builds without NCCL).
+  template <typename F>
+  c10::intrusive_ptr<c10d::Work> on_backend(const at::Tensor& t, F&& f) {
+#if CONCORD_HAS_NCCL
+    if (nccl && t.is_cuda()) return f(*nccl);
+#endif
+    return f(*gloo);
+  }
+
+  /// Refuses, before anything is sent, a CUDA tensor NCCL cannot take: NCCL runs each process
+  /// on its own device, cuda:LOCAL_RANK.
+  void check_device(const std::vector<at::Tensor>& tensors, const ProcessGroupOptions& o,
+                    const char* what) const {
+#if CONCORD_HAS_NCCL
+    if (!nccl) return;
+    for (const auto& t : tensors) {
+      CONCORD_CHECK(!t.is_cuda() || t.device().index() == o.local_rank, "distributed ", what,
+                    " on rank ", o.rank, ": CUDA tensors must be on this process's device cuda:",
+                    o.local_rank, " (LOCAL_RANK), got ", t.device().str());
+    }
+#endif
+  }
 };
 
 namespace {
@@ -136,6 +213,9 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
                impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
                    impl_->store, static_cast<int>(options_.rank),
                    static_cast<int>(options_.world_size), gloo_options);
+#if CONCORD_HAS_NCCL
+               impl_->make_nccl(options_, timeout);
+#endif
                return 0;
              });
 }
@@ -145,6 +225,7 @@ ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   if (tensors.empty()) return;
   check_dense(tensors, "all-reduce");
+  impl_->check_device(tensors, options_, "all-reduce");
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   const double w = static_cast<double>(options_.world_size);
   collective(options_, "all-reduce", [&] {
@@ -152,7 +233,7 @@ void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
       std::vector<at::Tensor> one{t};
       c10d::AllreduceOptions ao;
       ao.reduceOp = c10d::ReduceOp::SUM;
-      works.push_back(impl_->gloo->allreduce(one, ao));
+      works.push_back(impl_->on_backend(t, [&](auto& pg) { return pg.allreduce(one, ao); }));
       bytes_ += 2.0 * (w - 1) / w * static_cast<double>(t.nbytes());
     }
     return 0;
@@ -160,9 +241,40 @@ void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   wait_all(options_, "all-reduce", works);
 }
 
+struct PendingCollective::Work {
+  c10::intrusive_ptr<c10d::Work> work;
+  ProcessGroupOptions options;
+};
+
+void PendingCollective::wait() {
+  if (work_ == nullptr) return;
+  collective(work_->options, "all-reduce", [&] { return work_->work->wait(); });
+  work_.reset();
+}
+
+PendingCollective ProcessGroup::all_reduce_sum_async(at::Tensor& tensor) {
+  check_dense({tensor}, "all-reduce");
+  impl_->check_device({tensor}, options_, "all-reduce");
+  PendingCollective pending;
+  pending.work_ = std::make_unique<PendingCollective::Work>();
+  pending.work_->options = options_;
+  collective(options_, "all-reduce", [&] {
+    std::vector<at::Tensor> one{tensor};
+    c10d::AllreduceOptions ao;
+    ao.reduceOp = c10d::ReduceOp::SUM;
+    pending.work_->work =
+        impl_->on_backend(tensor, [&](auto& pg) { return pg.allreduce(one, ao); });
+    return 0;
+  });
+  const double w = static_cast<double>(options_.world_size);
+  bytes_ += 2.0 * (w - 1) / w * static_cast<double>(tensor.nbytes());
+  return pending;
+}
+
 void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int64_t root) {
   if (tensors.empty()) return;
   check_dense(tensors, "broadcast");
+  impl_->check_device(tensors, options_, "broadcast");
   CONCORD_CHECK(root >= 0 && root < options_.world_size, "broadcast: root ", root,
                 " out of range for world size ", options_.world_size);
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
@@ -171,7 +283,7 @@ void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int64_t root) {
       std::vector<at::Tensor> one{t};
       c10d::BroadcastOptions bo;
       bo.rootRank = root;
-      works.push_back(impl_->gloo->broadcast(one, bo));
+      works.push_back(impl_->on_backend(t, [&](auto& pg) { return pg.broadcast(one, bo); }));
       if (options_.rank == root) bytes_ += static_cast<double>(t.nbytes());
     }
     return 0;
@@ -220,6 +332,9 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options) : options_(option
 }
 ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>&) {}
+struct PendingCollective::Work {};
+void PendingCollective::wait() {}
+PendingCollective ProcessGroup::all_reduce_sum_async(at::Tensor&) { return {}; }
 void ProcessGroup::broadcast(std::vector<at::Tensor>&, int64_t) {}
 std::string ProcessGroup::broadcast_string(const std::string& value, int64_t) { return value; }
 std::vector<double> ProcessGroup::all_reduce_sum(const std::vector<double>& values) {
@@ -228,6 +343,11 @@ std::vector<double> ProcessGroup::all_reduce_sum(const std::vector<double>& valu
 void ProcessGroup::barrier() {}
 
 #endif
+
+PendingCollective::PendingCollective() = default;
+PendingCollective::~PendingCollective() = default;
+PendingCollective::PendingCollective(PendingCollective&&) noexcept = default;
+PendingCollective& PendingCollective::operator=(PendingCollective&&) noexcept = default;
 
 std::shared_ptr<ProcessGroup> default_process_group() {
   static std::mutex mutex;

@@ -251,13 +251,22 @@ StepStats Trainer::step_feed(detail::Feed& feed) {
   CONCORD_CHECK(stats.units > 0, "Trainer: step ", step_ + 1, " has nothing to learn from (every ",
                 "micro-batch counts 0 ", feed.unit(), ")");
 
-  optimizer_.zero_grad();
+  // Data parallel: the gradients are views into the buckets the all-reduce sends.
+  if (dp_ != nullptr) {
+    dp_->begin_step();
+  } else {
+    optimizer_.zero_grad();
+  }
+  int64_t last = feed.size() - 1;
+  while (last > 0 && counts[static_cast<size_t>(last)] == 0) --last;
   double loss_total = 0;
   // Each micro-batch is backpropagated already scaled by 1/N, so the accumulated gradient is the
   // step's mean-loss gradient without another pass over the gradients.
   const double scale = 1.0 / static_cast<double>(stats.units);
   for (int64_t i = 0; i < feed.size(); ++i) {
     if (counts[static_cast<size_t>(i)] == 0) continue;
+    // The last backward sends each gradient bucket as soon as it is complete.
+    if (dp_ != nullptr && i == last) dp_->arm();
     LossSum part;
     {
       LossAutocast autocast(options_);
@@ -271,8 +280,9 @@ StepStats Trainer::step_feed(detail::Feed& feed) {
   }
   stop_agreed_ = stop_signal() != 0;
   if (dp_ != nullptr) {
-    reduce_step(stats, loss_total, stop_signal());
+    // The buckets first: every rank issues its collectives in the same order.
     dp_->all_reduce_gradients();
+    reduce_step(stats, loss_total, stop_signal());
   }
   stats.loss = loss_total * scale;
 
