@@ -95,7 +95,7 @@ DataParallel::DataParallel(std::shared_ptr<ProcessGroup> group,
   hooks_ = std::make_unique<Hooks>();
   for (size_t k = 0; k < params_.size(); ++k) {
     auto accumulator = torch::autograd::impl::grad_accumulator(params_[k].second);
-    CONCORD_CHECK(accumulator != nullptr, "DataParallel: parameter '", params_[k].first,
+    CONCORD_CHECK(static_cast<bool>(accumulator), "DataParallel: parameter '", params_[k].first,
                   "' does not require a gradient");
     const uintptr_t key = accumulator->add_post_hook(
         std::make_unique<torch::autograd::utils::LambdaPostHook>(
