@@ -63,9 +63,11 @@ std::unique_ptr<io::SafetensorsFile> checked_module_file(const fs::path& path,
   }
   for (const auto& [key, target] : targets) {
     if (!file->contains(key)) fail_format(source, "tensor '", key, "' is missing");
-    const auto saved = file->get(key).sizes();
-    if (saved != target.sizes()) {
-      fail_format(source, "tensor '", key, "' has shape ", saved, ", the module ", target.sizes());
+    // sizes() is a view into the tensor: keep the tensor alive while it is read.
+    const at::Tensor saved = file->get(key);
+    if (saved.sizes() != target.sizes()) {
+      fail_format(source, "tensor '", key, "' has shape ", saved.sizes(), ", the module ",
+                  target.sizes());
     }
   }
   return file;
