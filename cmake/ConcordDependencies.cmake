@@ -80,3 +80,28 @@ if(NOT CONCORD_OPS_ONLY)
     message(STATUS "concord: no c10d Gloo headers (libgloo-dev): data parallel is off")
   endif()
 endif()
+
+# CUDA tensors go through c10d's NCCL backend, which a CUDA LibTorch compiles in (the pip
+# wheel; Debian's LibTorch has no CUDA). Its header includes nccl.h, which the wheel's sibling
+# package nvidia-nccl ships (site-packages/nvidia/nccl/include: the headers of the libnccl that
+# libtorch_cuda.so loads), searched before any system copy. The host-side collectives stay on
+# Gloo, so NCCL is used only beside it.
+set(CONCORD_HAS_NCCL 0)
+if(CONCORD_HAS_GLOO AND (TARGET torch_cuda OR TORCH_CUDA_LIBRARIES OR CAFFE2_USE_CUDA))
+  set(_nccl_hints)
+  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+    if(_dir MATCHES "site-packages/torch/include$")
+      list(APPEND _nccl_hints "${_dir}/../../nvidia/nccl/include")
+    endif()
+  endforeach()
+  find_path(CONCORD_NCCL_INCLUDE_DIR nccl.h HINTS ${_nccl_hints} "$ENV{NCCL_ROOT}/include")
+  find_path(CONCORD_C10D_NCCL_HEADER torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp
+            PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  if(CONCORD_NCCL_INCLUDE_DIR AND CONCORD_C10D_NCCL_HEADER)
+    set(CONCORD_HAS_NCCL 1)
+    message(STATUS "concord: c10d NCCL for CUDA tensors (nccl.h in ${CONCORD_NCCL_INCLUDE_DIR})")
+  else()
+    message(STATUS "concord: LibTorch has CUDA but no c10d NCCL headers or nccl.h: CUDA tensors "
+                   "go through Gloo")
+  endif()
+endif()

@@ -19,6 +19,10 @@
 # failed. Each step has a time limit, so one hang cannot eat the whole device lease, and the
 # JSON is rewritten after every step, so a run cut short still leaves what it measured.
 #
+# Not checked here: data parallel on c10d's NCCL (train/process_group.cpp). A 2-rank
+# `concord launch` needs the whole library (Concord's Debian dev packages, absent on the device),
+# a GPU per rank, and tasks that put rank r's model on cuda:r; see docs/distributed.md, "CUDA".
+#
 # What the device needs: bash, python3 with torch, cmake >= 3.22, ninja (or make), a C++17
 # compiler, and nvcc for the CUDA kernels (without nvcc the CUDA dispatch is off, the ops run
 # their composites on the GPU and the *_CUDA tests fail on that first). dpkg unpacks the .deb
