@@ -6,7 +6,8 @@
 //                       [--world 2] [--threads 1] [--rounds 3] [--shard-optimizer]
 //
 // Weak scaling: every process takes `batch` sequences a step, so W processes do W times the
-// work of one. Reported per round (1 process and W processes alternate, ABAB):
+// work of one. Reported per round (1 process, W processes with the buckets sent during
+// backward, W processes with the all-reduce after backward, in turn):
 //   - efficiency = (tokens/s of the W-process job) / (W x tokens/s of one process); 1.0 is
 //     perfect, and on a machine with fewer free cores than W x threads it cannot be reached;
 //   - bytes sent per step and rank, measured (the kernel's count of bytes this process wrote
@@ -47,6 +48,7 @@ struct Args {
   int64_t batch = 8, seq = 128, steps = 8, warmup = 2;
   int world = 2, threads = 1, rounds = 3;
   bool shard_optimizer = false;
+  bool overlap = true;  // workers: send buckets during backward
 };
 
 // Random token blocks, the same stream in every process (each rank's rows differ by its seed).
@@ -104,6 +106,7 @@ int worker(const Args& a) {
   o.max_steps = a.warmup + a.steps;
   o.progress = false;
   o.shard_optimizer = a.shard_optimizer;
+  o.overlap_grad_reduce = a.overlap;
   concord::train::Trainer trainer({{"model", model.ptr()}}, o);
   concord::train::NextTokenObjective objective(model);
   auto group = concord::train::default_process_group();
@@ -186,6 +189,10 @@ int main(int argc, char** argv) {
       a.shard_optimizer = true;
       continue;
     }
+    if (flag == "--no-overlap") {  // set by main for the comparison job, not a user flag
+      a.overlap = false;
+      continue;
+    }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "bench_data_parallel: %s needs a value\n", flag.c_str());
       return 2;
@@ -215,26 +222,33 @@ int main(int argc, char** argv) {
     const ssize_t len = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (len <= 0) throw std::runtime_error("cannot find this executable");
     self[len] = '\0';
-    std::vector<double> efficiency;
+    std::vector<double> efficiency, efficiency_after;
+    std::vector<std::string> after_backward = passed;
+    after_backward.push_back("--no-overlap");
     for (int round = 0; round < a.rounds; ++round) {
       const auto one = job(self, passed, 1, 29399);  // alone: the port is never opened
       const auto many = job(self, passed, a.world, 29400 + (::getpid() + round) % 500);
+      const auto after = job(self, after_backward, a.world, 29900 + (::getpid() + round) % 500);
       const double params = many["params"].get<double>();
       const double bound = 2.0 * (a.world - 1) / a.world * 4.0 * params;
-      const double e = many["tokens_per_s"].get<double>() / (a.world * one["tokens_per_s"].get<double>());
+      const double single = a.world * one["tokens_per_s"].get<double>();
+      const double e = many["tokens_per_s"].get<double>() / single;
+      const double e_after = after["tokens_per_s"].get<double>() / single;
       efficiency.push_back(e);
+      efficiency_after.push_back(e_after);
       std::printf("round %d: 1 process %.1f ms/step (%.0f tokens/s); %d processes %.1f ms/step "
-                  "(%.0f tokens/s); efficiency %.2f; sent %.2f MB/step/rank, all-reduce lower "
-                  "bound %.2f MB (%.2fx)\n",
+                  "(%.0f tokens/s), efficiency %.2f (all-reduce after backward: %.1f ms/step, "
+                  "%.2f); sent %.2f MB/step/rank, all-reduce lower bound %.2f MB (%.2fx)\n",
                   round, one["step_ms"].get<double>(), one["tokens_per_s"].get<double>(), a.world,
                   many["step_ms"].get<double>(), many["tokens_per_s"].get<double>(), e,
+                  after["step_ms"].get<double>(), e_after,
                   many["bytes_per_step"].get<double>() / 1e6, bound / 1e6,
                   many["bytes_per_step"].get<double>() / bound);
     }
-    std::printf("median efficiency %.2f over %d rounds (%d processes x %d threads vs 1 x %d, "
-                "batch %lld x %lld per process%s)\n",
-                median(efficiency), a.rounds, a.world, a.threads, a.threads,
-                static_cast<long long>(a.batch), static_cast<long long>(a.seq),
+    std::printf("median efficiency %.2f, %.2f with the all-reduce after backward, over %d rounds "
+                "(%d processes x %d threads vs 1 x %d, batch %lld x %lld per process%s)\n",
+                median(efficiency), median(efficiency_after), a.rounds, a.world, a.threads,
+                a.threads, static_cast<long long>(a.batch), static_cast<long long>(a.seq),
                 a.shard_optimizer ? ", ZeRO-1" : "");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_data_parallel: %s\n", e.what());

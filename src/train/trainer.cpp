@@ -102,7 +102,9 @@ const OptionsSchema<TrainerOptions>& trainer_options_schema() {
         .field("bucket_mb", &T::bucket_mb, "data parallel: gradient all-reduce bucket (MB)",
                opt::greater_than(0))
         .field("shard_optimizer", &T::shard_optimizer,
-               "data parallel: ZeRO-1, AdamW state sharded over the ranks");
+               "data parallel: ZeRO-1, AdamW state sharded over the ranks")
+        .field("overlap_grad_reduce", &T::overlap_grad_reduce,
+               "data parallel: send each gradient bucket during backward once it is complete");
     return s;
   }();
   return schema;
@@ -175,7 +177,8 @@ Trainer::Trainer(std::vector<NamedModule> modules, TrainerOptions options,
   if (auto group = default_process_group()) {
     dp_ = std::make_unique<DataParallel>(
         std::move(group), optimizer_.named_parameters(),
-        DataParallelOptions{options_.bucket_mb, options_.shard_optimizer});
+        DataParallelOptions{options_.bucket_mb, options_.shard_optimizer,
+                            options_.overlap_grad_reduce});
     dp_->broadcast_modules(modules_);
   }
 }
@@ -266,7 +269,7 @@ StepStats Trainer::step_feed(detail::Feed& feed) {
   for (int64_t i = 0; i < feed.size(); ++i) {
     if (counts[static_cast<size_t>(i)] == 0) continue;
     // The last backward sends each gradient bucket as soon as it is complete.
-    if (dp_ != nullptr && i == last) dp_->arm();
+    if (dp_ != nullptr && i == last && options_.overlap_grad_reduce) dp_->arm();
     LossSum part;
     {
       LossAutocast autocast(options_);

@@ -86,6 +86,12 @@ TEST(Distributed, TwoRanksTrainAsOneProcessOnTheWholeBatch) {
   ASSERT_EQ(one.size(), two.size());
   EXPECT_NEAR(one[0]["train/loss"].get<double>(), two[0]["train/loss"].get<double>(), 1e-5);
   EXPECT_EQ(one[0]["train/tokens"], two[0]["train/tokens"]);
+  // Buckets sent during backward or after it: the same sums of the same buffers.
+  r = run_cli_env(kEnv, "launch -n 2 -- run " + cfg.string() + " --out " + (tmp / "after").string() +
+                            " --set batch_size=4 --set train.overlap_grad_reduce=false");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(concord::read_file(tmp / "after/model/model.safetensors"),
+            concord::read_file(tmp / "two/model/model.safetensors"));
 }
 
 // reward_em's M-steps: every rank takes its slice of the same cluster-balanced global batch, so

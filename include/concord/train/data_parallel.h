@@ -44,6 +44,7 @@ namespace concord::train {
 struct DataParallelOptions {
   double bucket_mb = 25;         ///< gradient bucket size (PyTorch DDP's default)
   bool shard_optimizer = false;  ///< ZeRO stage 1 (see the header comment)
+  bool overlap = true;           ///< the Trainer arms the buckets for its last backward
 };
 
 class DataParallel {

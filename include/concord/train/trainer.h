@@ -83,6 +83,9 @@ struct TrainerOptions {
   /// Data parallel: ZeRO stage 1, each rank keeps and updates AdamW's state of its own share of
   /// the parameters (data_parallel.h).
   bool shard_optimizer = false;
+  /// Data parallel: send each gradient bucket during backward, as soon as it is complete
+  /// (false: all buckets after backward).
+  bool overlap_grad_reduce = true;
 
   /// The schedule these options describe.
   LrScheduleOptions schedule() const;
