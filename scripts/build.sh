@@ -7,8 +7,8 @@
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
 # asan:      Debian's LibTorch, everything compiled with -fsanitize=address,undefined (-O1,
 #            line tables), building only the parser tests (target parser_tests, ctest label
-#            `parsers`: test_core, test_io, test_text, test_data and the fuzz corpus replays
-#            over concord_core) unless CONCORD_TARGETS says otherwise.
+#            `parsers`: test_core, test_io, test_text, test_data, the fuzz corpus replays
+#            over concord_core and the checkpoint's) unless CONCORD_TARGETS says otherwise.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 flavour="${1:-debian}"

@@ -7,10 +7,11 @@
 #      rlhf, diffusion; *_CUDA tests skip without a device), data parallel on that LibTorch's
 #      c10d (faults) and the installed package. The rest (parsers, tasks, CLI, examples) is the
 #      same code on the same inputs and ran in flavour 1; CONCORD_PIP_ALL_TESTS=1 runs it all.
-#   3. asan: the parser tests (ctest label `parsers`: test_core, test_io, test_text, test_data and
-#      the fuzz corpus replays over concord_core) built with AddressSanitizer + UBSan on Debian's
-#      LibTorch. The first report (a bad access, UB, a leak) fails its test; no single allocation
-#      may exceed 2 GB (a crafted file that asks for more is a failure, not a slow test).
+#   3. asan: the parser tests (ctest label `parsers`: test_core, test_io, test_text, test_data,
+#      the fuzz corpus replays over concord_core and the checkpoint's) built with AddressSanitizer
+#      + UBSan on Debian's LibTorch. The first report (a bad access, UB, a leak) fails its test;
+#      no single allocation may exceed 2 GB (a crafted file that asks for more is a failure, not
+#      a slow test).
 # CONCORD_FLAVOURS="debian" limits it to the first.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
