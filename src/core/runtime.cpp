@@ -16,6 +16,7 @@
 
 #include "concord/core/error.h"
 #include "concord/core/logging.h"
+#include "concord/core/shard.h"
 
 namespace concord {
 
@@ -90,21 +91,26 @@ void seed_everything(uint64_t seed) {
 }
 
 c10::Device select_device(const std::string& spec) {
-  if (spec == "auto") {
-    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-  }
+  if (spec == "auto") return torch::cuda::is_available() ? select_device("cuda") : c10::Device(c10::kCPU);
   c10::Device device(c10::kCPU);
   try {
     device = c10::Device(spec);
   } catch (const std::exception&) {
     fail("device: expected cpu, cuda, cuda:N or auto, got '", spec, "'");
   }
-  if (device.is_cuda()) {
-    CONCORD_CHECK(torch::cuda::is_available(), "device '", spec,
-                  "' asked for, but this LibTorch sees no CUDA device");
-    CONCORD_CHECK(!device.has_index() || device.index() < int(torch::cuda::device_count()),
-                  "device '", spec, "': only ", torch::cuda::device_count(), " CUDA device(s)");
+  if (!device.is_cuda()) return device;
+  CONCORD_CHECK(torch::cuda::is_available(), "device '", spec,
+                "' asked for, but this LibTorch sees no CUDA device");
+  // In a job of several processes, `cuda` (and `auto`) is this process's own GPU,
+  // cuda:LOCAL_RANK, as torchrun's workers take it; an explicit cuda:N is taken as written.
+  const Shard shard = process_shard();
+  if (!device.has_index()) {
+    device = c10::Device(c10::kCUDA,
+                         static_cast<c10::DeviceIndex>(shard.world_size > 1 ? shard.local_rank : 0));
   }
+  CONCORD_CHECK(device.index() < int(torch::cuda::device_count()), "device '", spec, "'",
+                shard.world_size > 1 ? " (LOCAL_RANK " + std::to_string(shard.local_rank) + ")" : "",
+                ": this machine has ", torch::cuda::device_count(), " CUDA device(s)");
   return device;
 }
 

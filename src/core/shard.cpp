@@ -45,6 +45,8 @@ Shard process_shard() {
     fail_config("RANK=" + std::to_string(s.rank) + " WORLD_SIZE=" + std::to_string(s.world_size),
                 "expected 0 <= RANK < WORLD_SIZE");
   }
+  s.local_rank = env_integer("LOCAL_RANK", 0);
+  if (s.local_rank < 0) fail_config("LOCAL_RANK=" + std::to_string(s.local_rank), "expected >= 0");
   return s;
 }
 

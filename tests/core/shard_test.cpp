@@ -101,6 +101,21 @@ TEST(Shard, ProcessShardReadsRankAndWorldSize) {
   }
 }
 
+TEST(Shard, ProcessShardReadsLocalRank) {
+  EnvGuard env("1", "2");
+  ::setenv("LOCAL_RANK", "1", 1);
+  EXPECT_EQ(concord::process_shard().local_rank, 1);
+  ::setenv("LOCAL_RANK", "-1", 1);
+  try {
+    concord::process_shard();
+    ADD_FAILURE() << "a negative LOCAL_RANK was accepted";
+  } catch (const concord::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("LOCAL_RANK=-1"), std::string::npos) << e.what();
+  }
+  ::unsetenv("LOCAL_RANK");
+  EXPECT_EQ(concord::process_shard().local_rank, 0);
+}
+
 // Two ranks, simulated one after the other as two processes would run: the first writes its part
 // and finds the other missing; the second finds both and merges exactly what one process computes.
 TEST(Shard, TwoRanksWritePartsAndTheLastMergesExactly) {

@@ -23,7 +23,9 @@ int available_cores();
 /// global engine, so a component's randomness never depends on what ran before it.
 void seed_everything(uint64_t seed);
 
-/// "cpu", "cuda", "cuda:1" or "auto" (the first CUDA device if there is one, else CPU).
+/// "cpu", "cuda", "cuda:1" or "auto" (CUDA if there is a device, else CPU). `cuda` and `auto`
+/// name device 0, or in a job of several processes (WORLD_SIZE > 1) device LOCAL_RANK, each
+/// process its own GPU.
 c10::Device select_device(const std::string& spec);
 
 }  // namespace concord

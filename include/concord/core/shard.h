@@ -29,6 +29,7 @@ namespace concord {
 struct Shard {
   int64_t rank = 0;
   int64_t world_size = 1;
+  int64_t local_rank = 0;  ///< the process's index on its machine (its GPU)
 
   /// Whether item `index` is this process's (index % world_size == rank).
   bool owns(int64_t index) const { return index % world_size == rank; }
@@ -38,8 +39,9 @@ struct Shard {
   void validate() const;
 };
 
-/// RANK and WORLD_SIZE as torchrun sets them (absent: rank 0 of 1). A value that is not an integer,
-/// or a rank outside [0, WORLD_SIZE), is a ConfigError naming the variable.
+/// RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them (absent: rank 0 of 1, local rank 0). A
+/// value that is not an integer, or a rank outside [0, WORLD_SIZE), is a ConfigError naming the
+/// variable.
 Shard process_shard();
 
 /// "<stem>.rank<r>-of-<w><ext>" for the final file name "<stem><ext>".
