@@ -193,23 +193,32 @@ void expect_same_weights(const rlhf::RewardSet& a, const rlhf::RewardSet& b) {
   }
 }
 
+// Soft EM that never stops early: every restart runs all its iterations.
+rlhf::EmOptions every_iteration(int64_t restarts, int64_t m_step_steps) {
+  rlhf::EmOptions o;
+  o.clusters = 2;
+  o.assignment = "soft";
+  o.restarts = restarts;
+  o.max_iterations = 3;
+  o.tolerance = 0;
+  o.m_step_steps = m_step_steps;
+  return o;
+}
+
+// Two heads on one backbone, the same initial weights every call.
+rlhf::RewardSet seeded_mixture(const World& w) {
+  torch::manual_seed(21);
+  return rlhf::RewardSet::shared(rlhf::RewardModel(rlhf::world_model_config(w.options, 16), 2));
+}
+
 }  // namespace
 
 // Stopped after any iteration (inside a restart, or where one ends) and continued from state()
 // and the weights in new objects, EM ends bit-for-bit where the unbroken fit ends.
 TEST(RewardEm, ContinuesExactlyFromItsStateAfterAnyIteration) {
   World w = small_world(4, 2, 13);
-  rlhf::EmOptions o;
-  o.clusters = 2;
-  o.assignment = "soft";
-  o.restarts = 2;
-  o.max_iterations = 3;
-  o.tolerance = 0;  // every restart runs all its iterations: 6 in all
-  o.m_step_steps = 5;
-  const auto fresh = [&] {
-    torch::manual_seed(21);
-    return rlhf::RewardSet::shared(rlhf::RewardModel(rlhf::world_model_config(w.options, 16), 2));
-  };
+  const rlhf::EmOptions o = every_iteration(2, 5);  // 6 iterations in all
+  const auto fresh = [&] { return seeded_mixture(w); };
   rlhf::RewardSet whole = fresh();
   const rlhf::EmResult expected = rlhf::fit_reward_mixture(whole, w.data, o, m_step_options());
   ASSERT_EQ(expected.history.size(), 6u);
@@ -237,15 +246,8 @@ TEST(RewardEm, ContinuesExactlyFromItsStateAfterAnyIteration) {
 
 TEST(RewardEm, AStateOfAnotherRunIsRefusedNamingTheField) {
   World w = small_world(4, 2, 13);
-  rlhf::EmOptions o;
-  o.clusters = 2;
-  o.assignment = "soft";
-  o.tolerance = 0;
-  o.max_iterations = 3;
-  o.m_step_steps = 2;
-  torch::manual_seed(21);
-  auto rewards = rlhf::RewardSet::shared(rlhf::RewardModel(rlhf::world_model_config(w.options, 16), 2));
-  rlhf::RewardMixtureEm em(rewards, w.data, o, m_step_options());
+  auto rewards = seeded_mixture(w);
+  rlhf::RewardMixtureEm em(rewards, w.data, every_iteration(1, 2), m_step_options());
   em.iterate();
   const nlohmann::json good = em.state();
   const auto refused = [&](nlohmann::json state, const std::string& field) {
