@@ -62,6 +62,25 @@ foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
   endif()
 endforeach()
 
+# Debian's LibTorch calls BLAS through libopenblas.so.0, which Debian resolves to the pthread
+# build of OpenBLAS. Its thread pool and LibTorch's OpenMP pool then spin against each other on
+# a small machine (issue 18: docs/benchmarks.md, "OpenBLAS: the OpenMP build"). Debian's OpenMP
+# build of OpenBLAS runs on the same libgomp pool as LibTorch. Everything that links Concord
+# finds it first through an RPATH (DT_RPATH, not RUNPATH: only DT_RPATH also applies to the
+# libraries LibTorch loads), without changing the system's BLAS alternative.
+if(Torch_DIR MATCHES "^/usr/")
+  find_path(CONCORD_OPENBLAS_OPENMP_DIR libopenblas.so.0
+            PATHS "/usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp" NO_DEFAULT_PATH)
+  if(CONCORD_OPENBLAS_OPENMP_DIR)
+    list(APPEND CONCORD_TORCH_LINK_OPTIONS "-Wl,--disable-new-dtags"
+         "-Wl,-rpath,${CONCORD_OPENBLAS_OPENMP_DIR}")
+    message(STATUS "concord: OpenBLAS's OpenMP build from ${CONCORD_OPENBLAS_OPENMP_DIR}")
+  else()
+    message(STATUS "concord: no libopenblas0-openmp: LibTorch uses the system's BLAS (slower, "
+                   "erratic on small models; scripts/install-deps.sh installs it)")
+  endif()
+endif()
+
 # TorchConfig puts its ABI flag in TORCH_CXX_FLAGS; every target must agree with it.
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
 message(STATUS "concord: LibTorch ${Torch_VERSION} from ${Torch_DIR}")
