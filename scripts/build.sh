@@ -5,6 +5,7 @@
 # debian:    Debian's LibTorch 1.13 (CPU), the default flavour.
 # pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
+#            The benchmarks build too (both builds are measured side by side), examples do not.
 # asan:      Debian's LibTorch, everything compiled with -fsanitize=address,undefined (-O1,
 #            line tables), building only the parser tests (target parser_tests, ctest label
 #            `parsers`: test_core, test_io, test_text, test_data, the fuzz corpus replays
@@ -29,7 +30,7 @@ case "$flavour" in
     prefix="$("$root/scripts/python-env.sh" --print-torch-cmake)"
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=ON \
       -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
-      -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
+      -DCONCORD_BUILD_BENCHMARKS=ON -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
     ;;
   asan)
     build="${CONCORD_BUILD_DIR:-$root/build-asan}"
