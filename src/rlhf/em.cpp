@@ -126,7 +126,7 @@ void check_finite(const Eigen::MatrixXd& d, int64_t iteration) {
 // Moves into each empty cluster the user its current cluster explains worst (lowest
 // log-likelihood per pair), taken from a cluster that keeps at least one user.
 int64_t reseed_empty(std::vector<int64_t>& assign, const Eigen::MatrixXd& L,
-                     const PairIndex& ix, int64_t k) {
+                     const std::vector<int64_t>& pairs_of, int64_t k) {
   int64_t reseeded = 0;
   for (int64_t c = 0; c < k; ++c) {
     std::vector<int64_t> sizes(static_cast<size_t>(k), 0);
@@ -139,7 +139,7 @@ int64_t reseed_empty(std::vector<int64_t>& assign, const Eigen::MatrixXd& L,
     for (size_t u = 0; u < assign.size(); ++u) {
       const int64_t a = assign[u];
       if (a < 0 || sizes[static_cast<size_t>(a)] < 2) continue;
-      const double fit = L(static_cast<Eigen::Index>(u), a) / static_cast<double>(ix.pairs_of[u]);
+      const double fit = L(static_cast<Eigen::Index>(u), a) / static_cast<double>(pairs_of[u]);
       if (fit < worst_fit) {
         worst_fit = fit;
         worst = static_cast<int64_t>(u);
@@ -161,7 +161,8 @@ std::vector<int64_t> sizes_of(const std::vector<int64_t>& assign, int64_t k) {
 }
 
 // One M-step: a fresh optimiser over the (warm) reward models for m_step_steps steps.
-double m_step(RewardSet& rewards, const data::PreferenceDataset& data, const PairIndex& ix,
+double m_step(RewardSet& rewards, const data::PreferenceDataset& data,
+              const std::vector<int64_t>& pair_user,
               const EmOptions& o, const train::TrainerOptions& train_options,
               const BradleyTerryOptions& loss, const std::vector<int64_t>& assign,
               const Eigen::MatrixXd* gamma, uint64_t seed) {
@@ -176,7 +177,7 @@ double m_step(RewardSet& rewards, const data::PreferenceDataset& data, const Pai
   if (gamma == nullptr) {
     objective.set_user_heads(at::tensor(assign, at::kLong));
     std::vector<int64_t> cluster_of_pair;
-    for (int64_t u : ix.user) cluster_of_pair.push_back(assign[static_cast<size_t>(u)]);
+    for (int64_t u : pair_user) cluster_of_pair.push_back(assign[static_cast<size_t>(u)]);
     const Shard shard = process_shard();
     ClusterBalancedPairs source(data, cluster_of_pair, o.batch_size, seed, shard.rank,
                                 shard.world_size);
@@ -464,21 +465,16 @@ const EmIteration& RewardMixtureEm::iterate() {
   const int64_t k = options_.clusters;
   const bool soft = options_.assignment == "soft";
   const auto n = static_cast<double>(data_.size());
-  PairIndex ix;
-  ix.user = pair_user_;
-  ix.margin = pair_margin_;
-  ix.pairs_of = pairs_of_;
-  ix.users = users_;
   const uint64_t seed = options_.seed + 1000003ULL * static_cast<uint64_t>(restart_);
   ++iteration_;
   EmIteration rec;
   rec.restart = restart_;
   rec.iteration = iteration_;
-  rec.m_step_loss = m_step(rewards_, data_, ix, options_, train_, loss_, assign_,
+  rec.m_step_loss = m_step(rewards_, data_, pair_user_, options_, train_, loss_, assign_,
                            soft ? &gamma_ : nullptr, seed + static_cast<uint64_t>(iteration_));
   const Eigen::MatrixXd d = to_eigen(pair_reward_differences(rewards_, data_, options_.score_batch_size));
   check_finite(d, iteration_);
-  const Eigen::MatrixXd L = user_log_likelihood(d, ix.user, ix.margin, ix.users);
+  const Eigen::MatrixXd L = user_log_likelihood(d, pair_user_, pair_margin_, users_);
   std::vector<bool> active(static_cast<size_t>(users_));
   for (int64_t u = 0; u < users_; ++u) active[static_cast<size_t>(u)] = pairs_of_[static_cast<size_t>(u)] > 0;
   std::vector<int64_t> next(static_cast<size_t>(users_), -1);
@@ -518,7 +514,7 @@ const EmIteration& RewardMixtureEm::iterate() {
       new_ll += L.row(u).maxCoeff(&z);
       next[static_cast<size_t>(u)] = z;
     }
-    rec.reseeded = reseed_empty(next, L, ix, k);
+    rec.reseeded = reseed_empty(next, L, pairs_of_, k);
     if (rec.reseeded > 0) {
       new_ll = 0;
       for (int64_t u = 0; u < users_; ++u) {
