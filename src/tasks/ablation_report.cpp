@@ -6,6 +6,7 @@
 
 #include "concord/core/files.h"
 #include "concord/core/plot.h"
+#include "concord/core/statistics.h"
 #include "concord/lm/diversity.h"
 
 namespace concord::tasks {
@@ -20,9 +21,13 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
   std::vector<std::string> labels;
   std::vector<double> means, stds;
   for (const auto& r : results) {
+    const auto& loss = r.eval_loss;
+    const MeanDifference d = difference_of_means(loss, results.front().eval_loss);
     rows.push_back({r.name, std::to_string(r.parameters), std::to_string(r.intermediate_size),
-                    fixed(r.eval_loss_mean, 4) + " ± " + fixed(r.eval_loss_std, 4),
-                    std::to_string(r.eval_loss.size())});
+                    fixed(loss.mean, 4) + " ± " + fixed(loss.stddev, 4),
+                    loss.has_interval ? fixed(loss.ci_low, 4) + " - " + fixed(loss.ci_high, 4) : "one seed",
+                    &r == &results.front() ? "" : describe_difference(r.name, results.front().name, d, 4),
+                    std::to_string(loss.values.size())});
     const auto [lo, hi] = std::minmax_element(r.latency_round_ratios.begin(), r.latency_round_ratios.end());
     std::string per_round;
     for (double x : r.latency_round_ratios) per_round += (per_round.empty() ? "" : ", ") + fixed(x, 3);
@@ -31,16 +36,21 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
                             r.latency_round_ratios.empty() ? "" : fixed(*lo, 3) + " - " + fixed(*hi, 3),
                             per_round, fixed(r.forward_gflops, 3), fixed(flop_ratio, 3)});
     labels.push_back(r.name);
-    means.push_back(r.eval_loss_mean);
-    stds.push_back(r.eval_loss_std);
+    means.push_back(r.eval_loss.mean);
+    stds.push_back(r.eval_loss.has_interval ? r.eval_loss.ci_high - r.eval_loss.mean : 0.0);
     dir.metrics().log_json({{"step", 0},
                             {"variant", r.name},
-                            {"eval/loss_mean", r.eval_loss_mean},
-                            {"eval/loss_std", r.eval_loss_std},
+                            {"eval/loss_mean", r.eval_loss.mean},
+                            {"eval/loss_std", r.eval_loss.stddev},
                             {"latency/ratio", r.latency_ratio}});
   }
   report.heading("Validation loss and size")
-      .table({"variant", "parameters", "FFN width", "validation loss (mean ± sd)", "seeds"}, rows);
+      .paragraph("Mean ± sample sd over the seeds, the 95% Student-t interval of the mean, and each "
+                 "variant's difference from " + results.front().name + " with Welch's 95% interval: "
+                 "a difference is significant when its interval excludes 0.")
+      .table({"variant", "parameters", "FFN width", "validation loss (mean ± sd)", "95% interval",
+              "difference", "seeds"},
+             rows);
   const auto& first = results.front();
   report.heading("Forward latency")
       .paragraph("Each variant's first-seed model, timed after all training in one process on a "
@@ -55,7 +65,7 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
               "GFLOPs", "FLOPs vs " + first.name},
              latency_rows);
   plot_bars(dir.chart("validation_loss.png"),
-            {"validation loss (mean ± sd over seeds)", "", "mean token loss (nats)"}, labels,
+            {"validation loss (mean, 95% interval over seeds)", "", "mean token loss (nats)"}, labels,
             means, stds);
   report.image("validation loss", "charts/validation_loss.png");
 

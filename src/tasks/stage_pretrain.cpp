@@ -82,7 +82,7 @@ Stage pretrain_stage(bool quick) {
     return fmt::format("validation loss: Vanilla {:.3f}, PanGu-pi {:.3f}; last-layer diversity "
                        "{:.3f} vs {:.3f}; PanGu-pi forward {:.2f}x Vanilla's time (median of {} "
                        "interleaved rounds, range {:.2f}-{:.2f}x, {} thread(s); {:.2f}x its FLOPs)",
-                       v.eval_loss_mean, p.eval_loss_mean, v.relative_diversity.back(),
+                       v.eval_loss.mean, p.eval_loss.mean, v.relative_diversity.back(),
                        p.relative_diversity.back(), p.latency_ratio, p.latency_round_ratios.size(),
                        *lo, *hi, p.latency_threads, p.forward_gflops / v.forward_gflops);
   };

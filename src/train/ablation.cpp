@@ -148,9 +148,8 @@ nlohmann::json VariantResult::to_json() const {
   return {{"name", name},
           {"parameters", parameters},
           {"intermediate_size", intermediate_size},
-          {"eval_loss", eval_loss},
-          {"eval_loss_mean", eval_loss_mean},
-          {"eval_loss_std", eval_loss_std},
+          {"eval_loss", eval_loss.to_json()},
+          {"last_layer_diversity", last_layer_diversity.to_json()},
           {"relative_diversity", relative_diversity},
           {"latency_ms", latency_ms},
           {"latency_round_ms", latency_round_ms},
@@ -188,6 +187,7 @@ std::vector<VariantResult> run_ablation(
     r.parameters = lm::count_parameters(variant.config);
     r.intermediate_size = variant.config.intermediate_size;
     std::vector<std::vector<double>> diversity;
+    std::vector<double> eval_loss;
     for (size_t s = 0; s < options.seeds.size(); ++s) {
       const uint64_t seed = options.seeds[s];
       if (on_run) on_run(variant.name, seed);
@@ -206,7 +206,7 @@ std::vector<VariantResult> run_ablation(
       Trainer trainer({{"model", model.ptr()}}, to);
       NextTokenObjective objective(model);
       const TrainResult tr = trainer.fit(objective, train_batches, &eval_batches, nullptr);
-      r.eval_loss.push_back(*tr.final_eval_loss);
+      eval_loss.push_back(*tr.final_eval_loss);
       r.train_loss.push_back(tr.train_loss);
       lm::DiversityOptions dopt;
       dopt.batch_size = options.batch_size;
@@ -218,12 +218,10 @@ std::vector<VariantResult> run_ablation(
         }
       }
     }
-    double sum = 0;
-    for (double l : r.eval_loss) sum += l;
-    r.eval_loss_mean = sum / static_cast<double>(r.eval_loss.size());
-    double sq = 0;
-    for (double l : r.eval_loss) sq += (l - r.eval_loss_mean) * (l - r.eval_loss_mean);
-    r.eval_loss_std = r.eval_loss.size() > 1 ? std::sqrt(sq / static_cast<double>(r.eval_loss.size() - 1)) : 0.0;
+    r.eval_loss = summarize_over_seeds(eval_loss, options.seeds);
+    std::vector<double> last;
+    for (const auto& d : diversity) last.push_back(d.back());
+    r.last_layer_diversity = summarize_over_seeds(last, options.seeds);
     r.relative_diversity.assign(diversity[0].size(), 0.0);
     for (const auto& d : diversity) {
       for (size_t l = 0; l < d.size(); ++l) r.relative_diversity[l] += d[l] / static_cast<double>(diversity.size());

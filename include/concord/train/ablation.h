@@ -2,7 +2,8 @@
 // Llama-style model as Vanilla, with the series informed activation (SIAF, Eq. 7), with augmented
 // shortcuts (AS, Eq. 4), and with both (PanGu-π), each trained from several seeds on the same
 // data, then compared on
-//   - validation loss (mean and sample standard deviation over seeds),
+//   - validation loss (mean, sample standard deviation and 95% interval over seeds; each
+//     variant's difference from Vanilla with Welch's interval),
 //   - the per-layer feature diversity d_M(H) / ||H||_F (concord/lm/diversity.h), the quantity
 //     the paper's nonlinearity-compensation argument is about,
 //   - forward latency relative to Vanilla (the paper: SIAF+AS costs +4%, 7.56 -> 7.86 ms).
@@ -18,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "concord/core/statistics.h"
 #include "concord/data/pretrain.h"
 #include "concord/lm/diversity.h"
 #include "concord/lm/model_config.h"
@@ -55,8 +57,10 @@ struct VariantResult {
   std::string name;
   int64_t parameters = 0;
   int64_t intermediate_size = 0;
-  std::vector<double> eval_loss;                                    ///< one per seed
-  double eval_loss_mean = 0, eval_loss_std = 0;
+  /// Validation loss over the seeds: per seed, mean, sd and the 95% interval of the mean.
+  SeedSummary eval_loss;
+  /// Last-layer relative diversity over the seeds (the layer the paper's argument is about).
+  SeedSummary last_layer_diversity;
   std::vector<std::vector<std::pair<int64_t, double>>> train_loss;  ///< curve per seed
   std::vector<double> relative_diversity;                           ///< per layer, seed mean
   double latency_ms = 0;             ///< median over rounds of each round's median forward
