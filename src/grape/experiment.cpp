@@ -50,26 +50,30 @@ lm::CausalLM fine_tune(lm::CausalLM base, const std::vector<data::SftRecord>& re
   return model;
 }
 
-std::pair<double, double> mean_std(const std::vector<double>& v) {
-  double m = 0;
-  for (double x : v) m += x;
-  m /= static_cast<double>(v.size());
-  double sq = 0;
-  for (double x : v) sq += (x - m) * (x - m);
-  return {m, v.size() > 1 ? std::sqrt(sq / static_cast<double>(v.size() - 1)) : 0.0};
-}
-
 }  // namespace
 
 nlohmann::json ModeResult::to_json() const {
-  return {{"mode", mode}, {"accuracy", accuracy}, {"mean", mean}, {"stddev", stddev},
-          {"examples", examples}, {"sources", sources}, {"sample_outputs", sample_outputs}};
+  nlohmann::json j = accuracy.to_json();
+  j["mode"] = mode;
+  j["examples"] = examples;
+  j["sources"] = sources;
+  j["length_limited"] = length_limited;
+  j["sample_outputs"] = sample_outputs;
+  return j;
 }
 
 nlohmann::json GrapeExperimentResult::to_json() const {
   nlohmann::json m = nlohmann::json::array();
   for (const auto& r : modes) m.push_back(r.to_json());
+  nlohmann::json cmp = nlohmann::json::array();
+  for (const auto& c : comparisons) {
+    const auto& d = c.grape_minus_mode;
+    cmp.push_back({{"mode", c.mode}, {"grape_minus_mode", d.difference}, {"ci_low", d.ci_low},
+                   {"ci_high", d.ci_high}, {"significant", d.significant}});
+  }
   return {{"base_accuracy", base_accuracy},
+          {"constant_answer_accuracy", constant_answer_accuracy},
+          {"comparisons", cmp},
           {"base_length_limited", base_length_limited},
           {"max_new_tokens", max_new_tokens},
           {"base_pretrain_loss", base_pretrain_loss},
@@ -88,15 +92,15 @@ int64_t generation_budget(const SyntheticPool& pool) {
 }
 
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
-                        int64_t max_new_tokens, std::vector<std::string>* texts,
-                        double* length_limited) {
+                        int64_t max_new_tokens, bool stop_at_newline,
+                        std::vector<std::string>* texts, double* length_limited) {
   CONCORD_CHECK(!items.empty(), "heldout_accuracy: no items");
   const text::ByteTokenizer tokenizer;
   std::vector<std::string> prompts;
   for (const auto& item : items) prompts.push_back("Question: " + item.instruction + "\nAnswer:");
   lm::GenerationOptions go;
   go.max_new_tokens = max_new_tokens;
-  go.stop_strings = {"\n"};
+  if (stop_at_newline) go.stop_strings = {"\n"};
   go.batch_size = 32;
   const bool was_training = model->is_training();
   model->eval();
@@ -137,7 +141,9 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
   }
   const int64_t budget = o.max_new_tokens > 0 ? o.max_new_tokens : generation_budget(pool);
   result.max_new_tokens = budget;
-  result.base_accuracy = heldout_accuracy(base, pool.heldout, budget, nullptr, &result.base_length_limited);
+  result.constant_answer_accuracy = constant_answer_accuracy(pool.heldout);
+  result.base_accuracy =
+      heldout_accuracy(base, pool.heldout, budget, /*stop_at_newline=*/true, nullptr, &result.base_length_limited);
 
   // 2. GRAPE scores of every candidate under the base model.
   say(progress, "scoring the pool");
@@ -180,7 +186,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       so.mode = "source";
       so.source = source;
       const auto model = fine_tune(base, records_for(so, nullptr), o, o.seeds.front());
-      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, budget);
+      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, budget, false);
     }
     double best = -1;
     for (const auto& [source, acc] : result.single_source_accuracy) {
@@ -195,6 +201,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
   for (const auto& mode_name : o.modes) {
     ModeResult mode;
     mode.mode = mode_name;
+    std::vector<double> accuracy;
     for (size_t i = 0; i < o.seeds.size(); ++i) {
       const uint64_t seed = o.seeds[i];
       SelectOptions so;
@@ -207,7 +214,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       const auto model = fine_tune(base, records, o, seed);
       std::vector<std::string> texts;
       double limited = 0;
-      mode.accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, &texts, &limited));
+      accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, false, &texts, &limited));
       if (i == 0) mode.length_limited = limited;
       if (i == 0) {
         for (size_t k = 0; k < std::min<size_t>(4, texts.size()); ++k) {
@@ -215,8 +222,15 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
         }
       }
     }
-    std::tie(mode.mean, mode.stddev) = mean_std(mode.accuracy);
+    mode.accuracy = summarize_over_seeds(accuracy, o.seeds);
     result.modes.push_back(std::move(mode));
+  }
+  const auto grape_it = std::find_if(result.modes.begin(), result.modes.end(),
+                                     [](const ModeResult& m) { return m.mode == "grape"; });
+  if (grape_it != result.modes.end()) {
+    for (const auto& m : result.modes) {
+      if (m.mode != "grape") result.comparisons.push_back({m.mode, difference_of_means(grape_it->accuracy, m.accuracy)});
+    }
   }
   return result;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <map>
 #include <unordered_set>
 
 #include "concord/core/error.h"
@@ -26,6 +27,7 @@ json SyntheticPoolOptions::to_json() const {
           {"shuffle_responses", shuffle_responses},
           {"pretraining_documents", pretraining_documents},
           {"facts_per_document", facts_per_document},
+          {"pretraining_styles", pretraining_styles},
           {"seed", seed}};
 }
 
@@ -189,6 +191,17 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options) {
   const auto sources = options.sources.empty() ? synthetic_sources() : options.sources;
   for (const auto& t : tasks) check_known("task", t, synthetic_tasks());
   for (const auto& s : sources) check_known("source", s, synthetic_sources());
+  for (const auto& [task, style] : options.pretraining_styles) {
+    check_known("task", task, synthetic_tasks());
+    CONCORD_CHECK(style != "steps", "synthetic pool: pretraining_styles.", task,
+                  ": 'steps' spans several lines; a pretraining fact is one line (terse, sentence "
+                  "or base_style)");
+    check_known("source", style, synthetic_sources());
+  }
+  const auto style_of = [&](const std::string& task) {
+    const auto it = options.pretraining_styles.find(task);
+    return it == options.pretraining_styles.end() ? std::string("base_style") : it->second;
+  };
 
   // Separate streams, so changing one count leaves the other parts as they were: held-out
   // instructions do not move when the training set grows.
@@ -235,7 +248,7 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options) {
     for (int64_t f = 0; f < options.facts_per_document;) {
       const SyntheticItem it = draw_item(pretrain_rng, tasks[below(pretrain_rng, tasks.size())]);
       if (heldout_set.count(it.instruction)) continue;  // the evaluation stays unseen
-      doc += (doc.empty() ? "" : "\n") + it.instruction + " " + base_style(it);
+      doc += (doc.empty() ? "" : "\n") + it.instruction + " " + synthetic_response(it, style_of(it.task));
       ++f;
     }
     pool.pretraining.push_back(std::move(doc));
@@ -294,6 +307,14 @@ std::string extract_synthetic_answer(const std::string& output) {
   found = trim(found);
   if (!found.empty() && found.back() == '.') found.pop_back();
   return trim(found);
+}
+
+double constant_answer_accuracy(const std::vector<SyntheticItem>& items) {
+  if (items.empty()) return 0;
+  std::map<std::string, int64_t> counts;
+  int64_t best = 0;
+  for (const auto& it : items) best = std::max(best, ++counts[it.answer]);
+  return 100.0 * static_cast<double>(best) / static_cast<double>(items.size());
 }
 
 bool verify_synthetic_answer(const SyntheticItem& item, const std::string& output) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/core/options.h"
 #include "concord/core/plot.h"
@@ -28,6 +29,7 @@ struct ExperimentConfig {
   int64_t heldout_instructions = 128;
   std::vector<std::string> tasks;
   int64_t pretraining_documents = 512;
+  Json pretraining_styles = Json::object();
   uint64_t pool_seed = 1234;
   int64_t hidden_size = 128;
   int64_t num_layers = 4;
@@ -52,7 +54,10 @@ const OptionsSchema<ExperimentConfig>& experiment_schema() {
                "held-out instructions scored", opt::at_least(1))
         .field("tasks", &ExperimentConfig::tasks, "task families (empty: all)")
         .field("pretraining_documents", &ExperimentConfig::pretraining_documents,
-               "base-style pretraining documents", opt::at_least(1))
+               "pretraining documents (facts in each family's pretraining style)", opt::at_least(1))
+        .field("pretraining_styles", &ExperimentConfig::pretraining_styles,
+               "task family -> the style of its pretraining facts (terse, sentence, base_style; "
+               "default base_style)")
         .field("pool_seed", &ExperimentConfig::pool_seed, "seed of the generated pool")
         .field("hidden_size", &ExperimentConfig::hidden_size, "base model width", opt::at_least(4))
         .field("num_layers", &ExperimentConfig::num_layers, "base model depth", opt::at_least(1))
@@ -75,6 +80,14 @@ grape::GrapeExperimentOptions options_from(const ExperimentConfig& c) {
   o.pool.heldout_instructions = c.heldout_instructions;
   o.pool.tasks = c.tasks;
   o.pool.pretraining_documents = c.pretraining_documents;
+  CONCORD_CHECK(c.pretraining_styles.is_object(),
+                "grape_experiment: pretraining_styles must be an object (task -> style), got ",
+                c.pretraining_styles.dump());
+  for (const auto& [task, style] : c.pretraining_styles.items()) {
+    CONCORD_CHECK(style.is_string(), "grape_experiment: pretraining_styles.", task,
+                  " must be a string (terse, sentence or base_style), got ", style.dump());
+    o.pool.pretraining_styles[task] = style.get<std::string>();
+  }
   o.pool.seed = c.pool_seed;
   o.model = base_model(c.hidden_size, c.num_layers);
   o.pretrain = c.pretrain;
@@ -85,6 +98,13 @@ grape::GrapeExperimentOptions options_from(const ExperimentConfig& c) {
   return o;
 }
 
+std::string pretraining_styles_text(const grape::SyntheticPoolOptions& pool) {
+  if (pool.pretraining_styles.empty()) return "the base_style";
+  std::string out;
+  for (const auto& [task, style] : pool.pretraining_styles) out += (out.empty() ? "" : ", ") + task + ": " + style;
+  return "per-family styles (" + out + "; others base_style)";
+}
+
 }  // namespace
 
 void report_grape_experiment(const grape::GrapeExperimentResult& r,
@@ -93,30 +113,35 @@ void report_grape_experiment(const grape::GrapeExperimentResult& r,
   write_file_atomic(dir.file("results.json"), r.to_json().dump(2) + "\n");
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> labels;
-  std::vector<double> means, stds;
+  std::vector<double> means, half_widths;
   for (const auto& m : r.modes) {
     std::string sources;
     for (const auto& [name, n] : m.sources) sources += (sources.empty() ? "" : ", ") + name + " " + std::to_string(n);
     const std::string label = m.mode == "source" ? "source (" + r.best_source + ")" : m.mode;
-    rows.push_back({label, fixed(m.mean, 2) + " ± " + fixed(m.stddev, 2),
-                    std::to_string(m.accuracy.size()), std::to_string(m.examples), sources});
+    const auto& a = m.accuracy;
+    std::string per_seed;
+    for (double v : a.values) per_seed += (per_seed.empty() ? "" : ", ") + fixed(v, 1);
+    rows.push_back({label, fixed(a.mean, 2),
+                    a.has_interval ? fixed(a.ci_low, 1) + " - " + fixed(a.ci_high, 1) : "one seed",
+                    per_seed, std::to_string(m.examples), sources});
     labels.push_back(label);
-    means.push_back(m.mean);
-    stds.push_back(m.stddev);
-    dir.metrics().log_json({{"step", 0}, {"mode", m.mode}, {"eval/accuracy_mean", m.mean},
-                            {"eval/accuracy_std", m.stddev}});
+    means.push_back(a.mean);
+    half_widths.push_back(a.has_interval ? a.ci_high - a.mean : 0.0);
+    dir.metrics().log_json({{"step", 0}, {"mode", m.mode}, {"eval/accuracy_mean", a.mean},
+                            {"eval/accuracy_std", a.stddev}});
   }
   std::string wins;
   for (const auto& [name, n] : r.grape_wins) wins += (wins.empty() ? "" : ", ") + name + " " + std::to_string(n);
   report.paragraph(fmt::format(
       "Pool: {} instructions with one correct response from each source, {} held-out "
       "instructions checked by a program. Base model: byte-level Llama-style, d = {}, {} layers, "
-      "pretrained {} steps on base-style text (final loss {:.3f}); held-out accuracy before SFT "
-      "{:.2f}%. Every SFT run: {} steps of {} rows from the base weights. GRAPE's top choice per "
-      "source: {}.",
+      "pretrained {} steps on facts in {} (final loss {:.3f}); held-out accuracy before SFT "
+      "{:.2f}% against {:.2f}% for the best constant answer. Every SFT run: {} steps of {} rows "
+      "from the base weights. GRAPE's top choice per source: {}.",
       o.pool.train_instructions, o.pool.heldout_instructions, o.model.hidden_size,
-      o.model.num_layers, o.pretrain.max_steps, r.base_pretrain_loss, r.base_accuracy,
-      o.sft.max_steps, o.sft_batch_size, wins));
+      o.model.num_layers, o.pretrain.max_steps, pretraining_styles_text(o.pool),
+      r.base_pretrain_loss, r.base_accuracy, r.constant_answer_accuracy, o.sft.max_steps,
+      o.sft_batch_size, wins));
   std::string limited;
   if (r.base_length_limited > 0.5) limited += fmt::format(" base {:.0f}%", 100 * r.base_length_limited);
   for (const auto& m : r.modes) {
@@ -130,8 +155,15 @@ void report_grape_experiment(const grape::GrapeExperimentResult& r,
                      "max_new_tokens.");
     spdlog::warn("grape experiment: most generations hit the {}-token limit:{}", r.max_new_tokens, limited);
   }
+  std::vector<std::string> verdicts;
+  for (const auto& cmp : r.comparisons) {
+    verdicts.push_back(describe_difference("grape", cmp.mode, cmp.grape_minus_mode, 1, " points"));
+  }
   report.heading("Held-out accuracy after SFT (%)")
-      .table({"selection", "accuracy (mean ± sd)", "seeds", "SFT examples", "selected per source"}, rows);
+      .paragraph(fmt::format("Constant-answer level {:.2f}%; the interval is Student's t 95% "
+                             "interval of the mean over the seeds.", r.constant_answer_accuracy))
+      .table({"selection", "mean", "95% interval", "per seed", "SFT examples", "selected per source"}, rows);
+  for (const auto& v : verdicts) report.bullet(v);
   if (!r.single_source_accuracy.empty()) {
     std::vector<std::vector<std::string>> srows;
     for (const auto& [s, a] : r.single_source_accuracy) srows.push_back({s, fixed(a, 2)});
@@ -143,8 +175,9 @@ void report_grape_experiment(const grape::GrapeExperimentResult& r,
     for (const auto& line : m.sample_outputs) block += line + "\n";
     report.paragraph("`" + m.mode + "`:").code(block);
   }
-  plot_bars(dir.chart("accuracy.png"), {"held-out accuracy after SFT (mean ± sd)", "", "accuracy (%)"},
-            labels, means, stds);
+  plot_bars(dir.chart("accuracy.png"),
+            {"held-out accuracy after SFT (mean, 95% interval)", "", "accuracy (%)"}, labels, means,
+            half_widths);
   report.image("accuracy", "charts/accuracy.png");
 }
 
@@ -188,7 +221,7 @@ Stage grape_stage(bool quick) {
     report.write(dir.file("report.md"));
     return fmt::format("held-out accuracy after SFT: GRAPE {:.1f}%, random {:.1f}% (base {:.1f}%; "
                        "{}-token limit, {:.0f}% of GRAPE's generations cut by it)",
-                       result.modes[0].mean, result.modes[1].mean, result.base_accuracy,
+                       result.modes[0].accuracy.mean, result.modes[1].accuracy.mean, result.base_accuracy,
                        result.max_new_tokens, 100 * result.modes[0].length_limited);
   };
   return s;

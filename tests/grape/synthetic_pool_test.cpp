@@ -153,6 +153,43 @@ TEST(SyntheticPool, SeedsReproduceAndHeldOutStaysUnseen) {
   for (size_t i = 0; i < a.heldout.size(); ++i) EXPECT_EQ(c.heldout[i].instruction, a.heldout[i].instruction);
 }
 
+TEST(SyntheticPool, PretrainingStylesAreChosenPerFamily) {
+  auto o = small();
+  o.tasks = {"upper", "count"};
+  o.pretraining_styles = {{"count", "sentence"}};
+  const auto pool = make_synthetic_pool(o);
+  int upper = 0, count = 0;
+  for (const auto& doc : pool.pretraining) {
+    size_t from = 0;
+    while (from < doc.size()) {
+      const size_t end = std::min(doc.find('\n', from), doc.size());
+      const std::string fact = doc.substr(from, end - from);
+      if (fact.rfind("Write '", 0) == 0) {
+        EXPECT_NE(fact.find(" in capital letters. So the result is "), std::string::npos) << fact;
+        ++upper;
+      } else {
+        EXPECT_NE(fact.find("? The answer is "), std::string::npos) << fact;
+        EXPECT_EQ(fact.find("result is"), std::string::npos) << fact;
+        ++count;
+      }
+      from = end + 1;
+    }
+  }
+  EXPECT_GT(upper, 100);
+  EXPECT_GT(count, 100);
+  o.pretraining_styles = {{"count", "steps"}};
+  EXPECT_THROW(make_synthetic_pool(o), Error);  // a multi-line style is no one-line fact
+  o.pretraining_styles = {{"divide", "terse"}};
+  EXPECT_THROW(make_synthetic_pool(o), Error);
+}
+
+TEST(SyntheticPool, ConstantAnswerLevelIsTheCommonestAnswersShare) {
+  std::vector<SyntheticItem> items(5);
+  for (size_t i = 0; i < items.size(); ++i) items[i].answer = i < 3 ? "1" : std::to_string(i);
+  EXPECT_DOUBLE_EQ(constant_answer_accuracy(items), 60.0);
+  EXPECT_DOUBLE_EQ(constant_answer_accuracy({}), 0.0);
+}
+
 TEST(SyntheticPool, OptionsAreChecked) {
   auto o = small();
   o.tasks = {"add", "divide"};

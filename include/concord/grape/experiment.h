@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "concord/core/statistics.h"
 #include "concord/grape/synthetic_pool.h"
 #include "concord/lm/model_config.h"
 #include "concord/lm/causal_lm.h"
@@ -48,17 +49,26 @@ struct GrapeExperimentOptions {
 
 struct ModeResult {
   std::string mode;
-  std::vector<double> accuracy;              ///< held-out accuracy (%) per seed
-  double mean = 0, stddev = 0;
+  SeedSummary accuracy;                      ///< held-out accuracy (%) over the seeds
   int64_t examples = 0;                      ///< SFT examples selected (first seed)
   std::map<std::string, int64_t> sources;    ///< selected examples per source (first seed)
   std::vector<std::string> sample_outputs;   ///< the first held-out generations (first seed)
   double length_limited = 0;                 ///< share of first-seed generations cut by the limit
+  /// {"mode", "mean", "stddev", "ci_low", "ci_high", "seeds", "per_seed", "examples", ...}
   nlohmann::json to_json() const;
+};
+
+/// A mode's difference from GRAPE in held-out accuracy (points), Welch's 95% interval.
+struct ModeComparison {
+  std::string mode;
+  MeanDifference grape_minus_mode;
 };
 
 struct GrapeExperimentResult {
   double base_accuracy = 0;                  ///< the base model before any SFT (%)
+  /// The best constant answer's accuracy on the held-out items (%): what a model that learned
+  /// only the answer format reaches.
+  double constant_answer_accuracy = 0;
   double base_length_limited = 0;            ///< share of its generations cut by the limit
   int64_t max_new_tokens = 0;                ///< the generation limit used
   double base_pretrain_loss = 0;
@@ -66,16 +76,20 @@ struct GrapeExperimentResult {
   std::string best_source;
   std::map<std::string, int64_t> grape_wins;  ///< pools where each source had the top score
   std::vector<ModeResult> modes;
+  std::vector<ModeComparison> comparisons;    ///< grape against every other mode run
   nlohmann::json to_json() const;
 };
 
 /// Greedy accuracy (%) of `model` on `items`: the prompt is the plain chat template's question
-/// ("Question: {x}\nAnswer:"), generation stops at EOS or a newline.
+/// ("Question: {x}\nAnswer:"); generation stops at EOS, which SFT teaches, and, with
+/// `stop_at_newline`, at the end of the line: for a base model, whose pretraining text is one
+/// fact per line and has no EOS after an answer. (A newline stop on an SFT model would cut the
+/// multi-line `steps` answers before they state the result.)
 /// `outputs` (optional) receives each item's generated text.
 /// `length_limited` (optional) receives the share of generations that stopped at the limit.
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
-                        int64_t max_new_tokens, std::vector<std::string>* outputs = nullptr,
-                        double* length_limited = nullptr);
+                        int64_t max_new_tokens, bool stop_at_newline,
+                        std::vector<std::string>* outputs = nullptr, double* length_limited = nullptr);
 
 /// The longest response in the pool, in (byte) tokens, plus a margin of 8: the generation
 /// budget that lets every style's answer finish.

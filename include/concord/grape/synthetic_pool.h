@@ -23,6 +23,7 @@
 // Held-out instructions never appear among the training pools or in the pretraining text.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,9 +53,14 @@ struct SyntheticPoolOptions {
   std::vector<std::string> sources;
   /// Shuffle the order of the responses within each pool (so position says nothing).
   bool shuffle_responses = true;
-  /// Pretraining documents written by pretraining_documents(), and facts per document.
+  /// Pretraining documents, and facts per document.
   int64_t pretraining_documents = 512;
   int64_t facts_per_document = 8;
+  /// The style each task family's facts take in the pretraining text (task -> source; a
+  /// one-line source: terse, sentence or base_style); families not named use base_style. A
+  /// base model whose preferred style differs by family is the setting where choosing per
+  /// instruction (GRAPE) and choosing one source for all differ.
+  std::map<std::string, std::string> pretraining_styles;
   uint64_t seed = 1234;
 
   nlohmann::json to_json() const;
@@ -64,8 +70,9 @@ struct SyntheticPool {
   std::vector<data::GrapePool> train;     ///< pools for GRAPE (one response per source)
   std::vector<SyntheticItem> train_items;  ///< the same instructions with their answers
   std::vector<SyntheticItem> heldout;     ///< evaluation instructions (disjoint from train)
-  /// Plain-text documents in the base_style ("<instruction> So the result is <answer>." facts
-  /// joined by newlines), for pretraining a base model; none uses a held-out instruction.
+  /// Plain-text documents of facts ("<instruction> <response>", the response in its family's
+  /// pretraining style, base_style unless set) joined by newlines, for pretraining a base
+  /// model; none uses a held-out instruction.
   std::vector<std::string> pretraining;
 };
 
@@ -83,6 +90,10 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options = {});
 /// (up to '.', ',', a newline or the end), else the first non-empty line; trimmed, a final '.'
 /// dropped. Works on every style above and on a generation that rambles on after its answer.
 std::string extract_synthetic_answer(const std::string& output);
+
+/// The share (%) of `items` the best constant answer gets right: the most frequent answer's
+/// share. The level a model that learned only the answer format reaches.
+double constant_answer_accuracy(const std::vector<SyntheticItem>& items);
 
 /// True when the answer stated in `output` is `item`'s answer (numbers compared as integers,
 /// words exactly, case included: "upper" asks for capitals).
