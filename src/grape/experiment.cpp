@@ -74,6 +74,7 @@ nlohmann::json GrapeExperimentResult::to_json() const {
   return {{"base_accuracy", base_accuracy},
           {"constant_answer_accuracy", constant_answer_accuracy},
           {"comparisons", cmp},
+          {"base_accuracy_question_answer", base_accuracy_question_answer},
           {"base_length_limited", base_length_limited},
           {"max_new_tokens", max_new_tokens},
           {"base_pretrain_loss", base_pretrain_loss},
@@ -92,15 +93,18 @@ int64_t generation_budget(const SyntheticPool& pool) {
 }
 
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
-                        int64_t max_new_tokens, bool stop_at_newline,
+                        int64_t max_new_tokens, AnswerPrompt prompt,
                         std::vector<std::string>* texts, double* length_limited) {
   CONCORD_CHECK(!items.empty(), "heldout_accuracy: no items");
   const text::ByteTokenizer tokenizer;
   std::vector<std::string> prompts;
-  for (const auto& item : items) prompts.push_back("Question: " + item.instruction + "\nAnswer:");
+  const bool native = prompt == AnswerPrompt::pretraining_text;
+  for (const auto& item : items) {
+    prompts.push_back(native ? item.instruction + " " : "Question: " + item.instruction + "\nAnswer:");
+  }
   lm::GenerationOptions go;
   go.max_new_tokens = max_new_tokens;
-  if (stop_at_newline) go.stop_strings = {"\n"};
+  if (native) go.stop_strings = {"\n"};
   go.batch_size = 32;
   const bool was_training = model->is_training();
   model->eval();
@@ -142,8 +146,10 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
   const int64_t budget = o.max_new_tokens > 0 ? o.max_new_tokens : generation_budget(pool);
   result.max_new_tokens = budget;
   result.constant_answer_accuracy = constant_answer_accuracy(pool.heldout);
-  result.base_accuracy =
-      heldout_accuracy(base, pool.heldout, budget, /*stop_at_newline=*/true, nullptr, &result.base_length_limited);
+  result.base_accuracy = heldout_accuracy(base, pool.heldout, budget, AnswerPrompt::pretraining_text,
+                                          nullptr, &result.base_length_limited);
+  result.base_accuracy_question_answer =
+      heldout_accuracy(base, pool.heldout, budget, AnswerPrompt::question_answer);
 
   // 2. GRAPE scores of every candidate under the base model.
   say(progress, "scoring the pool");
@@ -186,7 +192,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       so.mode = "source";
       so.source = source;
       const auto model = fine_tune(base, records_for(so, nullptr), o, o.seeds.front());
-      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, budget, false);
+      result.single_source_accuracy[source] = heldout_accuracy(model, pool.heldout, budget, AnswerPrompt::question_answer);
     }
     double best = -1;
     for (const auto& [source, acc] : result.single_source_accuracy) {
@@ -214,7 +220,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       const auto model = fine_tune(base, records, o, seed);
       std::vector<std::string> texts;
       double limited = 0;
-      accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, false, &texts, &limited));
+      accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, AnswerPrompt::question_answer, &texts, &limited));
       if (i == 0) mode.length_limited = limited;
       if (i == 0) {
         for (size_t k = 0; k < std::min<size_t>(4, texts.size()); ++k) {

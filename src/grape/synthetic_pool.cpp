@@ -32,7 +32,7 @@ json SyntheticPoolOptions::to_json() const {
 }
 
 const std::vector<std::string>& synthetic_tasks() {
-  static const std::vector<std::string> t = {"add", "subtract", "multiply", "reverse", "upper", "count"};
+  static const std::vector<std::string> t = {"add", "subtract", "multiply", "reverse", "upper", "lower", "count"};
   return t;
 }
 
@@ -75,6 +75,11 @@ std::string upper(std::string s) {
   return s;
 }
 
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 SyntheticItem draw_item(std::mt19937_64& rng, const std::string& task) {
   SyntheticItem it;
   it.task = task;
@@ -101,6 +106,10 @@ SyntheticItem draw_item(std::mt19937_64& rng, const std::string& task) {
     const std::string w = word(rng, 3, 7);
     it.instruction = "Write '" + w + "' in capital letters.";
     it.answer = upper(w);
+  } else if (task == "lower") {
+    const std::string w = upper(word(rng, 3, 7));
+    it.instruction = "Write '" + w + "' in small letters.";
+    it.answer = lower(w);
   } else {
     const std::string w = word(rng, 5, 9);
     // Mostly a letter of the word (counts of 1, 2, 3...), sometimes any letter (often 0).
@@ -159,9 +168,10 @@ std::string worked_solution(const SyntheticItem& item) {
     return "The letters of " + q.at(0) + " are " + spelled(q.at(0)) + ".\nFrom the last to the first they are " +
            spelled(item.answer) + ".\n" + end;
   }
-  if (item.task == "upper") {
-    return "The letters of " + q.at(0) + " are " + spelled(q.at(0)) + ".\nAs capitals they are " +
-           spelled(item.answer) + ".\n" + end;
+  if (item.task == "upper" || item.task == "lower") {
+    return "The letters of " + q.at(0) + " are " + spelled(q.at(0)) + ".\nAs " +
+           (item.task == "upper" ? "capitals" : "small letters") + " they are " + spelled(item.answer) +
+           ".\n" + end;
   }
   // count: q = {letter, word}
   return "The letters of " + q.at(1) + " are " + spelled(q.at(1)) + ".\nThe letter " + q.at(0) +

@@ -42,7 +42,7 @@ TEST(SyntheticPool, EveryResponseVerifiesAsCorrect) {
     }
     EXPECT_EQ(sources, (std::set<std::string>{"terse", "sentence", "steps", "base_style"}));
   }
-  EXPECT_EQ(tasks.size(), 6u);  // every family drawn
+  EXPECT_EQ(tasks.size(), 7u);  // every family drawn
   for (const auto& item : pool.heldout) {
     for (const auto& s : synthetic_sources()) {
       EXPECT_TRUE(verify_synthetic_answer(item, synthetic_response(item, s))) << item.instruction;
@@ -83,6 +83,11 @@ TEST(SyntheticPool, AnswersAreRight) {
                             word), 2) << it.instruction;
       const std::string w(word);
       EXPECT_EQ(it.answer, std::to_string(std::count(w.begin(), w.end(), letter)));
+      ++checked;
+    } else if (std::sscanf(it.instruction.c_str(), "Write '%63[A-Z]' in small letters.", word) == 1) {
+      std::string low(word);
+      for (char& c : low) c = static_cast<char>(c - 'A' + 'a');
+      EXPECT_EQ(it.answer, low);
       ++checked;
     } else {
       ASSERT_EQ(std::sscanf(it.instruction.c_str(), "Write '%63[a-z]' in capital letters.", word), 1)
@@ -128,8 +133,8 @@ TEST(SyntheticPool, SeedsReproduceAndHeldOutStaysUnseen) {
 
   // The draws use no std distribution, so a seed gives these instructions on every platform.
   EXPECT_EQ(a.heldout[0].id, "heldout-00001");
-  EXPECT_EQ(a.heldout[0].instruction, "Reverse the word 'otocdrt'.");
-  EXPECT_EQ(a.train[0].instruction, "What is 56 plus 55?");
+  EXPECT_EQ(a.heldout[0].instruction, "Write 'OTOCDRT' in small letters.");
+  EXPECT_EQ(a.train[0].instruction, "Write 'msot' in capital letters.");
 
   // Disjoint splits; no pretraining fact states a held-out instruction.
   std::set<std::string> train;

@@ -65,7 +65,10 @@ struct ModeComparison {
 };
 
 struct GrapeExperimentResult {
-  double base_accuracy = 0;                  ///< the base model before any SFT (%)
+  /// The base model before any SFT (%), asked in its pretraining text's format (whether it can
+  /// do the tasks at all), and with the chat template (what SFT has to teach).
+  double base_accuracy = 0;
+  double base_accuracy_question_answer = 0;
   /// The best constant answer's accuracy on the held-out items (%): what a model that learned
   /// only the answer format reaches.
   double constant_answer_accuracy = 0;
@@ -80,15 +83,22 @@ struct GrapeExperimentResult {
   nlohmann::json to_json() const;
 };
 
-/// Greedy accuracy (%) of `model` on `items`: the prompt is the plain chat template's question
-/// ("Question: {x}\nAnswer:"); generation stops at EOS, which SFT teaches, and, with
-/// `stop_at_newline`, at the end of the line: for a base model, whose pretraining text is one
-/// fact per line and has no EOS after an answer. (A newline stop on an SFT model would cut the
-/// multi-line `steps` answers before they state the result.)
+/// How a held-out instruction is put to a model.
+enum class AnswerPrompt {
+  /// The plain chat template SFT trains ("Question: {x}\nAnswer:"); generation stops at EOS,
+  /// which SFT teaches (a newline stop would cut the multi-line `steps` answers before they
+  /// state the result).
+  question_answer,
+  /// The pretraining text's own format ("{x} " and the model continues the line), for the base
+  /// model: it has never seen the chat template, and its facts are one per line with no EOS.
+  pretraining_text,
+};
+
+/// Greedy accuracy (%) of `model` on `items`, the instruction put as `prompt` says.
 /// `outputs` (optional) receives each item's generated text.
 /// `length_limited` (optional) receives the share of generations that stopped at the limit.
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
-                        int64_t max_new_tokens, bool stop_at_newline,
+                        int64_t max_new_tokens, AnswerPrompt prompt,
                         std::vector<std::string>* outputs = nullptr, double* length_limited = nullptr);
 
 /// The longest response in the pool, in (byte) tokens, plus a margin of 8: the generation

@@ -4,12 +4,13 @@
 // accuracy on benchmarks): one instruction set, several correct responses per instruction from
 // sources that differ in style, SFT on each selection, accuracy on held-out instructions.
 //
-// Instructions come from six task families whose answers a program checks:
+// Instructions come from seven task families whose answers a program checks:
 //   add       "What is 37 plus 45?"                            -> 82
 //   subtract  "What is 81 minus 19?"                           -> 62   (never negative)
 //   multiply  "What is 7 times 12?"                            -> 84
 //   reverse   "Reverse the word 'plant'."                      -> tnalp
 //   upper     "Write 'stone' in capital letters."              -> STONE
+//   lower     "Write 'STONE' in small letters."                -> stone
 //   count     "How many times does the letter 'a' appear in 'banana'?" -> 3
 // Every instruction gets one correct response from each source, each in its own style:
 //   terse       "82"
@@ -36,7 +37,7 @@ namespace concord::grape {
 /// One instruction with its reference answer.
 struct SyntheticItem {
   std::string id;
-  std::string task;         ///< add, subtract, multiply, reverse, upper, count
+  std::string task;         ///< add, subtract, multiply, reverse, upper, lower, count
   std::string instruction;
   std::string answer;       ///< canonical answer text ("82", "tnalp", ...)
 
@@ -96,7 +97,7 @@ std::string extract_synthetic_answer(const std::string& output);
 double constant_answer_accuracy(const std::vector<SyntheticItem>& items);
 
 /// True when the answer stated in `output` is `item`'s answer (numbers compared as integers,
-/// words exactly, case included: "upper" asks for capitals).
+/// words exactly, case included: "upper" asks for capitals, "lower" for small letters).
 bool verify_synthetic_answer(const SyntheticItem& item, const std::string& output);
 
 }  // namespace concord::grape
