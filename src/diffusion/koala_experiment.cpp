@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "concord/core/error.h"
+#include "concord/core/statistics.h"
 #include "concord/diffusion/distill.h"
 #include "concord/diffusion/student.h"
 #include "concord/train/batch.h"
@@ -120,14 +121,9 @@ HeldOut evaluate(UNet2DCondition teacher, UNet2DCondition student, const LatentS
   return h;
 }
 
-nlohmann::json mean_and_seeds(const std::vector<double>& v, const std::vector<int64_t>& seeds) {
-  nlohmann::json per = nlohmann::json::array();
-  double sum = 0;
-  for (size_t i = 0; i < v.size(); ++i) {
-    per.push_back({{"seed", seeds[i]}, {"value", v[i]}});
-    sum += v[i];
-  }
-  return {{"mean", v.empty() ? 0.0 : sum / static_cast<double>(v.size())}, {"per_seed", per}};
+// {mean, stddev, ci_low, ci_high, seeds, per_seed: [values]}
+nlohmann::json over_seeds(const std::vector<double>& v, const std::vector<int64_t>& seeds) {
+  return summarize_over_seeds(v, std::vector<uint64_t>(seeds.begin(), seeds.end())).to_json();
 }
 
 }  // namespace
@@ -137,6 +133,11 @@ nlohmann::json run_koala_experiment(const KoalaExperimentOptions& o,
                                     const KoalaCallbacks& callbacks) {
   koala_experiment_options_schema().validate(o, "koala_experiment");
   CONCORD_CHECK(!o.seeds.empty(), "koala_experiment: no seeds");
+  for (size_t i = 0; i < o.feature_maps.size(); ++i) {
+    CONCORD_CHECK(std::find(o.feature_maps.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                            o.feature_maps.end(), o.feature_maps[i]) == o.feature_maps.end(),
+                  "koala_experiment: feature map '", o.feature_maps[i], "' is listed twice");
+  }
   for (const auto& m : o.feature_maps) {
     if (m == "output_only") continue;
     const auto names = feature_map_names();
@@ -215,10 +216,10 @@ nlohmann::json run_koala_experiment(const KoalaExperimentOptions& o,
     }
   }
   nlohmann::json out;
-  out["teacher"] = {{"denoise_loss", mean_and_seeds(teacher_loss, o.seeds)}};
+  out["teacher"] = {{"denoise_loss", over_seeds(teacher_loss, o.seeds)}};
   for (const auto& map : o.feature_maps) {
-    out[map] = {{"output_mse", mean_and_seeds(output_mse[map], o.seeds)},
-                {"denoise_loss", mean_and_seeds(denoise[map], o.seeds)}};
+    out[map] = {{"output_mse", over_seeds(output_mse[map], o.seeds)},
+                {"denoise_loss", over_seeds(denoise[map], o.seeds)}};
   }
   out["config"] = koala_experiment_options_schema().to_json(o);
   return out;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/core/statistics.h"
 #include "concord/rlhf/bradley_terry.h"
 #include "concord/rlhf/reward_model.h"
 #include "concord/train/batch.h"
@@ -95,15 +96,16 @@ nlohmann::json summarise(const std::map<std::string, GroupStats>& groups) {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [group, s] : groups) {
     nlohmann::json per_seed = nlohmann::json::array();
-    double win = 0, reward = 0;
     for (size_t i = 0; i < s.win.size(); ++i) {
       per_seed.push_back({{"seed", s.seeds[i]}, {"win_rate", s.win[i]},
                           {"mean_true_reward", s.reward[i]}});
-      win += s.win[i];
-      reward += s.reward[i];
     }
-    const double n = std::max<double>(1, static_cast<double>(s.win.size()));
-    out[group] = {{"win_rate", win / n}, {"mean_true_reward", reward / n}, {"per_seed", per_seed}};
+    const SeedSummary win = summarize_over_seeds(s.win, s.seeds);
+    const SeedSummary reward = summarize_over_seeds(s.reward, s.seeds);
+    out[group] = {{"win_rate", win.mean},
+                  {"mean_true_reward", reward.mean},
+                  {"per_seed", per_seed},
+                  {"stats", {{"win_rate", win.to_json()}, {"mean_true_reward", reward.to_json()}}}};
   }
   return out;
 }
@@ -120,7 +122,8 @@ nlohmann::json run_maxmin_experiment(const MaxMinExperimentOptions& o,
   };
   std::map<std::string, std::map<std::string, GroupStats>> results;  // objective -> group
   nlohmann::json em_per_seed = nlohmann::json::array();
-  double purity_sum = 0, nmi_sum = 0;
+  std::vector<double> purities, nmis;
+  std::vector<uint64_t> em_seeds;
 
   for (int64_t seed_value : o.seeds) {
     const auto seed = static_cast<uint64_t>(seed_value);
@@ -148,8 +151,9 @@ nlohmann::json run_maxmin_experiment(const MaxMinExperimentOptions& o,
                                    std::to_string(it.log_likelihood_per_pair));
         });
     const double purity = fit.purity.value_or(0.0), nmi = fit.nmi.value_or(0.0);
-    purity_sum += purity;
-    nmi_sum += nmi;
+    purities.push_back(purity);
+    nmis.push_back(nmi);
+    em_seeds.push_back(seed);
     em_per_seed.push_back({{"seed", seed},
                            {"purity", purity},
                            {"nmi", nmi},
@@ -208,8 +212,12 @@ nlohmann::json run_maxmin_experiment(const MaxMinExperimentOptions& o,
     }
   }
   nlohmann::json out;
-  const double n = static_cast<double>(o.seeds.size());
-  out["em"] = {{"purity", purity_sum / n}, {"nmi", nmi_sum / n}, {"per_seed", em_per_seed}};
+  const SeedSummary purity = summarize_over_seeds(purities, em_seeds);
+  const SeedSummary nmi = summarize_over_seeds(nmis, em_seeds);
+  out["em"] = {{"purity", purity.mean},
+               {"nmi", nmi.mean},
+               {"per_seed", em_per_seed},
+               {"stats", {{"purity", purity.to_json()}, {"nmi", nmi.to_json()}}}};
   for (const auto& [objective, groups] : results) out[objective] = summarise(groups);
   out["config"] = maxmin_experiment_options_schema().to_json(o);
   return out;

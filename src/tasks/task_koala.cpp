@@ -3,13 +3,17 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/core/options.h"
 #include "concord/core/plot.h"
 #include "concord/core/runtime.h"
+#include "concord/core/statistics.h"
 #include "concord/diffusion/distill.h"
 #include "concord/diffusion/koala_experiment.h"
 #include "concord/diffusion/sdxl_pipeline.h"
@@ -190,6 +194,32 @@ void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
 
 // ---- koala_experiment -----------------------------------------------------------------------
 
+// A figure's SeedSummary back from its results.json form ({seeds, per_seed: [values]}).
+SeedSummary summary_of(const Json& stats) {
+  return summarize_over_seeds(stats["per_seed"].get<std::vector<double>>(),
+                              stats["seeds"].get<std::vector<uint64_t>>());
+}
+
+// "0.03315 [0.02698, 0.03932]": the mean and its 95% interval; the mean alone with one seed.
+std::string with_interval(const SeedSummary& s, int digits) {
+  std::string text = fixed(s.mean, digits);
+  if (s.has_interval) text += " [" + fixed(s.ci_low, digits) + ", " + fixed(s.ci_high, digits) + "]";
+  return text;
+}
+
+// Each seed has its own data and teacher, shared by every student of that seed, so the per-seed
+// difference cancels what a seed moves for all of them; Welch's interval (seeds as independent
+// samples) does not. Empty with one seed.
+std::string paired_by_seed(const SeedSummary& a, const SeedSummary& b, int digits) {
+  if (a.values.size() < 2 || a.seeds != b.seeds) return "";
+  std::vector<double> diff;
+  for (size_t i = 0; i < a.values.size(); ++i) diff.push_back(a.values[i] - b.values[i]);
+  const SeedSummary d = summarize_over_seeds(diff, a.seeds);
+  const bool significant = d.ci_low > 0 || d.ci_high < 0;
+  return fmt::format("; paired by seed: {:+.{}f} [{:+.{}f}, {:+.{}f}]: {}", d.mean, digits, d.ci_low,
+                     digits, d.ci_high, digits, significant ? "significant" : "not significant");
+}
+
 // Runs the experiment into `dir`, writes results.json, the table and the chart; returns a
 // one-line summary.
 std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, RunDirectory& dir,
@@ -211,21 +241,37 @@ std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, 
   write_file_atomic(dir.file("results.json"), results.dump(2) + "\n");
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> labels;
-  std::vector<double> values;
+  std::vector<double> values, half_widths;
   for (const auto& map : o.feature_maps) {
-    const Json& r = results[map];
+    const SeedSummary mse = summary_of(results[map]["output_mse"]);
     std::string per;
-    for (const auto& s : r["output_mse"]["per_seed"]) per += (per.empty() ? "" : " / ") + fixed(s["value"].get<double>(), 5);
-    rows.push_back({map, fixed(r["output_mse"]["mean"].get<double>(), 5),
-                    fixed(r["denoise_loss"]["mean"].get<double>(), 5), per});
+    for (double v : mse.values) per += (per.empty() ? "" : " / ") + fixed(v, 5);
+    rows.push_back({map, with_interval(mse, 5), with_interval(summary_of(results[map]["denoise_loss"]), 5), per});
     labels.push_back(map);
-    values.push_back(r["output_mse"]["mean"].get<double>());
+    values.push_back(mse.mean);
+    half_widths.push_back(mse.has_interval ? mse.ci_high - mse.mean : 0.0);
   }
+  // Every map against KOALA's choice, or against no feature term when that is not run.
+  const auto has = [&](const std::string& m) {
+    return std::find(o.feature_maps.begin(), o.feature_maps.end(), m) != o.feature_maps.end();
+  };
+  const std::string baseline = has("self_attention") ? "self_attention" : has("output_only") ? "output_only" : "";
+  std::vector<std::string> verdicts;
+  if (!baseline.empty()) {
+    const SeedSummary base = summary_of(results[baseline]["output_mse"]);
+    for (const auto& map : o.feature_maps) {
+      if (map == baseline) continue;
+      const SeedSummary mse = summary_of(results[map]["output_mse"]);
+      verdicts.push_back("output MSE: " + describe_difference(map, baseline, difference_of_means(mse, base), 5) +
+                         paired_by_seed(mse, base, 5));
+    }
+  }
+  const SeedSummary teacher_loss = summary_of(results["teacher"]["denoise_loss"]);
   ChartSpec spec;
-  spec.title = "student-teacher output MSE on held-out latents (lower is better)";
+  spec.title = "student-teacher output MSE on held-out latents (mean, 95% interval; lower is better)";
   spec.x_label = "feature map";
   spec.y_label = "output MSE";
-  plot_bars(dir.chart("output_mse.png"), spec, labels, values);
+  plot_bars(dir.chart("output_mse.png"), spec, labels, values, half_widths);
   report.heading("Feature maps compared")
       .paragraph("A teacher (" + std::to_string(diffusion::count_unet_parameters(
                                      diffusion::koala_experiment_teacher_config(o))) +
@@ -235,9 +281,20 @@ std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, 
                  "from it and distilled with each feature map for " + std::to_string(o.distill_steps) +
                  " steps, same data order. Held-out: output MSE to the teacher and the denoising "
                  "loss, at fixed noise and timesteps; the teacher's own denoising loss is " +
-                 fixed(results["teacher"]["denoise_loss"]["mean"].get<double>(), 5) + ".")
-      .table({"feature map", "output MSE", "denoising loss", "output MSE per seed"}, rows)
-      .image("output MSE by feature map", "charts/output_mse.png")
+                 with_interval(teacher_loss, 5) + ". Each figure: the mean over " +
+                 std::to_string(o.seeds.size()) + " seed(s) and, from two seeds, its 95% "
+                 "Student-t interval [low, high].")
+      .table({"feature map", "output MSE", "denoising loss", "output MSE per seed"}, rows);
+  if (!verdicts.empty()) {
+    report.paragraph("Each feature map against `" + baseline + "` on output MSE: the difference "
+                     "of the means with Welch's 95% interval, which treats the seeds as "
+                     "independent samples, and the mean per-seed difference with its Student-t "
+                     "interval (a seed's students share its data and teacher). A difference is "
+                     "significant when its interval excludes 0.");
+    for (const auto& v : verdicts) report.bullet(v);
+    report.paragraph("");  // a blank line ends the list: an image or paragraph would continue its last item
+  }
+  report.image("output MSE by feature map", "charts/output_mse.png")
       .paragraph("All values: [results.json](results.json).");
   std::string summary = "held-out output MSE to the teacher:";
   for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(values[i], 4);

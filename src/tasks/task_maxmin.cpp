@@ -1,15 +1,47 @@
 #include "task_maxmin.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "concord/core/files.h"
 #include "concord/core/plot.h"
+#include "concord/core/statistics.h"
 #include "concord/rlhf/maxmin_experiment.h"
 #include "metric_chart.h"
 
 namespace concord::tasks {
 
 namespace {
+
+// A figure's SeedSummary back from its results.json form ({seeds, per_seed: [values]}), each
+// value times `scale` (win rates: fractions to percent).
+SeedSummary summary_of(const Json& stats, double scale = 1) {
+  std::vector<double> values;
+  for (const auto& v : stats["per_seed"]) values.push_back(scale * v.get<double>());
+  return summarize_over_seeds(values, stats["seeds"].get<std::vector<uint64_t>>());
+}
+
+// "87.4% [80.1, 94.7]": the mean and its 95% interval; the mean alone with one seed.
+std::string with_interval(const SeedSummary& s, int digits, const std::string& unit = "") {
+  std::string text = fixed(s.mean, digits) + unit;
+  if (s.has_interval) text += " [" + fixed(s.ci_low, digits) + ", " + fixed(s.ci_high, digits) + "]";
+  return text;
+}
+
+// Within a seed every objective starts from the same reference and labels and is scored on the
+// same prompts, so the per-seed difference cancels what a seed moves for all of them; Welch's
+// interval (seeds as independent samples) does not. Empty with one seed.
+std::string paired_by_seed(const SeedSummary& a, const SeedSummary& b, int digits,
+                           const std::string& unit) {
+  if (a.values.size() < 2 || a.seeds != b.seeds) return "";
+  std::vector<double> diff;
+  for (size_t i = 0; i < a.values.size(); ++i) diff.push_back(a.values[i] - b.values[i]);
+  const SeedSummary d = summarize_over_seeds(diff, a.seeds);
+  const bool significant = d.ci_low > 0 || d.ci_high < 0;
+  return fmt::format("; paired by seed: {:+.{}f}{} [{:+.{}f}{}, {:+.{}f}{}]: {}", d.mean, digits, unit,
+                     d.ci_low, digits, unit, d.ci_high, digits, unit,
+                     significant ? "significant" : "not significant");
+}
 
 // results.json, the per-group table and the charts.
 std::string report_results(const Json& results, const rlhf::MaxMinExperimentOptions& o,
@@ -30,20 +62,27 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
                  " against the planted groups.");
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> labels;
-  std::vector<double> minority_win, majority_win;
+  std::vector<double> minority_win, majority_win, minority_half, majority_half;
   std::vector<std::string> order{"reference"};
   for (const auto& obj : o.objectives) order.push_back(obj);
   for (const auto& name : order) {
     if (!results.contains(name)) continue;
     const auto& r = results[name];
-    rows.push_back({name, fixed(100 * r["majority"]["win_rate"].get<double>(), 1) + "%",
-                    fixed(r["majority"]["mean_true_reward"].get<double>(), 3),
-                    fixed(100 * r["minority"]["win_rate"].get<double>(), 1) + "%",
-                    fixed(r["minority"]["mean_true_reward"].get<double>(), 3)});
+    std::vector<std::string> row{name};
+    for (const char* group : {"majority", "minority"}) {
+      const auto& stats = r[group]["stats"];
+      row.push_back(with_interval(summary_of(stats["win_rate"], 100), 1, "%"));
+      row.push_back(with_interval(summary_of(stats["mean_true_reward"]), 3));
+    }
+    rows.push_back(row);
     if (name == "reference") continue;
     labels.push_back(name);
-    majority_win.push_back(100 * r["majority"]["win_rate"].get<double>());
-    minority_win.push_back(100 * r["minority"]["win_rate"].get<double>());
+    const SeedSummary majority = summary_of(r["majority"]["stats"]["win_rate"], 100);
+    const SeedSummary minority = summary_of(r["minority"]["stats"]["win_rate"], 100);
+    majority_win.push_back(majority.mean);
+    minority_win.push_back(minority.mean);
+    majority_half.push_back(majority.has_interval ? majority.ci_high - majority.mean : 0.0);
+    minority_half.push_back(minority.has_interval ? minority.ci_high - minority.mean : 0.0);
   }
   report.heading("Policies against the reference")
       .paragraph("Win rate: the share of held-out prompts where the policy's response has a higher "
@@ -51,16 +90,40 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
                  "itself is the 50% line). single: PPO on one reward model of the pooled labels "
                  "(conventional RLHF); min: PPO on the per-sample minimum of the EM reward models; "
                  "argmin_group: PPO on the reward of the group worst off in each iteration "
-                 "(MaxMin-RLHF's Algorithm 1).")
+                 "(MaxMin-RLHF's Algorithm 1). Each cell: the mean over seeds and, from two "
+                 "seeds, its 95% Student-t interval [low, high].")
       .table({"policy", "majority win", "majority reward", "minority win", "minority reward"}, rows);
+  if (results.contains("single")) {
+    std::vector<std::string> verdicts;
+    for (const char* group : {"majority", "minority"}) {
+      const SeedSummary single = summary_of(results["single"][group]["stats"]["win_rate"], 100);
+      for (const auto& name : o.objectives) {
+        if (name == "single" || !results.contains(name)) continue;
+        const SeedSummary other = summary_of(results[name][group]["stats"]["win_rate"], 100);
+        verdicts.push_back(std::string(group) + " win rate: " +
+                           describe_difference(name, "single", difference_of_means(other, single), 1,
+                                               " points") +
+                           paired_by_seed(other, single, 1, " points"));
+      }
+    }
+    if (!verdicts.empty()) {
+      report.paragraph("Each objective against `single` on win rate: the difference of the means "
+                       "with Welch's 95% interval, which treats the seeds as independent samples, "
+                       "and the mean per-seed difference with its Student-t interval (within a "
+                       "seed both policies share the reference, the labels and the held-out "
+                       "prompts). A difference is significant when its interval excludes 0.");
+      for (const auto& v : verdicts) report.bullet(v);
+      report.paragraph("");  // a blank line ends the list: an image or paragraph would continue its last item
+    }
+  }
   if (!labels.empty()) {
     ChartSpec spec;
     spec.x_label = "objective";
     spec.y_label = "win rate vs reference (%)";
-    spec.title = "minority win rate";
-    plot_bars(dir.chart("minority_win_rate.png"), spec, labels, minority_win);
-    spec.title = "majority win rate";
-    plot_bars(dir.chart("majority_win_rate.png"), spec, labels, majority_win);
+    spec.title = "minority win rate (mean, 95% interval)";
+    plot_bars(dir.chart("minority_win_rate.png"), spec, labels, minority_win, minority_half);
+    spec.title = "majority win rate (mean, 95% interval)";
+    plot_bars(dir.chart("majority_win_rate.png"), spec, labels, majority_win, majority_half);
     report.image("minority win rate", "charts/minority_win_rate.png")
         .image("majority win rate", "charts/majority_win_rate.png");
   }

@@ -108,12 +108,30 @@ TEST(KoalaTasks, ExperimentWritesPerFeatureMapResults) {
           "feature_maps": ["output_only", "self_attention"]})",
       {}, (tmp / "k").string());
   const Json r = concord::load_json_file(fs::path(dir) / "results.json");
+  // Each figure is summarised over the seeds: the values in seed order, their mean, the sample
+  // sd and a 95% Student-t interval (1 dof at two seeds) around the mean.
+  const auto expect_summary = [](const Json& s, const std::string& what) {
+    ASSERT_TRUE(s["mean"].is_number()) << what;
+    EXPECT_EQ(s["seeds"], Json({1, 2})) << what;
+    ASSERT_EQ(s["per_seed"].size(), 2u) << what;
+    const double a = s["per_seed"][0].get<double>(), b = s["per_seed"][1].get<double>();
+    const double mean = s["mean"].get<double>();
+    EXPECT_DOUBLE_EQ(mean, (a + b) / 2) << what;
+    EXPECT_NEAR(s["stddev"].get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-12) << what;
+    ASSERT_TRUE(s["ci_low"].is_number() && s["ci_high"].is_number()) << what;
+    EXPECT_NEAR(s["ci_high"].get<double>() - mean, 12.706 * std::abs(a - b) / 2, 1e-9) << what;
+    EXPECT_NEAR(mean - s["ci_low"].get<double>(), 12.706 * std::abs(a - b) / 2, 1e-9) << what;
+  };
   for (const char* map : {"output_only", "self_attention"}) {
-    for (const char* metric : {"output_mse", "denoise_loss"}) {
-      ASSERT_TRUE(r[map][metric]["mean"].is_number()) << map << metric;
-      ASSERT_EQ(r[map][metric]["per_seed"].size(), 2u);
-    }
+    for (const char* metric : {"output_mse", "denoise_loss"}) expect_summary(r[map][metric], std::string(map) + " " + metric);
   }
-  EXPECT_TRUE(r["teacher"]["denoise_loss"]["mean"].is_number());
+  expect_summary(r["teacher"]["denoise_loss"], "teacher denoise_loss");
+  // Different seeds: different data and teachers, so different figures.
+  EXPECT_NE(r["teacher"]["denoise_loss"]["per_seed"][0], r["teacher"]["denoise_loss"]["per_seed"][1]);
   EXPECT_TRUE(fs::exists(fs::path(dir) / "charts" / "output_mse.png"));
+  // The report compares every other map with self_attention, by Welch and paired by seed.
+  const std::string report = concord::read_file(fs::path(dir) / "report.md");
+  EXPECT_NE(report.find("output MSE: output_only - self_attention = "), std::string::npos) << report;
+  EXPECT_NE(report.find("(95%, Welch): "), std::string::npos) << report;
+  EXPECT_NE(report.find("; paired by seed: "), std::string::npos) << report;
 }

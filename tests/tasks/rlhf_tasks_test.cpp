@@ -189,9 +189,30 @@ TEST(RlhfTasks, MaxminExperimentWritesPerGroupResults) {
           "ppo_iterations": 2, "eval_prompts": 4, "eval_samples": 1})",
       {}, (tmp / "mm").string());
   const Json r = concord::load_json_file(fs::path(dir) / "results.json");
+  // A figure's summary over the seeds: its mean is the bare number beside it, its per-seed
+  // values are the per_seed records' in seed order, and the 95% interval holds the mean and
+  // is Student's t with 1 dof at two seeds.
+  const auto expect_summary = [](const Json& stats, double mean, const std::vector<double>& values,
+                                 const std::string& what) {
+    EXPECT_DOUBLE_EQ(stats["mean"].get<double>(), mean) << what;
+    EXPECT_EQ(stats["seeds"], Json({1, 2})) << what;
+    ASSERT_EQ(stats["per_seed"].size(), stats["seeds"].size()) << what;
+    for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(stats["per_seed"][i].get<double>(), values[i]) << what;
+    ASSERT_TRUE(stats["ci_low"].is_number()) << what;
+    const double sd = std::abs(values[1] - values[0]) / std::sqrt(2.0);
+    EXPECT_NEAR(stats["stddev"].get<double>(), sd, 1e-12) << what;
+    EXPECT_NEAR(stats["ci_high"].get<double>() - mean, 12.706 * sd / std::sqrt(2.0), 1e-9) << what;
+    EXPECT_LE(stats["ci_low"].get<double>(), mean) << what;
+    EXPECT_GE(stats["ci_high"].get<double>(), mean) << what;
+  };
   EXPECT_TRUE(r["em"]["purity"].is_number());
   EXPECT_TRUE(r["em"]["nmi"].is_number());
-  for (const char* objective : {"single", "min", "argmin_group"}) {
+  for (const char* metric : {"purity", "nmi"}) {
+    expect_summary(r["em"]["stats"][metric], r["em"][metric].get<double>(),
+                   {r["em"]["per_seed"][0][metric].get<double>(), r["em"]["per_seed"][1][metric].get<double>()},
+                   std::string("em ") + metric);
+  }
+  for (const char* objective : {"reference", "single", "min", "argmin_group"}) {
     for (const char* group : {"majority", "minority"}) {
       const Json& g = r[objective][group];
       ASSERT_TRUE(g["win_rate"].is_number()) << objective << " " << group;
@@ -200,8 +221,20 @@ TEST(RlhfTasks, MaxminExperimentWritesPerGroupResults) {
       const double mean = (g["per_seed"][0]["win_rate"].get<double>() +
                            g["per_seed"][1]["win_rate"].get<double>()) / 2;
       EXPECT_NEAR(g["win_rate"].get<double>(), mean, 1e-12);
+      for (const char* metric : {"win_rate", "mean_true_reward"}) {
+        expect_summary(g["stats"][metric], g[metric].get<double>(),
+                       {g["per_seed"][0][metric].get<double>(), g["per_seed"][1][metric].get<double>()},
+                       std::string(objective) + " " + group + " " + metric);
+      }
     }
   }
+  // The report gives the intervals and each objective's difference from single per group.
+  const std::string report = concord::read_file(fs::path(dir) / "report.md");
+  for (const char* line : {"minority win rate: min - single = ", "majority win rate: argmin_group - single = "}) {
+    EXPECT_NE(report.find(line), std::string::npos) << line << "\n" << report;
+  }
+  EXPECT_NE(report.find("(95%, Welch): "), std::string::npos) << report;
+  EXPECT_NE(report.find("; paired by seed: "), std::string::npos) << report;
   for (const char* group : {"majority", "minority"}) {
     const double w = r["reference"][group]["win_rate"].get<double>();
     EXPECT_GE(w, 0.0);

@@ -57,9 +57,12 @@ struct KoalaCallbacks {
 };
 
 /// Runs the study in `work_dir` (the synthetic shards go there); returns results.json's object:
-///   teacher: {denoise_loss: {mean, per_seed}}
-///   <feature map>: {output_mse: {mean, per_seed}, denoise_loss: {mean, per_seed}}
+///   teacher: {denoise_loss: S}
+///   <feature map>: {output_mse: S, denoise_loss: S}
 ///   config: the options
+/// where each S is SeedSummary::to_json() (core/statistics.h): {mean, stddev, ci_low, ci_high,
+/// seeds, per_seed: [values in the order of seeds]}, the interval Student's t 95% (null with
+/// one seed).
 nlohmann::json run_koala_experiment(const KoalaExperimentOptions& options,
                                     const std::filesystem::path& work_dir,
                                     const KoalaCallbacks& callbacks = {});

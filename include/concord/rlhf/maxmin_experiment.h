@@ -13,7 +13,8 @@
 //   6. each policy is scored against the reference with the groups' TRUE rewards: win rate
 //      (its response beats the reference's, ties half) and mean true reward, per group.
 //
-// Every step is seeded; `seeds` repeats the whole study and reports means and per-seed values.
+// Every step is seeded; `seeds` repeats the whole study and reports means, 95% intervals over
+// seeds and per-seed values.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -72,10 +73,16 @@ struct MaxMinCallbacks {
 };
 
 /// Runs the study; returns results.json's object:
-///   em: {purity, nmi, per_seed: [{seed, purity, nmi, cluster_sizes, ...}]}
-///   reference, <objective>: {majority: {win_rate, mean_true_reward, per_seed: [...]},
-///                            minority: {...}}   (means over seeds)
+///   em: {purity, nmi, per_seed: [{seed, purity, nmi, cluster_sizes, ...}],
+///        stats: {purity: S, nmi: S}}
+///   reference, <objective>: {majority: {win_rate, mean_true_reward,
+///                                       per_seed: [{seed, win_rate, mean_true_reward}],
+///                                       stats: {win_rate: S, mean_true_reward: S}},
+///                            minority: {...}}
 ///   config: the options
+/// The bare numbers (purity, nmi, win_rate, mean_true_reward) are means over seeds; each S is
+/// that figure's SeedSummary::to_json() (core/statistics.h): {mean, stddev, ci_low, ci_high,
+/// seeds, per_seed: [values]}, with a 95% Student-t interval (null with one seed).
 nlohmann::json run_maxmin_experiment(const MaxMinExperimentOptions& options,
                                      const MaxMinCallbacks& callbacks = {});
 
