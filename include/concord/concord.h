@@ -28,6 +28,7 @@
 #include "concord/core/report.h"
 #include "concord/core/runtime.h"
 #include "concord/core/shard.h"
+#include "concord/core/statistics.h"
 #include "concord/core/stop_signal.h"
 #include "concord/core/sync_folder.h"
 #include "concord/io/contact_sheet.h"

@@ -26,7 +26,8 @@ struct TumluScoreArgs {
 
 struct QuickstartArgs {
   std::string out_dir;
-  bool quick = false;  ///< every stage at a seconds-long size (tests)
+  bool quick = false;  ///< under 3 minutes: each stage at its smallest meaningful size
+  bool smoke = false;  ///< seconds: toy sizes that only check the pipeline runs (tests)
 };
 
 struct LaunchArgs {

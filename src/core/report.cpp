@@ -36,12 +36,20 @@ bool looks_numeric(const std::string& s) {
 
 Report::Report(std::string title) { body_ = "# " + title + "\n\n"; }
 
+void Report::end_list() {
+  // A bullet ends in one newline; whatever follows a list needs a blank line or Markdown makes it
+  // part of the last item.
+  if (body_.size() > 1 && body_.back() == '\n' && body_[body_.size() - 2] != '\n') body_ += "\n";
+}
+
 Report& Report::heading(const std::string& text, int level) {
+  end_list();
   body_ += std::string(static_cast<size_t>(std::clamp(level, 1, 6)), '#') + " " + text + "\n\n";
   return *this;
 }
 
 Report& Report::paragraph(const std::string& text) {
+  end_list();
   body_ += text + "\n\n";
   return *this;
 }
@@ -59,9 +67,7 @@ Report& Report::table(const std::vector<std::string>& header,
     for (const auto& c : cells) line += " " + escape_cell(c) + " |";
     return line + "\n";
   };
-  if (!body_.empty() && body_.back() == '\n' && body_.size() > 1 && body_[body_.size() - 2] != '\n') {
-    body_ += "\n";  // a table must not continue a bullet list
-  }
+  end_list();
   body_ += row_text(header);
   body_ += "|";
   // Numeric columns align right, text columns left.
@@ -83,11 +89,13 @@ Report& Report::table(const std::vector<std::string>& header,
 }
 
 Report& Report::image(const std::string& alt, const std::string& relative_path) {
+  end_list();
   body_ += "![" + alt + "](" + relative_path + ")\n\n";
   return *this;
 }
 
 Report& Report::code(const std::string& text, const std::string& language) {
+  end_list();
   body_ += "```" + language + "\n" + text + (text.empty() || text.back() != '\n' ? "\n" : "") + "```\n\n";
   return *this;
 }

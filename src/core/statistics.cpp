@@ -60,6 +60,38 @@ SeedSummary summarize_over_seeds(const std::vector<double>& values, const std::v
   return s;
 }
 
+SeedSummary seed_summary_from_json(const nlohmann::json& j, double scale) {
+  for (const char* key : {"seeds", "per_seed"}) {
+    CONCORD_CHECK(j.is_object() && j.contains(key), "seed summary: no '", key, "' in ", j.dump());
+  }
+  std::vector<double> values;
+  for (const auto& v : j["per_seed"]) values.push_back(scale * v.get<double>());
+  return summarize_over_seeds(values, j["seeds"].get<std::vector<uint64_t>>());
+}
+
+std::string with_interval(const SeedSummary& s, int decimals, const std::string& unit) {
+  std::string text = fmt::format("{:.{}f}{}", s.mean, decimals, unit);
+  if (s.has_interval) {
+    text += fmt::format(" [{:.{}f}{}, {:.{}f}{}]", s.ci_low, decimals, unit, s.ci_high, decimals, unit);
+  }
+  return text;
+}
+
+MeanDifference paired_difference(const SeedSummary& a, const SeedSummary& b) {
+  CONCORD_CHECK(a.seeds == b.seeds, "paired_difference: the two summaries have different seeds");
+  std::vector<double> diff;
+  for (size_t i = 0; i < a.values.size(); ++i) diff.push_back(a.values[i] - b.values[i]);
+  const SeedSummary d = summarize_over_seeds(diff, a.seeds);
+  MeanDifference out;
+  out.method = "paired by seed";
+  out.difference = d.mean;
+  out.ci_low = d.ci_low;
+  out.ci_high = d.ci_high;
+  out.testable = d.has_interval;
+  out.significant = d.has_interval && (d.ci_low > 0 || d.ci_high < 0);
+  return out;
+}
+
 MeanDifference difference_of_means(const SeedSummary& a, const SeedSummary& b) {
   MeanDifference d;
   d.difference = a.mean - b.mean;
@@ -86,8 +118,17 @@ std::string describe_difference(const std::string& a_name, const std::string& b_
                                 const MeanDifference& d, int decimals, const std::string& unit) {
   const std::string head = fmt::format("{} - {} = {:+.{}f}{}", a_name, b_name, d.difference, decimals, unit);
   if (!d.testable) return head + " (one seed: no interval, no test)";
-  return fmt::format("{} [{:+.{}f}{}, {:+.{}f}{}] (95%, Welch): {}", head, d.ci_low, decimals, unit,
-                     d.ci_high, decimals, unit, d.significant ? "significant" : "not significant");
+  return fmt::format("{} [{:+.{}f}{}, {:+.{}f}{}] (95%, {}): {}", head, d.ci_low, decimals, unit,
+                     d.ci_high, decimals, unit, d.method, d.significant ? "significant" : "not significant");
+}
+
+std::string paired_by_seed_clause(const SeedSummary& a, const SeedSummary& b, int decimals,
+                                  const std::string& unit) {
+  if (a.values.size() < 2 || a.seeds != b.seeds) return "";
+  const MeanDifference d = paired_difference(a, b);
+  return fmt::format("; paired by seed: {:+.{}f}{} [{:+.{}f}{}, {:+.{}f}{}]: {}", d.difference, decimals,
+                     unit, d.ci_low, decimals, unit, d.ci_high, decimals, unit,
+                     d.significant ? "significant" : "not significant");
 }
 
 }  // namespace concord

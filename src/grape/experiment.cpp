@@ -56,6 +56,9 @@ nlohmann::json ModeResult::to_json() const {
   nlohmann::json j = accuracy.to_json();
   j["mode"] = mode;
   j["examples"] = examples;
+  nlohmann::json tasks = nlohmann::json::object();
+  for (const auto& [task, s] : task_accuracy) tasks[task] = s.to_json();
+  j["task_accuracy"] = tasks;
   j["sources"] = sources;
   j["length_limited"] = length_limited;
   j["sample_outputs"] = sample_outputs;
@@ -69,12 +72,15 @@ nlohmann::json GrapeExperimentResult::to_json() const {
   for (const auto& c : comparisons) {
     const auto& d = c.grape_minus_mode;
     cmp.push_back({{"mode", c.mode}, {"grape_minus_mode", d.difference}, {"ci_low", d.ci_low},
-                   {"ci_high", d.ci_high}, {"significant", d.significant}});
+                   {"ci_high", d.ci_high}, {"significant", d.significant},
+                   {"paired", {{"ci_low", c.paired.ci_low}, {"ci_high", c.paired.ci_high},
+                               {"significant", c.paired.significant}}}});
   }
   return {{"base_accuracy", base_accuracy},
           {"constant_answer_accuracy", constant_answer_accuracy},
           {"comparisons", cmp},
           {"base_accuracy_question_answer", base_accuracy_question_answer},
+          {"base_task_accuracy", base_task_accuracy},
           {"base_length_limited", base_length_limited},
           {"max_new_tokens", max_new_tokens},
           {"base_pretrain_loss", base_pretrain_loss},
@@ -94,7 +100,8 @@ int64_t generation_budget(const SyntheticPool& pool) {
 
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
                         int64_t max_new_tokens, AnswerPrompt prompt,
-                        std::vector<std::string>* texts, double* length_limited) {
+                        std::vector<std::string>* texts, double* length_limited,
+                        std::map<std::string, double>* task_accuracy) {
   CONCORD_CHECK(!items.empty(), "heldout_accuracy: no items");
   const text::ByteTokenizer tokenizer;
   std::vector<std::string> prompts;
@@ -111,10 +118,19 @@ double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& it
   const auto outputs = lm::generate_text(model, tokenizer, prompts, go);
   if (was_training) model->train();
   int64_t correct = 0, limited = 0;
+  std::map<std::string, std::pair<int64_t, int64_t>> by_task;  // correct, items
   for (size_t i = 0; i < items.size(); ++i) {
-    correct += verify_synthetic_answer(items[i], outputs[i].text);
+    const bool right = verify_synthetic_answer(items[i], outputs[i].text);
+    correct += right;
+    by_task[items[i].task].first += right;
+    by_task[items[i].task].second += 1;
     limited += outputs[i].finish_reason == "length";
     if (texts != nullptr) texts->push_back(outputs[i].text);
+  }
+  if (task_accuracy != nullptr) {
+    for (const auto& [task, n] : by_task) {
+      (*task_accuracy)[task] = 100.0 * static_cast<double>(n.first) / static_cast<double>(n.second);
+    }
   }
   if (length_limited != nullptr) {
     *length_limited = static_cast<double>(limited) / static_cast<double>(items.size());
@@ -147,7 +163,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
   result.max_new_tokens = budget;
   result.constant_answer_accuracy = constant_answer_accuracy(pool.heldout);
   result.base_accuracy = heldout_accuracy(base, pool.heldout, budget, AnswerPrompt::pretraining_text,
-                                          nullptr, &result.base_length_limited);
+                                          nullptr, &result.base_length_limited, &result.base_task_accuracy);
   result.base_accuracy_question_answer =
       heldout_accuracy(base, pool.heldout, budget, AnswerPrompt::question_answer);
 
@@ -208,6 +224,7 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
     ModeResult mode;
     mode.mode = mode_name;
     std::vector<double> accuracy;
+    std::map<std::string, std::vector<double>> by_task;
     for (size_t i = 0; i < o.seeds.size(); ++i) {
       const uint64_t seed = o.seeds[i];
       SelectOptions so;
@@ -220,7 +237,10 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       const auto model = fine_tune(base, records, o, seed);
       std::vector<std::string> texts;
       double limited = 0;
-      accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, AnswerPrompt::question_answer, &texts, &limited));
+      std::map<std::string, double> tasks;
+      accuracy.push_back(heldout_accuracy(model, pool.heldout, budget, AnswerPrompt::question_answer,
+                                          &texts, &limited, &tasks));
+      for (const auto& [task, acc] : tasks) by_task[task].push_back(acc);
       if (i == 0) mode.length_limited = limited;
       if (i == 0) {
         for (size_t k = 0; k < std::min<size_t>(4, texts.size()); ++k) {
@@ -229,13 +249,16 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
       }
     }
     mode.accuracy = summarize_over_seeds(accuracy, o.seeds);
+    for (const auto& [task, values] : by_task) mode.task_accuracy[task] = summarize_over_seeds(values, o.seeds);
     result.modes.push_back(std::move(mode));
   }
   const auto grape_it = std::find_if(result.modes.begin(), result.modes.end(),
                                      [](const ModeResult& m) { return m.mode == "grape"; });
   if (grape_it != result.modes.end()) {
     for (const auto& m : result.modes) {
-      if (m.mode != "grape") result.comparisons.push_back({m.mode, difference_of_means(grape_it->accuracy, m.accuracy)});
+      if (m.mode == "grape") continue;
+      result.comparisons.push_back({m.mode, difference_of_means(grape_it->accuracy, m.accuracy),
+                                    paired_difference(grape_it->accuracy, m.accuracy)});
     }
   }
   return result;

@@ -26,7 +26,8 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
     rows.push_back({r.name, std::to_string(r.parameters), std::to_string(r.intermediate_size),
                     fixed(loss.mean, 4) + " ± " + fixed(loss.stddev, 4),
                     loss.has_interval ? fixed(loss.ci_low, 4) + " - " + fixed(loss.ci_high, 4) : "one seed",
-                    &r == &results.front() ? "" : describe_difference(r.name, results.front().name, d, 4),
+                    &r == &results.front() ? "" : describe_difference(r.name, results.front().name, d, 4) +
+                                                     paired_by_seed_clause(loss, results.front().eval_loss, 4),
                     std::to_string(loss.values.size())});
     const auto [lo, hi] = std::minmax_element(r.latency_round_ratios.begin(), r.latency_round_ratios.end());
     std::string per_round;
@@ -46,8 +47,9 @@ void report_ablation(const std::vector<train::VariantResult>& results, RunDirect
   }
   report.heading("Validation loss and size")
       .paragraph("Mean ± sample sd over the seeds, the 95% Student-t interval of the mean, and each "
-                 "variant's difference from " + results.front().name + " with Welch's 95% interval: "
-                 "a difference is significant when its interval excludes 0.")
+                 "variant's difference from " + results.front().name + " with Welch's 95% interval "
+                 "(seeds as independent samples) and paired by seed (a seed fixes the data order "
+                 "for every variant): a difference is significant when its interval excludes 0.")
       .table({"variant", "parameters", "FFN width", "validation loss (mean ± sd)", "95% interval",
               "difference", "seeds"},
              rows);

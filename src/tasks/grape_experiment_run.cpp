@@ -36,6 +36,8 @@ struct ExperimentConfig {
   std::vector<std::string> modes = {"grape", "random", "source", "reverse", "all"};
   std::vector<uint64_t> seeds = {1, 2, 3};
   int64_t max_new_tokens = 0;
+  int64_t pretrain_batch_size = 16;
+  int64_t sft_batch_size = 16;
   train::TrainerOptions pretrain;
   train::TrainerOptions sft;
 };
@@ -65,7 +67,10 @@ const OptionsSchema<ExperimentConfig>& experiment_schema() {
         .field("seeds", &ExperimentConfig::seeds, "SFT seeds per mode")
         .field("max_new_tokens", &ExperimentConfig::max_new_tokens,
                "generation limit when scoring answers (0: the pool's longest response + 8)",
-               opt::at_least(0));
+               opt::at_least(0))
+        .field("pretrain_batch_size", &ExperimentConfig::pretrain_batch_size,
+               "pretraining rows (128-byte blocks) a step", opt::at_least(1))
+        .field("sft_batch_size", &ExperimentConfig::sft_batch_size, "SFT rows a step", opt::at_least(1));
     trainer_section(s, "pretrain", &ExperimentConfig::pretrain, "the base model's pretraining");
     trainer_section(s, "sft", &ExperimentConfig::sft,
                     "each SFT run (the same budget for every mode)");
@@ -95,6 +100,8 @@ grape::GrapeExperimentOptions options_from(const ExperimentConfig& c) {
   o.modes = c.modes;
   o.seeds = c.seeds;
   o.max_new_tokens = c.max_new_tokens;
+  o.pretrain_batch_size = c.pretrain_batch_size;
+  o.sft_batch_size = c.sft_batch_size;
   return o;
 }
 
@@ -104,6 +111,12 @@ std::string pretraining_styles_text(const grape::SyntheticPoolOptions& pool) {
   for (const auto& [task, style] : pool.pretraining_styles) out += (out.empty() ? "" : ", ") + task + ": " + style;
   return "per-family styles (" + out + "; others base_style)";
 }
+
+// The quickstart's base model and budgets (quick and full sizes).
+constexpr int64_t kQuickstartGrapeWidth = 128;
+constexpr int64_t kQuickstartGrapeLayers = 4;
+constexpr int64_t kQuickstartGrapePretrainSteps = 1000;
+constexpr int64_t kQuickstartGrapeSftSteps = 100;
 
 }  // namespace
 
@@ -136,11 +149,12 @@ void report_grape_experiment(const grape::GrapeExperimentResult& r,
       "Pool: {} instructions with one correct response from each source, {} held-out "
       "instructions checked by a program. Base model: byte-level Llama-style, d = {}, {} layers, "
       "pretrained {} steps on facts in {} (final loss {:.3f}); held-out accuracy before SFT "
-      "{:.2f}% against {:.2f}% for the best constant answer. Every SFT run: {} steps of {} rows "
+      "{:.2f}% asked in its pretraining text's format ({:.2f}% with the chat template SFT "
+      "teaches), against {:.2f}% for the best constant answer. Every SFT run: {} steps of {} rows "
       "from the base weights. GRAPE's top choice per source: {}.",
       o.pool.train_instructions, o.pool.heldout_instructions, o.model.hidden_size,
       o.model.num_layers, o.pretrain.max_steps, pretraining_styles_text(o.pool),
-      r.base_pretrain_loss, r.base_accuracy, r.constant_answer_accuracy, o.sft.max_steps,
+      r.base_pretrain_loss, r.base_accuracy, r.base_accuracy_question_answer, r.constant_answer_accuracy, o.sft.max_steps,
       o.sft_batch_size, wins));
   std::string limited;
   if (r.base_length_limited > 0.5) limited += fmt::format(" base {:.0f}%", 100 * r.base_length_limited);
@@ -157,13 +171,37 @@ void report_grape_experiment(const grape::GrapeExperimentResult& r,
   }
   std::vector<std::string> verdicts;
   for (const auto& cmp : r.comparisons) {
-    verdicts.push_back(describe_difference("grape", cmp.mode, cmp.grape_minus_mode, 1, " points"));
+    const auto& p = cmp.paired;
+    verdicts.push_back(describe_difference("grape", cmp.mode, cmp.grape_minus_mode, 1, " points") +
+                       (p.testable ? fmt::format("; paired by seed: [{:+.1f}, {:+.1f}] points: {}", p.ci_low,
+                                                 p.ci_high, p.significant ? "significant" : "not significant")
+                                   : std::string()));
   }
   report.heading("Held-out accuracy after SFT (%)")
       .paragraph(fmt::format("Constant-answer level {:.2f}%; the interval is Student's t 95% "
                              "interval of the mean over the seeds.", r.constant_answer_accuracy))
       .table({"selection", "mean", "95% interval", "per seed", "SFT examples", "selected per source"}, rows);
   for (const auto& v : verdicts) report.bullet(v);
+  {
+    // Per task family: which skills each selection keeps.
+    std::vector<std::string> header = {"selection"};
+    for (const auto& [task, acc] : r.base_task_accuracy) header.push_back(task);
+    std::vector<std::vector<std::string>> trows;
+    std::vector<std::string> base_row = {"base model (its own format)"};
+    for (const auto& [task, acc] : r.base_task_accuracy) base_row.push_back(fixed(acc, 1));
+    trows.push_back(base_row);
+    for (const auto& m : r.modes) {
+      std::vector<std::string> row = {m.mode};
+      for (const auto& [task, acc] : r.base_task_accuracy) {
+        const auto it = m.task_accuracy.find(task);
+        row.push_back(it == m.task_accuracy.end() ? "" : with_interval(it->second, 1));
+      }
+      trows.push_back(row);
+    }
+    report.heading("Held-out accuracy per task family (%)", 3)
+        .paragraph("Each family's pretraining style: " + pretraining_styles_text(o.pool) + ".")
+        .table(header, trows);
+  }
   if (!r.single_source_accuracy.empty()) {
     std::vector<std::vector<std::string>> srows;
     for (const auto& [s, a] : r.single_source_accuracy) srows.push_back({s, fixed(a, 2)});
@@ -196,22 +234,33 @@ Task grape_experiment_task() {
   return t;
 }
 
-Stage grape_stage(bool quick) {
+Stage grape_stage(QuickstartSize size) {
   Stage s;
   s.name = "grape";
-  s.what = "GRAPE against random selection on a generated pool, then SFT and held-out accuracy";
-  s.run = [quick](RunDirectory& dir) {
+  s.what = "GRAPE against random selection on a generated pool: a base model pretrained on facts "
+           "in per-family styles, its scores pick each instruction's response, SFT, held-out "
+           "accuracy";
+  s.shows = "whether fine-tuning on the responses the base model finds most probable (GRAPE) "
+            "beats a random correct response per instruction at the same step budget";
+  s.run = [size](RunDirectory& dir) {
+    const bool smoke = size == QuickstartSize::smoke, full = size == QuickstartSize::full;
+    // Two families a small byte model learns in a few hundred steps (a copy with a case map),
+    // each written in its own style in the pretraining text, so GRAPE's per-instruction choice
+    // differs from any single source's.
     const ExperimentConfig c = experiment_schema().from_json(
-        {{"train_instructions", quick ? 32 : 192},
-         {"heldout_instructions", quick ? 16 : 96},
-         {"tasks", {"upper", "reverse", "add"}},
-         {"pretraining_documents", quick ? 32 : 256},
-         {"hidden_size", quick ? 64 : 128},
-         {"num_layers", quick ? 2 : 4},
-         {"modes", {"grape", "random"}},
-         {"seeds", {1}},
-         {"pretrain", {{"max_steps", quick ? 4 : 200}, {"lr", 3e-3}, {"warmup_steps", quick ? 1 : 20}, {"progress", false}}},
-         {"sft", {{"max_steps", quick ? 4 : 80}, {"lr", 1e-3}, {"warmup_steps", quick ? 1 : 8}, {"progress", false}}}},
+        {{"train_instructions", smoke ? 32 : 192},
+         {"heldout_instructions", smoke ? 16 : 96},
+         {"tasks", {"upper", "lower"}},
+         {"pretraining_documents", smoke ? 32 : 384},
+         {"pretraining_styles", {{"lower", "sentence"}}},
+         {"hidden_size", smoke ? 32 : kQuickstartGrapeWidth},
+         {"num_layers", smoke ? 2 : kQuickstartGrapeLayers},
+         {"modes", full ? Json({"grape", "random", "reverse"}) : Json({"grape", "random"})},
+         {"seeds", full ? Json({1, 2, 3}) : smoke ? Json({1}) : Json({1, 2})},
+         {"pretrain", {{"max_steps", smoke ? 4 : kQuickstartGrapePretrainSteps}, {"lr", 3e-3},
+                       {"warmup_steps", smoke ? 1 : 30}, {"progress", false}}},
+         {"sft", {{"max_steps", smoke ? 4 : kQuickstartGrapeSftSteps}, {"lr", 1e-3},
+                  {"warmup_steps", smoke ? 1 : 8}, {"progress", false}}}},
         "quickstart grape stage");
     dir.write_config(experiment_schema().to_json(c));
     const auto o = options_from(c);
@@ -219,10 +268,13 @@ Stage grape_stage(bool quick) {
     Report report("quickstart: grape");
     report_grape_experiment(result, o, dir, report);
     report.write(dir.file("report.md"));
-    return fmt::format("held-out accuracy after SFT: GRAPE {:.1f}%, random {:.1f}% (base {:.1f}%; "
-                       "{}-token limit, {:.0f}% of GRAPE's generations cut by it)",
-                       result.modes[0].accuracy.mean, result.modes[1].accuracy.mean, result.base_accuracy,
-                       result.max_new_tokens, 100 * result.modes[0].length_limited);
+    const auto& g = result.modes[0].accuracy;
+    const auto& r = result.modes[1].accuracy;
+    return fmt::format("held-out accuracy over {} seeds, GRAPE {:.1f}% vs random {:.1f}%: {}; base "
+                       "model {:.1f}% in its own format, best constant answer {:.1f}%",
+                       g.values.size(), g.mean, r.mean,
+                       describe_difference("GRAPE", "random", result.comparisons[0].paired, 1, " points"),
+                       result.base_accuracy, result.constant_answer_accuracy);
   };
   return s;
 }

@@ -9,9 +9,9 @@ namespace concord::tasks {
 
 Task grape_experiment_task();
 
-/// The quickstart stage: GRAPE against random, one seed, about a minute on 2 cores (`quick`:
-/// seconds).
-Stage grape_stage(bool quick);
+/// The quickstart stage: GRAPE against random (and Reverse-GRAPE at full size) on upper/lower
+/// case instructions, 2 seeds (quick) or 3 (full).
+Stage grape_stage(QuickstartSize size);
 
 /// results.json, tables and a chart of an experiment's results.
 void report_grape_experiment(const grape::GrapeExperimentResult& result,

@@ -18,6 +18,8 @@ Stage data_stage() {
   Stage s;
   s.name = "data";
   s.what = "built-in corpus -> JSONL -> byte tokenizer -> token shards -> 128-token blocks";
+  s.shows = "the data path every training task reads: how many documents, tokens and blocks come "
+            "out, and their length distribution";
   s.run = [](RunDirectory& dir) {
     constexpr int64_t kDocuments = 2000;
     constexpr int64_t kBlock = 128;

@@ -7,8 +7,8 @@
 
 namespace concord::tasks {
 
-/// `quick` shrinks the stage to a few seconds (tests).
-Stage pretrain_stage(bool quick);
+/// One seed of 8 steps (smoke), 2 seeds of 200 steps (quick, ~40 s), 3 seeds of 400 (full).
+Stage pretrain_stage(QuickstartSize size);
 
 /// Where the stage leaves its PanGu-π model, relative to the quickstart folder.
 inline constexpr const char* kQuickstartModel = "pretrain/models/siaf+as";

@@ -1,5 +1,5 @@
 // Quickstart stage `tumlu`: the pretrain stage's PanGu-π model evaluated on TUMLU-mini (one
-// language per script: Turkish, Kazakh, Uyghur; `--quick` always uses the sample) with the
+// language per script: Turkish, Kazakh, Uyghur; `--smoke` always uses the sample; 2 test items per subject, 5 at full size) with the
 // benchmark's generative 5-shot protocol and the log-likelihood protocol, a per-language table
 // for each. Uses ../shared/data/tumlu-mini (or $CONCORD_TUMLU_DIR) when present, else a small
 // sample Concord writes itself (arithmetic items in a Latin-, a Cyrillic- and an Arabic-script
@@ -13,7 +13,7 @@
 namespace concord::tasks {
 
 /// `model_dir`: the pretrain stage's saved model folder.
-Stage tumlu_stage(const std::filesystem::path& model_dir, bool quick);
+Stage tumlu_stage(const std::filesystem::path& model_dir, QuickstartSize size);
 
 /// Writes the built-in sample in TUMLU's layout under `root` (turkish, kazakh, uyghur: 5 dev
 /// and `test_items` test arithmetic items each).

@@ -194,31 +194,6 @@ void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
 
 // ---- koala_experiment -----------------------------------------------------------------------
 
-// A figure's SeedSummary back from its results.json form ({seeds, per_seed: [values]}).
-SeedSummary summary_of(const Json& stats) {
-  return summarize_over_seeds(stats["per_seed"].get<std::vector<double>>(),
-                              stats["seeds"].get<std::vector<uint64_t>>());
-}
-
-// "0.03315 [0.02698, 0.03932]": the mean and its 95% interval; the mean alone with one seed.
-std::string with_interval(const SeedSummary& s, int digits) {
-  std::string text = fixed(s.mean, digits);
-  if (s.has_interval) text += " [" + fixed(s.ci_low, digits) + ", " + fixed(s.ci_high, digits) + "]";
-  return text;
-}
-
-// Each seed has its own data and teacher, shared by every student of that seed, so the per-seed
-// difference cancels what a seed moves for all of them; Welch's interval (seeds as independent
-// samples) does not. Empty with one seed.
-std::string paired_by_seed(const SeedSummary& a, const SeedSummary& b, int digits) {
-  if (a.values.size() < 2 || a.seeds != b.seeds) return "";
-  std::vector<double> diff;
-  for (size_t i = 0; i < a.values.size(); ++i) diff.push_back(a.values[i] - b.values[i]);
-  const SeedSummary d = summarize_over_seeds(diff, a.seeds);
-  const bool significant = d.ci_low > 0 || d.ci_high < 0;
-  return fmt::format("; paired by seed: {:+.{}f} [{:+.{}f}, {:+.{}f}]: {}", d.mean, digits, d.ci_low,
-                     digits, d.ci_high, digits, significant ? "significant" : "not significant");
-}
 
 // Runs the experiment into `dir`, writes results.json, the table and the chart; returns a
 // one-line summary.
@@ -243,10 +218,10 @@ std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, 
   std::vector<std::string> labels;
   std::vector<double> values, half_widths;
   for (const auto& map : o.feature_maps) {
-    const SeedSummary mse = summary_of(results[map]["output_mse"]);
+    const SeedSummary mse = seed_summary_from_json(results[map]["output_mse"]);
     std::string per;
     for (double v : mse.values) per += (per.empty() ? "" : " / ") + fixed(v, 5);
-    rows.push_back({map, with_interval(mse, 5), with_interval(summary_of(results[map]["denoise_loss"]), 5), per});
+    rows.push_back({map, with_interval(mse, 5), with_interval(seed_summary_from_json(results[map]["denoise_loss"]), 5), per});
     labels.push_back(map);
     values.push_back(mse.mean);
     half_widths.push_back(mse.has_interval ? mse.ci_high - mse.mean : 0.0);
@@ -258,15 +233,15 @@ std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, 
   const std::string baseline = has("self_attention") ? "self_attention" : has("output_only") ? "output_only" : "";
   std::vector<std::string> verdicts;
   if (!baseline.empty()) {
-    const SeedSummary base = summary_of(results[baseline]["output_mse"]);
+    const SeedSummary base = seed_summary_from_json(results[baseline]["output_mse"]);
     for (const auto& map : o.feature_maps) {
       if (map == baseline) continue;
-      const SeedSummary mse = summary_of(results[map]["output_mse"]);
+      const SeedSummary mse = seed_summary_from_json(results[map]["output_mse"]);
       verdicts.push_back("output MSE: " + describe_difference(map, baseline, difference_of_means(mse, base), 5) +
-                         paired_by_seed(mse, base, 5));
+                         paired_by_seed_clause(mse, base, 5));
     }
   }
-  const SeedSummary teacher_loss = summary_of(results["teacher"]["denoise_loss"]);
+  const SeedSummary teacher_loss = seed_summary_from_json(results["teacher"]["denoise_loss"]);
   ChartSpec spec;
   spec.title = "student-teacher output MSE on held-out latents (mean, 95% interval; lower is better)";
   spec.x_label = "feature map";
@@ -292,12 +267,17 @@ std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, 
                      "interval (a seed's students share its data and teacher). A difference is "
                      "significant when its interval excludes 0.");
     for (const auto& v : verdicts) report.bullet(v);
-    report.paragraph("");  // a blank line ends the list: an image or paragraph would continue its last item
   }
   report.image("output MSE by feature map", "charts/output_mse.png")
       .paragraph("All values: [results.json](results.json).");
-  std::string summary = "held-out output MSE to the teacher:";
+  std::string summary = fmt::format("held-out output MSE to the teacher over {} seed(s), lower is better:",
+                                    o.seeds.size());
   for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(values[i], 4);
+  if (has("output_only") && has("self_attention")) {
+    const std::string paired = paired_by_seed_clause(seed_summary_from_json(results["self_attention"]["output_mse"]),
+                                                     seed_summary_from_json(results["output_only"]["output_mse"]), 4);
+    if (!paired.empty()) summary += "; self_attention - output_only" + paired;
+  }
   return summary;
 }
 
@@ -380,14 +360,19 @@ std::string sample_teacher_and_student(diffusion::UNet2DCondition teacher,
 
 }  // namespace
 
-Stage koala_stage(bool quick) {
+Stage koala_stage(QuickstartSize size) {
   Stage s;
   s.name = "koala";
   s.what = "KOALA: a tiny U-Net teacher distilled into a smaller student, with and without "
            "self-attention feature KD";
-  s.run = [quick](RunDirectory& dir) {
+  s.shows = "whether matching the teacher's self-attention features (KOALA's choice) brings the "
+            "student's output closer to the teacher's than output distillation alone";
+  s.run = [size](RunDirectory& dir) {
+    const bool quick = size == QuickstartSize::smoke;
     diffusion::KoalaExperimentOptions o;
-    o.seeds = {1};
+    o.seeds = size == QuickstartSize::full ? std::vector<int64_t>{1, 2, 3}
+              : quick                      ? std::vector<int64_t>{1}
+                                           : std::vector<int64_t>{1, 2};
     o.feature_maps = {"output_only", "self_attention"};
     if (quick) {
       o.train_samples = 64;

@@ -10,6 +10,7 @@ Task koala_kd_task();
 Task koala_experiment_task();
 
 /// The quickstart stage: a tiny teacher on synthetic latents distilled into a KOALA-style
-/// student with self-attention KD and without feature KD; prints both students' errors.
-Stage koala_stage(bool quick);
+/// student with self-attention KD and without feature KD; prints both students' errors: 2 seeds
+/// (quick), 3 (full); one small seed (smoke).
+Stage koala_stage(QuickstartSize size);
 }

@@ -13,35 +13,6 @@ namespace concord::tasks {
 
 namespace {
 
-// A figure's SeedSummary back from its results.json form ({seeds, per_seed: [values]}), each
-// value times `scale` (win rates: fractions to percent).
-SeedSummary summary_of(const Json& stats, double scale = 1) {
-  std::vector<double> values;
-  for (const auto& v : stats["per_seed"]) values.push_back(scale * v.get<double>());
-  return summarize_over_seeds(values, stats["seeds"].get<std::vector<uint64_t>>());
-}
-
-// "87.4% [80.1, 94.7]": the mean and its 95% interval; the mean alone with one seed.
-std::string with_interval(const SeedSummary& s, int digits, const std::string& unit = "") {
-  std::string text = fixed(s.mean, digits) + unit;
-  if (s.has_interval) text += " [" + fixed(s.ci_low, digits) + ", " + fixed(s.ci_high, digits) + "]";
-  return text;
-}
-
-// Within a seed every objective starts from the same reference and labels and is scored on the
-// same prompts, so the per-seed difference cancels what a seed moves for all of them; Welch's
-// interval (seeds as independent samples) does not. Empty with one seed.
-std::string paired_by_seed(const SeedSummary& a, const SeedSummary& b, int digits,
-                           const std::string& unit) {
-  if (a.values.size() < 2 || a.seeds != b.seeds) return "";
-  std::vector<double> diff;
-  for (size_t i = 0; i < a.values.size(); ++i) diff.push_back(a.values[i] - b.values[i]);
-  const SeedSummary d = summarize_over_seeds(diff, a.seeds);
-  const bool significant = d.ci_low > 0 || d.ci_high < 0;
-  return fmt::format("; paired by seed: {:+.{}f}{} [{:+.{}f}{}, {:+.{}f}{}]: {}", d.mean, digits, unit,
-                     d.ci_low, digits, unit, d.ci_high, digits, unit,
-                     significant ? "significant" : "not significant");
-}
 
 // results.json, the per-group table and the charts.
 std::string report_results(const Json& results, const rlhf::MaxMinExperimentOptions& o,
@@ -71,14 +42,14 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
     std::vector<std::string> row{name};
     for (const char* group : {"majority", "minority"}) {
       const auto& stats = r[group]["stats"];
-      row.push_back(with_interval(summary_of(stats["win_rate"], 100), 1, "%"));
-      row.push_back(with_interval(summary_of(stats["mean_true_reward"]), 3));
+      row.push_back(with_interval(seed_summary_from_json(stats["win_rate"], 100), 1, "%"));
+      row.push_back(with_interval(seed_summary_from_json(stats["mean_true_reward"]), 3));
     }
     rows.push_back(row);
     if (name == "reference") continue;
     labels.push_back(name);
-    const SeedSummary majority = summary_of(r["majority"]["stats"]["win_rate"], 100);
-    const SeedSummary minority = summary_of(r["minority"]["stats"]["win_rate"], 100);
+    const SeedSummary majority = seed_summary_from_json(r["majority"]["stats"]["win_rate"], 100);
+    const SeedSummary minority = seed_summary_from_json(r["minority"]["stats"]["win_rate"], 100);
     majority_win.push_back(majority.mean);
     minority_win.push_back(minority.mean);
     majority_half.push_back(majority.has_interval ? majority.ci_high - majority.mean : 0.0);
@@ -96,14 +67,14 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
   if (results.contains("single")) {
     std::vector<std::string> verdicts;
     for (const char* group : {"majority", "minority"}) {
-      const SeedSummary single = summary_of(results["single"][group]["stats"]["win_rate"], 100);
+      const SeedSummary single = seed_summary_from_json(results["single"][group]["stats"]["win_rate"], 100);
       for (const auto& name : o.objectives) {
         if (name == "single" || !results.contains(name)) continue;
-        const SeedSummary other = summary_of(results[name][group]["stats"]["win_rate"], 100);
+        const SeedSummary other = seed_summary_from_json(results[name][group]["stats"]["win_rate"], 100);
         verdicts.push_back(std::string(group) + " win rate: " +
                            describe_difference(name, "single", difference_of_means(other, single), 1,
                                                " points") +
-                           paired_by_seed(other, single, 1, " points"));
+                           paired_by_seed_clause(other, single, 1, " points"));
       }
     }
     if (!verdicts.empty()) {
@@ -113,8 +84,7 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
                        "seed both policies share the reference, the labels and the held-out "
                        "prompts). A difference is significant when its interval excludes 0.");
       for (const auto& v : verdicts) report.bullet(v);
-      report.paragraph("");  // a blank line ends the list: an image or paragraph would continue its last item
-    }
+      }
   }
   if (!labels.empty()) {
     ChartSpec spec;
@@ -133,10 +103,18 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
   }
   report.paragraph("Every number, per seed: [results.json](results.json); per-iteration PPO "
                    "metrics (with seed and objective): [metrics.jsonl](metrics.jsonl).");
-  std::string summary = "EM purity " + fixed(em["purity"].get<double>(), 2) + "; minority win:";
+  std::string summary = fmt::format("over {} seed(s): EM purity {} (1 = the planted groups); win "
+                                    "rate against the reference policy (50% = no better), minority:",
+                                    o.seeds.size(), fixed(em["purity"].get<double>(), 2));
   for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(minority_win[i], 1) + "%";
-  summary += "; majority win:";
+  summary += "; majority:";
   for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(majority_win[i], 1) + "%";
+  if (results.contains("single") && results.contains("min")) {
+    const SeedSummary single = seed_summary_from_json(results["single"]["minority"]["stats"]["win_rate"], 100);
+    const SeedSummary maxmin = seed_summary_from_json(results["min"]["minority"]["stats"]["win_rate"], 100);
+    const std::string paired = paired_by_seed_clause(maxmin, single, 1, " points");
+    if (!paired.empty()) summary += "; minority, min - single" + paired;
+  }
   return summary;
 }
 
@@ -171,13 +149,18 @@ Task maxmin_experiment_task() {
   return t;
 }
 
-Stage maxmin_stage(bool quick) {
+Stage maxmin_stage(QuickstartSize size) {
   Stage s;
   s.name = "maxmin";
-  s.what = "MaxMin-RLHF: EM over users of two groups, then single-reward and MaxMin PPO";
-  s.run = [quick](RunDirectory& dir) {
+  s.what = "MaxMin-RLHF: EM over users of two groups (10:1), then single-reward and MaxMin PPO";
+  s.shows = "whether EM finds the planted user groups, and whether MaxMin PPO serves the minority "
+            "that single-reward PPO (conventional RLHF) leaves behind";
+  s.run = [size](RunDirectory& dir) {
+    const bool quick = size == QuickstartSize::smoke;
     rlhf::MaxMinExperimentOptions o;
-    o.seeds = {1};
+    o.seeds = size == QuickstartSize::full ? std::vector<int64_t>{1, 2, 3, 4, 5}
+              : quick                      ? std::vector<int64_t>{1}
+                                           : std::vector<int64_t>{1, 2, 3};
     o.objectives = {"single", "min"};
     if (quick) {
       o.world.majority_users = 10;

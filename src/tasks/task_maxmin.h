@@ -9,7 +9,7 @@ namespace concord::tasks {
 Task maxmin_experiment_task();
 
 /// The quickstart stage: EM on built-in two-group preferences, then single-reward PPO and MaxMin
-/// PPO, per-group win rates and true rewards. One seed; `quick`: smaller, well under a minute.
-Stage maxmin_stage(bool quick);
+/// PPO, per-group win rates and true rewards: 3 seeds (quick), 5 (full); one small seed (smoke).
+Stage maxmin_stage(QuickstartSize size);
 
 }  // namespace concord::tasks

@@ -102,15 +102,20 @@ TEST(Cli, TokenizeTaskWritesARunFolder) {
 
 TEST(Cli, QuickstartRunsTheAvailableStagesAndNamesTheRest) {
   concord::testing::TempDir tmp;
-  auto r = run_cli("quickstart --quick --out " + (tmp / "qs").string());
+  auto r = run_cli("quickstart --smoke --out " + (tmp / "qs").string());
   ASSERT_EQ(r.status, 0) << r.output;
   const std::string report = concord::read_file(tmp / "qs/report.md");
   EXPECT_NE(report.find("[data](data/report.md)"), std::string::npos) << report;
   EXPECT_NE(report.find("2000 documents"), std::string::npos);
   EXPECT_NE(report.find("[pretrain](pretrain/report.md)"), std::string::npos) << report;
-  EXPECT_NE(report.find("validation loss: Vanilla"), std::string::npos) << report;
+  EXPECT_NE(report.find("validation loss over 1 seed(s): Vanilla"), std::string::npos) << report;
+  EXPECT_NE(report.find("what it shows"), std::string::npos) << report;
+  EXPECT_NE(report.find("Smoke size"), std::string::npos) << report;
+  // The closing summary names every stage's report.
+  EXPECT_NE(r.output.find("Concord quickstart (smoke size): 6 stages"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find((tmp / "qs/koala/report.md").string()), std::string::npos) << r.output;
   EXPECT_NE(report.find("[maxmin](maxmin/report.md)"), std::string::npos) << report;
-  EXPECT_NE(report.find("minority win: single"), std::string::npos) << report;
+  EXPECT_NE(report.find("minority: single"), std::string::npos) << report;
   const concord::Json maxmin = concord::load_json_file(tmp / "qs/maxmin/results.json");
   EXPECT_TRUE(maxmin["min"]["minority"]["win_rate"].is_number());
   EXPECT_NE(report.find("[koala](koala/report.md)"), std::string::npos) << report;

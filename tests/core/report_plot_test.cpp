@@ -54,6 +54,11 @@ TEST(Report, MarkdownTableAndRunDirectory) {
             "![loss](charts/loss.png)\n\n");
   EXPECT_THROW(r.table({"a", "b"}, {{"only one"}}), concord::Error);
 
+  // Whatever follows a bullet list starts after a blank line, or Markdown continues the last item.
+  concord::Report list("L");
+  list.bullet("one").bullet("two").image("c", "c.png").bullet("three").paragraph("after");
+  EXPECT_EQ(list.markdown(), "# L\n\n- one\n- two\n\n![c](c.png)\n\n- three\n\nafter\n\n");
+
   concord::testing::TempDir tmp;
   concord::RunDirectory run(tmp / "run");
   run.write_config({{"task", "sft"}});

@@ -53,3 +53,29 @@ TEST(Statistics, WelchSeparatesDistinctMeansAndNotOverlappingOnes) {
   EXPECT_FALSE(single.testable);
   EXPECT_FALSE(single.significant);
 }
+
+TEST(Statistics, PairedDifferenceCancelsWhatASeedMovesForBoth) {
+  // Each seed shifts both variants alike; b is always 1 above a. Welch sees the seed spread as
+  // noise, the pairing sees a constant difference.
+  const auto a = summarize_over_seeds({1, 5, 9}, {1, 2, 3});
+  const auto b = summarize_over_seeds({2, 6, 10.5}, {1, 2, 3});
+  EXPECT_FALSE(difference_of_means(b, a).significant);
+  const auto p = paired_difference(b, a);
+  EXPECT_EQ(p.method, "paired by seed");
+  EXPECT_NEAR(p.difference, 3.5 / 3, 1e-12);
+  // differences 1, 1, 1.5: sd 0.288675, half-width t(2) * sd / sqrt(3)
+  EXPECT_NEAR(p.ci_high - p.difference, 4.303 * 0.2886751345948129 / std::sqrt(3.0), 1e-9);
+  EXPECT_TRUE(p.significant);
+  EXPECT_NE(describe_difference("b", "a", p).find("(95%, paired by seed): significant"), std::string::npos);
+  EXPECT_THROW(paired_difference(a, summarize_over_seeds({1, 2, 3}, {1, 2, 4})), Error);
+}
+
+TEST(Statistics, SummaryRoundTripsThroughJsonAndPrintsItsInterval) {
+  const auto s = summarize_over_seeds({0.5, 0.7}, {3, 4});
+  const auto back = seed_summary_from_json(s.to_json(), 100);
+  EXPECT_EQ(back.seeds, s.seeds);
+  EXPECT_DOUBLE_EQ(back.mean, 60);
+  EXPECT_EQ(with_interval(summarize_over_seeds({2}, {1}), 1, "%"), "2.0%");
+  EXPECT_EQ(with_interval(summarize_over_seeds({1, 3}, {1, 2}), 1), "2.0 [-10.7, 14.7]");
+  EXPECT_THROW(seed_summary_from_json(nlohmann::json{{"seeds", {1}}}), Error);
+}

@@ -30,6 +30,7 @@ class Report {
   void write(const std::filesystem::path& path) const;
 
  private:
+  void end_list();  ///< a blank line after a bullet list, so what follows is not its last item
   std::string body_;
 };
 

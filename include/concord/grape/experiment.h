@@ -50,6 +50,7 @@ struct GrapeExperimentOptions {
 struct ModeResult {
   std::string mode;
   SeedSummary accuracy;                      ///< held-out accuracy (%) over the seeds
+  std::map<std::string, SeedSummary> task_accuracy;  ///< the same per task family
   int64_t examples = 0;                      ///< SFT examples selected (first seed)
   std::map<std::string, int64_t> sources;    ///< selected examples per source (first seed)
   std::vector<std::string> sample_outputs;   ///< the first held-out generations (first seed)
@@ -58,10 +59,12 @@ struct ModeResult {
   nlohmann::json to_json() const;
 };
 
-/// A mode's difference from GRAPE in held-out accuracy (points), Welch's 95% interval.
+/// A mode's difference from GRAPE in held-out accuracy (points): Welch's 95% interval, and the
+/// per-seed difference's (a seed fixes the SFT data order and initial state for every mode).
 struct ModeComparison {
   std::string mode;
   MeanDifference grape_minus_mode;
+  MeanDifference paired;
 };
 
 struct GrapeExperimentResult {
@@ -69,6 +72,7 @@ struct GrapeExperimentResult {
   /// do the tasks at all), and with the chat template (what SFT has to teach).
   double base_accuracy = 0;
   double base_accuracy_question_answer = 0;
+  std::map<std::string, double> base_task_accuracy;  ///< base_accuracy per task family
   /// The best constant answer's accuracy on the held-out items (%): what a model that learned
   /// only the answer format reaches.
   double constant_answer_accuracy = 0;
@@ -95,11 +99,13 @@ enum class AnswerPrompt {
 };
 
 /// Greedy accuracy (%) of `model` on `items`, the instruction put as `prompt` says.
+/// `task_accuracy` (optional) receives the accuracy (%) per task family.
 /// `outputs` (optional) receives each item's generated text.
 /// `length_limited` (optional) receives the share of generations that stopped at the limit.
 double heldout_accuracy(lm::CausalLM model, const std::vector<SyntheticItem>& items,
                         int64_t max_new_tokens, AnswerPrompt prompt,
-                        std::vector<std::string>* outputs = nullptr, double* length_limited = nullptr);
+                        std::vector<std::string>* outputs = nullptr, double* length_limited = nullptr,
+                        std::map<std::string, double>* task_accuracy = nullptr);
 
 /// The longest response in the pool, in (byte) tokens, plus a margin of 8: the generation
 /// budget that lets every style's answer finish.
