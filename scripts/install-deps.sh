@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libplplot-dev plplot-driver-cairo
   libpng-dev libjpeg62-turbo-dev libcairo2-dev fonts-dejavu-core
+  fortunes  # English text for the pangu_ablation experiment (configs/runs/pangu_ablation.json)
   clang libclang-rt-14-dev
 )
 
