@@ -115,8 +115,8 @@ std::string pretraining_styles_text(const grape::SyntheticPoolOptions& pool) {
 // The quickstart's base model and budgets (quick and full sizes).
 constexpr int64_t kQuickstartGrapeWidth = 128;
 constexpr int64_t kQuickstartGrapeLayers = 4;
-constexpr int64_t kQuickstartGrapePretrainSteps = 1000;
-constexpr int64_t kQuickstartGrapeSftSteps = 100;
+constexpr int64_t kQuickstartGrapePretrainSteps = 1500;
+constexpr int64_t kQuickstartGrapeSftSteps = 150;
 
 }  // namespace
 
@@ -238,29 +238,36 @@ Stage grape_stage(QuickstartSize size) {
   Stage s;
   s.name = "grape";
   s.what = "GRAPE against random selection on a generated pool: a base model pretrained on facts "
-           "in per-family styles, its scores pick each instruction's response, SFT, held-out "
+           "in a style of its own, its scores pick each instruction's response, SFT, held-out "
            "accuracy";
   s.shows = "whether fine-tuning on the responses the base model finds most probable (GRAPE) "
             "beats a random correct response per instruction at the same step budget";
+  if (size == QuickstartSize::quick) {
+    s.skipped = "its base model needs about 3 minutes of pretraining before it can do the tasks "
+                "at all (below that, every selection scores near 0% and the comparison says "
+                "nothing); `concord quickstart` without --quick runs it";
+  }
   s.run = [size](RunDirectory& dir) {
-    const bool smoke = size == QuickstartSize::smoke, full = size == QuickstartSize::full;
-    // Two families a small byte model learns in a few hundred steps (a copy with a case map),
-    // each written in its own style in the pretraining text, so GRAPE's per-instruction choice
-    // differs from any single source's.
+    const bool smoke = size == QuickstartSize::smoke;
+    // One family a small byte model learns within ~1500 pretraining steps (a copy with a case
+    // map: the loss sits on a plateau until the copy emerges near step 1000). `lower` in the
+    // same budget is not learned (grape_experiment.json's 2000 steps learn `upper` only too),
+    // so the stage leaves it out. SFT needs its 150 steps at 1e-3 to carry the young copy
+    // circuit over to the chat template: 100 steps (at 1e-3 or 3e-4) left the SFT models at
+    // 0-6% against a 99% base model.
     const ExperimentConfig c = experiment_schema().from_json(
-        {{"train_instructions", smoke ? 32 : 192},
-         {"heldout_instructions", smoke ? 16 : 96},
-         {"tasks", {"upper", "lower"}},
-         {"pretraining_documents", smoke ? 32 : 384},
-         {"pretraining_styles", {{"lower", "sentence"}}},
+        {{"train_instructions", smoke ? 32 : 256},
+         {"heldout_instructions", smoke ? 16 : 64},
+         {"tasks", {"upper"}},
+         {"pretraining_documents", smoke ? 32 : 512},
          {"hidden_size", smoke ? 32 : kQuickstartGrapeWidth},
          {"num_layers", smoke ? 2 : kQuickstartGrapeLayers},
-         {"modes", full ? Json({"grape", "random", "reverse"}) : Json({"grape", "random"})},
-         {"seeds", full ? Json({1, 2, 3}) : smoke ? Json({1}) : Json({1, 2})},
+         {"modes", Json({"grape", "random"})},
+         {"seeds", smoke ? Json({1}) : Json({1, 2, 3})},
          {"pretrain", {{"max_steps", smoke ? 4 : kQuickstartGrapePretrainSteps}, {"lr", 3e-3},
-                       {"warmup_steps", smoke ? 1 : 30}, {"progress", false}}},
+                       {"warmup_steps", smoke ? 1 : 50}, {"progress", false}}},
          {"sft", {{"max_steps", smoke ? 4 : kQuickstartGrapeSftSteps}, {"lr", 1e-3},
-                  {"warmup_steps", smoke ? 1 : 8}, {"progress", false}}}},
+                  {"warmup_steps", smoke ? 1 : 15}, {"progress", false}}}},
         "quickstart grape stage");
     dir.write_config(experiment_schema().to_json(c));
     const auto o = options_from(c);

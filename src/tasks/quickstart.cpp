@@ -59,6 +59,13 @@ QuickstartResult run_quickstart_impl(const std::filesystem::path& out, Quickstar
       lines += fmt::format("  {:<9} not yet available: {}\n", stage.name, stage.unavailable);
       continue;
     }
+    if (!stage.skipped.empty()) {
+      const std::string why = fmt::format("skipped at {} size: {}", quickstart_size_name(size), stage.skipped);
+      spdlog::info("quickstart [{}/{}] {}: {}", index, stages.size(), stage.name, why);
+      rows.push_back({stage.name, stage.what, stage.shows, why});
+      lines += fmt::format("  {:<9} {}\n\n", stage.name, why);
+      continue;
+    }
     spdlog::info("quickstart [{}/{}] {}: {}", index, stages.size(), stage.name, stage.what);
     const auto start = std::chrono::steady_clock::now();
     RunDirectory dir(out / stage.name);

@@ -7,7 +7,7 @@
 
 namespace concord::tasks {
 
-/// One seed of 8 steps (smoke), 2 seeds of 200 steps (quick, ~40 s), 3 seeds of 400 (full).
+/// One seed of 8 steps (smoke), 2 seeds of 150 steps (quick, ~40 s), 3 seeds of 200 (full, ~1m45s).
 Stage pretrain_stage(QuickstartSize size);
 
 /// Where the stage leaves its PanGu-π model, relative to the quickstart folder.

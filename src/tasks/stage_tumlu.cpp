@@ -97,7 +97,7 @@ Stage tumlu_stage(const fs::path& model_dir, QuickstartSize size) {
     const std::vector<std::string> languages = {"turkish", "kazakh", "uyghur"};
     fs::path root = tumlu_root();
     const bool real = !quick && fs::is_directory(root);
-    const int64_t per_subject = real ? (size == QuickstartSize::full ? 5 : 2) : (quick ? 2 : 5);
+    const int64_t per_subject = real ? (size == QuickstartSize::full ? 4 : 2) : (quick ? 2 : 5);
     if (!real) {
       root = dir.file("builtin-sample");
       write_builtin_tumlu_sample(root, quick ? 2 : 5);

@@ -274,9 +274,11 @@ std::string report_koala_experiment(const diffusion::KoalaExperimentOptions& o, 
                                     o.seeds.size());
   for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(values[i], 4);
   if (has("output_only") && has("self_attention")) {
-    const std::string paired = paired_by_seed_clause(seed_summary_from_json(results["self_attention"]["output_mse"]),
-                                                     seed_summary_from_json(results["output_only"]["output_mse"]), 4);
-    if (!paired.empty()) summary += "; self_attention - output_only" + paired;
+    const SeedSummary sa = seed_summary_from_json(results["self_attention"]["output_mse"]);
+    const SeedSummary out = seed_summary_from_json(results["output_only"]["output_mse"]);
+    if (sa.values.size() >= 2 && sa.seeds == out.seeds) {
+      summary += "; " + describe_difference("self_attention", "output_only", paired_difference(sa, out), 4);
+    }
   }
   return summary;
 }

@@ -112,8 +112,9 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
   if (results.contains("single") && results.contains("min")) {
     const SeedSummary single = seed_summary_from_json(results["single"]["minority"]["stats"]["win_rate"], 100);
     const SeedSummary maxmin = seed_summary_from_json(results["min"]["minority"]["stats"]["win_rate"], 100);
-    const std::string paired = paired_by_seed_clause(maxmin, single, 1, " points");
-    if (!paired.empty()) summary += "; minority, min - single" + paired;
+    if (maxmin.values.size() >= 2 && maxmin.seeds == single.seeds) {
+      summary += "; minority: " + describe_difference("min", "single", paired_difference(maxmin, single), 1, " points");
+    }
   }
   return summary;
 }

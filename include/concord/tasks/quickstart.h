@@ -29,6 +29,9 @@ struct Stage {
   /// Runs the stage in `dir`, writes its own report there, returns a one-line summary.
   std::function<std::string(RunDirectory& dir)> run;
   std::string unavailable;  ///< non-empty: the stage is not in this build, and why
+  /// Non-empty: the stage does not fit this size with a result that means anything, and why
+  /// (listed, not run: a figure from a model that has not learned the task would mislead).
+  std::string skipped;
 };
 
 std::vector<Stage> quickstart_stages(const std::filesystem::path& out,
