@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "concord/core/error.h"
+#include "concord/core/progress.h"
 #include <ATen/Parallel.h>
 #include "grape_experiment_run.h"
 #include "stage_data.h"
@@ -37,12 +38,6 @@ std::vector<Stage> quickstart_stages(const std::filesystem::path& out, Quickstar
 
 namespace {
 
-std::string minutes(double seconds) {
-  return seconds < 60 ? fmt::format("{:.0f} s", seconds)
-                      : fmt::format("{}m{:02.0f}s", static_cast<int>(seconds) / 60,
-                                    seconds - 60 * (static_cast<int>(seconds) / 60));
-}
-
 QuickstartResult run_quickstart_impl(const std::filesystem::path& out, QuickstartSize size) {
   std::filesystem::create_directories(out);
   const auto stages = quickstart_stages(out, size);
@@ -71,9 +66,9 @@ QuickstartResult run_quickstart_impl(const std::filesystem::path& out, Quickstar
     RunDirectory dir(out / stage.name);
     const std::string summary = stage.run(dir);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    spdlog::info("quickstart [{}/{}] {} done in {}: {}", index, stages.size(), stage.name, minutes(s), summary);
+    spdlog::info("quickstart [{}/{}] {} done in {}: {}", index, stages.size(), stage.name, human_duration_ms(1000 * s), summary);
     rows.push_back({"[" + stage.name + "](" + stage.name + "/report.md)", stage.what, stage.shows,
-                    summary + " (" + minutes(s) + ")"});
+                    summary + " (" + human_duration_ms(1000 * s) + ")"});
     lines += fmt::format("  {:<9} {}\n  {:<9} shows: {}\n  {:<9} result: {}\n  {:<9} report: {}\n\n",
                          stage.name, stage.what, "", stage.shows, "", summary, "",
                          (out / stage.name / "report.md").string());
@@ -81,7 +76,7 @@ QuickstartResult run_quickstart_impl(const std::filesystem::path& out, Quickstar
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   const std::string head = fmt::format(
       "Concord quickstart ({} size): {} stages in {} on {} thread(s), all on built-in data.",
-      quickstart_size_name(size), stages.size(), minutes(total), at::get_num_threads());
+      quickstart_size_name(size), stages.size(), human_duration_ms(1000 * total), at::get_num_threads());
   Report top("Concord quickstart");
   top.paragraph(head + " Each stage ran in its own folder (its config.json, metrics.jsonl, "
                 "report.md and charts/); a stage that needs a part of Concord not in this build "
