@@ -6,7 +6,8 @@
 #      of what differs there run again: the layers with device dispatch (ops, nn, lm, train,
 #      rlhf, diffusion; *_CUDA tests skip without a device), data parallel on that LibTorch's
 #      c10d (faults) and the installed package. The rest (parsers, tasks, CLI, examples) is the
-#      same code on the same inputs and ran in flavour 1; CONCORD_PIP_ALL_TESTS=1 runs it all.
+#      same code on the same inputs and ran in flavour 1, so it is neither built nor run there;
+#      CONCORD_PIP_ALL_TESTS=1 builds and runs it all.
 #   3. asan: the parser tests (ctest label `parsers`: test_core, test_io, test_text, test_data,
 #      the fuzz corpus replays over concord_core and the checkpoint's) built with AddressSanitizer
 #      + UBSan on Debian's LibTorch. The first report (a bad access, UB, a leak) fails its test;
@@ -23,15 +24,25 @@ export CONCORD_SHARED_DIR="${CONCORD_SHARED_DIR:-$root/../shared}"
 # from spinning against each other (two 2-thread processes on 2 cores ran 5-10x slower).
 export CONCORD_NUM_THREADS="${CONCORD_NUM_THREADS:-1}"
 
+# The pip flavour's tests (see 2. above); their binaries are also its build targets.
+pip_tests=(test_ops test_nn test_lm test_train test_rlhf test_diffusion test_faults)
+
 status=0
 for flavour in $flavours; do
   start=$(date +%s)
   echo "=== flavour $flavour: build ==="
-  build="$("$root/scripts/build.sh" "$flavour" | tail -n 1)"
+  targets="${CONCORD_TARGETS:-}"
+  if [[ "$flavour" == pip-torch && "${CONCORD_PIP_ALL_TESTS:-0}" != 1 && -z "$targets" ]]; then
+    # Only what the pip flavour tests: the libraries and CLI the install test installs, and the
+    # test binaries of the layers with device dispatch. Its benchmarks and the other test
+    # binaries (the same code as flavour 1's) would cost a cold run ~10 minutes of compiling.
+    targets="concord_cli concord_sentencepiece_shim ${pip_tests[*]}"
+  fi
+  build="$(CONCORD_TARGETS="$targets" "$root/scripts/build.sh" "$flavour" | tail -n 1)"
   echo "=== flavour $flavour: test ==="
   run=(ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 900)
   if [[ "$flavour" == pip-torch && "${CONCORD_PIP_ALL_TESTS:-0}" != 1 ]]; then
-    run+=(-R '^(test_(ops|nn|lm|train|rlhf|diffusion|faults)(_cuda)?|install_package)$')
+    run+=(-R "^(($(IFS='|'; echo "${pip_tests[*]}"))(_cuda)?|install_package)\$")
   fi
   if [[ "$flavour" == asan ]]; then
     # Leaks count too, less the system libraries' process-lifetime caches (scripts/lsan.supp).

@@ -153,7 +153,7 @@ TEST(Cli, TumluScoreRegradesStoredOutputs) {
 }
 
 TEST(Cli, ParamsCountsExactly) {
-  const std::string configs = std::string(CONCORD_SOURCE_DIR) + "/configs/models/";
+  const std::string configs = ::concord::testing::source_dir().string() + "/configs/models/";
   auto r = run_cli("params " + configs + "gpt2.json");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("parameters: 124439808\n"), std::string::npos) << r.output;
@@ -186,7 +186,7 @@ TEST(Cli, TumluTaskEvaluatesAModelIntoTheBenchmarkLayout) {
   concord::testing::TempDir tmp;
   auto cfg = concord::testing::write_file(
       tmp / "tumlu.json",
-      "{\"task\": \"tumlu\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
+      "{\"task\": \"tumlu\", \"model\": \"" + ::concord::testing::source_dir().string() +
           "/configs/models/tiny-llama.json\", \"tokenizer\": \"bytes\", \"data_dir\": \"" +
           data.string() +
           "\", \"languages\": [\"uyghur\"], \"protocol\": \"loglik\", \"max_items_per_subject\": 1}");
@@ -209,7 +209,7 @@ TEST(Cli, TumluTaskEvaluatesAModelIntoTheBenchmarkLayout) {
 
 TEST(Cli, DiversityTaskReportsEveryLayer) {
   concord::testing::TempDir tmp;
-  const std::string model = std::string(CONCORD_SOURCE_DIR) + "/configs/models/tiny-gpt2.json";
+  const std::string model = ::concord::testing::source_dir().string() + "/configs/models/tiny-gpt2.json";
   // Built-in corpus, fresh seeded weights.
   auto cfg = concord::testing::write_file(
       tmp / "div.json", "{\"task\": \"diversity\", \"model\": \"" + model +
@@ -253,7 +253,7 @@ TEST(Cli, DiversityTaskReportsEveryLayer) {
 TEST(Cli, PretrainResumesBitForBit) {
   concord::testing::TempDir tmp;
   auto cfg = concord::testing::write_file(tmp / "pre.json", R"({"task": "pretrain",
-    "model": ")" + std::string(CONCORD_SOURCE_DIR) + R"(/configs/models/tiny-pangu-pi.json",
+    "model": ")" + ::concord::testing::source_dir().string() + R"(/configs/models/tiny-pangu-pi.json",
     "tokenizer": "bytes", "data": {"block_size": 32, "builtin_documents": 40}, "batch_size": 4,
     "train": {"max_steps": 6, "lr": 0.003, "warmup_steps": 2, "checkpoint_every": 3,
               "keep_checkpoints": 0, "progress": false}})");
@@ -294,7 +294,7 @@ TEST(Cli, SftTaskTrainsOnCompletions) {
   records += "{\"prompt\": \"no completion\"}\n";
   auto data = concord::testing::write_file(tmp / "sft.jsonl", records);
   auto cfg = concord::testing::write_file(tmp / "sft.json", R"({"task": "sft",
-    "model": ")" + std::string(CONCORD_SOURCE_DIR) + R"(/configs/models/tiny-llama.json",
+    "model": ")" + ::concord::testing::source_dir().string() + R"(/configs/models/tiny-llama.json",
     "tokenizer": "bytes", "data": {"train": ")" + data.string() + R"(", "max_length": 32,
     "eval_fraction": 0.25}, "batch_size": 4, "train": {"max_steps": 3, "progress": false}})");
   auto r = run_cli("run " + cfg.string() + " --out " + (tmp / "bad").string());
@@ -318,7 +318,7 @@ TEST(Cli, GrapeTaskScoresSelectsAndReportsBadRecords) {
                                 "{\"id\": \"broken\", \"instruction\": \"x\"}\n";
   const auto pool = concord::testing::write_file(tmp / "pool.jsonl", pool_text);
   auto cfg = concord::testing::write_file(
-      tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
+      tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + ::concord::testing::source_dir().string() +
                               "/configs/models/tiny-gpt2.json\", \"tokenizer\": \"bytes\", "
                               "\"pool\": \"" + pool.string() +
                               "\", \"max_length\": 64, \"on_bad_record\": \"skip\"}");
@@ -354,7 +354,7 @@ TEST(Cli, GrapeTaskScoresSelectsAndReportsBadRecords) {
 TEST(Cli, GrapeTaskMergesTheRanksParts) {
   concord::testing::TempDir tmp;
   auto cfg = concord::testing::write_file(
-      tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + std::string(CONCORD_SOURCE_DIR) +
+      tmp / "grape.json", "{\"task\": \"grape\", \"model\": \"" + ::concord::testing::source_dir().string() +
                               "/configs/models/tiny-gpt2.json\", \"tokenizer\": \"bytes\", "
                               "\"pool\": \"" + concord::testing::fixture("grape/pool.jsonl").string() +
                               "\", \"max_length\": 64, \"batch_size\": 1, \"share_prompt\": false}");

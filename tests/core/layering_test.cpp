@@ -19,7 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kRoot = fs::path(CONCORD_SOURCE_DIR);
+const fs::path kRoot = ::concord::testing::source_dir();
 
 // Module -> layer rank, bottom (0) to top; docs/architecture.md's diagram. Within the foundation
 // (one library, concord_core) core sits below io and text, and data above them; nn below lm in

@@ -17,7 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kInclude = fs::path(CONCORD_SOURCE_DIR) / "include";
+const fs::path kInclude = ::concord::testing::source_dir() / "include";
 
 // Headers that are public (installed) but deliberately not in the umbrella, each with its reason
 // in concord.h's opening comment.
@@ -63,7 +63,7 @@ TEST(UmbrellaHeader, EveryIncludeNamesAnExistingHeader) {
     // version.h is generated into the build tree (cmake/version.h.in) and installed beside the
     // core headers.
     if (rel == "concord/core/version.h") {
-      EXPECT_TRUE(fs::exists(fs::path(CONCORD_BINARY_DIR) / "include" / rel)) << rel;
+      EXPECT_TRUE(fs::exists(::concord::testing::binary_dir() / "include" / rel)) << rel;
       continue;
     }
     EXPECT_TRUE(fs::exists(kInclude / rel)) << "concord.h includes " << rel

@@ -17,7 +17,7 @@ using concord::testing::fixture;
 namespace {
 
 diffusion::UNetConfig full(const std::string& name) {
-  return diffusion::load_unet_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/" + name + ".json");
+  return diffusion::load_unet_config(::concord::testing::source_dir().string() + "/configs/models/" + name + ".json");
 }
 
 bool has_pair(const diffusion::LayerMapping& m, const std::string& s, const std::string& t) {

@@ -70,7 +70,7 @@ TEST(UNet, ExactParameterCountsOfSdxlAndTheKoalaStudents) {
   const std::pair<const char*, int64_t> want[] = {
       {"sdxl-unet", 2567463684}, {"koala-1b", 1161184324}, {"koala-700m", 782822724}};
   for (const auto& [name, count] : want) {
-    const auto config = diffusion::load_unet_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/" +
+    const auto config = diffusion::load_unet_config(::concord::testing::source_dir().string() + "/configs/models/" +
                                                     name + ".json");
     EXPECT_EQ(diffusion::count_unet_parameters(config), count) << name;
   }

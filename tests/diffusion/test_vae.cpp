@@ -90,7 +90,7 @@ TEST(VAE, MatchesDiffusersPosteriorAndDecoder) {
 TEST(VAE, ExactParameterCounts) {
   // SDXL's VAE: sum(p.numel() for p in AutoencoderKL(**config).parameters()) with diffusers
   // 0.42.1 on configs/models/sdxl-vae.json (stable-diffusion-xl-base-1.0's vae/config.json).
-  const auto sdxl = diffusion::load_vae_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/sdxl-vae.json");
+  const auto sdxl = diffusion::load_vae_config(::concord::testing::source_dir().string() + "/configs/models/sdxl-vae.json");
   EXPECT_EQ(sdxl.block_out_channels, (std::vector<int64_t>{128, 256, 512, 512}));
   EXPECT_EQ(diffusion::count_vae_parameters(sdxl), 83653863);
   int64_t by_block = 0;

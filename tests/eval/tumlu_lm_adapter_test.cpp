@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 lm::CausalLM tiny_model() {
   // configs/models/tiny-llama.json (vocabulary 257: the bytes and <|endoftext|>), with room for
   // five-shot byte prompts.
-  lm::ModelConfig config = lm::load_model_config(fs::path(CONCORD_SOURCE_DIR) / "configs/models/tiny-llama.json");
+  lm::ModelConfig config = lm::load_model_config(::concord::testing::source_dir() / "configs/models/tiny-llama.json");
   config.max_position_embeddings = 4096;
   at::manual_seed(7);
   lm::CausalLM model(config);

@@ -35,7 +35,7 @@ std::vector<Job> jobs(const Inputs& in) {
   const auto fixture = concord::testing::fixture("diffusion");
   return {
       {"pretrain",
-       R"({"task": "pretrain", "model": ")" + std::string(CONCORD_SOURCE_DIR) +
+       R"({"task": "pretrain", "model": ")" + ::concord::testing::source_dir().string() +
            R"(/configs/models/tiny-pangu-pi.json", "tokenizer": "bytes",
            "data": {"block_size": 32, "builtin_documents": 40}, "batch_size": 4, )" + train + "}",
        "model/model.safetensors", 24},

@@ -30,7 +30,7 @@ namespace {
 // A pretrain run: 6 steps, checkpoints at 3 and 6. `batch_size` is per process.
 fs::path pretrain_config(const fs::path& dir) {
   return concord::testing::write_file(dir / "pre.json", R"({"task": "pretrain",
-    "model": ")" + std::string(CONCORD_SOURCE_DIR) + R"(/configs/models/tiny-pangu-pi.json",
+    "model": ")" + ::concord::testing::source_dir().string() + R"(/configs/models/tiny-pangu-pi.json",
     "tokenizer": "bytes",
     "data": {"block_size": 32, "builtin_documents": 40, "eval_fraction": 0.2}, "batch_size": 8,
     "train": {"max_steps": 6, "lr": 0.003, "warmup_steps": 2, "checkpoint_every": 3,

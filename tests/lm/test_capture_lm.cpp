@@ -14,6 +14,7 @@
 #include "concord/lm/causal_lm.h"
 #include "concord/lm/model_config.h"
 #include "concord/nn/feature_capture.h"
+#include "test_support.h"
 
 using namespace concord::lm;
 namespace cn = concord::nn;
@@ -26,7 +27,7 @@ const std::vector<std::string> kTinyModels = {"tiny-gpt2.json", "tiny-llama.json
 CausalLM tiny_model(const std::string& name, uint64_t seed = 1) {
   torch::manual_seed(seed);
   return CausalLM(
-      load_any_model_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/" + name));
+      load_any_model_config(::concord::testing::source_dir().string() + "/configs/models/" + name));
 }
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {

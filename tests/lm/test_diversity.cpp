@@ -21,7 +21,7 @@ using concord::testing::fixture;
 namespace {
 
 CausalLM tiny_model(const std::string& name) {
-  return CausalLM(load_any_model_config(std::string(CONCORD_SOURCE_DIR) + "/configs/models/" + name));
+  return CausalLM(load_any_model_config(::concord::testing::source_dir().string() + "/configs/models/" + name));
 }
 
 // Ragged token sequences of the given lengths, ids drawn below `vocab`.

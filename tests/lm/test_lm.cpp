@@ -103,7 +103,7 @@ class LetterTokenizer : public concord::text::Tokenizer {
 // ---- parameter counts and configs ----------------------------------------------------------
 
 TEST(ModelConfig, ParameterCountsAreExact) {
-  const fs::path models = fs::path(CONCORD_SOURCE_DIR) / "configs" / "models";
+  const fs::path models = ::concord::testing::source_dir() / "configs" / "models";
   EXPECT_EQ(count_parameters(load_model_config(models / "gpt2.json")), 124439808);
   // PanGu-π-1B: untied 100883-token embedding and head, 12 blocks of d = 2048 with full
   // attention (4 d^2), SwiGLU of width 5632 (3 d I), SIAF a and b for n = 2 (4 I), one

@@ -29,6 +29,10 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
+fs::path source_dir() { return CONCORD_SOURCE_DIR; }
+
+fs::path binary_dir() { return CONCORD_BINARY_DIR; }
+
 fs::path fixture(const std::string& name) { return fs::path(CONCORD_FIXTURES_DIR) / name; }
 
 fs::path shared_dir() {

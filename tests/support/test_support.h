@@ -20,6 +20,11 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+/// The source tree and the build folder. Only test_support.cpp sees them as compile definitions:
+/// an absolute path in every test's command line would make each new clone miss ccache.
+std::filesystem::path source_dir();
+std::filesystem::path binary_dir();
+
 /// tests/fixtures/<name> in the source tree (committed fixtures made by scripts/fixtures/*.py).
 std::filesystem::path fixture(const std::string& name);
 

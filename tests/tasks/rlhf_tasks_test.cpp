@@ -36,7 +36,7 @@ struct Fixture {
 
   Fixture() {
     torch::manual_seed(0);
-    concord::lm::CausalLM m(concord::lm::load_model_config(std::string(CONCORD_SOURCE_DIR) +
+    concord::lm::CausalLM m(concord::lm::load_model_config(::concord::testing::source_dir().string() +
                                                            "/configs/models/tiny-gpt2.json"));
     base = tmp / "base";
     concord::lm::save_pretrained(m, base);

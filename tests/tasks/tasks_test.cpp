@@ -35,7 +35,7 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-std::string tiny_model() { return std::string(CONCORD_SOURCE_DIR) + "/configs/models/tiny-gpt2.json"; }
+std::string tiny_model() { return ::concord::testing::source_dir().string() + "/configs/models/tiny-gpt2.json"; }
 
 }  // namespace
 

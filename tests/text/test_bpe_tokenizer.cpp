@@ -184,7 +184,7 @@ TEST(BpeTokenizer, FuzzSeedsMatchTokenizers) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string(c.file) + ": " + c.text);
-    auto tok = BpeTokenizer::from_file(std::filesystem::path(CONCORD_SOURCE_DIR) / "fuzz/corpus/tokenizer_json" /
+    auto tok = BpeTokenizer::from_file(::concord::testing::source_dir() / "fuzz/corpus/tokenizer_json" /
                                        (std::string(c.file) + ".json"));
     EXPECT_EQ(tok->encode(c.text, true), c.ids_special);
     EXPECT_EQ(tok->decode(c.ids_special, false), c.decode);

@@ -108,7 +108,7 @@ TEST(SentencePiece, BadModelFileIsAFormatError) {
 TEST(SentencePiece, CraftedNormalizationTrieIsRefusedBeforeSentencepieceReadsIt) {
   REQUIRE_SHIM();
   const std::string path =
-      std::string(CONCORD_SOURCE_DIR) + "/fuzz/corpus/sentencepiece/regression_charsmap_offset_outside_trie";
+      ::concord::testing::source_dir().string() + "/fuzz/corpus/sentencepiece/regression_charsmap_offset_outside_trie";
   try {
     SentencePieceTokenizer tok(path);
     ADD_FAILURE() << "a trie pointing outside itself was accepted";
@@ -119,7 +119,7 @@ TEST(SentencePiece, CraftedNormalizationTrieIsRefusedBeforeSentencepieceReadsIt)
               std::string::npos) << what;
   }
   // The seed it was mutated from, a model with its own normalization rules, loads and encodes.
-  SentencePieceTokenizer ok(std::string(CONCORD_SOURCE_DIR) + "/fuzz/corpus/sentencepiece/unigram_rules");
+  SentencePieceTokenizer ok(::concord::testing::source_dir().string() + "/fuzz/corpus/sentencepiece/unigram_rules");
   EXPECT_FALSE(ok.encode("the \xEF\xAC\x81x A").empty());
 }
 
