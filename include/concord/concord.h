@@ -60,6 +60,7 @@
 #include "concord/ops/attention.h"
 #include "concord/ops/augmented_shortcut.h"
 #include "concord/ops/fused.h"
+#include "concord/ops/geglu.h"
 #include "concord/ops/linear_cross_entropy.h"
 #include "concord/ops/matvec.h"
 #include "concord/ops/siaf.h"

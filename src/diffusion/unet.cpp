@@ -9,6 +9,7 @@
 #include "concord/core/error.h"
 #include "concord/nn/feature_capture.h"
 #include "concord/ops/attention.h"
+#include "concord/ops/geglu.h"
 
 namespace concord::diffusion {
 
@@ -158,10 +159,8 @@ void GegluFeedForwardImpl::reset() {
 }
 
 at::Tensor GegluFeedForwardImpl::forward(const at::Tensor& x) {
-  const auto parts = proj->forward(x).chunk(2, -1);
-  // diffusers' GEGLU: hidden * gelu(gate), the exact (erf) GELU.
-  const at::Tensor h = parts[0] * at::gelu(parts[1]);
-  return nn::record_output(*this, out->forward(h));
+  // diffusers' GEGLU: hidden * gelu(gate), the exact (erf) GELU, in one fused pass.
+  return nn::record_output(*this, out->forward(ops::geglu(proj->forward(x))));
 }
 
 // ---- BasicTransformerBlock ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // Process-wide switch between the fused kernels of the ops layer and their composite ATen
 // references (PanGu-π, arXiv 2312.17276: SIAF Eq. 7, augmented shortcut Eq. 4, and the MSA
-// blocks' attention). With the switch off, `siaf`, `augmented_shortcut` and `attention` run
-// `siaf_reference`, `augmented_shortcut_reference` and `attention_reference` under autograd,
+// blocks' attention; SDXL's GEGLU). With the switch off, `siaf`, `augmented_shortcut`,
+// `attention` and `geglu` run `siaf_reference`, `augmented_shortcut_reference`,
+// `attention_reference` and `geglu_reference` under autograd,
 // exactly what they fall back to on a device or dtype without a fused kernel; results agree
 // within floating-point tolerance either way. It exists to measure the fused kernels against the
 // composite in a whole model (benchmarks/bench_pangu_step.cpp) and to bisect a numerical
