@@ -37,7 +37,13 @@ namespace detail {
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  if (!t.device().is_cpu() || t.nbytes() < 2 * kHuge || !hugepages_wanted()) return;
+  // Only where glibc gives the block a mapping of its own: at 32 MiB and above (its largest
+  // dynamic mmap threshold on 64-bit). Below that, once a freed block has raised the threshold,
+  // the block comes from the heap; advised heap memory that malloc trims and reuses fragments
+  // into pages the kernel must compact on every later huge-page fault, and a 21 MB GEGLU output
+  // took 33-66 ms instead of 5 (bench_ops_geglu; MALLOC_MMAP_THRESHOLD_=4194304 cured it).
+  constexpr uintptr_t kOwnMapping = uintptr_t(32) << 20;
+  if (!t.device().is_cpu() || t.nbytes() < kOwnMapping || !hugepages_wanted()) return;
   const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
   const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);

@@ -12,8 +12,8 @@
 
 namespace concord::ops::detail {
 
-/// madvise(MADV_HUGEPAGE) over the 2 MiB pages inside t's bytes (CPU tensors of >= 4 MiB,
-/// Linux); a no-op elsewhere. Call before the first write.
+/// madvise(MADV_HUGEPAGE) over the 2 MiB pages inside t's bytes (CPU tensors of >= 32 MiB,
+/// which glibc always maps on their own, Linux); a no-op elsewhere. Call before the first write.
 void advise_huge_pages(const at::Tensor& t);
 
 /// at::empty + advise_huge_pages.
