@@ -5,7 +5,8 @@
 # debian:    Debian's LibTorch 1.13 (CPU), the default flavour.
 # pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
-#            The benchmarks build too (both builds are measured side by side), examples do not.
+#            The benchmarks build too (both builds are measured side by side), examples do not;
+#            scripts/test.sh asks only for the targets it tests (CONCORD_TARGETS).
 # asan:      Debian's LibTorch, everything compiled with -fsanitize=address,undefined (-O1,
 #            line tables), building only the parser tests (target parser_tests, ctest label
 #            `parsers`: test_core, test_io, test_text, test_data, the fuzz corpus replays
