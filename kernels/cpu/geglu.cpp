@@ -119,27 +119,33 @@ void bwd_rows(const double* p, const double* dy, double* dp, int64_t rows, int64
 
 int64_t grain(int64_t N) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, N)); }
 
+template <class T>
+void forward_impl(const T* p, T* y, int64_t rows, int64_t N) {
+  at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
+    fwd_rows(p + r0 * 2 * N, y + r0 * N, r1 - r0, N);
+  });
+}
+
+template <class T>
+void backward_impl(const T* p, const T* dy, T* dp, int64_t rows, int64_t N) {
+  at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
+    bwd_rows(p + r0 * 2 * N, dy + r0 * N, dp + r0 * 2 * N, r1 - r0, N);
+  });
+}
+
 }  // namespace
 
 void geglu_forward(const float* p, float* y, int64_t rows, int64_t N) {
-  at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
-    fwd_rows(p + r0 * 2 * N, y + r0 * N, r1 - r0, N);
-  });
+  forward_impl(p, y, rows, N);
 }
 void geglu_forward(const double* p, double* y, int64_t rows, int64_t N) {
-  at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
-    fwd_rows(p + r0 * 2 * N, y + r0 * N, r1 - r0, N);
-  });
+  forward_impl(p, y, rows, N);
 }
 void geglu_backward(const float* p, const float* dy, float* dp, int64_t rows, int64_t N) {
-  at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
-    bwd_rows(p + r0 * 2 * N, dy + r0 * N, dp + r0 * 2 * N, r1 - r0, N);
-  });
+  backward_impl(p, dy, dp, rows, N);
 }
 void geglu_backward(const double* p, const double* dy, double* dp, int64_t rows, int64_t N) {
-  at::parallel_for(0, rows, grain(N), [&](int64_t r0, int64_t r1) {
-    bwd_rows(p + r0 * 2 * N, dy + r0 * N, dp + r0 * 2 * N, r1 - r0, N);
-  });
+  backward_impl(p, dy, dp, rows, N);
 }
 
 }  // namespace concord::kernels::cpu
