@@ -1,6 +1,10 @@
 # Resolves CONCORD_CUDA (AUTO|ON|OFF) into CONCORD_WITH_CUDA.
-# The CUDA kernels build whenever nvcc is found (they take raw pointers, never torch headers);
-# the dispatch from ops to them needs a LibTorch built with CUDA as well.
+#   AUTO: the CUDA kernels build when nvcc is found and LibTorch has CUDA, so that the dispatch
+#         from ops can call them. Against a CPU LibTorch (Debian's) nothing could call them:
+#         building them there cost every Debian build (quickstart's included) ~80 s of nvcc and
+#         linked cuBLASLt into every binary.
+#   ON:   the kernels build whenever nvcc is found (they take raw pointers, never torch headers),
+#         with or without a CUDA LibTorch; an error without nvcc.
 set(CONCORD_CUDA_ARCHITECTURES "80-real;90-real;90-virtual" CACHE STRING
     "CUDA architectures of the kernels when LibTorch does not choose them")
 set(CONCORD_WITH_CUDA OFF)
@@ -9,7 +13,7 @@ if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES OR CAFFE2_USE_CUDA)
   set(CONCORD_TORCH_HAS_CUDA ON)
 endif()
 
-if(NOT CONCORD_CUDA STREQUAL "OFF")
+if(CONCORD_CUDA STREQUAL "ON" OR (CONCORD_CUDA STREQUAL "AUTO" AND CONCORD_TORCH_HAS_CUDA))
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
