@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Configures and builds Concord. Used by quickstart.sh and test.sh. Logs go to stderr; the last
 # line on stdout is the build folder.
-#   scripts/build.sh [debian|pip-torch] [extra cmake args...]
+#   scripts/build.sh [debian|pip-torch|pip-ops|asan] [extra cmake args...]
 # debian:    Debian's LibTorch 1.13 (CPU), the default flavour.
 # pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
 #            The benchmarks build too (both builds are measured side by side), examples do not;
 #            scripts/test.sh asks only for the targets it tests (CONCORD_TARGETS).
+# pip-ops:   the ops layer alone (CMake option CONCORD_OPS_ONLY) on the wheel's CUDA LibTorch:
+#            concord_ops with the CUDA kernels and dispatch, and test_ops. What CI's pip flavour
+#            builds (scripts/test.sh); scripts/gpu-check.sh builds the same on a device.
 # asan:      Debian's LibTorch, everything compiled with -fsanitize=address,undefined (-O1,
 #            line tables), building only the parser tests (target parser_tests, ctest label
 #            `parsers`: test_core, test_io, test_text, test_data, the fuzz corpus replays
@@ -33,6 +36,13 @@ case "$flavour" in
       -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
       -DCONCORD_BUILD_BENCHMARKS=ON -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
     ;;
+  pip-ops)
+    build="${CONCORD_BUILD_DIR:-$root/build-pip-ops}"
+    prefix="$("$root/scripts/python-env.sh" --print-torch-cmake)"
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=ON \
+      -DCONCORD_OPS_ONLY=ON -DCMAKE_PREFIX_PATH="$prefix" \
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCONCORD_BUILD_BENCHMARKS=OFF "$@" >&2
+    ;;
   asan)
     build="${CONCORD_BUILD_DIR:-$root/build-asan}"
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -41,7 +51,7 @@ case "$flavour" in
     CONCORD_TARGETS="${CONCORD_TARGETS:-parser_tests}"  # fuzz/CMakeLists.txt defines it
     ;;
   *)
-    echo "build.sh: unknown flavour '$flavour' (debian, pip-torch or asan)" >&2
+    echo "build.sh: unknown flavour '$flavour' (debian, pip-torch, pip-ops or asan)" >&2
     exit 2
     ;;
 esac

@@ -2,12 +2,14 @@
 # The whole test suite, as README's second command and CI (.ci/run) run it:
 # installs what it needs, then builds and tests both LibTorch flavours:
 #   1. Debian's LibTorch 1.13 (CPU): every test.
-#   2. PyPI torch's CUDA LibTorch: the CUDA kernels and dispatch compile and link, and the tests
-#      of what differs there run again: the layers with device dispatch (ops, nn, lm, train,
-#      rlhf, diffusion; *_CUDA tests skip without a device), data parallel on that LibTorch's
-#      c10d (faults) and the installed package. The rest (parsers, tasks, CLI, examples) is the
-#      same code on the same inputs and ran in flavour 1, so it is neither built nor run there;
-#      CONCORD_PIP_ALL_TESTS=1 builds and runs it all.
+#   2. PyPI torch's CUDA LibTorch: what differs there, the ops layer with its CUDA kernels and
+#      dispatch (build.sh's pip-ops: concord_ops, nvcc's kernels, test_ops; *_CUDA tests skip
+#      without a device). The layers above ops are the same code on the same inputs and ran in
+#      flavour 1; building them again against the wheel cost a cold run ~20 minutes.
+#      CONCORD_PIP_ALL_TESTS=1 builds the whole library, every test and benchmark against the
+#      wheel (build.sh's pip-torch) and runs every test, the install test included: do that
+#      after a change to the CUDA paths above ops (train's autocast and NCCL, the *_CUDA tests of
+#      nn, lm, train, rlhf and diffusion) or to the LibTorch API the code uses.
 #   3. asan: the parser tests (ctest label `parsers`: test_core, test_io, test_text, test_data,
 #      the fuzz corpus replays over concord_core and the checkpoint's) built with AddressSanitizer
 #      + UBSan on Debian's LibTorch. The first report (a bad access, UB, a leak) fails its test;
@@ -24,26 +26,17 @@ export CONCORD_SHARED_DIR="${CONCORD_SHARED_DIR:-$root/../shared}"
 # from spinning against each other (two 2-thread processes on 2 cores ran 5-10x slower).
 export CONCORD_NUM_THREADS="${CONCORD_NUM_THREADS:-1}"
 
-# The pip flavour's tests (see 2. above); their binaries are also its build targets.
-pip_tests=(test_ops test_nn test_lm test_train test_rlhf test_diffusion test_faults)
-
 status=0
 for flavour in $flavours; do
   start=$(date +%s)
   echo "=== flavour $flavour: build ==="
-  targets="${CONCORD_TARGETS:-}"
-  if [[ "$flavour" == pip-torch && "${CONCORD_PIP_ALL_TESTS:-0}" != 1 && -z "$targets" ]]; then
-    # Only what the pip flavour tests: the libraries and CLI the install test installs, and the
-    # test binaries of the layers with device dispatch. Its benchmarks and the other test
-    # binaries (the same code as flavour 1's) would cost a cold run ~10 minutes of compiling.
-    targets="concord_cli concord_sentencepiece_shim ${pip_tests[*]}"
+  build_flavour="$flavour"
+  if [[ "$flavour" == pip-torch && "${CONCORD_PIP_ALL_TESTS:-0}" != 1 ]]; then
+    build_flavour=pip-ops
   fi
-  build="$(CONCORD_TARGETS="$targets" "$root/scripts/build.sh" "$flavour" | tail -n 1)"
+  build="$("$root/scripts/build.sh" "$build_flavour" | tail -n 1)"
   echo "=== flavour $flavour: test ==="
   run=(ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 900)
-  if [[ "$flavour" == pip-torch && "${CONCORD_PIP_ALL_TESTS:-0}" != 1 ]]; then
-    run+=(-R "^(($(IFS='|'; echo "${pip_tests[*]}"))(_cuda)?|install_package)\$")
-  fi
   if [[ "$flavour" == asan ]]; then
     # Leaks count too, less the system libraries' process-lifetime caches (scripts/lsan.supp).
     run=(env "ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:max_allocation_size_mb=2048}"
