@@ -41,6 +41,11 @@
 #include "concord/train/process_group.h"
 #include "concord/train/trainer.h"
 
+#include "bench_flags.h"
+#include "bench_timing.h"
+
+using concord::bench::median;
+
 namespace {
 
 struct Args {
@@ -80,11 +85,6 @@ int64_t bytes_written() {
     if (key == "wchar:") return value;
   }
   return 0;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 concord::lm::ModelConfig model_config(const Args& a) {
@@ -181,37 +181,13 @@ nlohmann::json job(const std::string& self, const std::vector<std::string>& argv
 
 int main(int argc, char** argv) {
   Args a;
-  std::vector<std::string> passed;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    passed.push_back(flag);
-    if (flag == "--shard-optimizer") {
-      a.shard_optimizer = true;
-      continue;
-    }
-    if (flag == "--no-overlap") {  // set by main for the comparison job, not a user flag
-      a.overlap = false;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "bench_data_parallel: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    const std::string value = argv[++i];
-    passed.push_back(value);
-    if (flag == "--model") a.model = value;
-    else if (flag == "--batch") a.batch = std::stoll(value);
-    else if (flag == "--seq") a.seq = std::stoll(value);
-    else if (flag == "--steps") a.steps = std::stoll(value);
-    else if (flag == "--warmup") a.warmup = std::stoll(value);
-    else if (flag == "--world") a.world = std::stoi(value);
-    else if (flag == "--threads") a.threads = std::stoi(value);
-    else if (flag == "--rounds") a.rounds = std::stoi(value);
-    else {
-      std::fprintf(stderr, "bench_data_parallel: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_data_parallel");
+  flags.add("model", &a.model).add("batch", &a.batch).add("seq", &a.seq).add("steps", &a.steps)
+      .add("warmup", &a.warmup).add("world", &a.world).add("threads", &a.threads)
+      .add("rounds", &a.rounds).on("shard-optimizer", &a.shard_optimizer)
+      .on("no-overlap", &a.overlap, false);  // set by main for the comparison job, not a user flag
+  if (!flags.parse(argc, argv)) return 2;
+  const std::vector<std::string> passed(argv + 1, argv + argc);  // handed on to the jobs
   try {
     if (std::getenv("CONCORD_BENCH_WORKER") != nullptr) return worker(a);
     if (!concord::train::distributed_available()) {

@@ -28,21 +28,15 @@
 #include "concord/lm/model_config.h"
 #include "concord/nn/feature_capture.h"
 
+#include "bench_flags.h"
 #include "bench_timing.h"
 
 int main(int argc, char** argv) {
   std::string config = "configs/models/tiny-llama.json";
   int threads = 1, iters = 200;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--config") config = v;
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--iters") iters = std::stoi(v);
-    else {
-      std::fprintf(stderr, "bench_feature_capture: unknown flag %s\n", k.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_feature_capture");
+  flags.add("config", &config).add("threads", &threads).add("iters", &iters);
+  if (!flags.parse(argc, argv)) return 2;
   namespace cb = concord::bench;
   namespace cn = concord::nn;
   concord::init_runtime();

@@ -26,26 +26,19 @@
 #include "concord/lm/generate.h"
 #include "concord/lm/hf_checkpoint.h"
 
+#include "bench_flags.h"
+
 int main(int argc, char** argv) {
   std::string model_path, prompts_path, ids_out;
   int64_t new_tokens = 64;
   int repeat = 3, threads = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--model") model_path = value;
-    else if (flag == "--prompts") prompts_path = value;
-    else if (flag == "--new-tokens") new_tokens = std::stoll(value);
-    else if (flag == "--repeat") repeat = std::stoi(value);
-    else if (flag == "--threads") threads = std::stoi(value);
-    else if (flag == "--ids-out") ids_out = value;
-    else {
-      std::fprintf(stderr, "bench_generate: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_generate");
+  flags.add("model", &model_path).add("prompts", &prompts_path).add("new-tokens", &new_tokens)
+      .add("repeat", &repeat).add("threads", &threads).add("ids-out", &ids_out);
+  if (!flags.parse(argc, argv)) return 2;
   if (model_path.empty() || prompts_path.empty() || repeat < 1) {
-    std::fprintf(stderr, "usage: %s --model DIR --prompts PROMPTS.json [--new-tokens N] "
-                 "[--repeat R] [--threads N] [--ids-out FILE]\n", argv[0]);
+    std::fprintf(stderr, "bench_generate: --model, --prompts and --repeat >= 1 are needed\n%s\n",
+                 flags.usage().c_str());
     return 2;
   }
   try {

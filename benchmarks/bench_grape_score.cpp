@@ -21,34 +21,23 @@
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/text/tokenizer.h"
 
+#include "bench_flags.h"
+
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr,
-                 "usage: %s MODEL_DIR TOKENIZER POOL_JSONL [--batch-size N] [--repeat N] "
-                 "[--share-prompt 0|1] [--template T] [--scores-out FILE]\n",
-                 argv[0]);
-    return 2;
-  }
   concord::grape::GrapeScoreOptions options;
   int repeat = 1;
-  std::string scores_out;
-  for (int i = 4; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--batch-size") options.batch_size = std::stoll(argv[i + 1]);
-    else if (flag == "--repeat") repeat = std::stoi(argv[i + 1]);
-    else if (flag == "--share-prompt") options.share_prompt = std::string(argv[i + 1]) != "0";
-    else if (flag == "--template") options.prompt_template = argv[i + 1];
-    else if (flag == "--scores-out") scores_out = argv[i + 1];
-    else {
-      std::fprintf(stderr, "bench_grape_score: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  std::string model_dir, tokenizer_path, pool_path, scores_out;
+  concord::bench::Flags flags("bench_grape_score");
+  flags.positional("MODEL_DIR", &model_dir).positional("TOKENIZER", &tokenizer_path)
+      .positional("POOL_JSONL", &pool_path).add("batch-size", &options.batch_size)
+      .add("repeat", &repeat).add("share-prompt", &options.share_prompt)
+      .add("template", &options.prompt_template).add("scores-out", &scores_out);
+  if (!flags.parse(argc, argv)) return 2;
   try {
     concord::init_runtime();
-    auto model = concord::lm::load_pretrained(argv[1]);
-    auto tokenizer = concord::text::load_tokenizer(argv[2]);
-    const auto pools = concord::data::read_grape_pools(argv[3]);
+    auto model = concord::lm::load_pretrained(model_dir);
+    auto tokenizer = concord::text::load_tokenizer(tokenizer_path);
+    const auto pools = concord::data::read_grape_pools(pool_path);
     std::vector<concord::grape::PoolScores> scores;
     concord::grape::ScoreStats stats;
     // Warm-up on the first few pools (thread pool start, first touch of the weights).

@@ -49,9 +49,14 @@
 #include "concord/lm/model_config.h"
 #include "concord/lm/score.h"
 
+#include "bench_flags.h"
+#include "bench_memory.h"
+
 extern char** environ;
 
 namespace fs = std::filesystem;
+
+using concord::bench::status_bytes;
 
 namespace {
 
@@ -125,17 +130,6 @@ void write_checkpoint(const fs::path& dir, int64_t layers) {
   concord::write_file_atomic(dir / "config.json", llama3_8b_config(layers).dump(2) + "\n");
 }
 
-// A field of /proc/self/status in bytes (the kernel reports kB).
-int64_t status_bytes(const char* field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  const std::string key = std::string(field) + ":";
-  while (std::getline(status, line)) {
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
-  }
-  return -1;
-}
-
 double gb(int64_t bytes) { return static_cast<double>(bytes) / 1e9; }
 
 std::string memory_json() {
@@ -149,32 +143,15 @@ std::string memory_json() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fs::path dir = "/tmp/concord-llama3-8b";
+  std::string dir_flag = "/tmp/concord-llama3-8b";
   bool keep = false, write_only = false, map_weights = true, baseline = false;
   int64_t prompt_len = 4, score_len = 2, new_tokens = 2, layers = 32;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--dir") dir = next();
-    else if (a == "--keep") keep = true;
-    else if (a == "--write-only") write_only = true;
-    else if (a == "--no-map") map_weights = false;
-    else if (a == "--baseline") baseline = true;
-    else if (a == "--prompt") prompt_len = std::stoll(next());
-    else if (a == "--score") score_len = std::stoll(next());
-    else if (a == "--new-tokens") new_tokens = std::stoll(next());
-    else if (a == "--layers") layers = std::stoll(next());
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", a.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_load_mapped");
+  flags.add("dir", &dir_flag).on("keep", &keep).on("write-only", &write_only)
+      .on("no-map", &map_weights, false).on("baseline", &baseline).add("prompt", &prompt_len)
+      .add("score", &score_len).add("new-tokens", &new_tokens).add("layers", &layers);
+  if (!flags.parse(argc, argv)) return 2;
+  const fs::path dir = dir_flag;
   try {
     concord::init_runtime();
     if (write_only) {

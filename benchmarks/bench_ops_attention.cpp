@@ -34,6 +34,7 @@
 
 #include "concord/ops/attention.h"
 
+#include "bench_flags.h"
 #include "bench_device.h"
 
 namespace {
@@ -126,12 +127,19 @@ long probe_in_child(const char* self, const Config& c, int64_t T, bool fused, bo
   return kb;
 }
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
+// "128,512,4096" into positive lengths; false for anything else.
+bool parse_list(const std::string& s, std::vector<int64_t>* out) {
+  std::vector<int64_t> list;
   std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::atoll(item.c_str()));
-  return out;
+  for (std::string item; std::getline(ss, item, ',');) {
+    char* end = nullptr;
+    const long long x = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || x < 1) return false;
+    list.push_back(x);
+  }
+  if (list.empty()) return false;
+  *out = std::move(list);
+  return true;
 }
 
 }  // namespace
@@ -140,27 +148,14 @@ int main(int argc, char** argv) {
   Config c;
   std::string probe_path;
   bool probe_bwd = false;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--seqs") c.seqs = parse_list(v);
-    else if (k == "--batch") c.batch = std::atoll(v.c_str());
-    else if (k == "--heads") c.heads = std::atoll(v.c_str());
-    else if (k == "--kv-heads") c.kv_heads = std::atoll(v.c_str());
-    else if (k == "--dim") c.dim = std::atoll(v.c_str());
-    else if (k == "--causal") c.causal = v != "0";
-    else if (k == "--threads") c.threads = std::atoi(v.c_str());
-    else if (k == "--iters") c.iters = std::atoi(v.c_str());
-    else if (k == "--rss") c.rss = v != "0";
-    else if (k == "--probe") probe_path = v;
-    else if (k == "--probe-bwd") probe_bwd = v != "0";
-    else if (k == "--passes") c.passes = v;
-    else if (k == "--device") c.device = v;
-    else if (k == "--dtype") c.dtype = v;
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", k.c_str());
-      return 2;
-    }
-  }
+  cb::Flags flags("bench_ops_attention");
+  flags.custom("seqs", "T,T,...", [&](const std::string& v) { return parse_list(v, &c.seqs); })
+      .add("batch", &c.batch).add("heads", &c.heads).add("kv-heads", &c.kv_heads)
+      .add("dim", &c.dim).add("causal", &c.causal).add("threads", &c.threads)
+      .add("iters", &c.iters).add("rss", &c.rss).add("probe", &probe_path)
+      .add("probe-bwd", &probe_bwd).add("passes", &c.passes).add("device", &c.device)
+      .add("dtype", &c.dtype);
+  if (!flags.parse(argc, argv)) return 2;
   if (!cb::parse_device(c.device, c.dev)) {
     std::printf("{\"bench\": \"attention\", \"device\": \"%s\", \"skipped\": \"no CUDA device\"}\n",
                 c.device.c_str());

@@ -27,6 +27,7 @@
 #include "../kernels/cuda/bias_gelu.cuh"
 #endif
 
+#include "bench_flags.h"
 #include "bench_device.h"
 
 namespace {
@@ -78,22 +79,11 @@ int main(int argc, char** argv) {
   int64_t rows = 2048, d = 1024, h = 64, T = 4, ew_elements = 0;
   int threads = 2, iters = 5;
   std::string device_name = "cpu", dtype_name = "float";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--rows") rows = std::atoll(v.c_str());
-    else if (k == "--dim") d = std::atoll(v.c_str());
-    else if (k == "--hidden") h = std::atoll(v.c_str());
-    else if (k == "--branches") T = std::atoll(v.c_str());
-    else if (k == "--threads") threads = std::atoi(v.c_str());
-    else if (k == "--iters") iters = std::atoi(v.c_str());
-    else if (k == "--device") device_name = v;
-    else if (k == "--dtype") dtype_name = v;
-    else if (k == "--ew-elements") ew_elements = std::atoll(v.c_str());
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", k.c_str());
-      return 2;
-    }
-  }
+  cb::Flags flags("bench_ops_augmented_shortcut");
+  flags.add("rows", &rows).add("dim", &d).add("hidden", &h).add("branches", &T)
+      .add("threads", &threads).add("iters", &iters).add("device", &device_name)
+      .add("dtype", &dtype_name).add("ew-elements", &ew_elements);
+  if (!flags.parse(argc, argv)) return 2;
   torch::Device dev(torch::kCPU);
   if (!cb::parse_device(device_name, dev)) {
     std::printf(

@@ -19,23 +19,16 @@
 #include "concord/ops/geglu.h"
 #include "../kernels/cpu/cpu_isa.h"
 
+#include "bench_flags.h"
 #include "bench_timing.h"
 
 int main(int argc, char** argv) {
   int64_t batch = 2, tokens = 1024, dim = 640;
   int threads = 2, iters = 10;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--batch") batch = std::atoll(v.c_str());
-    else if (k == "--tokens") tokens = std::atoll(v.c_str());
-    else if (k == "--dim") dim = std::atoll(v.c_str());
-    else if (k == "--threads") threads = std::atoi(v.c_str());
-    else if (k == "--iters") iters = std::atoi(v.c_str());
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", k.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_ops_geglu");
+  flags.add("batch", &batch).add("tokens", &tokens).add("dim", &dim).add("threads", &threads)
+      .add("iters", &iters);
+  if (!flags.parse(argc, argv)) return 2;
   at::set_num_threads(threads);
   torch::manual_seed(0);
   auto p = torch::randn({batch, tokens, 8 * dim}).requires_grad_(true);

@@ -25,6 +25,7 @@
 #include "concord/ops/siaf.h"
 #include "../kernels/cpu/cpu_isa.h"
 
+#include "bench_flags.h"
 #include "bench_device.h"
 
 int main(int argc, char** argv) {
@@ -32,22 +33,11 @@ int main(int argc, char** argv) {
   int64_t batch = 8, seq = 512, channels = 2816, terms = 2;
   int threads = 2, iters = 10;
   std::string act_name = "silu", dtype_name = "float", device_name = "cpu";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--batch") batch = std::atoll(v.c_str());
-    else if (k == "--seq") seq = std::atoll(v.c_str());
-    else if (k == "--channels") channels = std::atoll(v.c_str());
-    else if (k == "--terms") terms = std::atoll(v.c_str());
-    else if (k == "--threads") threads = std::atoi(v.c_str());
-    else if (k == "--iters") iters = std::atoi(v.c_str());
-    else if (k == "--act") act_name = v;
-    else if (k == "--dtype") dtype_name = v;
-    else if (k == "--device") device_name = v;
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", k.c_str());
-      return 2;
-    }
-  }
+  cb::Flags flags("bench_ops_siaf");
+  flags.add("batch", &batch).add("seq", &seq).add("channels", &channels).add("terms", &terms)
+      .add("threads", &threads).add("iters", &iters).add("act", &act_name)
+      .add("dtype", &dtype_name).add("device", &device_name);
+  if (!flags.parse(argc, argv)) return 2;
   torch::Device dev(torch::kCPU);
   if (!cb::parse_device(device_name, dev)) {
     std::printf("{\"bench\": \"siaf\", \"device\": \"%s\", \"skipped\": \"no CUDA device\"}\n",

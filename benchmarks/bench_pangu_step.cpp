@@ -29,6 +29,11 @@
 #include "concord/ops/fused.h"
 #include "concord/train/adamw.h"
 
+#include "bench_flags.h"
+#include "bench_timing.h"
+
+using concord::bench::median;
+
 namespace {
 
 struct Side {
@@ -52,34 +57,17 @@ double step(Side& s, const torch::Tensor& ids, bool fused) {
   return std::chrono::duration<double, std::milli>(t1 - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path = std::string(CONCORD_SOURCE_DIR) + "/configs/models/tiny-pangu-pi.json";
   int64_t hidden = 512, layers = 4, heads = 8, intermediate = 1408, vocab = 0, seq = 256, batch = 4;
   int threads = 2, iters = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--config") config_path = v;
-    else if (k == "--hidden") hidden = std::atoll(v.c_str());
-    else if (k == "--layers") layers = std::atoll(v.c_str());
-    else if (k == "--heads") heads = std::atoll(v.c_str());
-    else if (k == "--intermediate") intermediate = std::atoll(v.c_str());
-    else if (k == "--vocab") vocab = std::atoll(v.c_str());
-    else if (k == "--seq") seq = std::atoll(v.c_str());
-    else if (k == "--batch") batch = std::atoll(v.c_str());
-    else if (k == "--threads") threads = std::atoi(v.c_str());
-    else if (k == "--iters") iters = std::atoi(v.c_str());
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", k.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_pangu_step");
+  flags.add("config", &config_path).add("hidden", &hidden).add("layers", &layers)
+      .add("heads", &heads).add("intermediate", &intermediate).add("vocab", &vocab)
+      .add("seq", &seq).add("batch", &batch).add("threads", &threads).add("iters", &iters);
+  if (!flags.parse(argc, argv)) return 2;
   at::set_num_threads(threads);
   concord::lm::ModelConfig cfg = concord::lm::load_model_config(config_path);
   cfg.hidden_size = hidden;

@@ -19,13 +19,16 @@
 #include "concord/core/runtime.h"
 #include "concord/io/safetensors.h"
 
+#include "bench_flags.h"
+
 int main(int argc, char** argv) {
   std::string file;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--file") == 0 && i + 1 < argc) file = argv[++i];
-  }
+  concord::bench::Flags flags("bench_safetensors_load");
+  flags.add("file", &file);
+  if (!flags.parse(argc, argv)) return 2;
   if (file.empty()) {
-    std::fprintf(stderr, "usage: %s --file PATH.safetensors\n", argv[0]);
+    std::fprintf(stderr, "bench_safetensors_load: --file PATH.safetensors is needed\n%s\n",
+                 flags.usage().c_str());
     return 2;
   }
   try {

@@ -58,7 +58,6 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
-#include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -66,67 +65,20 @@
 #include "concord/diffusion/sdxl_pipeline.h"
 #include "concord/io/safetensors.h"
 
+#include "bench_flags.h"
+#include "bench_memory.h"
+#include "bench_op_profile.h"
+#include "bench_timing.h"
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using concord::bench::median;
+using concord::bench::status_bytes;
 
 namespace {
 
-int64_t status_bytes(const char* field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  const std::string key = std::string(field) + ":";
-  while (std::getline(status, line)) {
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
-  }
-  return -1;
-}
-
 double seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Self time per ATen operator on the calling thread, keyed by the phase the call is in (as
-// bench_unet's: intra-op workers run inside the operator that spawned them).
-struct OpProfile {
-  struct Frame {
-    Clock::time_point start;
-    double children_ms = 0;
-  };
-  std::thread::id thread;
-  std::string phase = "text";
-  std::vector<Frame> stack;
-  std::map<std::string, std::map<std::string, double>> self_ms;
-  std::map<std::string, std::map<std::string, int64_t>> calls;
-};
-OpProfile* g_profile = nullptr;
-
-struct OpContext : at::ObserverContext {
-  bool counted = false;
-};
-
-std::unique_ptr<at::ObserverContext> op_start(const at::RecordFunction&) {
-  auto ctx = std::make_unique<OpContext>();
-  if (g_profile && std::this_thread::get_id() == g_profile->thread) {
-    ctx->counted = true;
-    g_profile->stack.push_back({Clock::now(), 0.0});
-  }
-  return ctx;
-}
-
-void op_end(const at::RecordFunction& fn, at::ObserverContext* base) {
-  auto* ctx = static_cast<OpContext*>(base);
-  if (!g_profile || !ctx || !ctx->counted || g_profile->stack.empty()) return;
-  const auto frame = g_profile->stack.back();
-  g_profile->stack.pop_back();
-  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - frame.start).count();
-  g_profile->self_ms[g_profile->phase][fn.name()] += ms - frame.children_ms;
-  g_profile->calls[g_profile->phase][fn.name()] += 1;
-  if (!g_profile->stack.empty()) g_profile->stack.back().children_ms += ms;
 }
 
 int64_t count_parameters(const torch::nn::Module& m) {
@@ -145,39 +97,16 @@ int main(int argc, char** argv) {
   double guidance = 5.0;
   int warmup = 1, iters = 3, threads = 2;
   bool profile = false, inference_mode = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--profile" || flag == "--inference-mode") {
-      (flag == "--profile" ? profile : inference_mode) = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "bench_sdxl_pipeline: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    const std::string value = argv[++i];
-    if (flag == "--pipeline") pipeline_path = value;
-    else if (flag == "--prompt") prompts.push_back(value);
-    else if (flag == "--negative-prompt") negative = value;
-    else if (flag == "--noise") noise_path = value;
-    else if (flag == "--steps") steps = std::stoll(value);
-    else if (flag == "--guidance") guidance = std::stod(value);
-    else if (flag == "--height") height = std::stoll(value);
-    else if (flag == "--width") width = std::stoll(value);
-    else if (flag == "--warmup") warmup = std::stoi(value);
-    else if (flag == "--iters") iters = std::stoi(value);
-    else if (flag == "--threads") threads = std::stoi(value);
-    else if (flag == "--output") output_path = value;
-    else {
-      std::fprintf(stderr, "bench_sdxl_pipeline: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_sdxl_pipeline");
+  flags.add("pipeline", &pipeline_path).add("prompt", &prompts).add("negative-prompt", &negative)
+      .add("noise", &noise_path).add("steps", &steps).add("guidance", &guidance)
+      .add("height", &height).add("width", &width).add("warmup", &warmup).add("iters", &iters)
+      .add("threads", &threads).add("output", &output_path).on("profile", &profile)
+      .on("inference-mode", &inference_mode);
+  if (!flags.parse(argc, argv)) return 2;
   if (pipeline_path.empty() || iters < 1 || warmup < 0 || steps < 1 || threads < 1) {
-    std::fprintf(stderr, "usage: %s --pipeline DIR [--prompt TEXT]... [--negative-prompt TEXT] "
-                 "[--noise FILE] [--steps 10] [--guidance 5.0] [--height 0] [--width 0] "
-                 "[--warmup 1] [--iters 3] [--threads 2] [--output FILE] [--profile] "
-                 "[--inference-mode]\n", argv[0]);
+    std::fprintf(stderr, "bench_sdxl_pipeline: --pipeline DIR is needed, --iters, --steps and "
+                 "--threads >= 1, --warmup >= 0\n%s\n", flags.usage().c_str());
     return 2;
   }
   if (prompts.empty()) prompts.push_back("a photo of an astronaut riding a horse on mars");
@@ -212,17 +141,17 @@ int main(int argc, char** argv) {
       Clock::time_point start, end;
       std::vector<Clock::time_point> steps;
     };
-    OpProfile prof;
+    concord::bench::OpProfile prof;
     auto call = [&](Stamps& s) {
       s.steps.clear();
-      if (g_profile) g_profile->phase = "first_step";  // the text phase and step 1: not reported
+      prof.set_phase("first_step");  // the text phase and step 1: not reported
       s.start = Clock::now();
       std::optional<c10::InferenceMode> guard;
       if (inference_mode) guard.emplace();
       auto out = pipe.generate(prompts, options, noise, /*decode=*/true,
                                [&](int64_t i, int64_t n) {
                                  s.steps.push_back(Clock::now());
-                                 if (g_profile) g_profile->phase = i == n ? "decode" : "denoising";
+                                 prof.set_phase(i == n ? "decode" : "denoising");
                                });
       s.end = Clock::now();
       return out;
@@ -231,13 +160,7 @@ int main(int argc, char** argv) {
     Stamps stamps;
     concord::diffusion::SdxlGeneration out;
     for (int i = 0; i < warmup; ++i) out = call(stamps);
-    std::optional<at::CallbackHandle> handle;
-    if (profile) {
-      prof.thread = std::this_thread::get_id();
-      g_profile = &prof;
-      handle = at::addGlobalCallback(
-          at::RecordFunctionCallback(op_start, op_end).scopes({at::RecordScope::FUNCTION}));
-    }
+    if (profile) prof.start();
     std::vector<double> total, text, denoise, decode, per_step;
     for (int i = 0; i < iters; ++i) {
       out = call(stamps);
@@ -259,7 +182,7 @@ int main(int argc, char** argv) {
     const bool cfg = guidance > 1.0;
     const bool zeros = !negative && pipe.force_zeros_for_empty_prompt();
     for (int i = 0; i < iters + 1; ++i) {
-      if (g_profile) g_profile->phase = i == 0 ? "warmup" : "text";
+      prof.set_phase(i == 0 ? "warmup" : "text");
       const auto t0 = Clock::now();
       const auto positive = pipe.text().encode(prompts);
       if (cfg) {
@@ -269,8 +192,7 @@ int main(int argc, char** argv) {
       }
       if (i > 0) text_alone.push_back(seconds(t0, Clock::now()));
     }
-    if (handle) at::removeCallback(*handle);
-    g_profile = nullptr;
+    prof.stop();
     // Each step of the last timed call (the first includes the text phase), to see drift.
     std::vector<double> last_steps;
     for (size_t i = 0; i < stamps.steps.size(); ++i) {
@@ -314,12 +236,12 @@ int main(int argc, char** argv) {
       const std::map<std::string, double> per = {
           {"text", iters}, {"decode", iters}, {"denoising", static_cast<double>(iters * (n - 1))}};
       nlohmann::json phases = nlohmann::json::object();
-      for (const auto& [phase, ops] : prof.self_ms) {
+      for (const auto& [phase, ops] : prof.self_ms()) {
         auto it = per.find(phase);
         if (it == per.end() || it->second <= 0) continue;
         for (const auto& [name, ms] : ops) {
           phases[phase][name] = {{"ms", ms / it->second},
-                                 {"calls", prof.calls[phase][name] / it->second}};
+                                 {"calls", prof.calls(phase, name) / it->second}};
         }
       }
       result["profile"] = phases;

@@ -1,10 +1,18 @@
-// Timing helper shared by the benchmarks: the median wall time of a callable after one warm-up.
+// Timing helpers shared by the benchmarks: the median of samples, and the median wall time of a
+// callable after one warm-up.
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <utility>
 #include <vector>
 
 namespace concord::bench {
+
+/// The median of samples (the upper one of an even count).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 /// Median of `iters` timed calls of `f`, in milliseconds, after one untimed warm-up call (first
 /// touch of buffers, thread-pool start).
@@ -18,8 +26,7 @@ double median_ms(F&& f, int iters) {
     auto t1 = std::chrono::steady_clock::now();
     times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(std::move(times));
 }
 
 }  // namespace concord::bench

@@ -17,21 +17,18 @@
 
 #include "concord/text/bpe_tokenizer.h"
 
+#include "bench_flags.h"
+
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s TOKENIZER_JSON TEXT_FILE [--repeat N] [--ids-out FILE]\n", argv[0]);
-    return 2;
-  }
   int repeat = 3;
-  std::string ids_out;
-  for (int i = 3; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--repeat") repeat = std::stoi(argv[i + 1]);
-    else if (flag == "--ids-out") ids_out = argv[i + 1];
-  }
+  std::string tokenizer_path, text_path, ids_out;
+  concord::bench::Flags flags("bench_tokenizer");
+  flags.positional("TOKENIZER_JSON", &tokenizer_path).positional("TEXT_FILE", &text_path)
+      .add("repeat", &repeat).add("ids-out", &ids_out);
+  if (!flags.parse(argc, argv)) return 2;
   try {
-    auto tok = concord::text::BpeTokenizer::from_file(argv[1]);
-    std::ifstream in(argv[2], std::ios::binary);
+    auto tok = concord::text::BpeTokenizer::from_file(tokenizer_path);
+    std::ifstream in(text_path, std::ios::binary);
     std::vector<std::string> docs;
     size_t bytes = 0;
     for (std::string line; std::getline(in, line);) {

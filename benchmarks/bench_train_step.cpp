@@ -42,6 +42,8 @@
 #include "concord/lm/model_config.h"
 #include "concord/train/adamw.h"
 
+#include "bench_flags.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -75,31 +77,16 @@ int main(int argc, char** argv) {
   int64_t batch = 4, seq = 256, steps = 5, warmup = 2;
   int threads = 2;
   double lr = 1e-4;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--model") model_path = value;
-    else if (flag == "--data") data = value;
-    else if (flag == "--batch") batch = std::stoll(value);
-    else if (flag == "--seq") seq = std::stoll(value);
-    else if (flag == "--steps") steps = std::stoll(value);
-    else if (flag == "--warmup") warmup = std::stoll(value);
-    else if (flag == "--threads") threads = std::stoi(value);
-    else if (flag == "--lr") lr = std::stod(value);
-    else if (flag == "--optimizer") optimizer_name = value;
-    else if (flag == "--profile") profile_path = value;
-    else if (flag == "--loss") loss_name = value;
-    else {
-      std::fprintf(stderr, "bench_train_step: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_train_step");
+  flags.add("model", &model_path).add("data", &data).add("batch", &batch).add("seq", &seq)
+      .add("steps", &steps).add("warmup", &warmup).add("threads", &threads).add("lr", &lr)
+      .add("optimizer", &optimizer_name).add("profile", &profile_path).add("loss", &loss_name);
+  if (!flags.parse(argc, argv)) return 2;
   if (model_path.empty() || steps < 1 || warmup < 0 ||
       (optimizer_name != "torch" && optimizer_name != "concord") ||
       (loss_name != "fused" && loss_name != "composite")) {
-    std::fprintf(stderr, "usage: %s --model MODEL [--data IDS.bin] [--batch B] [--seq T] "
-                 "[--steps N] [--warmup W] [--threads N] [--lr LR] [--optimizer torch|concord] "
-                 "[--loss fused|composite] [--profile TRACE.json]\n",
-                 argv[0]);
+    std::fprintf(stderr, "bench_train_step: --model is needed, --steps >= 1, --warmup >= 0, "
+                 "--optimizer torch|concord, --loss fused|composite\n%s\n", flags.usage().c_str());
     return 2;
   }
   try {

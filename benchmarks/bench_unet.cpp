@@ -45,7 +45,6 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
-#include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -55,60 +54,16 @@
 #include "concord/diffusion/unet_config.h"
 #include "concord/io/safetensors.h"
 
+#include "bench_flags.h"
+#include "bench_memory.h"
+#include "bench_op_profile.h"
+
 namespace fs = std::filesystem;
 using concord::diffusion::UNet2DCondition;
 using concord::diffusion::UNetInputs;
+using concord::bench::status_bytes;
 
 namespace {
-
-int64_t status_bytes(const char* field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  const std::string key = std::string(field) + ":";
-  while (std::getline(status, line)) {
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
-  }
-  return -1;
-}
-
-// Self time per ATen operator on the thread that runs the forward (intra-op worker threads run
-// inside the operator that spawned them, so their work is that operator's wall time).
-struct OpProfile {
-  struct Frame {
-    std::chrono::steady_clock::time_point start;
-    double children_ms = 0;
-  };
-  std::thread::id thread;
-  std::vector<Frame> stack;
-  std::map<std::string, double> self_ms;
-  std::map<std::string, int64_t> calls;
-};
-OpProfile* g_profile = nullptr;
-
-struct OpContext : at::ObserverContext {
-  bool counted = false;
-};
-
-std::unique_ptr<at::ObserverContext> op_start(const at::RecordFunction&) {
-  auto ctx = std::make_unique<OpContext>();
-  if (g_profile && std::this_thread::get_id() == g_profile->thread) {
-    ctx->counted = true;
-    g_profile->stack.push_back({std::chrono::steady_clock::now(), 0.0});
-  }
-  return ctx;
-}
-
-void op_end(const at::RecordFunction& fn, at::ObserverContext* base) {
-  auto* ctx = static_cast<OpContext*>(base);
-  if (!g_profile || !ctx || !ctx->counted || g_profile->stack.empty()) return;
-  const auto frame = g_profile->stack.back();
-  g_profile->stack.pop_back();
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - frame.start).count();
-  g_profile->self_ms[fn.name()] += ms - frame.children_ms;
-  g_profile->calls[fn.name()] += 1;
-  if (!g_profile->stack.empty()) g_profile->stack.back().children_ms += ms;
-}
 
 UNetInputs fixed_inputs(const concord::diffusion::UNetConfig& c, int64_t batch, int64_t latent,
                         int64_t text_length) {
@@ -151,37 +106,16 @@ int main(int argc, char** argv) {
   int64_t batch = 2, latent = 32, text_length = 77;
   int warmup = 1, iters = 5, threads = 2;
   bool profile = false, channels_last = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--profile" || flag == "--channels-last") {
-      (flag == "--profile" ? profile : channels_last) = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "bench_unet: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    const std::string value = argv[++i];
-    if (flag == "--model") model_path = value;
-    else if (flag == "--batch") batch = std::stoll(value);
-    else if (flag == "--latent") latent = std::stoll(value);
-    else if (flag == "--text-length") text_length = std::stoll(value);
-    else if (flag == "--warmup") warmup = std::stoi(value);
-    else if (flag == "--iters") iters = std::stoi(value);
-    else if (flag == "--threads") threads = std::stoi(value);
-    else if (flag == "--dtype") dtype_name = value;
-    else if (flag == "--inputs") inputs_path = value;
-    else if (flag == "--output") output_path = value;
-    else {
-      std::fprintf(stderr, "bench_unet: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  concord::bench::Flags flags("bench_unet");
+  flags.add("model", &model_path).add("batch", &batch).add("latent", &latent)
+      .add("text-length", &text_length).add("warmup", &warmup).add("iters", &iters)
+      .add("threads", &threads).add("dtype", &dtype_name).add("inputs", &inputs_path)
+      .add("output", &output_path).on("profile", &profile).on("channels-last", &channels_last);
+  if (!flags.parse(argc, argv)) return 2;
   if (model_path.empty() || iters < 1 || warmup < 0 || batch < 1 || latent < 1 ||
       (dtype_name != "fp32" && dtype_name != "bf16")) {
-    std::fprintf(stderr, "usage: %s --model DIR|CONFIG [--batch 2] [--latent 32] [--text-length 77] "
-                 "[--warmup 1] [--iters 5] [--threads 2] [--dtype fp32|bf16] [--inputs FILE] "
-                 "[--output FILE] [--profile] [--channels-last]\n", argv[0]);
+    std::fprintf(stderr, "bench_unet: --model DIR|CONFIG is needed, --iters >= 1, --warmup >= 0, "
+                 "--batch and --latent >= 1, --dtype fp32|bf16\n%s\n", flags.usage().c_str());
     return 2;
   }
   try {
@@ -222,22 +156,15 @@ int main(int argc, char** argv) {
     c10::InferenceMode inference;
     at::Tensor out;
     for (int i = 0; i < warmup; ++i) out = unet->forward(in);
-    OpProfile prof;
-    std::optional<at::CallbackHandle> handle;
-    if (profile) {
-      prof.thread = std::this_thread::get_id();
-      g_profile = &prof;
-      handle = at::addGlobalCallback(at::RecordFunctionCallback(op_start, op_end)
-                                         .scopes({at::RecordScope::FUNCTION}));
-    }
+    concord::bench::OpProfile prof;
+    if (profile) prof.start();
     std::vector<double> times;
     for (int i = 0; i < iters; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       out = unet->forward(in);
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    if (handle) at::removeCallback(*handle);
-    g_profile = nullptr;
+    prof.stop();
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
     const double mean = std::accumulate(times.begin(), times.end(), 0.0) / times.size();
@@ -259,8 +186,9 @@ int main(int argc, char** argv) {
                              {"libtorch", TORCH_VERSION}};
     if (profile) {
       nlohmann::json ops = nlohmann::json::object();
-      for (const auto& [name, ms] : prof.self_ms) {
-        ops[name] = {{"ms_per_forward", ms / iters}, {"calls_per_forward", prof.calls[name] / iters}};
+      for (const auto& [name, ms] : prof.self_ms("")) {
+        ops[name] = {{"ms_per_forward", ms / iters},
+                     {"calls_per_forward", prof.calls("", name) / iters}};
       }
       result["profile"] = ops;
     }
