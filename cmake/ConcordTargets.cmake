@@ -1,20 +1,19 @@
 # Target helpers: every Concord library and test is made through these, so they all share one
 # precompiled header, one warning set and one install export.
 
-if(CONCORD_USE_PCH)
-  add_library(concord_pch OBJECT "${CMAKE_CURRENT_LIST_DIR}/pch.cpp")
-  target_link_libraries(concord_pch PUBLIC torch nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog)
-  target_compile_options(concord_pch PRIVATE ${CONCORD_WARNINGS})
-  target_precompile_headers(concord_pch PRIVATE "${CMAKE_CURRENT_LIST_DIR}/pch.h")
-endif()
+# _concord_add_pch(<name> [compile options...]): cmake/pch.h precompiled as target <name>.
+function(_concord_add_pch name)
+  add_library(${name} OBJECT "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/pch.cpp")
+  target_link_libraries(${name} PUBLIC torch nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog)
+  target_compile_options(${name} PRIVATE ${CONCORD_WARNINGS} ${ARGN})
+  target_precompile_headers(${name} PRIVATE "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/pch.h")
+endfunction()
 
-# The same header for the code that is run and never timed (concord_compile_for_checking below),
-# at -O0: gcc refuses a PCH built at another side of -O0 / -O1+.
 if(CONCORD_USE_PCH)
-  add_library(concord_check_pch OBJECT "${CMAKE_CURRENT_LIST_DIR}/pch.cpp")
-  target_link_libraries(concord_check_pch PUBLIC torch nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog)
-  target_compile_options(concord_check_pch PRIVATE ${CONCORD_WARNINGS} -O0)
-  target_precompile_headers(concord_check_pch PRIVATE "${CMAKE_CURRENT_LIST_DIR}/pch.h")
+  _concord_add_pch(concord_pch)
+  # The same header for the code that is run and never timed (concord_compile_for_checking
+  # below), at -O0: gcc refuses a PCH built at another side of -O0 / -O1+.
+  _concord_add_pch(concord_check_pch -O0)
 endif()
 
 function(_concord_use_pch target)

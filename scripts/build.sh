@@ -6,7 +6,7 @@
 # pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
 #            The benchmarks build too (both builds are measured side by side), examples do not;
-#            scripts/test.sh asks only for the targets it tests (CONCORD_TARGETS).
+#            scripts/test.sh builds this flavour only with CONCORD_PIP_ALL_TESTS=1.
 # pip-ops:   the ops layer alone (CMake option CONCORD_OPS_ONLY) on the wheel's CUDA LibTorch:
 #            concord_ops with the CUDA kernels and dispatch, and test_ops. What CI's pip flavour
 #            builds (scripts/test.sh); scripts/gpu-check.sh builds the same on a device.
