@@ -81,7 +81,9 @@ at::Tensor SeriesInformedActivationImpl::forward_tokens(const at::Tensor& x,
   // y_t = sum_j w_j * s_{t-j}: k shifted slices, no loop over tokens.
   at::Tensor y = padded.narrow(1, k - 1, steps) * neighbour[0];
   for (int64_t j = 1; j < k; ++j) y = y + padded.narrow(1, k - 1 - j, steps) * neighbour[j];
-  if (state != nullptr) *state = padded.narrow(1, steps, k - 1).detach().contiguous();
+  // Not detached: a model trained through its cache (rlhf/shared_prefix.h runs a prompt once for
+  // two continuations) needs the gradient of the continuation's loss on the cached tokens.
+  if (state != nullptr) *state = padded.narrow(1, steps, k - 1).contiguous();
   return record_output(*this, y);
 }
 
