@@ -124,6 +124,7 @@
 #include "concord/rlhf/ppo.h"
 #include "concord/rlhf/reward_model.h"
 #include "concord/rlhf/rollout.h"
+#include "concord/rlhf/shared_prefix.h"
 #include "concord/rlhf/synthetic.h"
 #include "concord/grape/experiment.h"
 #include "concord/grape/score.h"

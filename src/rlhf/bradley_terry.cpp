@@ -1,6 +1,7 @@
 #include "concord/rlhf/bradley_terry.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include <c10/core/InferenceMode.h>
 
@@ -18,6 +19,18 @@ std::pair<at::Tensor, at::Tensor> stack_pairs(const data::PreferenceBatch& batch
   at::Tensor ids = at::cat({pad(batch.chosen_ids, pad_id), pad(batch.rejected_ids, pad_id)}, 0);
   at::Tensor mask = at::cat({pad(batch.chosen_mask, 0), pad(batch.rejected_mask, 0)}, 0);
   return {ids, mask};
+}
+
+std::optional<SharedPrefixPairs> shared_prefix_layout(const data::PreferenceBatch& batch,
+                                                      int64_t pad_id, bool enabled) {
+  if (!enabled) return std::nullopt;
+  SharedPrefixPairs pairs = SharedPrefixPairs::build(batch.chosen_ids, batch.chosen_mask,
+                                                     batch.rejected_ids, batch.rejected_mask, pad_id);
+  if (static_cast<double>(pairs.computed_tokens()) >
+      (1.0 - kMinSharedFraction) * static_cast<double>(pairs.stacked_tokens())) {
+    return std::nullopt;
+  }
+  return pairs;
 }
 
 at::Tensor bradley_terry_loss(const at::Tensor& chosen, const at::Tensor& rejected,
@@ -62,9 +75,13 @@ int64_t BradleyTerryObjective::inputs(const data::PreferenceBatch& batch) const 
 train::LossSum BradleyTerryObjective::loss(const data::PreferenceBatch& batch) {
   const int64_t B = batch.chosen_ids.size(0);
   const c10::Device device = rewards_.models()[0]->score.device();
-  auto [ids, mask] = stack_pairs(batch, 0);
-  ids = ids.to(device);
-  mask = mask.to(device);
+  const std::optional<SharedPrefixPairs> shared = shared_prefix_layout(batch, 0, options_.share_prefixes);
+  at::Tensor ids, mask;
+  if (!shared) {
+    std::tie(ids, mask) = stack_pairs(batch, 0);
+    ids = ids.to(device);
+    mask = mask.to(device);
+  }
   const at::Tensor margin =
       options_.use_margin ? batch.margin.to(device).to(at::kFloat) : at::zeros({B}, at::kFloat).to(device);
   const at::Tensor users = batch.user_index.to(at::kLong);
@@ -73,7 +90,7 @@ train::LossSum BradleyTerryObjective::loss(const data::PreferenceBatch& batch) {
   if (gamma_.defined()) {
     CONCORD_CHECK(users.max().item<int64_t>() < gamma_.size(0),
                   "BradleyTerryObjective: a user index is outside the responsibility table");
-    const at::Tensor r = rewards_.all(ids, mask);  // [2B, K]
+    const at::Tensor r = shared ? rewards_.all(*shared) : rewards_.all(ids, mask);  // [2B, K]
     const at::Tensor g = gamma_.index_select(0, users).to(device);  // [B, K]
     const at::Tensor rck = r.narrow(0, 0, B), rrk = r.narrow(0, B, B);
     const at::Tensor lk = bradley_terry_loss(rck, rrk, margin.unsqueeze(1),
@@ -93,7 +110,8 @@ train::LossSum BradleyTerryObjective::loss(const data::PreferenceBatch& batch) {
     }
     weight = (head >= 0).to(at::kFloat).to(device);
     head = head.clamp_min(0);
-    const at::Tensor r = rewards_.selected(ids, mask, at::cat({head, head}));
+    const at::Tensor r =
+        shared ? rewards_.selected(*shared, head) : rewards_.selected(ids, mask, at::cat({head, head}));
     rc = r.narrow(0, 0, B);
     rr = r.narrow(0, B, B);
     per_pair = bradley_terry_loss(rc, rr, margin, options_.center_rewards_coefficient) * weight;
@@ -123,8 +141,14 @@ at::Tensor pair_reward_differences(RewardSet& rewards, const data::PreferenceDat
       std::vector<int64_t> idx;
       for (int64_t i = start; i < std::min(data.size(), start + batch_size); ++i) idx.push_back(i);
       const data::PreferenceBatch b = data.get_batch(idx);
-      auto [ids, mask] = stack_pairs(b, data.pad_id());
-      const at::Tensor r = rewards.all(ids.to(device), mask.to(device)).to(at::kDouble).cpu();
+      at::Tensor r;
+      if (auto shared = shared_prefix_layout(b, data.pad_id())) {
+        r = rewards.all(*shared);
+      } else {
+        auto [ids, mask] = stack_pairs(b, data.pad_id());
+        r = rewards.all(ids.to(device), mask.to(device));
+      }
+      r = r.to(at::kDouble).cpu();
       const int64_t n = static_cast<int64_t>(idx.size());
       out.narrow(0, start, n).copy_(r.narrow(0, 0, n) - r.narrow(0, n, n));
     }

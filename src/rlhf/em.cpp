@@ -247,8 +247,14 @@ std::vector<int64_t> initial_assignment(RewardSet& rewards, const data::Preferen
       std::vector<int64_t> idx;
       for (int64_t i = start; i < std::min(data.size(), start + o.score_batch_size); ++i) idx.push_back(i);
       const data::PreferenceBatch b = data.get_batch(idx);
-      auto [ids, mask] = stack_pairs(b, data.pad_id());
-      const at::Tensor h = model->last_hidden(ids.to(device), mask.to(device)).to(at::kDouble).cpu();
+      at::Tensor h;
+      if (auto shared = shared_prefix_layout(b, data.pad_id())) {
+        h = model->pair_last_hidden(*shared);
+      } else {
+        auto [ids, mask] = stack_pairs(b, data.pad_id());
+        h = model->last_hidden(ids.to(device), mask.to(device));
+      }
+      h = h.to(at::kDouble).cpu();
       const int64_t n = static_cast<int64_t>(idx.size());
       const Eigen::MatrixXd diff = to_eigen(h.narrow(0, 0, n) - h.narrow(0, n, n));
       for (int64_t i = 0; i < n; ++i) {

@@ -80,10 +80,43 @@ at::Tensor RewardModelImpl::last_hidden(const at::Tensor& input_ids,
   return hidden.gather(1, index.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
 }
 
-at::Tensor RewardModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  const at::Tensor h = last_hidden(input_ids, attention_mask);
-  // fp32 out of a half-precision model; a double model keeps double (finite-difference tests).
+at::Tensor RewardModelImpl::pair_last_hidden(const SharedPrefixPairs& pairs) {
+  const c10::Device device = backbone->embed->weight.device();
+  const int64_t B = pairs.pairs();
+  const at::Tensor ids = pairs.continuation_ids.to(device);
+  const at::Tensor mask = pairs.attention_mask.to(device);
+  at::Tensor hidden;
+  if (pairs.prefix_length() == 0) {
+    hidden = backbone->hidden_states(ids, mask);
+  } else {
+    nn::KVCache cache = backbone->make_cache();
+    cache.reserve(mask.size(1));
+    // Pass 1 leaves the prefix's keys and values (and SIAF's convolution state) in the cache;
+    // its hidden states are not needed. Both rows of pair b then continue from row b.
+    backbone->hidden_states(pairs.prefix_ids.to(device), pairs.prefix_mask.to(device), &cache);
+    cache.select_rows(at::arange(B, at::TensorOptions().dtype(at::kLong).device(device)).repeat({2}));
+    hidden = backbone->hidden_states(ids, mask, &cache);  // [2B, R, d]
+  }
+  const at::Tensor index = pairs.last_index.to(device);
+  return hidden.gather(1, index.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
+}
+
+namespace {
+
+// r = h w^T: fp32 out of a half-precision model; a double model keeps double (finite-difference
+// tests).
+at::Tensor heads(const at::Tensor& h, const at::Tensor& score) {
   return at::matmul(h, score.to(h.scalar_type()).t()).to(at::promote_types(h.scalar_type(), at::kFloat));
+}
+
+}  // namespace
+
+at::Tensor RewardModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  return heads(last_hidden(input_ids, attention_mask), score);
+}
+
+at::Tensor RewardModelImpl::pair_rewards(const SharedPrefixPairs& pairs) {
+  return heads(pair_last_hidden(pairs), score);
 }
 
 int64_t RewardModelImpl::num_parameters() const {
@@ -192,6 +225,37 @@ at::Tensor RewardSet::selected(const at::Tensor& input_ids, const at::Tensor& at
     const at::Tensor r = models_[static_cast<size_t>(k)]->forward(ids, mask).squeeze(1);
     if (!out.defined()) out = at::zeros({input_ids.size(0)}, r.options());
     out = out.index_put({dev_rows.to(r.device())}, r);
+  }
+  return out;
+}
+
+at::Tensor RewardSet::all(const SharedPrefixPairs& pairs) {
+  CONCORD_CHECK(!models_.empty(), "RewardSet: empty");
+  if (models_.size() == 1) return models_[0]->pair_rewards(pairs);
+  std::vector<at::Tensor> columns;
+  for (auto& m : models_) columns.push_back(m->pair_rewards(pairs));
+  return at::cat(columns, 1);
+}
+
+at::Tensor RewardSet::selected(const SharedPrefixPairs& pairs, const at::Tensor& pair_head) {
+  CONCORD_CHECK(!models_.empty(), "RewardSet: empty");
+  const int64_t B = pairs.pairs();
+  CONCORD_CHECK(pair_head.dim() == 1 && pair_head.size(0) == B, "RewardSet: pair_head must be [",
+                B, "], got ", pair_head.sizes());
+  if (models_.size() == 1) {
+    const at::Tensor r = models_[0]->pair_rewards(pairs);  // [2B, K]
+    const at::Tensor head = pair_head.to(r.device()).to(at::kLong).repeat({2});
+    return r.gather(1, head.view({-1, 1})).squeeze(1);
+  }
+  // Each separate model runs on its own pairs only, both rows of each.
+  const at::Tensor head_cpu = pair_head.to(at::kCPU);
+  at::Tensor out;
+  for (int64_t k = 0; k < heads_; ++k) {
+    const at::Tensor rows = (head_cpu == k).nonzero().squeeze(1);
+    if (rows.numel() == 0) continue;
+    const at::Tensor r = models_[static_cast<size_t>(k)]->pair_rewards(pairs.subset(rows)).squeeze(1);
+    if (!out.defined()) out = at::zeros({2 * B}, r.options());
+    out = out.index_put({at::cat({rows, rows + B}).to(r.device())}, r);
   }
   return out;
 }

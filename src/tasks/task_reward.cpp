@@ -145,6 +145,7 @@ struct RewardTaskOptions {
   double eval_fraction = 0.05;
   int64_t heads = 1;
   double center_rewards_coefficient = 0.0;
+  bool share_prefixes = true;
   bool save_model = true;
   train::TrainerOptions train;
 };
@@ -163,6 +164,9 @@ const OptionsSchema<RewardTaskOptions>& reward_options_schema() {
                opt::at_least(1))
         .field("center_rewards_coefficient", &RewardTaskOptions::center_rewards_coefficient,
                "TRL's reward centering (0: off; 0.01 recommended)", opt::at_least(0))
+        .field("share_prefixes", &RewardTaskOptions::share_prefixes,
+               "run each pair's common prefix (the prompt) once for both rows when that saves "
+               "at least 10% of the token slots (the rewards are the full rows', to rounding)")
         .field("save_model", &RewardTaskOptions::save_model,
                "write the trained model to <run>/reward as a transformers folder")
         .section("train", &RewardTaskOptions::train, train::trainer_options_schema(),
@@ -196,7 +200,8 @@ void run_reward(const Json& config, RunDirectory& dir, Report& report) {
   rlhf::RewardModel model = rlhf::load_reward_model(o.input.model, lo, o.heads);
   model->train();
   auto rewards = rlhf::RewardSet::shared(model);
-  rlhf::BradleyTerryObjective objective(rewards, {o.center_rewards_coefficient, true});
+  rlhf::BradleyTerryObjective objective(rewards,
+                                       {o.center_rewards_coefficient, true, o.share_prefixes});
 
   data::SamplerOptions sampling;
   sampling.batch_size = o.input.batch_size;

@@ -10,9 +10,12 @@
 //
 // For a mixture of K reward models (EM's M-step) each pair trains the head of its user's cluster:
 // hard assignments pick one head per user; soft ones weight every head's loss by the user's
-// responsibility gamma[u, k]. Chosen and rejected sequences run as one batch of 2B rows.
+// responsibility gamma[u, k]. Chosen and rejected sequences run as one batch of 2B rows, or, where
+// their prompts are a large enough share of the tokens, with each pair's common prefix run once
+// (rlhf/shared_prefix.h).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +25,7 @@
 
 #include "concord/data/preference.h"
 #include "concord/rlhf/reward_model.h"
+#include "concord/rlhf/shared_prefix.h"
 #include "concord/train/objective.h"
 
 namespace concord::rlhf {
@@ -36,7 +40,21 @@ struct BradleyTerryOptions {
   double center_rewards_coefficient = 0.0;
   /// Subtract each pair's margin inside the sigmoid.
   bool use_margin = true;
+  /// Run each pair's common prefix (the prompt) once for both rows (rlhf/shared_prefix.h),
+  /// in the batches where that saves at least kMinSharedFraction of the token slots. The
+  /// rewards are those of the full rows up to floating-point summation order.
+  bool share_prefixes = true;
 };
+
+/// The share of the stacked rows' token slots (padding included) that the shared-prefix layout
+/// must save before the objectives run it: its second pass attends through a padding mask and
+/// its first pass's last layer is wasted, which a few percent of the tokens do not pay for.
+inline constexpr double kMinSharedFraction = 0.1;
+
+/// The batch's pairs in the shared-prefix layout, or nullopt when `enabled` is false or it would
+/// save less than kMinSharedFraction of the token slots.
+std::optional<SharedPrefixPairs> shared_prefix_layout(const data::PreferenceBatch& batch,
+                                                      int64_t pad_id, bool enabled = true);
 
 class BradleyTerryObjective final : public train::Objective<data::PreferenceBatch> {
  public:

@@ -28,6 +28,7 @@
 
 #include "concord/lm/causal_lm.h"
 #include "concord/lm/hf_checkpoint.h"
+#include "concord/rlhf/shared_prefix.h"
 
 namespace concord::rlhf {
 
@@ -46,6 +47,12 @@ class RewardModelImpl : public torch::nn::Cloneable<RewardModelImpl> {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
   /// The final hidden state [B, d] at that position (what the heads read).
   at::Tensor last_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
+
+  /// Rewards [2B, K] of both rows of B pairs (chosen rows first, as the 2B stacked rows would
+  /// give them), each pair's common prefix run once (see concord/rlhf/shared_prefix.h).
+  at::Tensor pair_rewards(const SharedPrefixPairs& pairs);
+  /// The final hidden states [2B, d] the heads read for those rows.
+  at::Tensor pair_last_hidden(const SharedPrefixPairs& pairs);
 
   int64_t num_heads() const { return score.size(0); }
   int64_t num_parameters() const;
@@ -92,6 +99,10 @@ class RewardSet {
   /// r_{head[b]}(x_b): [B]. Separate models run only on the rows that use them.
   at::Tensor selected(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                       const at::Tensor& head);
+  /// The same for both rows of B pairs, each pair's common prefix run once: all() [2B, K];
+  /// selected() with one head per pair, pair_head [B], gives [2B].
+  at::Tensor all(const SharedPrefixPairs& pairs);
+  at::Tensor selected(const SharedPrefixPairs& pairs, const at::Tensor& pair_head);
 
   /// The trainable modules, named for checkpoints: "reward" (shared) or "reward_0", ...
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> named_modules() const;
