@@ -5,7 +5,8 @@ folder, same preference pairs, same batch size and max length, same run, same th
 
   ~/.cache/concord/venv/bin/python benchmarks/bench_reward_step.py \\
       --bin build/benchmarks/bench_rlhf [--shape mini|gpt2|small-vocab] [--batch-size 4] \\
-      [--max-length 128] [--steps 3] [--warmup 1] [--threads 2] [--json-out FILE]
+      [--max-length 128] [--steps 3] [--warmup 1] [--threads 2] [--prompt-fraction F] \\
+      [--share-prefixes on|off] [--json-out FILE]
 
 (trl comes with `scripts/python-env.sh --bench`.) Without the binary the script times TRL alone
 and says so.
@@ -20,7 +21,11 @@ tests/fixtures/tokenizers/gpt2/tokenizer.json (byte-level BPE, <|endoftext|> = i
 is also the model's bos/eos/pad id.
 
 Data: PAIRS.jsonl, one {"prompt", "chosen", "rejected", "user"} per line (user: "0"/"1", a string
-as Concord's preference records have it; unused by TRL), seeded random English words. Every
+as Concord's preference records have it; unused by TRL), seeded random English words. The prompt
+is "Question: <4-12 words>?\nAnswer:" (about 28% of the row's tokens), or with --prompt-fraction F
+the first such prompt of at least F of the row; TRL's work does not depend on it. Concord runs
+each pair's common prefix once by default (--share-prefixes on; its objective's default), TRL
+both full rows: the ratio at a large F shows what that saves. Every
 prompt + chosen and prompt + rejected tokenizes to exactly --max-length - 1 tokens, so with the
 EOS TRL appends each row is --max-length long: no row is filtered out (TRL drops pairs longer
 than max_length rather than truncating them) and every step does the same work. The binary
@@ -39,7 +44,8 @@ per step; the ratio is TRL's seconds / Concord's (above 1: Concord is faster).
 
 Contract of the Concord side:
   bench_rlhf reward --model DIR --data PAIRS.jsonl --batch-size B --max-length L --steps S
-                    --warmup W --threads N      -> one JSON line {"seconds_per_step": x, "steps": S}
+                    --warmup W --threads N --share-prefixes on|off
+                    -> one JSON line {"seconds_per_step": x, "steps": S, "tokens_run_per_step": n, ...}
 """
 import argparse
 import json
@@ -122,17 +128,24 @@ def words_to_length(tok, rng, prefix, n_tokens):
     return text if count(text) == n_tokens else None
 
 
-def make_pairs(n, length, seed):
-    """n preference pairs whose prompt + chosen and prompt + rejected are `length` tokens."""
+def make_pairs(n, length, seed, prompt_fraction=None):
+    """n preference pairs whose prompt + chosen and prompt + rejected are `length` tokens. The
+    prompt is 4-12 random words at the default length (about a quarter of the row with the
+    template's tokens: the fixture tokenizer splits most words), or the first prompt of random
+    words that reaches `prompt_fraction` of the row."""
     tok = Tokenizer.from_file(str(TOKENIZER))
     rng = random.Random(seed)
     pairs = []
     for _ in range(1000 * n):
         if len(pairs) == n:
             break
-        # The prompt takes about a third of the row: 4-12 words at the default length.
-        words = rng.randint(max(1, length // 32), max(1, length // 10))
-        question = " ".join(rng.choice(WORDS) for _ in range(words)).capitalize()
+        if prompt_fraction is None:
+            words = [rng.choice(WORDS) for _ in range(rng.randint(max(1, length // 32), max(1, length // 10)))]
+        else:
+            words = [rng.choice(WORDS)]
+            while len(tok.encode(f"Question: {' '.join(words).capitalize()}?\nAnswer:").ids) < prompt_fraction * length:
+                words.append(rng.choice(WORDS))
+        question = " ".join(words).capitalize()
         prompt = f"Question: {question}?\nAnswer:"
         if len(tok.encode(prompt).ids) >= length - 2:
             continue
@@ -214,6 +227,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (at least 1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prompt-fraction", type=float,
+                    help="the prompt's share of each row (default: 4-12 words, about 0.12 at length 128)")
+    ap.add_argument("--share-prefixes", choices=("on", "off"), default="on",
+                    help="Concord runs each pair's common prefix once (on: its default)")
     ap.add_argument("--json-out", help="also write the result JSON here")
     args = ap.parse_args()
     if args.warmup < 1:
@@ -223,7 +240,11 @@ def main():
     torch.manual_seed(args.seed)
     binary = concord_binary(args.bin)
     total = args.warmup + args.steps
-    pairs = make_pairs(args.batch_size * total, args.max_length - 1, args.seed)
+    if args.prompt_fraction is not None and not 0 < args.prompt_fraction < 1:
+        sys.exit("bench_reward_step.py: --prompt-fraction must be in (0, 1)")
+    pairs = make_pairs(args.batch_size * total, args.max_length - 1, args.seed, args.prompt_fraction)
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    prompt_share = statistics.mean(len(tok.encode(p["prompt"]).ids) for p in pairs) / args.max_length
     model = transformers.GPT2ForSequenceClassification(gpt2_config(args.shape, num_labels=1)).float()
     params = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,7 +257,7 @@ def main():
             ours = run_concord(binary, [
                 "reward", "--model", tmp / "reward", "--data", data, "--batch-size", args.batch_size,
                 "--max-length", args.max_length, "--steps", args.steps, "--warmup", args.warmup,
-                "--threads", args.threads])
+                "--threads", args.threads, "--share-prefixes", args.share_prefixes])
         trl_s, trl_steps = trl_reward_steps(tmp / "reward", pairs, args, tmp / "trl")
 
     import trl
@@ -244,18 +265,20 @@ def main():
     print(f"model: random GPT2ForSequenceClassification '{args.shape}' {SHAPES[args.shape]}, "
           f"{params / 1e6:.1f}M parameters, fp32; batch {args.batch_size} pairs = {2 * args.batch_size} "
           f"rows x {args.max_length} tokens; {args.threads} threads each; {args.warmup} warm-up + "
-          f"{args.steps} timed steps")
+          f"{args.steps} timed steps; prompts {100 * prompt_share:.0f}% of the tokens")
     print(f"  {'trl ' + trl.__version__ + ' RewardTrainer (torch ' + torch.__version__ + ')':44s} "
           f"{trl_s:8.3f} s/step {tokens / trl_s:9.1f} tok/s  (steps {', '.join(f'{t:.3f}' for t in trl_steps)})")
     result = {"benchmark": "reward_step", "shape": args.shape, "parameters": params,
               "batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps,
-              "warmup": args.warmup, "threads": args.threads,
+              "warmup": args.warmup, "threads": args.threads, "prompt_share": prompt_share,
               "trl": {"version": trl.__version__, "seconds_per_step": trl_s, "step_seconds": trl_steps,
                       "median_step_seconds": statistics.median(trl_steps)}}
     if ours is not None:
         c_s = ours["seconds_per_step"]
+        run = ours["tokens_run_per_step"]
         print(f"  {'concord bench_rlhf reward':44s} {c_s:8.3f} s/step {tokens / c_s:9.1f} tok/s   "
-              f"ratio {trl_s / c_s:.2f}x")
+              f"ratio {trl_s / c_s:.2f}x  (prefixes shared: {ours['share_prefixes']}; "
+              f"{run} of {tokens} tokens run)")
         result["concord"] = ours
         result["ratio_trl_over_concord"] = trl_s / c_s
     else:

@@ -5,7 +5,7 @@
 // over the timed ones, the per-step times, and where the time goes (the "phases_ms" object).
 //
 //   bench_rlhf reward --model DIR --data PAIRS.jsonl --batch-size B --max-length L --steps S
-//                     --warmup W --threads N
+//                     --warmup W --threads N [--share-prefixes on|off]
 //
 // A Bradley-Terry reward-model step (rlhf::BradleyTerryObjective through train::Trainer: one
 // batch of B pairs = 2B rows, forward, -log sigmoid(r_c - r_r), backward, global-norm clipping at
@@ -16,9 +16,12 @@
 // PreferenceDataset::from_pairs; Concord's own chat templates would add "Question:"/"Answer:"
 // around the prompt). A pair longer than L is refused, where TRL would drop it. Optimiser as
 // TRL's RewardConfig: lr 1e-4 with linear decay, betas (0.9, 0.999), eps 1e-8, weight decay 0,
-// max_grad_norm 1, fp32. A step is timed from the end of one optimizer step to the end of the
-// next, collation included, as on the TRL side. phases_ms: collate and train_step (medians over
-// the timed steps), then from as many profiled steps after them: profiled_forward (the loss,
+// max_grad_norm 1, fp32. --share-prefixes on (the objective's default) runs each pair's common
+// prefix once (rlhf/shared_prefix.h) when that saves at least rlhf::kMinSharedFraction of the
+// token slots; "tokens_run_per_step" says how many slots (padding included) the model ran. A step is timed from the end of
+// one optimizer step to the end of the next, collation included, as on the TRL side. phases_ms:
+// collate and train_step (medians over the timed steps), then from as many profiled steps after
+// them: profiled_forward (the loss,
 // autograd on), profiled_backward, profiled_train_step (the Trainer's whole step on the same
 // batch) and profiled_optimizer_and_rest (that step less a forward and a backward: zeroing,
 // clipping, AdamW, metrics).
@@ -143,7 +146,8 @@ const std::vector<Command>& commands() {
         {"max-length", "128", "most tokens per row, EOS included"},
         {"steps", "3", "timed steps"},
         {"warmup", "1", "untimed steps first"},
-        {"threads", "2", "intra-op threads"}}},
+        {"threads", "2", "intra-op threads"},
+        {"share-prefixes", "on", "on|off: each pair's common prefix run once"}}},
       {"ppo",
        {{"policy", "", "DIR (GPT2LMHeadModel + tokenizer.json)"},
         {"reward", "", "DIR (GPT2ForSequenceClassification)"},
@@ -254,7 +258,13 @@ nlohmann::json run_reward(const std::map<std::string, std::string>& flags) {
       data::PreferenceDataset::from_pairs(std::move(pairs), users, {}, eos);
 
   rlhf::RewardSet rewards = rlhf::RewardSet::shared(model);
-  rlhf::BradleyTerryObjective objective(rewards);
+  const std::string share = flags.at("share-prefixes");
+  if (share != "on" && share != "off") {
+    throw std::invalid_argument("--share-prefixes must be on or off, got " + share);
+  }
+  rlhf::BradleyTerryOptions bt;
+  bt.share_prefixes = share == "on";
+  rlhf::BradleyTerryObjective objective(rewards, bt);
   train::TrainerOptions t;
   t.max_steps = total + steps;  // + the profiled steps after the timed ones
   t.optimizer.lr = 1e-4;
@@ -275,21 +285,29 @@ nlohmann::json run_reward(const std::map<std::string, std::string>& flags) {
     return dataset.get_batch(idx);
   };
   std::vector<double> step_s, collate_s, train_s, losses;
-  int64_t tokens_per_step = 0;
+  int64_t tokens_per_step = 0, tokens_run_per_step = 0;
   for (int64_t s = 0; s < total; ++s) {
     const auto t0 = Clock::now();
     data::PreferenceBatch batch = batch_of(s);
     const auto t1 = Clock::now();
     const int64_t tokens =
         batch.chosen_mask.sum().item<int64_t>() + batch.rejected_mask.sum().item<int64_t>();
+    // What the objective runs: the rows' tokens less the prefixes it runs once (outside the
+    // timed span, like the token count).
+    const auto shared = rlhf::shared_prefix_layout(batch, eos, bt.share_prefixes);
+    const int64_t run =
+        shared ? shared->computed_tokens()
+               : 2 * B * std::max(batch.chosen_ids.size(1), batch.rejected_ids.size(1));
+    const auto t1b = Clock::now();
     const train::StepStats stats = trainer.train_step(objective, {std::move(batch)});
     const auto t2 = Clock::now();
     losses.push_back(stats.loss);
     if (s >= warmup) {
-      step_s.push_back(seconds(t0, t2));
+      step_s.push_back(seconds(t0, t1) + seconds(t1b, t2));
       collate_s.push_back(seconds(t0, t1));
-      train_s.push_back(seconds(t1, t2));
+      train_s.push_back(seconds(t1b, t2));
       tokens_per_step = tokens;
+      tokens_run_per_step = run;
     }
   }
 
@@ -321,6 +339,8 @@ nlohmann::json run_reward(const std::map<std::string, std::string>& flags) {
           {"steps", steps},
           {"warmup", warmup},
           {"tokens_per_step", tokens_per_step},
+          {"tokens_run_per_step", tokens_run_per_step},
+          {"share_prefixes", bt.share_prefixes},
           {"losses", losses},
           {"phases_ms",
            {{"collate", 1e3 * median_of(collate_s)},
