@@ -374,7 +374,8 @@ ContinuationLogprobs continuation_logprobs(CausalLM model,
 }
 
 at::Tensor token_logprobs(CausalLM model, const at::Tensor& input_ids,
-                          const at::Tensor& attention_mask, const at::Tensor& target_mask) {
+                          const at::Tensor& attention_mask, const at::Tensor& target_mask,
+                          nn::KVCache* cache) {
   CONCORD_CHECK(input_ids.dim() == 2 && input_ids.size(1) >= 2,
                 "token_logprobs: input_ids must be [B, T] with T >= 2, got ", input_ids.sizes());
   if (target_mask.defined()) {
@@ -383,7 +384,7 @@ at::Tensor token_logprobs(CausalLM model, const at::Tensor& input_ids,
                   ", got ", target_mask.sizes());
   }
   const int64_t batch = input_ids.size(0), steps = input_ids.size(1);
-  const at::Tensor hidden = model->hidden_states(input_ids, attention_mask);
+  const at::Tensor hidden = model->hidden_states(input_ids, attention_mask, cache);
   const c10::Device device = hidden.device();
   // Position t predicts token t + 1.
   const at::Tensor states = hidden.narrow(1, 0, steps - 1).reshape({batch * (steps - 1), hidden.size(2)});

@@ -21,18 +21,6 @@ std::pair<at::Tensor, at::Tensor> stack_pairs(const data::PreferenceBatch& batch
   return {ids, mask};
 }
 
-std::optional<SharedPrefixPairs> shared_prefix_layout(const data::PreferenceBatch& batch,
-                                                      int64_t pad_id, bool enabled) {
-  if (!enabled) return std::nullopt;
-  SharedPrefixPairs pairs = SharedPrefixPairs::build(batch.chosen_ids, batch.chosen_mask,
-                                                     batch.rejected_ids, batch.rejected_mask, pad_id);
-  if (static_cast<double>(pairs.computed_tokens()) >
-      (1.0 - kMinSharedFraction) * static_cast<double>(pairs.stacked_tokens())) {
-    return std::nullopt;
-  }
-  return pairs;
-}
-
 at::Tensor bradley_terry_loss(const at::Tensor& chosen, const at::Tensor& rejected,
                               const at::Tensor& margin, double center_rewards_coefficient) {
   at::Tensor d = chosen - rejected;

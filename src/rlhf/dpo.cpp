@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -9,6 +10,7 @@
 
 #include "concord/core/error.h"
 #include "concord/lm/score.h"
+#include "concord/rlhf/shared_prefix.h"
 
 namespace concord::rlhf {
 
@@ -75,7 +77,10 @@ const OptionsSchema<DpoOptions>& dpo_options_schema() {
                "group-robust DPO: minimise the worst user group's loss (Ramesh et al. 2024)")
         .field("group_step_size", &DpoOptions::group_step_size,
                "step size of the group weights' exponentiated-gradient update",
-               opt::greater_than(0));
+               opt::greater_than(0))
+        .field("share_prefixes", &DpoOptions::share_prefixes,
+               "run each pair's prompt once for both responses when that saves at least 10% of "
+               "the token slots (the log-probs are the full rows', to rounding)");
     return s;
   }();
   return schema;
@@ -100,8 +105,38 @@ DpoLoss dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& policy
   return {losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()};
 }
 
-ResponseLogprobs response_logprobs(lm::CausalLM model, const data::PreferenceBatch& batch) {
+namespace {
+
+// The response log-probs from the shared-prefix layout: continuation column c (c >= 1) of pair
+// b's rows is the token at position s_b + c, scored from column c - 1 when it is a response
+// token (s_b + c >= prompt length); s_b < prompt length, so column 0 is never one.
+std::optional<ResponseLogprobs> shared_response_logprobs(lm::CausalLM model,
+                                                         const data::PreferenceBatch& batch) {
+  const at::Tensor prompt = batch.prompt_lengths.to(at::kCPU, at::kLong);
+  auto layout = shared_prefix_layout(batch, 0, true, (prompt - 1).clamp_min(0));
+  if (!layout || layout->continuation_ids.size(1) < 2) return std::nullopt;
+  const int64_t pairs = layout->pairs(), width = layout->continuation_ids.size(1);
+  const at::Tensor column = at::arange(width, at::kLong).unsqueeze(0);
+  const at::Tensor start = layout->shared.repeat({2}).unsqueeze(1);
+  const at::Tensor target = column.ge(1)
+                                .logical_and(column.le(layout->last_index.unsqueeze(1)))
+                                .logical_and((column + start).ge(prompt.repeat({2}).unsqueeze(1)));
+  const c10::Device device = model->embed->weight.device();
+  nn::KVCache cache = encode_prefixes(model, *layout);  // a layout that pays shares a prefix
+  const at::Tensor sums = lm::token_logprobs(model, layout->continuation_ids.to(device),
+                                             layout->attention_mask.to(device), target, &cache)
+                              .sum(1);
+  return ResponseLogprobs{sums.narrow(0, 0, pairs), sums.narrow(0, pairs, pairs)};
+}
+
+}  // namespace
+
+ResponseLogprobs response_logprobs(lm::CausalLM model, const data::PreferenceBatch& batch,
+                                   bool share_prefixes) {
   check_batch(batch);
+  if (share_prefixes) {
+    if (auto shared = shared_response_logprobs(model, batch)) return *shared;
+  }
   const int64_t pairs = batch.prompt_lengths.size(0);
   const int64_t length = std::max(batch.chosen_ids.size(1), batch.rejected_ids.size(1));
   CONCORD_CHECK(length >= 2, "DPO: sequences of one token have no response to score");
@@ -140,11 +175,11 @@ int64_t DpoObjective::count(const data::PreferenceBatch& batch) const {
 ResponseLogprobs DpoObjective::reference_logprobs(const data::PreferenceBatch& batch) {
   if (reference_->is_training()) reference_->eval();
   at::NoGradGuard no_grad;
-  return response_logprobs(reference_, batch);
+  return response_logprobs(reference_, batch, options_.share_prefixes);
 }
 
 train::LossSum DpoObjective::loss(const data::PreferenceBatch& batch) {
-  const ResponseLogprobs policy = response_logprobs(policy_, batch);
+  const ResponseLogprobs policy = response_logprobs(policy_, batch, options_.share_prefixes);
   const ResponseLogprobs reference = reference_logprobs(batch);
   const at::TensorOptions like = policy.chosen.options();
   const DpoLoss l = dpo_loss(policy.chosen, policy.rejected, reference.chosen.to(like),

@@ -81,22 +81,8 @@ at::Tensor RewardModelImpl::last_hidden(const at::Tensor& input_ids,
 }
 
 at::Tensor RewardModelImpl::pair_last_hidden(const SharedPrefixPairs& pairs) {
-  const c10::Device device = backbone->embed->weight.device();
-  const int64_t B = pairs.pairs();
-  const at::Tensor ids = pairs.continuation_ids.to(device);
-  const at::Tensor mask = pairs.attention_mask.to(device);
-  at::Tensor hidden;
-  if (pairs.prefix_length() == 0) {
-    hidden = backbone->hidden_states(ids, mask);
-  } else {
-    nn::KVCache cache = backbone->make_cache();
-    cache.reserve(mask.size(1));
-    // Pass 1 leaves the prefix's keys and values (and SIAF's convolution state) in the cache;
-    // its hidden states are not needed. Both rows of pair b then continue from row b.
-    backbone->hidden_states(pairs.prefix_ids.to(device), pairs.prefix_mask.to(device), &cache);
-    cache.select_rows(at::arange(B, at::TensorOptions().dtype(at::kLong).device(device)).repeat({2}));
-    hidden = backbone->hidden_states(ids, mask, &cache);  // [2B, R, d]
-  }
+  const at::Tensor hidden = continuation_hidden_states(backbone, pairs);  // [2B, R, d]
+  const c10::Device device = hidden.device();
   const at::Tensor index = pairs.last_index.to(device);
   return hidden.gather(1, index.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
 }

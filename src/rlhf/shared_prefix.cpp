@@ -36,7 +36,8 @@ std::vector<int64_t> row_lengths(const at::Tensor& mask, const char* side) {
 SharedPrefixPairs SharedPrefixPairs::build(const at::Tensor& chosen_ids,
                                            const at::Tensor& chosen_mask,
                                            const at::Tensor& rejected_ids,
-                                           const at::Tensor& rejected_mask, int64_t pad_id) {
+                                           const at::Tensor& rejected_mask, int64_t pad_id,
+                                           const at::Tensor& max_shared) {
   CONCORD_CHECK(chosen_ids.dim() == 2 && rejected_ids.dim() == 2 &&
                     chosen_ids.size(0) == rejected_ids.size(0) &&
                     chosen_mask.sizes() == chosen_ids.sizes() &&
@@ -50,6 +51,12 @@ SharedPrefixPairs SharedPrefixPairs::build(const at::Tensor& chosen_ids,
   out.rejected_ids_ = rejected_ids.to(at::kCPU).to(at::kLong).contiguous();
   out.rejected_mask_ = rejected_mask.to(at::kCPU).to(at::kLong);
   out.pad_id_ = pad_id;
+  if (max_shared.defined()) {
+    CONCORD_CHECK(max_shared.dim() == 1 && max_shared.size(0) == chosen_ids.size(0),
+                  "SharedPrefixPairs: max_shared must be [", chosen_ids.size(0), "], got ",
+                  max_shared.sizes());
+    out.max_shared_ = max_shared.to(at::kCPU).to(at::kLong).contiguous();
+  }
 
   const int64_t B = out.chosen_ids_.size(0);
   const std::vector<int64_t> lc = row_lengths(out.chosen_mask_, "chosen");
@@ -64,7 +71,8 @@ SharedPrefixPairs SharedPrefixPairs::build(const at::Tensor& chosen_ids,
   int64_t most_common = 0, T = 0;
   for (int64_t b = 0; b < B; ++b) {
     const size_t i = static_cast<size_t>(b);
-    const int64_t limit = std::min(lc[i], lr[i]) - 1;
+    int64_t limit = std::min(lc[i], lr[i]) - 1;
+    if (out.max_shared_.defined()) limit = std::min(limit, out.max_shared_.data_ptr<int64_t>()[b]);
     int64_t s = 0;
     while (s < limit && c[b * tc + s] == r[b * tr + s]) ++s;
     common[i] = s;
@@ -101,6 +109,7 @@ SharedPrefixPairs SharedPrefixPairs::build(const at::Tensor& chosen_ids,
   out.continuation_ids = at::full({2 * B, R}, pad_id, longs);
   out.attention_mask = at::zeros({2 * B, S + R}, longs);
   out.last_index = at::empty({2 * B}, longs);
+  out.shared = at::tensor(shared, longs);
   int64_t* pi = out.prefix_ids.data_ptr<int64_t>();
   int64_t* pm = out.prefix_mask.data_ptr<int64_t>();
   int64_t* ci = out.continuation_ids.data_ptr<int64_t>();
@@ -129,10 +138,48 @@ SharedPrefixPairs SharedPrefixPairs::build(const at::Tensor& chosen_ids,
   return out;
 }
 
+bool SharedPrefixPairs::pays() const {
+  return static_cast<double>(computed_tokens_) <=
+         (1.0 - kMinSharedFraction) * static_cast<double>(stacked_tokens_);
+}
+
+std::optional<SharedPrefixPairs> shared_prefix_layout(const data::PreferenceBatch& batch,
+                                                      int64_t pad_id, bool enabled,
+                                                      const at::Tensor& max_shared) {
+  if (!enabled) return std::nullopt;
+  SharedPrefixPairs pairs = SharedPrefixPairs::build(batch.chosen_ids, batch.chosen_mask,
+                                                     batch.rejected_ids, batch.rejected_mask,
+                                                     pad_id, max_shared);
+  if (!pairs.pays()) return std::nullopt;
+  return pairs;
+}
+
 SharedPrefixPairs SharedPrefixPairs::subset(const at::Tensor& index) const {
   const at::Tensor i = index.to(at::kCPU).to(at::kLong);
   return build(chosen_ids_.index_select(0, i), chosen_mask_.index_select(0, i),
-               rejected_ids_.index_select(0, i), rejected_mask_.index_select(0, i), pad_id_);
+               rejected_ids_.index_select(0, i), rejected_mask_.index_select(0, i), pad_id_,
+               max_shared_.defined() ? max_shared_.index_select(0, i) : at::Tensor());
+}
+
+nn::KVCache encode_prefixes(lm::CausalLM model, const SharedPrefixPairs& pairs) {
+  CONCORD_CHECK(pairs.prefix_length() > 0, "encode_prefixes: the pairs share no prefix");
+  const c10::Device device = model->embed->weight.device();
+  nn::KVCache cache = model->make_cache();
+  cache.reserve(pairs.attention_mask.size(1));
+  // The prefixes' own outputs are not needed (their last layer's keys and values are).
+  model->hidden_states(pairs.prefix_ids.to(device), pairs.prefix_mask.to(device), &cache);
+  const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
+  cache.select_rows(at::arange(pairs.pairs(), longs).repeat({2}));
+  return cache;
+}
+
+at::Tensor continuation_hidden_states(lm::CausalLM model, const SharedPrefixPairs& pairs) {
+  const c10::Device device = model->embed->weight.device();
+  const at::Tensor ids = pairs.continuation_ids.to(device);
+  const at::Tensor mask = pairs.attention_mask.to(device);
+  if (pairs.prefix_length() == 0) return model->hidden_states(ids, mask);
+  nn::KVCache cache = encode_prefixes(model, pairs);
+  return model->hidden_states(ids, mask, &cache);
 }
 
 }  // namespace concord::rlhf

@@ -170,7 +170,7 @@ TEST(DpoLoss, OptionsAreDeclaredOnceAndChecked) {
   EXPECT_DOUBLE_EQ(o.label_smoothing, 0.0);
   EXPECT_EQ(schema.to_json(DpoOptions{}),
             parse_json(R"({"beta": 0.1, "label_smoothing": 0.0, "group_robust": false,
-                           "group_step_size": 0.01})", "t"));
+                           "group_step_size": 0.01, "share_prefixes": true})", "t"));
   EXPECT_THROW(schema.from_json(parse_json(R"({"beta": 0})", "t"), "t"), ConfigError);
   EXPECT_THROW(schema.from_json(parse_json(R"({"label_smoothing": 0.5})", "t"), "t"), ConfigError);
   EXPECT_THROW(schema.from_json(parse_json(R"({"betta": 0.1})", "t"), "t"), ConfigError);

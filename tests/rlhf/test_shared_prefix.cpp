@@ -9,6 +9,7 @@
 #include "concord/data/preference.h"
 #include "concord/lm/model_config.h"
 #include "concord/rlhf/bradley_terry.h"
+#include "concord/rlhf/dpo.h"
 #include "concord/rlhf/reward_model.h"
 #include "concord/rlhf/shared_prefix.h"
 #include "test_support.h"
@@ -40,9 +41,9 @@ std::pair<at::Tensor, at::Tensor> right_padded(const std::vector<Ids>& rows) {
   return {ids, mask};
 }
 
-// B pairs of a shared random prompt (0 to 11 tokens) and two random responses (1 to 6 tokens),
-// ids in [3, vocab).
-data::PreferenceDataset random_pairs(int64_t n, int64_t vocab, uint64_t seed) {
+// B pairs of a shared random prompt (min_prompt to 11 tokens) and two random responses (1 to 6
+// tokens), ids in [3, vocab).
+data::PreferenceDataset random_pairs(int64_t n, int64_t vocab, uint64_t seed, int64_t min_prompt = 0) {
   std::mt19937_64 rng(seed);
   auto draw = [&](int64_t lo, int64_t hi) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
@@ -52,7 +53,7 @@ data::PreferenceDataset random_pairs(int64_t n, int64_t vocab, uint64_t seed) {
   users.add("b");
   std::vector<data::PreferencePair> pairs;
   for (int64_t i = 0; i < n; ++i) {
-    Ids prompt(static_cast<size_t>(draw(0, 11)));
+    Ids prompt(static_cast<size_t>(draw(min_prompt, 11)));
     for (auto& t : prompt) t = draw(3, vocab - 1);
     data::PreferencePair p;
     p.chosen.assign(prompt.begin(), prompt.end());
@@ -226,6 +227,44 @@ TEST(SharedPrefixPairs, BradleyTerryGradientsEqualTheFullRows) {
       const double tol = dtype == at::kFloat ? 5e-5 : config.learned_positions ? 1e-10 : 1e-6;
       EXPECT_LT(max_abs(shared, full), tol * (1.0 + full.abs().max().item<double>()));
     }
+  }
+}
+
+TEST(SharedPrefixPairs, DpoResponseLogprobsAndGradientsEqualTheFullRows) {
+  // The policy's summed response log-probs and their gradients, shared against stacked, in
+  // every family; the prefix stops before each prompt's last token.
+  for (const auto& [name, config] : families()) {
+    SCOPED_TRACE(name);
+    torch::manual_seed(8);
+    lm::CausalLM model(config);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& item : model->named_parameters()) {
+        if (item.key().find("siaf") != std::string::npos ||
+            item.key().find("shortcut") != std::string::npos) {
+          item.value().add_(torch::randn(item.value().sizes()) * 0.3);
+        }
+      }
+    }
+    const auto data = random_pairs(5, config.vocab_size, 11, /*min_prompt=*/1);
+    const auto batch = data.get_batch({0, 1, 2, 3, 4});
+    const at::Tensor cap = (batch.prompt_lengths - 1).clamp_min(0);
+    const auto layout = rlhf::shared_prefix_layout(batch, 0, true, cap);
+    ASSERT_TRUE(layout.has_value());
+    EXPECT_TRUE((layout->shared.le(cap)).all().item<bool>());
+    auto run = [&](bool share) {
+      model->zero_grad();
+      const auto lp = rlhf::response_logprobs(model, batch, share);
+      (lp.chosen - 0.5 * lp.rejected).sum().backward();
+      std::vector<at::Tensor> g{lp.chosen.detach().to(at::kDouble), lp.rejected.detach().to(at::kDouble)};
+      for (const auto& p : model->parameters()) {
+        if (p.grad().defined()) g.push_back(p.grad().flatten().to(at::kDouble));
+      }
+      return at::cat(g, 0);
+    };
+    const at::Tensor full = run(false), shared = run(true);
+    ASSERT_EQ(shared.sizes(), full.sizes());
+    EXPECT_LT(max_abs(shared, full), 5e-5 * (1.0 + full.abs().max().item<double>()));
   }
 }
 

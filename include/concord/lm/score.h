@@ -129,7 +129,10 @@ ContinuationLogprobs continuation_logprobs(CausalLM model,
 /// t+1] | input_ids[b, <= t]) for t < T-1, [B, T-1]; only positions where `target_mask[b, t+1]`
 /// is non-zero are scored, the others hold 0 (undefined target_mask: every position).
 /// `attention_mask` [B, T] marks real tokens. Differentiable when called with grad enabled.
+/// With `cache`, input_ids continue the cached tokens (attention_mask is then [B, past + T], as
+/// for CausalLM::forward) and are appended to it; the first input token is still not scored.
 at::Tensor token_logprobs(CausalLM model, const at::Tensor& input_ids,
-                          const at::Tensor& attention_mask, const at::Tensor& target_mask);
+                          const at::Tensor& attention_mask, const at::Tensor& target_mask,
+                          nn::KVCache* cache = nullptr);
 
 }  // namespace concord::lm

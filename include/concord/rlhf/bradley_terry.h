@@ -46,16 +46,6 @@ struct BradleyTerryOptions {
   bool share_prefixes = true;
 };
 
-/// The share of the stacked rows' token slots (padding included) that the shared-prefix layout
-/// must save before the objectives run it: its second pass attends through a padding mask and
-/// its first pass's last layer is wasted, which a few percent of the tokens do not pay for.
-inline constexpr double kMinSharedFraction = 0.1;
-
-/// The batch's pairs in the shared-prefix layout, or nullopt when `enabled` is false or it would
-/// save less than kMinSharedFraction of the token slots.
-std::optional<SharedPrefixPairs> shared_prefix_layout(const data::PreferenceBatch& batch,
-                                                      int64_t pad_id, bool enabled = true);
-
 class BradleyTerryObjective final : public train::Objective<data::PreferenceBatch> {
  public:
   explicit BradleyTerryObjective(RewardSet rewards, BradleyTerryOptions options = {});

@@ -21,18 +21,30 @@
 // data whose prompts are long (summarisation, multi-turn dialogue) that is most of the work.
 #pragma once
 #include <cstdint>
+#include <optional>
 
 #include <ATen/ATen.h>
 
+#include "concord/data/preference.h"
+#include "concord/lm/causal_lm.h"
+#include "concord/nn/kv_cache.h"
+
 namespace concord::rlhf {
+
+/// The share of the stacked rows' token slots (padding included) that the layout must save
+/// before the objectives run it: its second pass attends through a padding mask and its first
+/// pass's last layer is wasted, which a few percent of the tokens do not pay for.
+inline constexpr double kMinSharedFraction = 0.1;
 
 class SharedPrefixPairs {
  public:
   /// The layout of B pairs from right-padded rows: chosen ids and mask [B, Tc], rejected
   /// [B, Tr] (int64, on the CPU: collated batches are). `pad_id` fills the padding.
+  /// `max_shared` ([B] int64, optional) caps each pair's s_b: DPO scores the response tokens,
+  /// each from the state before it, so it shares at most the prompt less its last token.
   static SharedPrefixPairs build(const at::Tensor& chosen_ids, const at::Tensor& chosen_mask,
                                  const at::Tensor& rejected_ids, const at::Tensor& rejected_mask,
-                                 int64_t pad_id);
+                                 int64_t pad_id, const at::Tensor& max_shared = {});
 
   /// The pairs `index` ([n] int64) of this layout, laid out again.
   SharedPrefixPairs subset(const at::Tensor& index) const;
@@ -48,6 +60,8 @@ class SharedPrefixPairs {
   int64_t computed_tokens() const { return computed_tokens_; }
   /// Token slots of the 2B rows stacked and right-padded to the longest: 2B T.
   int64_t stacked_tokens() const { return stacked_tokens_; }
+  /// Saves at least kMinSharedFraction of stacked_tokens().
+  bool pays() const;
 
   at::Tensor prefix_ids, prefix_mask;  ///< [B, S], left-padded
   at::Tensor continuation_ids;         ///< [2B, R], right-padded, chosen rows first
@@ -55,14 +69,30 @@ class SharedPrefixPairs {
   /// positions read: the cache holds the prefix).
   at::Tensor attention_mask;
   at::Tensor last_index;  ///< [2B] int64: each continuation's last real column
+  at::Tensor shared;      ///< [B] int64: s_b, the tokens of pair b in pass 1
 
  private:
-  at::Tensor chosen_ids_, chosen_mask_, rejected_ids_, rejected_mask_;
+  at::Tensor chosen_ids_, chosen_mask_, rejected_ids_, rejected_mask_, max_shared_;
   int64_t pad_id_ = 0;
   int64_t shared_tokens_ = 0;
   int64_t row_tokens_ = 0;
   int64_t computed_tokens_ = 0;
   int64_t stacked_tokens_ = 0;
 };
+
+/// A collated batch's pairs in the layout (build() on its rows), or nullopt when `enabled` is
+/// false or the layout does not pay().
+std::optional<SharedPrefixPairs> shared_prefix_layout(const data::PreferenceBatch& batch,
+                                                      int64_t pad_id, bool enabled = true,
+                                                      const at::Tensor& max_shared = {});
+
+/// Pass 1 through `model` (autograd as the caller has it): the prefixes' keys and values (and
+/// any recurrent layer state) in a cache of 2B rows, row b and row B + b both pair b's, which
+/// pass 2 reads with `continuation_ids` and `attention_mask`. Needs prefix_length() > 0.
+nn::KVCache encode_prefixes(lm::CausalLM model, const SharedPrefixPairs& pairs);
+
+/// Both passes: the final hidden states of the continuations [2B, R, d] (at prefix_length() 0,
+/// the continuations alone, which are then the full rows).
+at::Tensor continuation_hidden_states(lm::CausalLM model, const SharedPrefixPairs& pairs);
 
 }  // namespace concord::rlhf
