@@ -11,14 +11,18 @@
 // with s_b at most the length of the longest common prefix of the two token rows (not the
 // prompt length the data records: a tokenizer may merge across the prompt's end, and responses
 // that begin alike share more), and one token short of the shorter row, so every continuation
-// holds at least its last token, where the reward is read. Both passes compute their padding,
-// so a pair whose prefix is much shorter than the others' would widen every continuation: the
-// prefix width S is chosen to minimise the token slots B S + 2B R, and a pair shares
-// s_b = min(its common prefix, S). Positions come from the attention
-// mask (cumsum - 1), so every token keeps its position in the full row; the backward pass sums
-// the gradients of both rows into the prefix. The result equals running the 2B full rows, up to
-// floating-point summation order, with sum_b s_b fewer tokens through the model: on preference
-// data whose prompts are long (summarisation, multi-turn dialogue) that is most of the work.
+// holds at least its last token, where the reward is read.
+//
+// Both passes compute their padding, so one pair with a short prefix would widen every
+// continuation: the prefix width S is the one that minimises the token slots B S + 2B R, and
+// pair b shares s_b = min(its common prefix, S). Prefixes are left-padded and continuations
+// follow them directly, so no padding lies between two real tokens of a row: sliding-window
+// attention (which counts columns) and PanGu-pi's SIAF convolution state (the last columns'
+// inputs) see what they see in the full row. Positions come from the attention mask (cumsum - 1),
+// so every token keeps its position; the backward pass sums both rows' gradients into the
+// prefix. The result equals running the 2B full rows up to floating-point summation order, with
+// sum_b s_b fewer tokens through the model: up to half the work, on preference data whose
+// prompts are long (summarisation, multi-turn dialogue).
 #pragma once
 #include <cstdint>
 #include <optional>
