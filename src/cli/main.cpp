@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   auto* quick = app.add_subcommand("quickstart", "The end-to-end pipeline on built-in data");
   quick->add_option("--out", quick_args.out_dir, "Output folder")->default_val("runs/quickstart");
   quick->add_flag("--quick", quick_args.quick,
-                  "Under 3 minutes on 2 cores: each stage at its smallest meaningful size");
+                  "2-4 minutes on 2 cores: each stage at its smallest meaningful size");
   quick->add_flag("--smoke", quick_args.smoke,
                   "Seconds: every stage at a toy size that only checks the pipeline runs (its "
                   "figures mean nothing)");
