@@ -79,8 +79,9 @@ const OptionsSchema<DpoOptions>& dpo_options_schema() {
                "step size of the group weights' exponentiated-gradient update",
                opt::greater_than(0))
         .field("share_prefixes", &DpoOptions::share_prefixes,
-               "run each pair's prompt once for both responses when that saves at least 10% of "
-               "the token slots (the log-probs are the full rows', to rounding)");
+               "run each pair's prompt once for both responses when that saves at least " +
+                   min_shared_fraction_text() +
+                   " of the token slots (the log-probs are the full rows', to rounding)");
     return s;
   }();
   return schema;

@@ -1,11 +1,16 @@
 #include "concord/rlhf/shared_prefix.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "concord/core/error.h"
 
 namespace concord::rlhf {
+
+std::string min_shared_fraction_text() {
+  return std::to_string(std::lround(100 * kMinSharedFraction)) + "%";
+}
 
 namespace {
 

@@ -18,6 +18,7 @@
 #include "concord/rlhf/bradley_terry.h"
 #include "concord/rlhf/em.h"
 #include "concord/rlhf/reward_model.h"
+#include "concord/rlhf/shared_prefix.h"
 #include "concord/text/tokenizer.h"
 #include "concord/train/batch.h"
 #include "concord/train/checkpoint.h"
@@ -166,7 +167,8 @@ const OptionsSchema<RewardTaskOptions>& reward_options_schema() {
                "TRL's reward centering (0: off; 0.01 recommended)", opt::at_least(0))
         .field("share_prefixes", &RewardTaskOptions::share_prefixes,
                "run each pair's common prefix (the prompt) once for both rows when that saves "
-               "at least 10% of the token slots (the rewards are the full rows', to rounding)")
+               "at least " + rlhf::min_shared_fraction_text() +
+                   " of the token slots (the rewards are the full rows', to rounding)")
         .field("save_model", &RewardTaskOptions::save_model,
                "write the trained model to <run>/reward as a transformers folder")
         .section("train", &RewardTaskOptions::train, train::trainer_options_schema(),

@@ -15,7 +15,6 @@
 // (rlhf/shared_prefix.h).
 #pragma once
 #include <cstdint>
-#include <optional>
 #include <random>
 #include <string>
 #include <vector>

@@ -26,6 +26,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include <ATen/ATen.h>
 
@@ -39,6 +40,9 @@ namespace concord::rlhf {
 /// before the objectives run it: its second pass attends through a padding mask and its first
 /// pass's last layer is wasted, which a few percent of the tokens do not pay for.
 inline constexpr double kMinSharedFraction = 0.1;
+
+/// kMinSharedFraction as the `share_prefixes` options' help prints it: "10%".
+std::string min_shared_fraction_text();
 
 class SharedPrefixPairs {
  public:
