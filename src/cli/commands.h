@@ -26,7 +26,7 @@ struct TumluScoreArgs {
 
 struct QuickstartArgs {
   std::string out_dir;
-  bool quick = false;  ///< under 3 minutes: each stage at its smallest meaningful size
+  bool quick = false;  ///< 2-4 minutes on 2 cores: each stage at its smallest meaningful size
   bool smoke = false;  ///< seconds: toy sizes that only check the pipeline runs (tests)
 };
 

@@ -28,6 +28,7 @@ json SyntheticPoolOptions::to_json() const {
           {"pretraining_documents", pretraining_documents},
           {"facts_per_document", facts_per_document},
           {"pretraining_styles", pretraining_styles},
+          {"pretraining_line_breaks", pretraining_line_breaks},
           {"seed", seed}};
 }
 
@@ -197,6 +198,9 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options) {
                 " and ", options.heldout_instructions);
   CONCORD_CHECK(options.pretraining_documents >= 0 && options.facts_per_document >= 1,
                 "synthetic pool: pretraining_documents must be >= 0 and facts_per_document >= 1");
+  CONCORD_CHECK(options.pretraining_line_breaks >= 0.0 && options.pretraining_line_breaks <= 1.0,
+                "synthetic pool: pretraining_line_breaks must lie in [0, 1], got ",
+                options.pretraining_line_breaks);
   const auto tasks = options.tasks.empty() ? synthetic_tasks() : options.tasks;
   const auto sources = options.sources.empty() ? synthetic_sources() : options.sources;
   for (const auto& t : tasks) check_known("task", t, synthetic_tasks());
@@ -217,7 +221,7 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options) {
   // instructions do not move when the training set grows.
   std::mt19937_64 heldout_rng(detail::mix(options.seed ^ 0x1)),
       train_rng(detail::mix(options.seed ^ 0x2)), shuffle_rng(detail::mix(options.seed ^ 0x3)),
-      pretrain_rng(detail::mix(options.seed ^ 0x4));
+      pretrain_rng(detail::mix(options.seed ^ 0x4)), layout_rng(detail::mix(options.seed ^ 0x5));
   std::unordered_set<std::string> seen, heldout_set;
   auto draw_unique = [&](std::mt19937_64& rng, int64_t count, const std::string& prefix,
                          std::vector<SyntheticItem>& out) {
@@ -258,7 +262,10 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options) {
     for (int64_t f = 0; f < options.facts_per_document;) {
       const SyntheticItem it = draw_item(pretrain_rng, tasks[below(pretrain_rng, tasks.size())]);
       if (heldout_set.count(it.instruction)) continue;  // the evaluation stays unseen
-      doc += (doc.empty() ? "" : "\n") + it.instruction + " " + synthetic_response(it, style_of(it.task));
+      // 53 random bits as a uniform double in [0, 1): no std distribution, as above.
+      const double u = static_cast<double>(layout_rng() >> 11) * 0x1.0p-53;
+      const char* gap = u < options.pretraining_line_breaks ? "\n" : " ";
+      doc += (doc.empty() ? "" : "\n") + it.instruction + gap + synthetic_response(it, style_of(it.task));
       ++f;
     }
     pool.pretraining.push_back(std::move(doc));

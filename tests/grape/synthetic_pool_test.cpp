@@ -188,6 +188,41 @@ TEST(SyntheticPool, PretrainingStylesAreChosenPerFamily) {
   EXPECT_THROW(make_synthetic_pool(o), Error);
 }
 
+TEST(SyntheticPool, PretrainingLineBreaksMoveTheResponseToItsOwnLine) {
+  auto o = small();
+  o.tasks = {"upper"};
+  const auto spaced = make_synthetic_pool(o);
+  o.pretraining_line_breaks = 0.5;
+  const auto broken = make_synthetic_pool(o);
+  // The same facts, in the same order, only the gap changes: the layout draws from a stream of
+  // its own, so the instructions and the training pool stay where they were.
+  ASSERT_EQ(broken.pretraining.size(), spaced.pretraining.size());
+  EXPECT_EQ(broken.train_items.front().instruction, spaced.train_items.front().instruction);
+  int own_line = 0, same_line = 0;
+  for (size_t d = 0; d < spaced.pretraining.size(); ++d) {
+    std::string respaced = broken.pretraining[d];
+    size_t at = 0;
+    while ((at = respaced.find("letters.\nSo the result is ", at)) != std::string::npos) {
+      respaced[at + 8] = ' ';
+      ++own_line;
+    }
+    EXPECT_EQ(respaced, spaced.pretraining[d]);
+    for (size_t f = 0; (f = broken.pretraining[d].find("letters. So the result is ", f)) != std::string::npos; ++f) {
+      ++same_line;
+    }
+  }
+  // 40 documents of 8 facts: about half of 320 on each layout.
+  EXPECT_EQ(own_line + same_line, 320);
+  EXPECT_GT(own_line, 120);
+  EXPECT_GT(same_line, 120);
+  o.pretraining_line_breaks = 1.0;
+  for (const auto& doc : make_synthetic_pool(o).pretraining) {
+    EXPECT_EQ(doc.find("letters. So"), std::string::npos) << doc;
+  }
+  o.pretraining_line_breaks = 1.5;
+  EXPECT_THROW(make_synthetic_pool(o), Error);
+}
+
 TEST(SyntheticPool, ConstantAnswerLevelIsTheCommonestAnswersShare) {
   std::vector<SyntheticItem> items(5);
   for (size_t i = 0; i < items.size(); ++i) items[i].answer = i < 3 ? "1" : std::to_string(i);

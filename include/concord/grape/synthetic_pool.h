@@ -62,6 +62,13 @@ struct SyntheticPoolOptions {
   /// base model whose preferred style differs by family is the setting where choosing per
   /// instruction (GRAPE) and choosing one source for all differ.
   std::map<std::string, std::string> pretraining_styles;
+  /// The share of pretraining facts whose response starts on a new line instead of after a
+  /// space. SFT's chat template puts "\nAnswer:" between an instruction and its response, so a
+  /// base model that has only seen a response on its instruction's line must learn, during SFT,
+  /// to read the instruction across a line break; one that has seen both layouts need not.
+  /// (It helped one base model keep its skill through SFT and did not make the quickstart's
+  /// stage hold on every machine: docs/grape.md.)
+  double pretraining_line_breaks = 0.0;
   uint64_t seed = 1234;
 
   nlohmann::json to_json() const;
@@ -72,8 +79,9 @@ struct SyntheticPool {
   std::vector<SyntheticItem> train_items;  ///< the same instructions with their answers
   std::vector<SyntheticItem> heldout;     ///< evaluation instructions (disjoint from train)
   /// Plain-text documents of facts ("<instruction> <response>", the response in its family's
-  /// pretraining style, base_style unless set) joined by newlines, for pretraining a base
-  /// model; none uses a held-out instruction.
+  /// pretraining style, base_style unless set, on a line of its own for the share
+  /// pretraining_line_breaks) joined by newlines, for pretraining a base model; none uses a
+  /// held-out instruction.
   std::vector<std::string> pretraining;
 };
 
