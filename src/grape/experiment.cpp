@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "concord/core/error.h"
 #include "concord/core/runtime.h"
 #include "concord/data/pretrain.h"
@@ -262,6 +264,24 @@ GrapeExperimentResult run_grape_experiment(const GrapeExperimentOptions& o,
     }
   }
   return result;
+}
+
+std::string premise_caveat(const GrapeExperimentResult& r, double learned) {
+  if (r.base_accuracy < learned) {
+    return fmt::format("the base model learned the task only partly ({:.1f}% in its own format, "
+                       "below {:.0f}%), so GRAPE's premise (a model that can do the task) does "
+                       "not hold and the comparison says little (docs/grape.md)",
+                       r.base_accuracy, learned);
+  }
+  double best = 0;
+  for (const auto& m : r.modes) best = std::max(best, m.accuracy.mean);
+  if (best < r.base_accuracy / 2) {
+    return fmt::format("SFT lost most of the base model's skill (the best selection {:.1f}% "
+                       "against the base model's {:.1f}%): what it learned in pretraining did "
+                       "not survive the switch to the chat template, so the comparison says "
+                       "little (docs/grape.md)", best, r.base_accuracy);
+  }
+  return "";
 }
 
 }  // namespace concord::grape

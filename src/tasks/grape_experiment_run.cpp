@@ -1,7 +1,5 @@
 #include "grape_experiment_run.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -128,32 +126,6 @@ constexpr int64_t kQuickstartGrapeWidth = 128;
 constexpr int64_t kQuickstartGrapeLayers = 4;
 constexpr int64_t kQuickstartGrapePretrainSteps = 1500;
 constexpr int64_t kQuickstartGrapeSftSteps = 150;
-
-}  // namespace
-
-namespace {
-
-// Why the quickstart stage's comparison says little, or "": GRAPE assumes a target model that
-// can do the task, and the stage's byte model forms its copy late, by seed and summation order.
-// (The grape_experiment task's own configs may leave families unlearned on purpose.)
-std::string grape_experiment_caveat(const grape::GrapeExperimentResult& r) {
-  constexpr double kLearned = 90.0;  // % of held-out instructions the base model must get right
-  if (r.base_accuracy < kLearned) {
-    return fmt::format("the base model learned the task only partly ({:.1f}% in its own format, "
-                       "below {:.0f}%), so GRAPE's premise (a model that can do the task) does "
-                       "not hold and the comparison says little (docs/grape.md)",
-                       r.base_accuracy, kLearned);
-  }
-  double best = 0;
-  for (const auto& m : r.modes) best = std::max(best, m.accuracy.mean);
-  if (best < r.base_accuracy / 2) {
-    return fmt::format("SFT lost most of the base model's skill (the best selection {:.1f}% "
-                       "against the base model's {:.1f}%): what it learned in pretraining "
-                       "did not survive the switch to the chat template, so the comparison says "
-                       "little (docs/grape.md)", best, r.base_accuracy);
-  }
-  return "";
-}
 
 }  // namespace
 
@@ -294,7 +266,7 @@ Stage grape_stage(QuickstartSize size) {
     // 0-6% against a 99% base model. Whether the copy forms in pretraining, and survives SFT,
     // turns on the seed and the floating-point summation order at every budget tried (1500 and
     // 2000 steps, responses on their instruction's line or half on the next: docs/grape.md),
-    // so the stage says when either failed (grape_experiment_caveat).
+    // so the stage says when either failed (grape::premise_caveat).
     const ExperimentConfig c = experiment_schema().from_json(
         {{"train_instructions", smoke ? 32 : 256},
          {"heldout_instructions", smoke ? 16 : 64},
@@ -313,7 +285,8 @@ Stage grape_stage(QuickstartSize size) {
     const auto o = options_from(c);
     const auto result = grape::run_grape_experiment(o);
     Report report("quickstart: grape");
-    const std::string caveat = grape_experiment_caveat(result);
+    // The stage's one family must be learned, so the first case applies in full.
+    const std::string caveat = grape::premise_caveat(result);
     if (!caveat.empty() && !smoke) {
       report.paragraph("**Caveat:** " + caveat + ".");
       spdlog::warn("quickstart grape: {}", caveat);

@@ -115,4 +115,11 @@ GrapeExperimentResult run_grape_experiment(
     const GrapeExperimentOptions& options,
     const std::function<void(const std::string&)>& progress = nullptr);
 
+/// Why a run's comparison says little, or "" when nothing says so: the base model scored below
+/// `learned` % in its own format (GRAPE presumes a target model that can do the task), or the
+/// best selection after SFT scored below half the base model (SFT lost what pretraining taught).
+/// A small byte model forms such skills late, by seed and summation order (docs/grape.md); a
+/// config that leaves families unlearned on purpose lowers `learned` or ignores the first case.
+std::string premise_caveat(const GrapeExperimentResult& result, double learned = 90.0);
+
 }  // namespace concord::grape
