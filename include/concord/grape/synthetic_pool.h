@@ -66,8 +66,8 @@ struct SyntheticPoolOptions {
   /// space. SFT's chat template puts "\nAnswer:" between an instruction and its response, so a
   /// base model that has only seen a response on its instruction's line must learn, during SFT,
   /// to read the instruction across a line break; one that has seen both layouts need not.
-  /// (It helped one base model keep its skill through SFT and did not make the quickstart's
-  /// stage hold on every machine: docs/grape.md.)
+  /// (In the quickstart's GRAPE stage it made the copy harder to form and did not help SFT
+  /// keep it: docs/grape.md.)
   double pretraining_line_breaks = 0.0;
   uint64_t seed = 1234;
 
