@@ -1,6 +1,7 @@
 // Platform-independent random draws for the grape module: raw std::mt19937_64 outputs turned
-// into integers by rejection, never through std distributions (whose algorithms are left to
-// each standard library, so the same seed would give other pools or picks elsewhere).
+// into integers by rejection and into doubles by their top bits, never through std
+// distributions (whose algorithms are left to each standard library, so the same seed would give
+// other pools or picks elsewhere).
 #pragma once
 #include <cstdint>
 #include <random>
@@ -17,6 +18,9 @@ inline uint64_t below(std::mt19937_64& rng, uint64_t n) {
     if (x >= threshold) return x % n;
   }
 }
+
+/// Uniform in [0, 1): the top 53 bits of one output, every double there equally likely.
+inline double unit_interval(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 /// SplitMix64's finaliser: turns related seeds (seed, seed + 1, ...) into unrelated ones.
 inline uint64_t mix(uint64_t x) {

@@ -262,9 +262,7 @@ SyntheticPool make_synthetic_pool(const SyntheticPoolOptions& options) {
     for (int64_t f = 0; f < options.facts_per_document;) {
       const SyntheticItem it = draw_item(pretrain_rng, tasks[below(pretrain_rng, tasks.size())]);
       if (heldout_set.count(it.instruction)) continue;  // the evaluation stays unseen
-      // 53 random bits as a uniform double in [0, 1): no std distribution, as above.
-      const double u = static_cast<double>(layout_rng() >> 11) * 0x1.0p-53;
-      const char* gap = u < options.pretraining_line_breaks ? "\n" : " ";
+      const char* gap = detail::unit_interval(layout_rng) < options.pretraining_line_breaks ? "\n" : " ";
       doc += (doc.empty() ? "" : "\n") + it.instruction + gap + synthetic_response(it, style_of(it.task));
       ++f;
     }
