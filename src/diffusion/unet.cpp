@@ -150,17 +150,15 @@ GegluFeedForwardImpl::GegluFeedForwardImpl(int64_t dim) : dim_(dim) { reset(); }
 
 void GegluFeedForwardImpl::reset() {
   net = register_module("net", torch::nn::ModuleList());
-  GegluProj geglu(dim_, 2 * 4 * dim_);
-  proj = geglu->proj;
-  out = torch::nn::Linear(4 * dim_, dim_);
-  net->push_back(geglu);
+  net->push_back(GegluProj(dim_, 2 * 4 * dim_));
   net->push_back(torch::nn::Dropout(0.0));
-  net->push_back(out);
+  net->push_back(torch::nn::Linear(4 * dim_, dim_));
 }
 
 at::Tensor GegluFeedForwardImpl::forward(const at::Tensor& x) {
   // diffusers' GEGLU: hidden * gelu(gate), the exact (erf) GELU, in one fused pass.
-  return nn::record_output(*this, out->forward(ops::geglu(proj->forward(x))));
+  const at::Tensor h = ops::geglu(net->ptr<GegluProjImpl>(0)->proj->forward(x));
+  return nn::record_output(*this, net->ptr<torch::nn::LinearImpl>(2)->forward(h));
 }
 
 // ---- BasicTransformerBlock ------------------------------------------------------------------

@@ -96,6 +96,20 @@ TEST(UNet, SaveWritesWhatLoadReads) {
   EXPECT_EQ(back->config.mid_block_type, "");
 }
 
+TEST(UNet, CloneRunsTheSameForward) {
+  // A deep copy (koala_kd's EMA student, a frozen copy) computes what the original does: no
+  // module keeps a pointer into its children that clone() leaves behind.
+  diffusion::UNet2DCondition unet = diffusion::load_unet(fixture("diffusion") / "tiny-sdxl");
+  diffusion::UNet2DCondition copy(
+      std::dynamic_pointer_cast<diffusion::UNet2DConditionImpl>(unet->clone()));
+  auto ref = io::load_safetensors(fixture("diffusion") / "tiny-sdxl" / "reference.safetensors");
+  torch::NoGradGuard no_grad;
+  const at::Tensor want = unet->forward(inputs_of(ref));
+  EXPECT_EQ(max_abs(copy->forward(inputs_of(ref)), want), 0.0);
+  for (auto& p : unet->parameters()) p.zero_();  // the copy owns its weights
+  EXPECT_EQ(max_abs(copy->forward(inputs_of(ref)), want), 0.0);
+}
+
 TEST(UNet, BadCheckpointsNameTheFileAndTensor) {
   concord::testing::TempDir tmp;
   diffusion::UNet2DCondition unet = diffusion::load_unet(fixture("diffusion") / "tiny-koala");

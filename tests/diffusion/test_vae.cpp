@@ -87,6 +87,17 @@ TEST(VAE, MatchesDiffusersPosteriorAndDecoder) {
               e_logvar, e_decoded, e_roundtrip);
 }
 
+TEST(VAE, CloneRunsTheSameForward) {
+  // SdxlPipeline decodes a half-precision pipeline's latents with an fp32 clone of its VAE.
+  auto ref = io::load_safetensors(vae_reference());
+  diffusion::AutoencoderKL vae = diffusion::load_vae(tiny_vae_dir());
+  diffusion::AutoencoderKL copy(std::dynamic_pointer_cast<diffusion::AutoencoderKLImpl>(vae->clone()));
+  torch::NoGradGuard no_grad;
+  const at::Tensor want = vae->forward(ref["image"]);
+  for (auto& p : vae->parameters()) p.zero_();  // the copy owns its weights
+  EXPECT_EQ(max_abs(copy->forward(ref["image"]), want), 0.0);
+}
+
 TEST(VAE, ExactParameterCounts) {
   // SDXL's VAE: sum(p.numel() for p in AutoencoderKL(**config).parameters()) with diffusers
   // 0.42.1 on configs/models/sdxl-vae.json (stable-diffusion-xl-base-1.0's vae/config.json).

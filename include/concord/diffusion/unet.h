@@ -86,8 +86,10 @@ class GegluFeedForwardImpl : public torch::nn::Cloneable<GegluFeedForwardImpl> {
   explicit GegluFeedForwardImpl(int64_t dim);
   void reset() override;
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::ModuleList net{nullptr};  ///< [GEGLU holder with .proj, Dropout, Linear]
-  torch::nn::Linear proj{nullptr}, out{nullptr};
+  /// [GEGLU holder with .proj, Dropout, Linear]. forward() reads its layers from here on every
+  /// call: a holder member aliasing them would keep pointing at reset()'s modules after
+  /// clone() replaces the list's contents with the copies.
+  torch::nn::ModuleList net{nullptr};
 
  private:
   int64_t dim_;
