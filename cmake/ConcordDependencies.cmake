@@ -4,6 +4,18 @@
 if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(TORCH_CUDA_ARCH_LIST "8.0;9.0+PTX" CACHE STRING "CUDA architectures for the kernels")
 endif()
+# TorchConfig finds libtorch.so and libc10.so with find_library(... PATHS <LibTorch>/lib), which
+# searches the system's folders first: beside Debian's libtorch-dev, a build against a pip
+# LibTorch would link Debian's 1.13 libraries and load the wheel's only through the same
+# sonames at run time. The LibTorch's own prefix, searched first, keeps both on one LibTorch.
+if(NOT DEFINED Torch_DIR)
+  find_file(_concord_torch_config Torch/TorchConfig.cmake PATHS ${CMAKE_PREFIX_PATH}
+            NO_DEFAULT_PATH NO_CACHE)
+  if(_concord_torch_config)
+    get_filename_component(_concord_torch_prefix "${_concord_torch_config}/../../../.." ABSOLUTE)
+    list(PREPEND CMAKE_PREFIX_PATH "${_concord_torch_prefix}")
+  endif()
+endif()
 find_package(Torch REQUIRED)
 find_package(Threads REQUIRED)
 if(NOT CONCORD_OPS_ONLY)  # the ops layer needs LibTorch alone
