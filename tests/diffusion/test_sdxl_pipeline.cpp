@@ -206,6 +206,24 @@ TEST(SdxlPipeline, EveryCaseMatchesStableDiffusionXLPipeline) {
   }
 }
 
+TEST(SdxlPipeline, MatchesStableDiffusionXLPipelineOnCuda_CUDA) {
+  // Every component on the device: text encoders, the scheduler's tensors, guidance, the VAE.
+  CONCORD_REQUIRE_CUDA();
+  const Json c = load_json_file(fixture("diffusion") / "sdxl_pipeline_reference.json").at("cases").at("cfg");
+  auto ref = io::load_safetensors(fixture("diffusion") / "sdxl_pipeline_reference.safetensors");
+  diffusion::SdxlLoadOptions lo;
+  lo.components.device = c10::Device(c10::kCUDA);
+  auto pipe = diffusion::SdxlPipeline::load(pipeline_dir(), lo);
+  const auto out = pipe.generate(c.at("prompt").get<std::vector<std::string>>(), options_of(c),
+                                 ref["cfg.init_latents"].cuda());
+  EXPECT_TRUE(out.latents.is_cuda());
+  EXPECT_LT(max_abs(out.prompt.embeds.cpu(), ref["cfg.prompt_embeds"]), 1e-3);
+  const at::Tensor want = ref["cfg.final_latents"];
+  // cuDNN may run the convolutions in TF32 (LibTorch's default): 1e-2 of the latents' scale.
+  EXPECT_LT(max_abs(out.latents.cpu(), want), 1e-2 * std::max(1.0, want.abs().max().item<double>()));
+  EXPECT_LT(max_abs(out.images.permute({0, 2, 3, 1}).cpu(), ref["cfg.images"]), 1e-2);
+}
+
 TEST(SdxlPipeline, SeededRunsRepeatAndSeedsDiffer) {
   auto pipe = diffusion::SdxlPipeline::load(pipeline_dir());
   diffusion::SdxlGenerateOptions o;

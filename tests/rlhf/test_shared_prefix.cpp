@@ -299,3 +299,31 @@ TEST(SharedPrefixPairs, ObjectivesFallBackToFullRowsWhenLittleIsShared) {
   EXPECT_FALSE(rlhf::shared_prefix_layout(batch, 0).has_value());
   EXPECT_FALSE(rlhf::shared_prefix_layout(batch, 0, /*enabled=*/false).has_value());
 }
+
+TEST(SharedPrefixPairs, BradleyTerryOnCudaMatchesCpu_CUDA) {
+  // The shared-prefix pass on the device: the prefix's cache, the continuation's segment mask
+  // through the fused attention's CUDA kernel, and the gradients back through both, in fp32.
+  CONCORD_REQUIRE_CUDA();
+  for (const auto& [name, config] : families()) {
+    SCOPED_TRACE(name);
+    torch::manual_seed(8);
+    rlhf::RewardModel model = random_reward_model(config, 2);
+    rlhf::RewardModel on_device(std::dynamic_pointer_cast<rlhf::RewardModelImpl>(model->clone()));
+    on_device->to(torch::kCUDA);
+    const auto data = random_pairs(5, config.vocab_size, 11, /*min_prompt=*/4);
+    const auto batch = data.get_batch({0, 1, 2, 3, 4});  // CPU tensors for both
+    ASSERT_TRUE(rlhf::shared_prefix_layout(batch, 0).has_value());
+    auto step = [&](rlhf::RewardModel m) {
+      rlhf::BradleyTerryObjective objective(rlhf::RewardSet::shared(m), {});
+      objective.set_user_heads(at::tensor(std::vector<int64_t>{1, 0}, at::kLong));
+      m->zero_grad();
+      const auto out = objective.loss(batch);
+      out.sum.backward();
+      std::vector<at::Tensor> g{out.sum.detach().to(at::kCPU, at::kDouble).reshape({1})};
+      for (const auto& p : m->parameters()) g.push_back(p.grad().flatten().to(at::kCPU, at::kDouble));
+      return at::cat(g, 0);
+    };
+    const at::Tensor cpu = step(model), cuda = step(on_device);
+    EXPECT_LT(max_abs(cuda, cpu), 1e-4 * (1.0 + cpu.abs().max().item<double>()));
+  }
+}

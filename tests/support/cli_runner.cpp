@@ -10,11 +10,13 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "test_support.h"
+
 namespace concord::testing {
 
 namespace {
 
-std::string concord_binary() { return std::string(CONCORD_BINARY_DIR) + "/bin/concord"; }
+std::string concord_binary() { return (binary_dir() / "bin" / "concord").string(); }
 
 int decode(int status) {
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);

@@ -29,16 +29,31 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
-fs::path source_dir() { return CONCORD_SOURCE_DIR; }
+namespace {
 
-fs::path binary_dir() { return CONCORD_BINARY_DIR; }
-
-fs::path fixture(const std::string& name) { return fs::path(CONCORD_FIXTURES_DIR) / name; }
-
-fs::path shared_dir() {
-  if (const char* env = std::getenv("CONCORD_SHARED_DIR"); env && *env) return env;
-  return fs::path(CONCORD_SOURCE_DIR).parent_path() / "shared";
+// The value of an environment variable, or `fallback` when it is unset or empty.
+fs::path env_or(const char* name, const fs::path& fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? fs::path(value) : fallback;
 }
+
+}  // namespace
+
+// The paths compiled in are where the tests were built; CONCORD_TEST_SOURCE_DIR and
+// CONCORD_TEST_BINARY_DIR move them, for test binaries run on another machine over a checkout
+// at another path (scripts/gpu-check.sh runs a bundle built elsewhere on the GPU machine).
+fs::path source_dir() { return env_or("CONCORD_TEST_SOURCE_DIR", CONCORD_SOURCE_DIR); }
+
+fs::path binary_dir() { return env_or("CONCORD_TEST_BINARY_DIR", CONCORD_BINARY_DIR); }
+
+fs::path fixture(const std::string& name) {
+  if (const char* moved = std::getenv("CONCORD_TEST_SOURCE_DIR"); moved && *moved) {
+    return fs::path(moved) / "tests" / "fixtures" / name;
+  }
+  return fs::path(CONCORD_FIXTURES_DIR) / name;
+}
+
+fs::path shared_dir() { return env_or("CONCORD_SHARED_DIR", source_dir().parent_path() / "shared"); }
 
 fs::path tumlu_dir() {
   fs::path dir;
