@@ -1,11 +1,11 @@
-// One forward pass of the SDXL / KOALA conditional U-Net (diffusion::UNet2DCondition) on the CPU,
-// for benchmarks/bench_unet.py, which runs diffusers' UNet2DConditionModel on the same folder and
-// inputs in the same run (the baseline) and compares the KOALA students with SDXL's U-Net, each
-// in a process of its own so that each peak resident set is its own.
+// One forward pass of the SDXL / KOALA conditional U-Net (diffusion::UNet2DCondition) on the CPU
+// or a CUDA device, for benchmarks/bench_unet.py, which runs diffusers' UNet2DConditionModel on
+// the same folder and inputs in the same run (the baseline) and compares the KOALA students with
+// SDXL's U-Net, each in a process of its own so that each peak resident set is its own.
 //
 //   bench_unet --model DIR|CONFIG [--batch 2] [--latent 32] [--text-length 77] [--warmup 1]
 //              [--iters 5] [--threads 2] [--dtype fp32|bf16] [--inputs FILE] [--output FILE]
-//              [--profile] [--channels-last]
+//              [--profile] [--channels-last] [--device cpu|cuda]
 //
 // DIR is a diffusers folder (config.json + diffusion_pytorch_model*.safetensors, read with
 // diffusion::load_unet); CONFIG a config.json file, built with Concord's random initialisation
@@ -19,14 +19,17 @@
 // Runs under torch::InferenceMode (which implies no autograd recording), `warmup` untimed calls,
 // then `iters` timed ones. Prints one JSON line: seconds_per_forward (median), min and mean,
 // peak_rss_bytes (VmHWM of /proc/self/status: the weights, the activations and LibTorch
-// together), parameters, load_seconds. --profile adds the self time of each ATen operator per
-// forward (RecordFunction callbacks on the calling thread, over the timed calls; the profiled
-// calls are timed too, so leave it off for the figures): what is not under any operator is
-// Concord's own kernels (ops::attention) and the module code around them. --channels-last is an
-// experiment, not the library's behaviour: the 4-d weights and the latents in NHWC layout, which
-// the convolutions then keep, to see whether layout conversions around oneDNN's convolutions and
-// the transformers' NCHW -> [B, HW, C] permutation cost anything (docs/benchmarks.md: they did
-// not, here).
+// together), parameters, load_seconds. With --device cuda the model is built or loaded on the
+// CPU and moved, each timed call waits for the device, and peak_device_bytes is the most the
+// CUDA caching allocator handed out at once (weights, activations and workspaces: what the U-Net
+// needs of the device's memory); without a device it prints {"skipped": ...} and exits 0.
+// --profile adds the self time of each ATen operator per forward (RecordFunction callbacks on the
+// calling thread, over the timed calls; the profiled calls are timed too, so leave it off for the
+// figures): what is not under any operator is Concord's own kernels (ops::attention) and the
+// module code around them. --channels-last is an experiment, not the library's behaviour: the
+// 4-d weights and the latents in NHWC layout, which the convolutions then keep, to see whether
+// layout conversions around oneDNN's convolutions and the transformers' NCHW -> [B, HW, C]
+// permutation cost anything (docs/benchmarks.md: they did not, here).
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -54,6 +57,7 @@
 #include "concord/diffusion/unet_config.h"
 #include "concord/io/safetensors.h"
 
+#include "bench_device.h"
 #include "bench_flags.h"
 #include "bench_memory.h"
 #include "bench_op_profile.h"
@@ -102,7 +106,7 @@ UNetInputs read_inputs(const fs::path& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, inputs_path, output_path, dtype_name = "fp32";
+  std::string model_path, inputs_path, output_path, dtype_name = "fp32", device_name = "cpu";
   int64_t batch = 2, latent = 32, text_length = 77;
   int warmup = 1, iters = 5, threads = 2;
   bool profile = false, channels_last = false;
@@ -110,13 +114,21 @@ int main(int argc, char** argv) {
   flags.add("model", &model_path).add("batch", &batch).add("latent", &latent)
       .add("text-length", &text_length).add("warmup", &warmup).add("iters", &iters)
       .add("threads", &threads).add("dtype", &dtype_name).add("inputs", &inputs_path)
-      .add("output", &output_path).on("profile", &profile).on("channels-last", &channels_last);
+      .add("output", &output_path).on("profile", &profile).on("channels-last", &channels_last)
+      .add("device", &device_name);
   if (!flags.parse(argc, argv)) return 2;
   if (model_path.empty() || iters < 1 || warmup < 0 || batch < 1 || latent < 1 ||
-      (dtype_name != "fp32" && dtype_name != "bf16")) {
+      (dtype_name != "fp32" && dtype_name != "bf16") ||
+      (device_name != "cpu" && device_name != "cuda")) {
     std::fprintf(stderr, "bench_unet: --model DIR|CONFIG is needed, --iters >= 1, --warmup >= 0, "
-                 "--batch and --latent >= 1, --dtype fp32|bf16\n%s\n", flags.usage().c_str());
+                 "--batch and --latent >= 1, --dtype fp32|bf16, --device cpu|cuda\n%s\n",
+                 flags.usage().c_str());
     return 2;
+  }
+  torch::Device device(torch::kCPU);
+  if (!concord::bench::parse_device(device_name, device)) {
+    std::printf("{\"skipped\": \"no CUDA device\", \"device\": \"cuda\"}\n");
+    return 0;
   }
   try {
     // init_runtime sizes LibTorch's pool and OpenBLAS's own (Debian's LibTorch) from this
@@ -137,14 +149,18 @@ int main(int argc, char** argv) {
       unet->to(dtype);
       unet->eval();
     }
+    unet->to(device);
+    concord::bench::sync(device);
     const double load_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
     const auto& config = unet->config;
     UNetInputs in = inputs_path.empty() ? fixed_inputs(config, batch, latent, text_length)
                                         : read_inputs(inputs_path);
-    in.sample = in.sample.to(dtype);
-    in.encoder_hidden_states = in.encoder_hidden_states.to(dtype);
-    if (in.text_embeds.defined()) in.text_embeds = in.text_embeds.to(dtype);
+    in.sample = in.sample.to(device, dtype);
+    in.timesteps = in.timesteps.to(device);
+    in.encoder_hidden_states = in.encoder_hidden_states.to(device, dtype);
+    if (in.text_embeds.defined()) in.text_embeds = in.text_embeds.to(device, dtype);
+    if (in.time_ids.defined()) in.time_ids = in.time_ids.to(device);
     if (channels_last) {
       torch::NoGradGuard no_grad;
       for (auto& p : unet->parameters()) {
@@ -156,12 +172,14 @@ int main(int argc, char** argv) {
     c10::InferenceMode inference;
     at::Tensor out;
     for (int i = 0; i < warmup; ++i) out = unet->forward(in);
+    concord::bench::sync(device);
     concord::bench::OpProfile prof;
     if (profile) prof.start();
     std::vector<double> times;
     for (int i = 0; i < iters; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       out = unet->forward(in);
+      concord::bench::sync(device);
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     prof.stop();
@@ -169,7 +187,7 @@ int main(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     const double mean = std::accumulate(times.begin(), times.end(), 0.0) / times.size();
     if (!output_path.empty()) {
-      concord::io::save_safetensors(output_path, {{"sample_out", out.to(at::kFloat).contiguous()}});
+      concord::io::save_safetensors(output_path, {{"sample_out", out.to(at::kCPU, at::kFloat).contiguous()}});
     }
     nlohmann::json result = {{"seconds_per_forward", sorted[sorted.size() / 2]},
                              {"min_seconds", sorted.front()},
@@ -183,7 +201,9 @@ int main(int argc, char** argv) {
                              {"dtype", dtype_name},
                              {"channels_last", channels_last},
                              {"threads", at::get_num_threads()},
+                             {"device", device_name},
                              {"libtorch", TORCH_VERSION}};
+    if (device.is_cuda()) result["peak_device_bytes"] = concord::bench::cuda_peak_allocated_bytes();
     if (profile) {
       nlohmann::json ops = nlohmann::json::object();
       for (const auto& [name, ms] : prof.self_ms("")) {

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""The SDXL / KOALA conditional U-Net's forward pass on the CPU: Concord (bench_unet) against
-diffusers' UNet2DConditionModel, and the KOALA students against SDXL's U-Net.
+"""The SDXL / KOALA conditional U-Net's forward pass on the CPU (or a CUDA device): Concord
+(bench_unet) against diffusers' UNet2DConditionModel, and the KOALA students against SDXL's U-Net.
 
   ~/.cache/concord/venv/bin/python benchmarks/bench_unet.py --bin build/benchmarks/bench_unet \
       [--parts parity,students] [--threads 2] [--rounds 3] [--iters 5] [--warmup 1]
       [--parity-channels 128,256,512] [--parity-batch 2] [--parity-latent 32]
       [--students sdxl-unet,koala-1b,koala-700m] [--students-latent 32] [--students-iters 3]
       [--profile] [--concord-variants channels-last,bf16,bf16-channels-last]
-      [--diffusers-default-env] [--json-out FILE]
+      [--diffusers-default-env] [--device cpu|cuda] [--dtype fp32|bf16] [--json-out FILE]
 
 parity (the baseline: diffusers 0.42.1 on torch 2.15, default attention processor, i.e.
   scaled_dot_product_attention): a mid-size U-Net of SDXL's layout, built by diffusers with a
@@ -54,6 +54,13 @@ at load average 4), with OMP_WAIT_POLICY=PASSIVE 0.8-1.0 s. diffusers' torch run
 on one libgomp pool and is fastest in the default environment (0.63-0.70 s; passive 0.73-1.2 s).
 The project's convention on the shared VM is OMP_WAIT_POLICY=PASSIVE for both;
 --diffusers-default-env runs the baseline without it (each side at its faster setting).
+
+--device cuda runs both sides on the GPU (device 0; scripts/gpu-check.sh does, with
+--students-latent 128, SDXL's 1024 x 1024): each timed call waits for the device, and the
+memory column is the most the CUDA caching allocator handed out at once (torch's
+max_memory_allocated, on both sides) instead of the peak resident set. --dtype bf16 runs the
+weights and activations of both sides (the parity model) and of the students in bf16; the parity
+model's output difference is then of bf16's order, not fp32's.
 """
 import argparse
 import json
@@ -147,10 +154,17 @@ def worker_diffusers(args):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file, save_file
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     t0 = time.perf_counter()
-    unet = UNet2DConditionModel.from_pretrained(args.model).float().eval()
+    unet = UNet2DConditionModel.from_pretrained(args.model).to(device, dtype).eval()
     load_s = time.perf_counter() - t0
-    x = load_file(args.inputs)
+    x = {k: v.to(device, dtype if v.is_floating_point() and k != "timestep" else v.dtype)
+         for k, v in load_file(args.inputs).items()}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     def forward():
         return unet(x["sample"], x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
@@ -160,12 +174,14 @@ def worker_diffusers(args):
     with torch.inference_mode():
         for _ in range(args.warmup):
             out = forward()
+        sync()
         for _ in range(args.iters):
             t = time.perf_counter()
             out = forward()
+            sync()
             times.append(time.perf_counter() - t)
         result = {"seconds_per_forward": statistics.median(times), "min_seconds": min(times),
-                  "peak_rss_bytes": peak_rss_bytes(),
+                  "peak_rss_bytes": peak_rss_bytes(), "device": args.device, "dtype": args.dtype,
                   "parameters": sum(p.numel() for p in unet.parameters()), "load_seconds": load_s,
                   "threads": torch.get_num_threads(), "torch": torch.__version__,
                   "attn_processor": type(unet.attn_processors[next(iter(unet.attn_processors))]).__name__}
@@ -179,8 +195,10 @@ def worker_diffusers(args):
             result["profile"] = {e.key: {"ms_per_forward": e.self_cpu_time_total / 1e3 / args.iters,
                                          "calls_per_forward": e.count // args.iters}
                                  for e in prof.key_averages()}
+    if device.type == "cuda":
+        result["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
     if args.output:
-        save_file({"sample_out": out.contiguous()}, args.output)
+        save_file({"sample_out": out.float().cpu().contiguous()}, args.output)
     print(json.dumps(result))
     return 0
 
@@ -230,7 +248,8 @@ def part_parity(args):
         del unet
         save_file(inputs, Path(tmp) / "inputs.safetensors")
         common = ["--inputs", str(Path(tmp) / "inputs.safetensors"), "--warmup", str(args.warmup),
-                  "--iters", str(args.iters), "--threads", str(args.threads)]
+                  "--iters", str(args.iters), "--threads", str(args.threads),
+                  "--device", args.device, "--dtype", args.dtype]
         ours_cmd = [args.bin, "--model", str(folder), *common, "--output", str(Path(tmp) / "ours.safetensors")]
         theirs_cmd = [sys.executable, __file__, "--worker", "diffusers", "--model", str(folder), *common,
                       "--output", str(Path(tmp) / "theirs.safetensors")]
@@ -287,17 +306,21 @@ def part_parity(args):
     ratio = statistics.median(r["ratio"] for r in rs)
     out.update(concord_seconds=our_s, diffusers_seconds=their_s, ratio=ratio)
     print(f"parity model: SDXL layout, channels {channels}, heads {[c // 64 for c in channels]}, "
-          f"{params / 1e6:.1f}M parameters; batch {B}, latent {S}x{S}, text {L}; fp32, {args.threads} threads, "
+          f"{params / 1e6:.1f}M parameters; batch {B}, latent {S}x{S}, text {L}; {args.dtype} on "
+          f"{args.device}, {args.threads} threads, "
           f"median of {args.iters} after {args.warmup} warm-up, {args.rounds} rounds")
     env = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"  OMP_WAIT_POLICY: concord {env}, diffusers {'default' if args.diffusers_default_env else env}")
-    print(f"  {'':36s} {'s / forward':>12s} {'peak RSS':>10s}")
+    mem = memory_key(args)
+    print(f"  {'':36s} {'s / forward':>12s} {MEMORY_LABEL[mem]:>10s}")
     print(f"  {'concord (libtorch ' + rs[-1]['concord']['libtorch'] + ')':36s} {our_s:12.3f} "
-          f"{rs[-1]['concord']['peak_rss_bytes'] / 1e9:8.2f} GB")
+          f"{rs[-1]['concord'][mem] / 1e9:8.2f} GB")
     print(f"  {'diffusers ' + '0.42.1' + ' (torch ' + rs[-1]['diffusers']['torch'] + ')':36s} {their_s:12.3f} "
-          f"{rs[-1]['diffusers']['peak_rss_bytes'] / 1e9:8.2f} GB  ({rs[-1]['diffusers']['attn_processor']})")
+          f"{rs[-1]['diffusers'][mem] / 1e9:8.2f} GB  ({rs[-1]['diffusers']['attn_processor']})")
     print(f"  ratio diffusers / concord: {ratio:.2f}x (rounds: {', '.join('%.2fx' % r['ratio'] for r in rs)}); "
-          f"goal >= 1.5x {'met' if ratio >= 1.5 else 'NOT met'}; max abs output difference "
+          + (f"goal >= 1.5x {'met' if ratio >= 1.5 else 'NOT met'}; "
+             if (args.device, args.dtype) == ("cpu", "fp32") else "(the goal is the CPU's fp32) ")
+          + f"max abs output difference "
           f"{out['max_abs_diff']:.2e} (output std {out['output_std']:.3f})")
     for v in out["variants_max_abs_diff"]:
         v_s = statistics.median(r[v]["seconds_per_forward"] for r in rs)
@@ -321,27 +344,41 @@ def part_parity(args):
     return out
 
 
+# The memory figure of a row: the peak resident set on the CPU, the CUDA allocator's peak on a GPU.
+MEMORY_LABEL = {"peak_rss_bytes": "peak RSS", "peak_device_bytes": "peak GPU"}
+
+
+def memory_key(args):
+    return "peak_device_bytes" if args.device == "cuda" else "peak_rss_bytes"
+
+
 def part_students(args):
     rows = []
+    mem = memory_key(args)
     for name in args.students.split(","):
         config = ROOT / "configs" / "models" / f"{name}.json"
         load = os.getloadavg()
         r = run_json([args.bin, "--model", str(config), "--batch", "1", "--latent", str(args.students_latent),
                       "--text-length", str(args.text_length), "--warmup", str(args.warmup),
-                      "--iters", str(args.students_iters), "--threads", str(args.threads)])
+                      "--iters", str(args.students_iters), "--threads", str(args.threads),
+                      "--device", args.device, "--dtype", args.dtype])
+        if "skipped" in r:
+            sys.exit(f"bench_unet.py: bench_unet skipped {name}: {r['skipped']}")
         r["name"], r["load_before"] = name, load
         rows.append(r)
         print(f"  {name}: load {load[0]:.2f}  {r['seconds_per_forward']:.3f} s  "
-              f"{r['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
+              f"{r[mem] / 1e9:.2f} GB", flush=True)
     base = rows[0]
-    print(f"students against {base['name']}: Concord, fp32, batch 1, latent {args.students_latent}x"
+    print(f"students against {base['name']}: Concord, {args.dtype} on {args.device}, batch 1, "
+          f"latent {args.students_latent}x"
           f"{args.students_latent}, text {args.text_length}, {args.threads} threads, median of "
           f"{args.students_iters} after {args.warmup} warm-up, one process each")
-    print(f"  {'model':12s} {'parameters':>14s} {'s / forward':>12s} {'speed-up':>9s} {'peak RSS':>10s} {'memory':>8s}")
+    print(f"  {'model':12s} {'parameters':>14s} {'s / forward':>12s} {'speed-up':>9s} "
+          f"{MEMORY_LABEL[mem]:>10s} {'memory':>8s}")
     for r in rows:
         print(f"  {r['name']:12s} {r['parameters']:14,d} {r['seconds_per_forward']:12.3f} "
               f"{base['seconds_per_forward'] / r['seconds_per_forward']:8.2f}x "
-              f"{r['peak_rss_bytes'] / 1e9:8.2f} GB {r['peak_rss_bytes'] / base['peak_rss_bytes']:7.2f}x")
+              f"{r[mem] / 1e9:8.2f} GB {r[mem] / base[mem]:7.2f}x")
     return rows
 
 
@@ -365,6 +402,8 @@ def main():
                     help=f"comma-separated experiments timed beside the default: {', '.join(VARIANTS)}")
     ap.add_argument("--diffusers-default-env", action="store_true",
                     help="run diffusers without OMP_WAIT_POLICY (libgomp's default, its faster setting)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--json-out", help="write every figure here")
     # Internal: the diffusers side in a process of its own.
     ap.add_argument("--worker", choices=["diffusers"], help=argparse.SUPPRESS)
