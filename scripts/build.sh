@@ -3,7 +3,8 @@
 # line on stdout is the build folder.
 #   scripts/build.sh [debian|pip-torch|pip-ops|asan] [extra cmake args...]
 # debian:    Debian's LibTorch 1.13 (CPU), the default flavour.
-# pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it);
+# pip-torch: the CUDA LibTorch inside PyPI's torch wheel (scripts/python-env.sh installs it;
+#            CONCORD_TORCH_CMAKE_PREFIX names another, as scripts/gpu-bundle.sh does);
 #            the CUDA kernels and dispatch compile with nvcc, *_CUDA tests skip without a device.
 #            The benchmarks build too (both builds are measured side by side), examples do not;
 #            scripts/test.sh builds this flavour only with CONCORD_PIP_ALL_TESTS=1.
@@ -31,7 +32,7 @@ case "$flavour" in
     ;;
   pip-torch)
     build="${CONCORD_BUILD_DIR:-$root/build-pip-torch}"
-    prefix="$("$root/scripts/python-env.sh" --print-torch-cmake)"
+    prefix="${CONCORD_TORCH_CMAKE_PREFIX:-$("$root/scripts/python-env.sh" --print-torch-cmake)}"
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=ON \
       -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
       -DCONCORD_BUILD_BENCHMARKS=ON -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
