@@ -74,6 +74,16 @@ foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
   endif()
 endforeach()
 
+# PyPI's torch 2.11 exports from libtorch.so the std::filesystem functions of the static
+# libstdc++fs it was built with (64 symbols; 2.15 exports none). libtorch.so comes before
+# libstdc++.so.6 in a program's load order, so a Concord program's fs::remove_all bound to
+# LibTorch's copy and crashed on a null call inside it (a checkpoint's clean-up of stale
+# temporaries, a test's TempDir). libstdc++ named first on the link line loads first: its
+# definitions win, whatever a wheel exports.
+if(NOT Torch_DIR MATCHES "^/usr/")
+  list(APPEND CONCORD_TORCH_LINK_OPTIONS "-Wl,--push-state,--no-as-needed,-lstdc++,--pop-state")
+endif()
+
 # Debian's LibTorch calls BLAS through libopenblas.so.0, which Debian resolves to the pthread
 # build of OpenBLAS. Its thread pool and LibTorch's OpenMP pool then spin against each other on
 # a small machine (issue 18: docs/benchmarks.md, "OpenBLAS: the OpenMP build"). Debian's OpenMP
