@@ -6,8 +6,8 @@
 #   of every folder with *_CUDA tests (ops, train, rlhf, diffusion), the kernel benchmarks and
 #   bench_unet, built on the development machine against the LibTorch of the GPU machine's torch
 #   version, with the shared libraries they need. Used when that version is the one this
-#   machine's Python has: it runs every *_CUDA test, test_ops' CPU tests, the kernel benchmarks'
-#   GPU cases, and bench_unet.py on the GPU (the KOALA students against SDXL's U-Net at SDXL's
+#   machine's Python has: it runs every *_CUDA test, the four binaries' CPU tests, the kernel
+#   benchmarks' GPU cases, and bench_unet.py on the GPU (the KOALA students against SDXL's U-Net at SDXL's
 #   1024 x 1024, and Concord's U-Net against diffusers' when the carried diffusers wheel
 #   installs). Nothing compiles on the GPU machine.
 # - From source: the ops layer alone (CMake option CONCORD_OPS_ONLY) against the LibTorch inside
@@ -242,9 +242,12 @@ with tarfile.open(sys.argv[1]) as t:
     step "test-cuda-$t" 300 "$b/bin/$t" --gtest_filter='*_CUDA*' \
       --gtest_output="json:$work/tests-cuda-$t.json"
   done
+  # The CPU tests too: the bundle against this machine's LibTorch (~50 s of one core here).
   if [ "$cpu_tests" = 1 ]; then
-    step test-cpu-test_ops 600 "$b/bin/test_ops" --gtest_filter='-*_CUDA*' \
-      --gtest_output="json:$work/tests-cpu-test_ops.json"
+    for t in test_ops test_train test_rlhf test_diffusion; do
+      step "test-cpu-$t" 300 "$b/bin/$t" --gtest_filter='-*_CUDA*' \
+        --gtest_output="json:$work/tests-cpu-$t.json"
+    done
   fi
   [ "$bench" = 1 ] || return 0
   kernel_benchmarks "$b/bin"
