@@ -35,7 +35,6 @@ if(CONCORD_BUILD_TESTS)
   target_include_directories(test_ops PRIVATE "${PROJECT_SOURCE_DIR}/tests/support")
   target_compile_definitions(test_ops PRIVATE
     CONCORD_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    CONCORD_FIXTURES_DIR="${PROJECT_SOURCE_DIR}/tests/fixtures"
     CONCORD_BINARY_DIR="${PROJECT_BINARY_DIR}")
   target_link_libraries(test_ops PRIVATE concord_ops GTest::gtest)
   target_compile_options(test_ops PRIVATE ${CONCORD_WARNINGS})

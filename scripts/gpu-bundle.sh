@@ -104,7 +104,7 @@ cat > "$stage/bundle.json" <<EOF
 {"torch": "$full_version", "commit": "$commit", "dirty": $dirty, "arch": "$arch",
  "built": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "host": "$(. /etc/os-release && echo "$PRETTY_NAME")",
  "glibc": "$(getconf GNU_LIBC_VERSION | cut -d' ' -f2)",
- "targets": "$(echo "${targets[*]}")"}
+ "targets": "${targets[*]}"}
 EOF
 mkdir -p "$root/.gpu-deps"
 tar -C "$stage" -cf - . | xz -T0 -6 > "$root/.gpu-deps/bundle.tar.xz.tmp"

@@ -257,8 +257,9 @@ with tarfile.open(sys.argv[1]) as t:
   fi
   # The U-Net on the GPU: the students against SDXL at 1024 x 1024 (latent 128), bf16 as the
   # paper's GPU figures; then Concord against diffusers (when its wheel installs) in fp32 and bf16.
-  local unet=(benchmarks/bench_unet.py --bin "$b/bin/bench_unet" --device cuda --threads "$jobs")
-  step unet-students 420 "$python" "$root/${unet[0]}" "${unet[@]:1}" --parts students \
+  local unet=("$python" "$root/benchmarks/bench_unet.py" --bin "$b/bin/bench_unet" --device cuda
+              --threads "$jobs")
+  step unet-students 420 "${unet[@]}" --parts students \
     --students-latent 128 --students-iters 10 --warmup 3 --dtype bf16 \
     --json-out "$work/unet-students.json"
   local wheels=("$deps"/wheels/*.whl)
@@ -267,9 +268,9 @@ with tarfile.open(sys.argv[1]) as t:
     export PYTHONPATH="$build/pysite${PYTHONPATH:+:$PYTHONPATH}"
   fi
   if "$python" -c 'import diffusers' 2>/dev/null; then
-    step unet-parity 300 "$python" "$root/${unet[0]}" "${unet[@]:1}" --parts parity --rounds 2 \
+    step unet-parity 300 "${unet[@]}" --parts parity --rounds 2 \
       --iters 10 --warmup 3 --parity-latent 128 --json-out "$work/unet-parity.json"
-    step unet-parity-bf16 300 "$python" "$root/${unet[0]}" "${unet[@]:1}" --parts parity \
+    step unet-parity-bf16 300 "${unet[@]}" --parts parity \
       --rounds 2 --iters 10 --warmup 3 --parity-latent 128 --dtype bf16 \
       --json-out "$work/unet-parity-bf16.json"
   else

@@ -46,12 +46,7 @@ fs::path source_dir() { return env_or("CONCORD_TEST_SOURCE_DIR", CONCORD_SOURCE_
 
 fs::path binary_dir() { return env_or("CONCORD_TEST_BINARY_DIR", CONCORD_BINARY_DIR); }
 
-fs::path fixture(const std::string& name) {
-  if (const char* moved = std::getenv("CONCORD_TEST_SOURCE_DIR"); moved && *moved) {
-    return fs::path(moved) / "tests" / "fixtures" / name;
-  }
-  return fs::path(CONCORD_FIXTURES_DIR) / name;
-}
+fs::path fixture(const std::string& name) { return source_dir() / "tests" / "fixtures" / name; }
 
 fs::path shared_dir() { return env_or("CONCORD_SHARED_DIR", source_dir().parent_path() / "shared"); }
 
