@@ -224,7 +224,7 @@ Json ConfigSchema::resolve(const Json& input, const std::string& source, const s
     if (find(it.key()) != nullptr) continue;
     // The key as written, with control characters escaped: a key holding a newline (a "\n"
     // escape in the JSON) split the one-line message (found by fuzz_lm_config).
-    std::string written = Json(it.key()).dump(-1, ' ', false, Json::error_handler_t::replace);
+    std::string written = json_quoted(it.key());
     written = written.substr(1, written.size() - 2);
     std::string msg = "unknown key '" + join_path(prefix, written) + "'";
     std::string near = suggestion(it.key(), keys_);

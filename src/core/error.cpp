@@ -1,6 +1,7 @@
 #include "concord/core/error.h"
 
 #include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
 
 namespace concord {
 
@@ -40,6 +41,11 @@ std::string one_line_message(const std::exception& e) {
   if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
   while (!msg.empty() && (msg.back() == ' ' || msg.back() == '\r')) msg.pop_back();
   return msg;
+}
+
+std::string json_quoted(std::string_view s) {
+  return nlohmann::json(std::string(s))
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace concord

@@ -61,12 +61,6 @@ constexpr std::array<DtypeRow, 22> kDtypes{{
     {SafetensorsDtype::U64, "U64", 64},
 }};
 
-// A name as it appears in an error message: JSON-quoted, so a name holding a newline or a quote
-// still gives a one-line, unambiguous message.
-std::string quoted(const std::string& name) {
-  return json(name).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
@@ -97,7 +91,7 @@ json parse_header_json(const char* begin, const char* end, const std::string& so
       case json::parse_event_t::key: {
         const auto& key = parsed.get_ref<const std::string&>();
         if (!seen.empty() && !seen.back().insert(key).second) {
-          fail_format(source, "header has the key ", quoted(key), " twice");
+          fail_format(source, "header has the key ", json_quoted(key), " twice");
         }
         break;
       }
@@ -117,37 +111,40 @@ uint64_t header_uint(const json& v, const std::string& source, const std::string
                      const char* field) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   if (v.is_number_integer()) {
-    fail_format(source, "tensor ", quoted(name), ": ", field, " holds a negative number ",
+    fail_format(source, "tensor ", json_quoted(name), ": ", field, " holds a negative number ",
                 v.get<int64_t>());
   }
-  fail_format(source, "tensor ", quoted(name), ": ", field,
+  fail_format(source, "tensor ", json_quoted(name), ": ", field,
               " must hold non-negative integers, got ", v.dump());
 }
 
 SafetensorsTensorInfo parse_entry(const std::string& name, const json& entry, uint64_t data_size,
                                   uint64_t data_start, const std::string& source) {
   if (!entry.is_object()) {
-    fail_format(source, "tensor ", quoted(name), ": entry must be a JSON object, got ",
+    fail_format(source, "tensor ", json_quoted(name), ": entry must be a JSON object, got ",
                 entry.type_name());
   }
   for (const char* field : {"dtype", "shape", "data_offsets"}) {
-    if (!entry.contains(field)) fail_format(source, "tensor ", quoted(name), ": missing ", field);
+    if (!entry.contains(field))
+      fail_format(source, "tensor ", json_quoted(name), ": missing ", field);
   }
   SafetensorsTensorInfo info;
 
   const json& dtype = entry.at("dtype");
   if (!dtype.is_string()) {
-    fail_format(source, "tensor ", quoted(name), ": dtype must be a string, got ", dtype.dump());
+    fail_format(source, "tensor ", json_quoted(name), ": dtype must be a string, got ",
+                dtype.dump());
   }
   auto parsed = parse_safetensors_dtype(dtype.get_ref<const std::string&>());
   if (!parsed) {
-    fail_format(source, "tensor ", quoted(name), ": unknown dtype ", dtype.dump());
+    fail_format(source, "tensor ", json_quoted(name), ": unknown dtype ", dtype.dump());
   }
   info.dtype = *parsed;
 
   const json& shape = entry.at("shape");
   if (!shape.is_array()) {
-    fail_format(source, "tensor ", quoted(name), ": shape must be an array, got ", shape.dump());
+    fail_format(source, "tensor ", json_quoted(name), ": shape must be an array, got ",
+                shape.dump());
   }
   // LibTorch computes strides as products of trailing dimensions, so the product of the non-zero
   // dimensions must fit int64 even when a zero makes the tensor empty.
@@ -158,7 +155,7 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const json& entry, ui
     if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
         (dim != 0 && __builtin_mul_overflow(nonzero_product, dim, &nonzero_product)) ||
         nonzero_product > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      fail_format(source, "tensor ", quoted(name), ": shape ", shape.dump(),
+      fail_format(source, "tensor ", json_quoted(name), ": shape ", shape.dump(),
                   " overflows a 64-bit element count");
     }
     has_zero = has_zero || dim == 0;
@@ -168,33 +165,34 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const json& entry, ui
 
   const json& offsets = entry.at("data_offsets");
   if (!offsets.is_array() || offsets.size() != 2) {
-    fail_format(source, "tensor ", quoted(name), ": data_offsets must be [begin, end], got ",
+    fail_format(source, "tensor ", json_quoted(name), ": data_offsets must be [begin, end], got ",
                 offsets.dump());
   }
   uint64_t begin = header_uint(offsets[0], source, name, "data_offsets");
   uint64_t end = header_uint(offsets[1], source, name, "data_offsets");
   if (begin > end) {
-    fail_format(source, "tensor ", quoted(name), ": data_offsets begin ", begin, " > end ", end);
+    fail_format(source, "tensor ", json_quoted(name), ": data_offsets begin ", begin, " > end ",
+                end);
   }
   if (end > data_size) {
-    fail_format(source, "tensor ", quoted(name), ": data_offsets [", begin, ",", end,
+    fail_format(source, "tensor ", json_quoted(name), ": data_offsets [", begin, ",", end,
                 "] run past the data buffer, which holds ", data_size, " bytes");
   }
 
   uint64_t bits = 0;
   int dtype_bits = safetensors_dtype_bits(info.dtype);
   if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_bits), &bits)) {
-    fail_format(source, "tensor ", quoted(name), ": shape ", shape.dump(),
+    fail_format(source, "tensor ", json_quoted(name), ": shape ", shape.dump(),
                 " overflows a 64-bit byte count");
   }
   if (bits % 8 != 0) {
-    fail_format(source, "tensor ", quoted(name), ": ", numel, " elements of ", dtype.dump(),
+    fail_format(source, "tensor ", json_quoted(name), ": ", numel, " elements of ", dtype.dump(),
                 " do not fill whole bytes");
   }
   if (bits / 8 != end - begin) {
-    fail_format(source, "tensor ", quoted(name), ": shape ", shape.dump(), " of ", dtype.dump(),
-                " needs ", bits / 8, " bytes but data_offsets [", begin, ",", end, "] span ",
-                end - begin);
+    fail_format(source, "tensor ", json_quoted(name), ": shape ", shape.dump(), " of ",
+                dtype.dump(), " needs ", bits / 8, " bytes but data_offsets [", begin, ",", end,
+                "] span ", end - begin);
   }
   info.file_begin = data_start + begin;
   info.file_end = data_start + end;
@@ -207,7 +205,7 @@ void check_bool_bytes(const uint8_t* p, uint64_t n, const std::string& name,
                       const std::string& source) {
   for (uint64_t i = 0; i < n; ++i) {
     if (p[i] > 1) {
-      fail_format(source, "tensor ", quoted(name), ": BOOL byte ", i, " is ",
+      fail_format(source, "tensor ", json_quoted(name), ": BOOL byte ", i, " is ",
                   static_cast<int>(p[i]), ", not 0 or 1");
     }
   }
@@ -218,7 +216,7 @@ at::ScalarType torch_type_or_throw(const SafetensorsTensorInfo& info, const std:
   auto type = safetensors_to_scalar_type(info.dtype);
   if (!type) {
     fail(source, ": unsupported dtype ", safetensors_dtype_name(info.dtype), " for tensor ",
-         quoted(name), " (LibTorch 1.13 has no such type)");
+         json_quoted(name), " (LibTorch 1.13 has no such type)");
   }
   return *type;
 }
@@ -243,8 +241,9 @@ std::pair<std::string, std::vector<PreparedTensor>> prepare(
   std::vector<PreparedTensor> prepared;
   prepared.reserve(tensors.size());
   for (const auto& [name, tensor] : tensors) {
-    CONCORD_CHECK(tensor.defined(), "save_safetensors: tensor ", quoted(name), " is undefined");
-    CONCORD_CHECK(tensor.layout() == at::kStrided, "save_safetensors: tensor ", quoted(name),
+    CONCORD_CHECK(tensor.defined(), "save_safetensors: tensor ", json_quoted(name),
+                  " is undefined");
+    CONCORD_CHECK(tensor.layout() == at::kStrided, "save_safetensors: tensor ", json_quoted(name),
                   " is not dense (layout ", tensor.layout(), ")");
     CONCORD_CHECK(name != "__metadata__",
                   "save_safetensors: \"__metadata__\" is reserved and cannot name a tensor");
@@ -265,8 +264,7 @@ std::pair<std::string, std::vector<PreparedTensor>> prepare(
     try {
       return json(s).dump();
     } catch (const json::exception&) {
-      fail("save_safetensors: ", json(s).dump(-1, ' ', false, json::error_handler_t::replace),
-           " is not valid UTF-8");
+      fail("save_safetensors: ", json_quoted(s), " is not valid UTF-8");
     }
   };
   std::string header = "{";
@@ -404,7 +402,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
       }
       for (const auto& [mk, mv] : value.items()) {
         if (!mv.is_string()) {
-          fail_format(source, "__metadata__ key ", quoted(mk), " must hold a string, got ",
+          fail_format(source, "__metadata__ key ", json_quoted(mk), " must hold a string, got ",
                       mv.dump());
         }
         header.metadata.emplace(mk, mv.get<std::string>());
@@ -426,15 +424,14 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
   uint64_t expected = header.data_start;
   for (const auto& [name, info] : header.tensors) {
     if (info.file_begin > expected) {
-      fail_format(source, "tensor ", quoted(name), ": gap before it: data bytes [",
+      fail_format(source, "tensor ", json_quoted(name), ": gap before it: data bytes [",
                   expected - header.data_start, ",", info.file_begin - header.data_start,
                   ") belong to no tensor");
     }
     if (info.file_begin < expected) {
-      fail_format(source, "tensor ", quoted(name), ": data_offsets [",
+      fail_format(source, "tensor ", json_quoted(name), ": data_offsets [",
                   info.file_begin - header.data_start, ",", info.file_end - header.data_start,
-                  "] overlap the previous tensor, which ends at ",
-                  expected - header.data_start);
+                  "] overlap the previous tensor, which ends at ", expected - header.data_start);
     }
     expected = info.file_end;
   }
@@ -479,7 +476,7 @@ std::vector<std::string> SafetensorsFile::keys() const {
 
 const SafetensorsTensorInfo& SafetensorsFile::info(const std::string& name) const {
   auto it = index_.find(name);
-  if (it == index_.end()) fail(path_.string(), ": no tensor named ", quoted(name));
+  if (it == index_.end()) fail(path_.string(), ": no tensor named ", json_quoted(name));
   return header_.tensors[it->second].second;
 }
 
@@ -511,8 +508,8 @@ void SafetensorsFile::read_into(const std::string& name, const at::Tensor& dest)
   const at::ScalarType type = torch_type_or_throw(i, name, path_.string());
   if (!dest.defined() || !dest.device().is_cpu() || !dest.is_contiguous() ||
       dest.scalar_type() != type || dest.numel() != i.numel()) {
-    fail(path_.string(), ": tensor ", quoted(name), " (", safetensors_dtype_name(i.dtype), ", ",
-         i.numel(), " elements) cannot be read into a ",
+    fail(path_.string(), ": tensor ", json_quoted(name), " (", safetensors_dtype_name(i.dtype),
+         ", ", i.numel(), " elements) cannot be read into a ",
          dest.defined() ? std::string(c10::toString(dest.scalar_type())) : std::string("undefined"),
          " tensor of ", dest.defined() ? dest.numel() : 0,
          " elements (it must be contiguous, on the CPU, of the same dtype and size)");

@@ -16,10 +16,6 @@ namespace {
 // huggingface_hub refuses index files above 10 MB; a real one is a few hundred KB.
 constexpr uintmax_t kMaxIndexBytes = 10 * 1024 * 1024;
 
-std::string quoted(const std::string& s) {
-  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(),
                                                 suffix) == 0;
@@ -38,11 +34,11 @@ void check_shard_name(const std::string& name, const std::string& index) {
     start = stop + 1;
   }
   if (bad) {
-    fail_format(index, "weight_map names shard ", quoted(name),
+    fail_format(index, "weight_map names shard ", json_quoted(name),
                 ", which is not a relative path inside the checkpoint folder");
   }
   if (!ends_with(name, ".safetensors")) {
-    fail_format(index, "weight_map names shard ", quoted(name),
+    fail_format(index, "weight_map names shard ", json_quoted(name),
                 ", which does not end in .safetensors");
   }
 }
@@ -85,7 +81,8 @@ ShardedSafetensors::ShardedSafetensors(const fs::path& index_path) : index_path_
   const fs::path folder = index_path.parent_path();
   for (const auto& [name, file] : root["weight_map"].items()) {
     if (!file.is_string()) {
-      fail_format(index, "weight_map[", quoted(name), "] must be a file name, got ", file.dump());
+      fail_format(index, "weight_map[", json_quoted(name), "] must be a file name, got ",
+                  file.dump());
     }
     const std::string& shard = file.get_ref<const std::string&>();
     auto it = shards_.find(shard);
@@ -94,7 +91,7 @@ ShardedSafetensors::ShardedSafetensors(const fs::path& index_path) : index_path_
       it = shards_.emplace(shard, std::make_shared<SafetensorsFile>(folder / shard)).first;
     }
     if (!it->second->contains(name)) {
-      fail_format(index, "weight_map puts tensor ", quoted(name), " in ", shard,
+      fail_format(index, "weight_map puts tensor ", json_quoted(name), " in ", shard,
                   ", which has no such tensor");
     }
     where_.emplace(name, it->second);
@@ -110,31 +107,31 @@ std::vector<std::string> ShardedSafetensors::keys() const {
 
 const SafetensorsTensorInfo& ShardedSafetensors::info(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", json_quoted(name));
   return it->second->info(name);
 }
 
 at::Tensor ShardedSafetensors::get(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", json_quoted(name));
   return it->second->get(name);
 }
 
 bool ShardedSafetensors::is_zero_copy(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", json_quoted(name));
   return it->second->is_zero_copy(name);
 }
 
 void ShardedSafetensors::read_into(const std::string& name, const at::Tensor& dest) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", json_quoted(name));
   it->second->read_into(name, dest);
 }
 
 const fs::path& ShardedSafetensors::shard_path(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", quoted(name));
+  if (it == where_.end()) fail(index_path_.string(), ": no tensor named ", json_quoted(name));
   return it->second->path();
 }
 
@@ -181,7 +178,7 @@ std::map<std::string, std::string> plan_safetensors_shards(
   std::vector<const std::string*> current;
   uint64_t current_bytes = 0;
   for (const auto& [name, tensor] : tensors) {
-    CONCORD_CHECK(tensor.defined(), "save_safetensors_sharded: tensor ", quoted(name),
+    CONCORD_CHECK(tensor.defined(), "save_safetensors_sharded: tensor ", json_quoted(name),
                   " is undefined");
     uint64_t bytes = tensor_bytes(tensor);
     if (bytes > max_shard_bytes) {

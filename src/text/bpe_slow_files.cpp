@@ -20,14 +20,6 @@ namespace {
 
 using json = nlohmann::json;
 
-// A string from a file as it appears in an error message: JSON-quoted, so one holding a newline
-// or a quote still gives a one-line, unambiguous message (fuzz_slow_tokenizer found a class name
-// with a "\n" escape that split one).
-// (Not named quoted: ADL would find std::quoted, a better match for a non-const string.)
-std::string json_quoted(const std::string& s) {
-  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 // A special token in tokenizer_config.json: a string, or an AddedToken object {"content": ...}.
 std::string token_content(const json& config, const char* key, const std::string& fallback,
                           const std::string& source) {

@@ -142,6 +142,11 @@ decltype(auto) translate_torch_errors(std::string_view operation, F&& f) {
 /// its first line, which a user of the command line never needs.
 std::string one_line_message(const std::exception& e);
 
+/// A string from a file (a key, a tensor or token name) as an error message shows it: JSON-quoted,
+/// so one holding a newline or a quote still gives a one-line, unambiguous message (fuzzing found
+/// names with "\n" escapes that split one); invalid UTF-8 shows as U+FFFD.
+std::string json_quoted(std::string_view s);
+
 }  // namespace concord
 
 /// Checks user input: throws concord::Error with the streamed message when `cond` is false.
