@@ -10,10 +10,13 @@
 #include "concord/nn/feature_capture.h"
 #include "concord/ops/attention.h"
 #include "concord/ops/geglu.h"
+#include "conv_layers.h"
 
 namespace concord::diffusion {
 
 namespace F = torch::nn::functional;
+using detail::conv3x3;
+using detail::group_norm;
 
 namespace {
 
@@ -43,14 +46,6 @@ class ResampleImpl : public torch::nn::Cloneable<ResampleImpl> {
   int64_t channels_, stride_;
 };
 TORCH_MODULE(Resample);
-
-torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
-  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(eps));
-}
-
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1));
-}
 
 }  // namespace
 

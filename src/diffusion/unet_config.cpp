@@ -232,7 +232,9 @@ Json unet_config_to_json(const UNetConfig& c) {
   return j;
 }
 
-namespace {
+// Parameter counts of diffusers' layers. A named namespace: the VAE's config counts its layers
+// with functions of the same names, and a unity build puts both files in one translation unit.
+namespace unet_counts {
 
 int64_t linear(int64_t in, int64_t out, bool bias = true) { return in * out + (bias ? out : 0); }
 int64_t conv(int64_t in, int64_t out, int64_t k) { return in * out * k * k + out; }
@@ -254,9 +256,10 @@ int64_t transformer(int64_t channels, int64_t depth, int64_t cross) {
   return group_norm(channels) + linear(channels, d) + depth * block + linear(d, channels);
 }
 
-}  // namespace
+}  // namespace unet_counts
 
 std::vector<std::pair<std::string, int64_t>> count_unet_parameters_by_block(const UNetConfig& c) {
+  using namespace unet_counts;
   c.validate();
   const int64_t temb = c.time_embed_dim();
   const size_t n = c.block_out_channels.size();

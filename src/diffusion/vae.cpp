@@ -9,10 +9,14 @@
 #include "concord/core/files.h"
 #include "concord/nn/feature_capture.h"
 #include "concord/ops/attention.h"
+#include "conv_layers.h"
 
 namespace concord::diffusion {
 
 namespace F = torch::nn::functional;
+using detail::conv1x1;
+using detail::conv3x3;
+using detail::group_norm;
 
 namespace {
 
@@ -36,18 +40,6 @@ class VAEResampleImpl : public torch::nn::Cloneable<VAEResampleImpl> {
   bool down_;
 };
 TORCH_MODULE(VAEResample);
-
-torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
-  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(kEps));
-}
-
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1));
-}
-
-torch::nn::Conv2d conv1x1(int64_t in, int64_t out) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1));
-}
 
 // The per-channel [1, C, 1, 1] view of a config list, in x's dtype and on its device.
 at::Tensor channel_view(const std::vector<double>& values, const at::Tensor& x) {
@@ -188,7 +180,7 @@ void VAEEncoderImpl::reset() {
   }
   mid_block = register_module("mid_block", VAEMidBlock(ch.back(), c.norm_num_groups,
                                                        c.mid_block_add_attention));
-  conv_norm_out = register_module("conv_norm_out", group_norm(c.norm_num_groups, ch.back()));
+  conv_norm_out = register_module("conv_norm_out", group_norm(c.norm_num_groups, ch.back(), kEps));
   conv_out = register_module("conv_out", conv3x3(ch.back(), 2 * c.latent_channels));
 }
 
@@ -216,7 +208,7 @@ void VAEDecoderImpl::reset() {
                                   c.norm_num_groups, i + 1 < n));
     prev = width;
   }
-  conv_norm_out = register_module("conv_norm_out", group_norm(c.norm_num_groups, ch[0]));
+  conv_norm_out = register_module("conv_norm_out", group_norm(c.norm_num_groups, ch[0], kEps));
   conv_out = register_module("conv_out", conv3x3(ch[0], c.out_channels));
 }
 

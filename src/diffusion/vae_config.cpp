@@ -176,7 +176,8 @@ Json vae_config_to_json(const AutoencoderKLConfig& c) {
   return j;
 }
 
-namespace {
+// Parameter counts of diffusers' layers (named: see unet_counts in unet_config.cpp).
+namespace vae_counts {
 
 int64_t linear(int64_t in, int64_t out) { return in * out + out; }
 int64_t conv(int64_t in, int64_t out, int64_t k) { return in * out * k * k + out; }
@@ -194,9 +195,10 @@ int64_t mid_block(int64_t c, bool attention) {
   return 2 * resnet(c, c) + (attention ? group_norm(c) + 4 * linear(c, c) : 0);
 }
 
-}  // namespace
+}  // namespace vae_counts
 
 std::vector<std::pair<std::string, int64_t>> count_vae_parameters_by_block(const AutoencoderKLConfig& c) {
+  using namespace vae_counts;
   c.validate();
   const auto& ch = c.block_out_channels;
   const size_t n = ch.size();

@@ -74,12 +74,6 @@ int letter_index(std::string_view text, size_t begin) {
   }
 }
 
-size_t code_points(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
 std::string quote_regex(std::string_view literal) {
   std::string out;
   size_t pos = 0;
@@ -243,10 +237,10 @@ class RobustExtractor final : public AnswerExtractor {
         if (re.find(t, 0, cb, ce)) {
           ++hits;
           found = i;
-          found_len = code_points(t.substr(cb, ce - cb));
+          found_len = detail::code_points(t.substr(cb, ce - cb));
         }
       }
-      if (hits == 1 && code_points(t) <= found_len + 24) return as_letter(found);
+      if (hits == 1 && detail::code_points(t) <= found_len + 24) return as_letter(found);
     }
     return std::nullopt;
   }

@@ -5,6 +5,7 @@
 #include "concord/core/error.h"
 #include "concord/core/logging.h"
 #include "concord/core/shard.h"
+#include "text_util.h"
 
 namespace fs = std::filesystem;
 
@@ -22,12 +23,6 @@ bool TumluProtocol::applies_to(const TumluLanguage&, const TumluSubjectSet& subj
 }
 
 namespace {
-
-size_t code_points(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
 
 TumluRecord base_record(const TumluSubjectSet& subject, size_t index, const TumluPrompt& prompt) {
   TumluRecord r;
@@ -145,7 +140,8 @@ class LoglikProtocol : public TumluProtocol {
       TumluRecord r = base_record(subject, indices[k], prompts[k]);
       r.loglik = scores;
       for (size_t i = 0; i < scores.size(); ++i) {
-        r.loglik_norm.push_back(scores[i] / static_cast<double>(std::max<size_t>(1, code_points(continuations[i]))));
+        const size_t length = std::max<size_t>(1, detail::code_points(continuations[i]));
+        r.loglik_norm.push_back(scores[i] / static_cast<double>(length));
       }
       const int best = static_cast<int>(std::max_element(scores.begin(), scores.end()) - scores.begin());
       r.output = answer_letter(best);

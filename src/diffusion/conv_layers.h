@@ -1,0 +1,23 @@
+// Builders of the convolution and normalisation layers the U-Net and the VAE share, with
+// diffusers' arguments. Private to src/diffusion.
+#pragma once
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <cstdint>
+
+namespace concord::diffusion::detail {
+
+inline torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(eps));
+}
+
+inline torch::nn::Conv2d conv3x3(int64_t in, int64_t out) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1));
+}
+
+inline torch::nn::Conv2d conv1x1(int64_t in, int64_t out) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1));
+}
+
+}  // namespace concord::diffusion::detail
