@@ -10,13 +10,11 @@
 #include "concord/io/safetensors.h"
 #include "test_support.h"
 
+using concord::testing::max_abs_diff;
+
 using namespace concord;
 
 namespace {
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
 
 template <typename F>
 std::string error_of(F&& f) {
@@ -56,7 +54,9 @@ TEST(ComponentCheckpoint, ChecksBuffersMapsNamesAndConvertsTypes) {
   EXPECT_EQ(fresh->named_buffers()["1.running_var"].scalar_type(), at::kBFloat16);
   EXPECT_EQ(fresh->named_buffers()["1.num_batches_tracked"].scalar_type(), at::kLong);
   EXPECT_EQ(fresh->named_buffers()["1.num_batches_tracked"].item<int64_t>(), 5);
-  EXPECT_LT(max_abs(fresh->named_buffers()["1.running_mean"], net->named_buffers()["1.running_mean"]), 1e-2);
+  EXPECT_LT(max_abs_diff(fresh->named_buffers()["1.running_mean"],
+                         net->named_buffers()["1.running_mean"]),
+            1e-2);
 
   // A missing buffer is named; a map can add a prefix and drop a tensor the module does not hold
   // (transformers' CLIP: "text_model." or not, and its old position_ids buffer).
@@ -78,7 +78,9 @@ TEST(ComponentCheckpoint, ChecksBuffersMapsNamesAndConvertsTypes) {
   EXPECT_EQ(mapped.names().size(), saved.size());
   EXPECT_EQ(mapped.checkpoint_name("0.weight"), "text_model.0.weight");
   diffusion::load_component_weights(*fresh, mapped, {}, "net");
-  EXPECT_EQ(max_abs(fresh->named_parameters()["0.weight"], net->named_parameters()["0.weight"]), 0.0);
+  EXPECT_EQ(
+      max_abs_diff(fresh->named_parameters()["0.weight"], net->named_parameters()["0.weight"]),
+      0.0);
   // A misshapen renamed tensor is named as stored and as read.
   prefixed["text_model.0.bias"] = at::zeros({4});
   m = error_of([&] {

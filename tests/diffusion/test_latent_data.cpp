@@ -24,6 +24,7 @@ using namespace concord;
 using concord::diffusion::LatentBatch;
 using concord::diffusion::LatentShards;
 using concord::diffusion::LatentSpec;
+using concord::testing::max_abs_diff;
 using concord::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -72,10 +73,6 @@ void expect_mentions(const std::string& message, std::initializer_list<std::stri
 void expect_open_fails(const std::vector<fs::path>& files,
                        std::initializer_list<std::string> parts, const LatentSpec& expected = {}) {
   expect_mentions(message_of<FormatError>([&] { LatentShards data(files, expected); }), parts);
-}
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
 }  // namespace
@@ -349,7 +346,7 @@ TEST(LatentShards, HalfPrecisionShardsComeBackAsRoundedFloat32) {
     EXPECT_TRUE(got.at(name).equal(want));
     if (type != at::kDouble) {
       // Rounded, so not the fp32 values: the test would pass vacuously otherwise.
-      EXPECT_GT(max_abs(got.at(name), t[name].index_select(0, idx)), 1e-5);
+      EXPECT_GT(max_abs_diff(got.at(name), t[name].index_select(0, idx)), 1e-5);
     }
   }
 }

@@ -14,28 +14,26 @@
 #include "concord/diffusion/prepare_latents.h"
 #include "concord/diffusion/unet_config.h"
 #include "concord/io/safetensors.h"
+#include "diffusion_fixtures.h"
 #include "test_support.h"
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
+using concord::testing::tiny_sdxl_pipeline_dir;
 namespace fs = std::filesystem;
 
 namespace {
 
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
 fs::path prepare_dir() { return fixture("diffusion") / "prepare"; }
-fs::path pipeline_dir() { return fixture("diffusion") / "tiny-sdxl-pipeline"; }
-
 struct Loaded {
   diffusion::SdxlTextEncoders text;
   diffusion::AutoencoderKL vae;
 };
 
 Loaded load() {
-  return {diffusion::SdxlTextEncoders::load(pipeline_dir()), diffusion::load_vae(pipeline_dir() / "vae")};
+  return {diffusion::SdxlTextEncoders::load(tiny_sdxl_pipeline_dir()),
+          diffusion::load_vae(tiny_sdxl_pipeline_dir() / "vae")};
 }
 
 std::string stem(const fs::path& p) { return p.stem().string(); }
@@ -51,10 +49,10 @@ TEST(PrepareLatents, ResizeAndCentreCropMatchTheTrainingScript) {
     const io::Image image = io::read_image(prepare_dir() / name);
     const auto s = stem(name);
     if (ref.count(s + ".decoded")) {
-      EXPECT_LT(max_abs(io::image_to_tensor(image), ref[s + ".decoded"][0]), 1e-7);
+      EXPECT_LT(max_abs_diff(io::image_to_tensor(image), ref[s + ".decoded"][0]), 1e-7);
     }
     const auto crop = diffusion::sdxl_resize_center_crop(image, 32);
-    EXPECT_LT(max_abs(crop.pixels, ref[s + ".pixels"][0]), 1e-5);
+    EXPECT_LT(max_abs_diff(crop.pixels, ref[s + ".pixels"][0]), 1e-5);
     const at::Tensor ids = ref[s + ".time_ids"];
     for (int k = 0; k < 6; ++k) EXPECT_EQ(crop.time_ids[k], ids[k].item<int64_t>()) << k;
     ++checked;
@@ -87,17 +85,18 @@ TEST(PrepareLatents, WritesShardsEqualToDiffusersAndListsBadImages) {
   EXPECT_NE(reasons["notes.png"].find("notes.png"), std::string::npos) << reasons["notes.png"];
 
   // The good ones, in input order: rgb_47x40, rgb_40x64, rgba_33x33.
-  const auto spec = diffusion::latent_spec_for(diffusion::load_unet_config(pipeline_dir() / "unet"));
+  const auto spec =
+      diffusion::latent_spec_for(diffusion::load_unet_config(tiny_sdxl_pipeline_dir() / "unet"));
   const diffusion::LatentShards shards(tmp / "out", spec);
   ASSERT_EQ(shards.size(), 3);
   const auto batch = shards.get_batch({0, 1, 2});
   int64_t row = 0;
   for (const std::string s : {"rgb_47x40", "rgb_40x64", "rgba_33x33"}) {
     SCOPED_TRACE(s);
-    EXPECT_LT(max_abs(batch.latents[row], ref[s + ".latents"][0]), 1e-5);
-    EXPECT_LT(max_abs(batch.encoder_hidden_states[row], ref[s + ".prompt_embeds"][0]), 1e-5);
-    EXPECT_LT(max_abs(batch.text_embeds[row], ref[s + ".pooled_prompt_embeds"][0]), 1e-5);
-    EXPECT_LT(max_abs(batch.time_ids[row], ref[s + ".time_ids"]), 1e-9);
+    EXPECT_LT(max_abs_diff(batch.latents[row], ref[s + ".latents"][0]), 1e-5);
+    EXPECT_LT(max_abs_diff(batch.encoder_hidden_states[row], ref[s + ".prompt_embeds"][0]), 1e-5);
+    EXPECT_LT(max_abs_diff(batch.text_embeds[row], ref[s + ".pooled_prompt_embeds"][0]), 1e-5);
+    EXPECT_LT(max_abs_diff(batch.time_ids[row], ref[s + ".time_ids"]), 1e-9);
     ++row;
   }
 }
@@ -115,8 +114,8 @@ TEST(PrepareLatents, AcceptsGreyscaleAndCmykWhenAsked) {
   EXPECT_EQ(r.written, 5);
   EXPECT_EQ(r.bad.size(), 3u);
   const auto shard = io::load_safetensors(tmp / "out" / "shard-00000.safetensors");
-  EXPECT_LT(max_abs(shard.at("latents")[3], ref["grey_40x36.latents"][0]), 1e-5);
-  EXPECT_LT(max_abs(shard.at("latents")[4], ref["cmyk_36x48.latents"][0]), 1e-5);
+  EXPECT_LT(max_abs_diff(shard.at("latents")[3], ref["grey_40x36.latents"][0]), 1e-5);
+  EXPECT_LT(max_abs_diff(shard.at("latents")[4], ref["cmyk_36x48.latents"][0]), 1e-5);
 }
 
 TEST(PrepareLatents, AResumedRunWritesTheSameShardsAsAnUninterruptedOne) {

@@ -17,19 +17,16 @@
 #include "concord/diffusion/unet_checkpoint.h"
 #include "concord/io/safetensors.h"
 #include "concord/text/bpe_tokenizer.h"
+#include "diffusion_fixtures.h"
 #include "test_support.h"
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
+using concord::testing::tiny_sdxl_pipeline_dir;
 namespace fs = std::filesystem;
 
 namespace {
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-fs::path pipeline_dir() { return fixture("diffusion") / "tiny-sdxl-pipeline"; }
 
 std::vector<int64_t> row(const at::Tensor& ids, int64_t b) {
   const at::Tensor r = ids[b].contiguous();
@@ -49,7 +46,7 @@ TEST(ClipTokenizer, SlowFilesAndTokenizerJsonGiveTransformersIdsOnEveryCaption) 
   for (const std::string which : {"tokenizer", "tokenizer_2"}) {
     SCOPED_TRACE(which);
     const std::string suffix = which == "tokenizer" ? "" : "_2";
-    const auto slow = text::load_tokenizer(pipeline_dir() / which);
+    const auto slow = text::load_tokenizer(tiny_sdxl_pipeline_dir() / which);
     const auto fast = text::load_tokenizer(fixture("diffusion") / "clip-tokenizer-json" / which);
     EXPECT_EQ(slow->pad_id(), ref["tokenizers"][which]["pad_token_id"].get<int64_t>());
     std::vector<std::string> texts;
@@ -73,7 +70,7 @@ TEST(ClipTokenizer, SlowFilesAndTokenizerJsonGiveTransformersIdsOnEveryCaption) 
 }
 
 TEST(ClipTokenizer, NormalizersMatchTokenizersOnHardCases) {
-  const auto tok = text::load_tokenizer(pipeline_dir() / "tokenizer");
+  const auto tok = text::load_tokenizer(tiny_sdxl_pipeline_dir() / "tokenizer");
   // NFC: a decomposed e + U+0301 tokenizes as the composed é; İ lower-cases to i + U+0307.
   EXPECT_EQ(tok->encode("caf\xC3\xA9"), tok->encode("cafe\xCC\x81"));
   EXPECT_EQ(tok->encode("\xC4\xB0"), tok->encode("i\xCC\x87"));
@@ -86,7 +83,7 @@ TEST(ClipTokenizer, SlowFilesErrorsNameTheFile) {
   const concord::testing::TempDir tmp;
   const fs::path dir = tmp.path();
   for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json"}) {
-    fs::copy_file(pipeline_dir() / "tokenizer" / f, dir / f);
+    fs::copy_file(tiny_sdxl_pipeline_dir() / "tokenizer" / f, dir / f);
   }
   {
     std::ofstream(dir / "merges.txt", std::ios::app) << "only-one-token\n";
@@ -97,7 +94,7 @@ TEST(ClipTokenizer, SlowFilesErrorsNameTheFile) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("merges.txt:"), std::string::npos) << e.what();
   }
-  fs::copy_file(pipeline_dir() / "tokenizer" / "merges.txt", dir / "merges.txt",
+  fs::copy_file(tiny_sdxl_pipeline_dir() / "tokenizer" / "merges.txt", dir / "merges.txt",
                 fs::copy_options::overwrite_existing);
   std::ofstream(dir / "tokenizer_config.json") << R"({"tokenizer_class": "BertTokenizer"})";
   try {
@@ -110,26 +107,26 @@ TEST(ClipTokenizer, SlowFilesErrorsNameTheFile) {
 
 TEST(ClipTextEncoder, MatchesTransformersStatesAndPooledOutputs) {
   auto ref = io::load_safetensors(fixture("diffusion") / "clip_text.safetensors");
-  auto te1 = diffusion::load_clip_text_encoder(pipeline_dir() / "text_encoder", {});
-  auto te2 = diffusion::load_clip_text_encoder(pipeline_dir() / "text_encoder_2", {});
+  auto te1 = diffusion::load_clip_text_encoder(tiny_sdxl_pipeline_dir() / "text_encoder", {});
+  auto te2 = diffusion::load_clip_text_encoder(tiny_sdxl_pipeline_dir() / "text_encoder_2", {});
   EXPECT_EQ(te1->config.projection_dim, 0);
   EXPECT_EQ(te2->config.projection_dim, 12);
   EXPECT_EQ(te1->num_parameters(), diffusion::count_clip_text_parameters(te1->config));
   EXPECT_EQ(te2->num_parameters(), diffusion::count_clip_text_parameters(te2->config));
   torch::NoGradGuard no_grad;
   const auto o1 = te1->forward(ref["input_ids_1"]);
-  EXPECT_LT(max_abs(o1.last_hidden_state, ref["te1_last"]), 1e-5);
-  EXPECT_LT(max_abs(o1.penultimate(), ref["te1_penultimate"]), 1e-5);
-  EXPECT_LT(max_abs(o1.pooled, ref["te1_pooled"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o1.last_hidden_state, ref["te1_last"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o1.penultimate(), ref["te1_penultimate"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o1.pooled, ref["te1_pooled"]), 1e-5);
   const auto o2 = te2->forward(ref["input_ids_2"]);
-  EXPECT_LT(max_abs(o2.last_hidden_state, ref["te2_last"]), 1e-5);
-  EXPECT_LT(max_abs(o2.penultimate(), ref["te2_penultimate"]), 1e-5);
-  EXPECT_LT(max_abs(o2.pooled, ref["te2_pooled"]), 1e-5);
-  EXPECT_LT(max_abs(o2.text_embeds, ref["te2_text_embeds"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o2.last_hidden_state, ref["te2_last"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o2.penultimate(), ref["te2_penultimate"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o2.pooled, ref["te2_pooled"]), 1e-5);
+  EXPECT_LT(max_abs_diff(o2.text_embeds, ref["te2_text_embeds"]), 1e-5);
 }
 
 TEST(ClipTextEncoder, SavesWithHubNamesAndLoadsBack) {
-  auto te2 = diffusion::load_clip_text_encoder(pipeline_dir() / "text_encoder_2", {});
+  auto te2 = diffusion::load_clip_text_encoder(tiny_sdxl_pipeline_dir() / "text_encoder_2", {});
   const concord::testing::TempDir tmp;
   const fs::path dir = tmp.path();
   diffusion::save_clip_text_encoder(te2, dir);
@@ -183,26 +180,28 @@ diffusion::SdxlGenerateOptions options_of(const Json& c) {
 TEST(SdxlPipeline, EveryCaseMatchesStableDiffusionXLPipeline) {
   const Json cases = load_json_file(fixture("diffusion") / "sdxl_pipeline_reference.json").at("cases");
   auto ref = io::load_safetensors(fixture("diffusion") / "sdxl_pipeline_reference.safetensors");
-  auto pipe = diffusion::SdxlPipeline::load(pipeline_dir());
+  auto pipe = diffusion::SdxlPipeline::load(tiny_sdxl_pipeline_dir());
   EXPECT_EQ(pipe.vae_scale_factor(), 2);
   ASSERT_EQ(cases.size(), 5u);  // cfg, zeros, nocfg, trailing, rescale
   for (const auto& [name, c] : cases.items()) {
     SCOPED_TRACE(name);
     const auto prompts = c.at("prompt").get<std::vector<std::string>>();
     const auto out = pipe.generate(prompts, options_of(c), ref[name + ".init_latents"]);
-    EXPECT_LT(max_abs(out.prompt.embeds, ref[name + ".prompt_embeds"]), 1e-5);
-    EXPECT_LT(max_abs(out.prompt.pooled, ref[name + ".pooled_prompt_embeds"]), 1e-5);
+    EXPECT_LT(max_abs_diff(out.prompt.embeds, ref[name + ".prompt_embeds"]), 1e-5);
+    EXPECT_LT(max_abs_diff(out.prompt.pooled, ref[name + ".pooled_prompt_embeds"]), 1e-5);
     if (c.at("do_classifier_free_guidance").get<bool>()) {
-      EXPECT_LT(max_abs(out.negative.embeds, ref[name + ".negative_prompt_embeds"]), 1e-5);
-      EXPECT_LT(max_abs(out.negative.pooled, ref[name + ".negative_pooled_prompt_embeds"]), 1e-5);
+      EXPECT_LT(max_abs_diff(out.negative.embeds, ref[name + ".negative_prompt_embeds"]), 1e-5);
+      EXPECT_LT(max_abs_diff(out.negative.pooled, ref[name + ".negative_pooled_prompt_embeds"]),
+                1e-5);
     }
-    EXPECT_LT(max_abs(out.add_time_ids, ref[name + ".add_time_ids"][0]), 0.0 + 1e-9);
-    EXPECT_LT(max_abs(out.timesteps, ref[name + ".timesteps"]), 1e-4);
-    EXPECT_LT(max_abs(out.sigmas, ref[name + ".sigmas"]), 1e-5);
+    EXPECT_LT(max_abs_diff(out.add_time_ids, ref[name + ".add_time_ids"][0]), 0.0 + 1e-9);
+    EXPECT_LT(max_abs_diff(out.timesteps, ref[name + ".timesteps"]), 1e-4);
+    EXPECT_LT(max_abs_diff(out.sigmas, ref[name + ".sigmas"]), 1e-5);
     // 1e-4 relative to the latents' scale: "trailing" starts at sigma 14.6 and ends with |x| ~ 100.
     const at::Tensor want = ref[name + ".final_latents"];
-    EXPECT_LT(max_abs(out.latents, want), 1e-4 * std::max(1.0, want.abs().max().item<double>()));
-    EXPECT_LT(max_abs(out.images.permute({0, 2, 3, 1}), ref[name + ".images"]), 1e-4);
+    EXPECT_LT(max_abs_diff(out.latents, want),
+              1e-4 * std::max(1.0, want.abs().max().item<double>()));
+    EXPECT_LT(max_abs_diff(out.images.permute({0, 2, 3, 1}), ref[name + ".images"]), 1e-4);
   }
 }
 
@@ -213,19 +212,20 @@ TEST(SdxlPipeline, MatchesStableDiffusionXLPipelineOnCuda_CUDA) {
   auto ref = io::load_safetensors(fixture("diffusion") / "sdxl_pipeline_reference.safetensors");
   diffusion::SdxlLoadOptions lo;
   lo.components.device = c10::Device(c10::kCUDA);
-  auto pipe = diffusion::SdxlPipeline::load(pipeline_dir(), lo);
+  auto pipe = diffusion::SdxlPipeline::load(tiny_sdxl_pipeline_dir(), lo);
   const auto out = pipe.generate(c.at("prompt").get<std::vector<std::string>>(), options_of(c),
                                  ref["cfg.init_latents"].cuda());
   EXPECT_TRUE(out.latents.is_cuda());
-  EXPECT_LT(max_abs(out.prompt.embeds.cpu(), ref["cfg.prompt_embeds"]), 1e-3);
+  EXPECT_LT(max_abs_diff(out.prompt.embeds.cpu(), ref["cfg.prompt_embeds"]), 1e-3);
   const at::Tensor want = ref["cfg.final_latents"];
   // cuDNN may run the convolutions in TF32 (LibTorch's default): 1e-2 of the latents' scale.
-  EXPECT_LT(max_abs(out.latents.cpu(), want), 1e-2 * std::max(1.0, want.abs().max().item<double>()));
-  EXPECT_LT(max_abs(out.images.permute({0, 2, 3, 1}).cpu(), ref["cfg.images"]), 1e-2);
+  EXPECT_LT(max_abs_diff(out.latents.cpu(), want),
+            1e-2 * std::max(1.0, want.abs().max().item<double>()));
+  EXPECT_LT(max_abs_diff(out.images.permute({0, 2, 3, 1}).cpu(), ref["cfg.images"]), 1e-2);
 }
 
 TEST(SdxlPipeline, SeededRunsRepeatAndSeedsDiffer) {
-  auto pipe = diffusion::SdxlPipeline::load(pipeline_dir());
+  auto pipe = diffusion::SdxlPipeline::load(tiny_sdxl_pipeline_dir());
   diffusion::SdxlGenerateOptions o;
   o.num_inference_steps = 2;
   o.seed = 7;
@@ -245,7 +245,7 @@ TEST(SdxlPipeline, SeededRunsRepeatAndSeedsDiffer) {
 TEST(SdxlPipeline, LoadErrorsNameTheFileAndKey) {
   const concord::testing::TempDir tmp;
   const fs::path dir = tmp / "pipe";
-  fs::copy(pipeline_dir(), dir, fs::copy_options::recursive);
+  fs::copy(tiny_sdxl_pipeline_dir(), dir, fs::copy_options::recursive);
   std::ofstream(dir / "model_index.json") << R"({"_class_name": "StableDiffusionPipeline"})";
   try {
     diffusion::SdxlPipeline::load(dir);
@@ -253,7 +253,7 @@ TEST(SdxlPipeline, LoadErrorsNameTheFileAndKey) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model_index.json"), std::string::npos) << e.what();
   }
-  fs::copy_file(pipeline_dir() / "model_index.json", dir / "model_index.json",
+  fs::copy_file(tiny_sdxl_pipeline_dir() / "model_index.json", dir / "model_index.json",
                 fs::copy_options::overwrite_existing);
   std::ofstream(dir / "scheduler" / "scheduler_config.json")
       << R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true})";
@@ -266,7 +266,7 @@ TEST(SdxlPipeline, LoadErrorsNameTheFileAndKey) {
 }
 
 TEST(SdxlPipeline, ChecksThatAUNetFitsTheEncoders) {
-  auto pipe = diffusion::SdxlPipeline::load(pipeline_dir());
+  auto pipe = diffusion::SdxlPipeline::load(tiny_sdxl_pipeline_dir());
   // tiny-sdxl's U-Net reads 32-wide text states; these encoders give 16 + 24 = 40.
   auto other = diffusion::load_unet(fixture("diffusion") / "tiny-sdxl");
   try {

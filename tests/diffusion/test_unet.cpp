@@ -17,12 +17,9 @@
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
 
 namespace {
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
 
 diffusion::UNetInputs inputs_of(std::map<std::string, at::Tensor>& ref) {
   diffusion::UNetInputs in;
@@ -50,11 +47,11 @@ TEST(UNet, MatchesDiffusersOutputsAndEveryFeature) {
     torch::NoGradGuard no_grad;
     nn::FeatureCapture capture(*unet, paths);
     const at::Tensor out = unet->forward(inputs_of(ref));
-    EXPECT_LT(max_abs(out, ref["sample_out"]), 1e-4);
+    EXPECT_LT(max_abs_diff(out, ref["sample_out"]), 1e-4);
     for (const auto& path : paths) {
       const at::Tensor got = capture.get(path);
       ASSERT_EQ(got.sizes(), ref["feat." + path].sizes()) << path;
-      EXPECT_LT(max_abs(got, ref["feat." + path]), 1e-4) << path;
+      EXPECT_LT(max_abs_diff(got, ref["feat." + path]), 1e-4) << path;
     }
   }
 }
@@ -63,7 +60,7 @@ TEST(UNet, ShardedCheckpointLoadsTheSameModel) {
   auto ref = io::load_safetensors(fixture("diffusion") / "tiny-sdxl" / "reference.safetensors");
   diffusion::UNet2DCondition unet = diffusion::load_unet(fixture("diffusion") / "tiny-sdxl-sharded");
   torch::NoGradGuard no_grad;
-  EXPECT_LT(max_abs(unet->forward(inputs_of(ref)), ref["sample_out"]), 1e-4);
+  EXPECT_LT(max_abs_diff(unet->forward(inputs_of(ref)), ref["sample_out"]), 1e-4);
 }
 
 TEST(UNet, ExactParameterCountsOfSdxlAndTheKoalaStudents) {
@@ -92,7 +89,7 @@ TEST(UNet, SaveWritesWhatLoadReads) {
   diffusion::UNet2DCondition back = diffusion::load_unet(tmp / "u");
   auto ref = io::load_safetensors(fixture("diffusion") / "tiny-koala" / "reference.safetensors");
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(max_abs(back->forward(inputs_of(ref)), unet->forward(inputs_of(ref))), 0.0);
+  EXPECT_EQ(max_abs_diff(back->forward(inputs_of(ref)), unet->forward(inputs_of(ref))), 0.0);
   EXPECT_EQ(back->config.mid_block_type, "");
 }
 
@@ -105,9 +102,9 @@ TEST(UNet, CloneRunsTheSameForward) {
   auto ref = io::load_safetensors(fixture("diffusion") / "tiny-sdxl" / "reference.safetensors");
   torch::NoGradGuard no_grad;
   const at::Tensor want = unet->forward(inputs_of(ref));
-  EXPECT_EQ(max_abs(copy->forward(inputs_of(ref)), want), 0.0);
+  EXPECT_EQ(max_abs_diff(copy->forward(inputs_of(ref)), want), 0.0);
   for (auto& p : unet->parameters()) p.zero_();  // the copy owns its weights
-  EXPECT_EQ(max_abs(copy->forward(inputs_of(ref)), want), 0.0);
+  EXPECT_EQ(max_abs_diff(copy->forward(inputs_of(ref)), want), 0.0);
 }
 
 TEST(UNet, BadCheckpointsNameTheFileAndTensor) {
@@ -152,10 +149,13 @@ TEST(UNet, BadCheckpointsNameTheFileAndTensor) {
 TEST(Schedulers, DdpmMatchesDiffusers) {
   auto f = io::load_safetensors(fixture("diffusion") / "schedulers.safetensors");
   diffusion::DdpmSchedule s;
-  EXPECT_LT(max_abs(s.betas(), f["ddpm.betas"]), 1e-8);  // diffusers holds them in fp32
-  EXPECT_LT(max_abs(s.alphas_cumprod(), f["ddpm.alphas_cumprod"]), 1e-6);
-  EXPECT_LT(max_abs(s.add_noise(f["ddpm.x0"], f["ddpm.noise"], f["ddpm.t"]), f["ddpm.noisy"]), 1e-5);
-  EXPECT_LT(max_abs(s.velocity(f["ddpm.x0"], f["ddpm.noise"], f["ddpm.t"]), f["ddpm.velocity"]), 1e-5);
+  EXPECT_LT(max_abs_diff(s.betas(), f["ddpm.betas"]), 1e-8);  // diffusers holds them in fp32
+  EXPECT_LT(max_abs_diff(s.alphas_cumprod(), f["ddpm.alphas_cumprod"]), 1e-6);
+  EXPECT_LT(max_abs_diff(s.add_noise(f["ddpm.x0"], f["ddpm.noise"], f["ddpm.t"]), f["ddpm.noisy"]),
+            1e-5);
+  EXPECT_LT(
+      max_abs_diff(s.velocity(f["ddpm.x0"], f["ddpm.noise"], f["ddpm.t"]), f["ddpm.velocity"]),
+      1e-5);
 }
 
 TEST(Schedulers, EulerMatchesDiffusers) {
@@ -167,8 +167,10 @@ TEST(Schedulers, EulerMatchesDiffusers) {
       diffusion::EulerOptions o;
       o.timestep_spacing = spacing;
       diffusion::EulerSampler e(o, n);
-      EXPECT_LT(max_abs(e.timesteps(), f[key + ".timesteps"]), 1e-4);
-      EXPECT_LT(max_abs(e.sigmas(), f[key + ".sigmas"]) / f[key + ".sigmas"].max().item<double>(), 1e-5);
+      EXPECT_LT(max_abs_diff(e.timesteps(), f[key + ".timesteps"]), 1e-4);
+      EXPECT_LT(
+          max_abs_diff(e.sigmas(), f[key + ".sigmas"]) / f[key + ".sigmas"].max().item<double>(),
+          1e-5);
       EXPECT_NEAR(e.init_noise_sigma(), f[key + ".init_noise_sigma"].item<double>(),
                   1e-5 * e.init_noise_sigma());
     }
@@ -181,18 +183,19 @@ TEST(Schedulers, EulerMatchesDiffusers) {
       o.timestep_spacing = spacing;
       o.training.prediction_type = prediction == "eps" ? "epsilon" : "v_prediction";
       diffusion::EulerSampler e(o, n);
-      EXPECT_LT(max_abs(e.scale_model_input(f[key + ".sample"], 0), f[key + ".scaled_input"]), 1e-5);
+      EXPECT_LT(max_abs_diff(e.scale_model_input(f[key + ".sample"], 0), f[key + ".scaled_input"]),
+                1e-5);
       for (int64_t j = 0; j < steps.size(0); ++j) {
         const int64_t i = steps[j].item<int64_t>();
         const at::Tensor want = f[key + "." + prediction + ".prev_sample." + std::to_string(i)];
-        EXPECT_LT(max_abs(e.step(f[key + ".model_output"], i, f[key + ".sample"]), want), 1e-4)
+        EXPECT_LT(max_abs_diff(e.step(f[key + ".model_output"], i, f[key + ".sample"]), want), 1e-4)
             << key << " " << prediction << " step " << i;
       }
     }
   }
   // Classifier-free guidance.
   const at::Tensor u = at::ones({2}), c = at::full({2}, 3.0);
-  EXPECT_LT(max_abs(diffusion::guided(u, c, 7.5), at::full({2}, 16.0)), 1e-6);
+  EXPECT_LT(max_abs_diff(diffusion::guided(u, c, 7.5), at::full({2}, 16.0)), 1e-6);
 }
 
 TEST(UNet, MatchesDiffusersOnCuda_CUDA) {
@@ -208,5 +211,6 @@ TEST(UNet, MatchesDiffusersOnCuda_CUDA) {
   in.text_embeds = in.text_embeds.cuda();
   in.time_ids = in.time_ids.cuda();
   torch::NoGradGuard no_grad;
-  EXPECT_LT(max_abs(unet->forward(in).cpu(), ref["sample_out"]), 1e-3);  // TF32 matmuls allowed
+  EXPECT_LT(max_abs_diff(unet->forward(in).cpu(), ref["sample_out"]),
+            1e-3);  // TF32 matmuls allowed
 }

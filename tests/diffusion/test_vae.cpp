@@ -12,19 +12,17 @@
 #include "concord/diffusion/vae.h"
 #include "concord/diffusion/vae_config.h"
 #include "concord/io/safetensors.h"
+#include "diffusion_fixtures.h"
 #include "test_support.h"
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
 namespace fs = std::filesystem;
 
 namespace {
 
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-fs::path tiny_vae_dir() { return fixture("diffusion") / "tiny-sdxl-pipeline" / "vae"; }
+fs::path tiny_vae_dir() { return concord::testing::tiny_sdxl_pipeline_dir() / "vae"; }
 fs::path vae_reference() { return fixture("diffusion") / "vae_reference.safetensors"; }
 
 // The tiny VAE's shape, as the fixture's config.json has it.
@@ -73,16 +71,16 @@ TEST(VAE, MatchesDiffusersPosteriorAndDecoder) {
   EXPECT_DOUBLE_EQ(vae->config.scaling_factor, 0.13025);
   torch::NoGradGuard no_grad;
   const diffusion::DiagonalGaussian q = vae->encode(ref["image"]);
-  const double e_mean = max_abs(q.mean, ref["posterior_mean"]);
-  const double e_logvar = max_abs(q.logvar, ref["posterior_logvar"]);
-  const double e_decoded = max_abs(vae->decode(ref["z"]), ref["decoded"]);
-  const double e_roundtrip = max_abs(vae->decode(q.mean), ref["roundtrip"]);
+  const double e_mean = max_abs_diff(q.mean, ref["posterior_mean"]);
+  const double e_logvar = max_abs_diff(q.logvar, ref["posterior_logvar"]);
+  const double e_decoded = max_abs_diff(vae->decode(ref["z"]), ref["decoded"]);
+  const double e_roundtrip = max_abs_diff(vae->decode(q.mean), ref["roundtrip"]);
   EXPECT_LT(e_mean, 1e-4);
   EXPECT_LT(e_logvar, 1e-4);
   EXPECT_LT(e_decoded, 1e-4);
   EXPECT_LT(e_roundtrip, 1e-4);
-  EXPECT_LT(max_abs(vae->forward(ref["image"]), ref["roundtrip"]), 1e-4);
-  EXPECT_LT(max_abs(q.std, at::exp(0.5 * ref["posterior_logvar"])), 1e-4);
+  EXPECT_LT(max_abs_diff(vae->forward(ref["image"]), ref["roundtrip"]), 1e-4);
+  EXPECT_LT(max_abs_diff(q.std, at::exp(0.5 * ref["posterior_logvar"])), 1e-4);
   std::printf("[ max abs error ] mean %.3g  logvar %.3g  decoded %.3g  roundtrip %.3g\n", e_mean,
               e_logvar, e_decoded, e_roundtrip);
 }
@@ -95,7 +93,7 @@ TEST(VAE, CloneRunsTheSameForward) {
   torch::NoGradGuard no_grad;
   const at::Tensor want = vae->forward(ref["image"]);
   for (auto& p : vae->parameters()) p.zero_();  // the copy owns its weights
-  EXPECT_EQ(max_abs(copy->forward(ref["image"]), want), 0.0);
+  EXPECT_EQ(max_abs_diff(copy->forward(ref["image"]), want), 0.0);
 }
 
 TEST(VAE, ExactParameterCounts) {
@@ -147,7 +145,7 @@ TEST(VAE, SaveWritesWhatLoadReads) {
   torch::manual_seed(0);
   const at::Tensor image = at::rand({1, 3, 16, 16}) * 2 - 1;
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(max_abs(back->forward(image), vae->forward(image)), 0.0);
+  EXPECT_EQ(max_abs_diff(back->forward(image), vae->forward(image)), 0.0);
   // One file when it fits; bf16 on load.
   diffusion::save_vae(vae, tmp / "w");
   EXPECT_TRUE(fs::exists(tmp / "w" / "diffusion_pytorch_model.safetensors"));
@@ -170,7 +168,7 @@ TEST(VAE, SaveWritesWhatLoadReads) {
   const at::Tensor out = half->forward(image.to(at::kBFloat16));
   ASSERT_EQ(out.sizes(), ref.sizes());
   EXPECT_TRUE(out.isfinite().all().item<bool>());
-  EXPECT_LT(max_abs(out, ref), 0.25 * ref.abs().max().item<double>());
+  EXPECT_LT(max_abs_diff(out, ref), 0.25 * ref.abs().max().item<double>());
 }
 
 TEST(VAE, LegacyAttentionNamesLoad) {
@@ -204,7 +202,7 @@ TEST(VAE, LegacyAttentionNamesLoad) {
   diffusion::AutoencoderKL back = diffusion::load_vae(tmp / "v");
   torch::NoGradGuard no_grad;
   const at::Tensor image = at::rand({1, 3, 8, 8}) * 2 - 1;
-  EXPECT_EQ(max_abs(back->forward(image), vae->forward(image)), 0.0);
+  EXPECT_EQ(max_abs_diff(back->forward(image), vae->forward(image)), 0.0);
 
   // Both names of one tensor: an error naming both.
   legacy["encoder.mid_block.attentions.0.to_q.weight"] = legacy["encoder.mid_block.attentions.0.query.weight"];
@@ -285,22 +283,23 @@ TEST(VAE, LatentNormalisationIsTheSdxlPipelines) {
   torch::manual_seed(1);
   const at::Tensor z = at::randn({2, 4, 3, 3});
   // scaling_factor alone (SDXL): z * s, latents / s.
-  EXPECT_LT(max_abs(diffusion::normalize_latents(config, z), z * 0.13025), 1e-7);
-  EXPECT_LT(max_abs(diffusion::denormalize_latents(config, z), z / 0.13025), 1e-6);
+  EXPECT_LT(max_abs_diff(diffusion::normalize_latents(config, z), z * 0.13025), 1e-7);
+  EXPECT_LT(max_abs_diff(diffusion::denormalize_latents(config, z), z / 0.13025), 1e-6);
   // latents_mean / latents_std (Playground v2.5's VAE): per channel.
   config.latents_mean = std::vector<double>{0.5, -0.25, 0.0, 1.0};
   config.latents_std = std::vector<double>{2.0, 0.5, 1.0, 4.0};
   const at::Tensor mean = at::tensor({0.5, -0.25, 0.0, 1.0}).view({1, 4, 1, 1});
   const at::Tensor stdv = at::tensor({2.0, 0.5, 1.0, 4.0}).view({1, 4, 1, 1});
   const at::Tensor n = diffusion::normalize_latents(config, z);
-  EXPECT_LT(max_abs(n, (z - mean) * 0.13025 / stdv), 1e-6);
-  EXPECT_LT(max_abs(diffusion::denormalize_latents(config, n), z), 1e-5);
-  EXPECT_LT(max_abs(diffusion::denormalize_latents(config, z), z * stdv / 0.13025 + mean), 1e-5);
+  EXPECT_LT(max_abs_diff(n, (z - mean) * 0.13025 / stdv), 1e-6);
+  EXPECT_LT(max_abs_diff(diffusion::denormalize_latents(config, n), z), 1e-5);
+  EXPECT_LT(max_abs_diff(diffusion::denormalize_latents(config, z), z * stdv / 0.13025 + mean),
+            1e-5);
   // shift_factor (SD3 / Flux's rule).
   auto shifted = tiny_config();
   shifted.shift_factor = 0.0609;
-  EXPECT_LT(max_abs(diffusion::normalize_latents(shifted, z), (z - 0.0609) * 0.13025), 1e-7);
-  EXPECT_LT(max_abs(diffusion::denormalize_latents(shifted, z), z / 0.13025 + 0.0609), 1e-6);
+  EXPECT_LT(max_abs_diff(diffusion::normalize_latents(shifted, z), (z - 0.0609) * 0.13025), 1e-7);
+  EXPECT_LT(max_abs_diff(diffusion::denormalize_latents(shifted, z), z / 0.13025 + 0.0609), 1e-6);
   // Both: no diffusers rule.
   config.shift_factor = 0.1;
   EXPECT_NE(error_of([&] { diffusion::normalize_latents(config, z); }).find("shift_factor"), std::string::npos);
@@ -310,13 +309,18 @@ TEST(VAE, LatentNormalisationIsTheSdxlPipelines) {
   torch::NoGradGuard no_grad;
   const at::Tensor image = at::rand({2, 3, 16, 16}) * 2 - 1;
   const diffusion::DiagonalGaussian q = vae->encode(image);
-  EXPECT_EQ(max_abs(diffusion::latents_from_image(vae, image, diffusion::PosteriorDraw::mode),
-                    q.mean * 0.13025), 0.0);
+  EXPECT_EQ(max_abs_diff(diffusion::latents_from_image(vae, image, diffusion::PosteriorDraw::mode),
+                         q.mean * 0.13025),
+            0.0);
   at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(7), g2 = at::make_generator<at::CPUGeneratorImpl>(7);
-  EXPECT_EQ(max_abs(diffusion::latents_from_image(vae, image, diffusion::PosteriorDraw::sample, g1),
-                    q.sample(g2) * 0.13025), 0.0);
+  EXPECT_EQ(
+      max_abs_diff(diffusion::latents_from_image(vae, image, diffusion::PosteriorDraw::sample, g1),
+                   q.sample(g2) * 0.13025),
+      0.0);
   const at::Tensor latents = at::randn({2, 4, 8, 8});
-  EXPECT_EQ(max_abs(diffusion::image_from_latents(vae, latents), vae->decode(latents / 0.13025)), 0.0);
+  EXPECT_EQ(
+      max_abs_diff(diffusion::image_from_latents(vae, latents), vae->decode(latents / 0.13025)),
+      0.0);
   EXPECT_EQ(diffusion::image_from_latents(vae, latents).sizes(), (std::vector<int64_t>{2, 3, 16, 16}));
   EXPECT_NE(error_of([&] { diffusion::image_from_latents(vae, at::zeros({1, 3, 8, 8})); }).find("[B, 4, h, w]"),
             std::string::npos);
@@ -329,12 +333,12 @@ TEST(VAE, PosteriorIsDiffusersDiagonalGaussian) {
   const at::Tensor image = at::rand({2, 3, 16, 16}) * 2 - 1;
   diffusion::DiagonalGaussian q = vae->encode(image);
   EXPECT_EQ(q.mean.sizes(), (std::vector<int64_t>{2, 4, 8, 8}));
-  EXPECT_EQ(max_abs(q.std, at::exp(0.5 * q.logvar)), 0.0);
+  EXPECT_EQ(max_abs_diff(q.std, at::exp(0.5 * q.logvar)), 0.0);
   // sample = mean + std * eps with eps drawn from the generator.
   at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(42), g2 = at::make_generator<at::CPUGeneratorImpl>(42);
   const at::Tensor s = q.sample(g1);
-  EXPECT_EQ(max_abs(s, q.mean + q.std * at::randn({2, 4, 8, 8}, g2)), 0.0);
-  EXPECT_GT(max_abs(s, q.sample(g1)), 0.0);
+  EXPECT_EQ(max_abs_diff(s, q.mean + q.std * at::randn({2, 4, 8, 8}, g2)), 0.0);
+  EXPECT_GT(max_abs_diff(s, q.sample(g1)), 0.0);
   // The clamp of the log-variance to [-30, 20].
   torch::NoGradGuard guard;
   vae->quant_conv->bias.index_put_({at::indexing::Slice(4, 8)}, 1e3);
@@ -356,8 +360,8 @@ TEST(VAE, MatchesDiffusersOnCuda_CUDA) {
   diffusion::AutoencoderKL vae = diffusion::load_vae(tiny_vae_dir(), lo);
   torch::NoGradGuard no_grad;
   const diffusion::DiagonalGaussian q = vae->encode(ref["image"].cuda());
-  EXPECT_LT(max_abs(q.mean.cpu(), ref["posterior_mean"]), 1e-3);  // TF32 convolutions allowed
-  EXPECT_LT(max_abs(q.logvar.cpu(), ref["posterior_logvar"]), 1e-3);
-  EXPECT_LT(max_abs(vae->decode(ref["z"].cuda()).cpu(), ref["decoded"]), 1e-3);
-  EXPECT_LT(max_abs(vae->decode(q.mean).cpu(), ref["roundtrip"]), 1e-3);
+  EXPECT_LT(max_abs_diff(q.mean.cpu(), ref["posterior_mean"]), 1e-3);  // TF32 convolutions allowed
+  EXPECT_LT(max_abs_diff(q.logvar.cpu(), ref["posterior_logvar"]), 1e-3);
+  EXPECT_LT(max_abs_diff(vae->decode(ref["z"].cuda()).cpu(), ref["decoded"]), 1e-3);
+  EXPECT_LT(max_abs_diff(vae->decode(q.mean).cpu(), ref["roundtrip"]), 1e-3);
 }

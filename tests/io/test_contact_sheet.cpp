@@ -11,24 +11,16 @@
 #include "concord/core/error.h"
 #include "concord/io/contact_sheet.h"
 #include "concord/io/image.h"
+#include "image_samples.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace concord::io;
+using concord::testing::pixel;
+using concord::testing::random_image;
 using concord::testing::TempDir;
 
 namespace {
-
-Image random_image(int64_t width, int64_t height, int channels, uint32_t seed) {
-  std::mt19937 rng(seed);
-  Image im;
-  im.width = width;
-  im.height = height;
-  im.channels = channels;
-  im.pixels.resize(static_cast<size_t>(width * height * channels));
-  for (auto& p : im.pixels) p = static_cast<uint8_t>(rng() & 0xFF);
-  return im;
-}
 
 Image solid(int64_t width, int64_t height, uint8_t r, uint8_t g, uint8_t b) {
   Image im;
@@ -41,11 +33,6 @@ Image solid(int64_t width, int64_t height, uint8_t r, uint8_t g, uint8_t b) {
     im.pixels[i + 2] = b;
   }
   return im;
-}
-
-std::array<uint8_t, 3> pixel(const Image& im, int64_t x, int64_t y) {
-  const uint8_t* p = im.pixels.data() + (y * im.width + x) * im.channels;
-  return {p[0], p[1], p[2]};
 }
 
 bool all_of(const Image& im, int64_t x0, int64_t y0, int64_t w, int64_t h,

@@ -22,41 +22,28 @@
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/io/image.h"
+#include "image_samples.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace concord::io;
 using concord::testing::fixture;
+using concord::testing::pixel;
+using concord::testing::random_image;
 using concord::testing::TempDir;
 
 namespace {
 
 fs::path image_fixture(const std::string& name) { return fixture("images/" + name); }
 
-const json& expected() {
+const json& image_expected() {
   static const json j = json::parse(concord::read_file(image_fixture("expected.json")));
   return j;
 }
 
 std::string fixture_bytes(const std::string& name) {
   return concord::read_file(image_fixture(name));
-}
-
-Image random_image(int64_t width, int64_t height, int channels, uint32_t seed) {
-  std::mt19937 rng(seed);
-  Image im;
-  im.width = width;
-  im.height = height;
-  im.channels = channels;
-  im.pixels.resize(static_cast<size_t>(width * height * channels));
-  for (auto& p : im.pixels) p = static_cast<uint8_t>(rng() & 0xFF);
-  return im;
-}
-
-std::array<uint8_t, 3> pixel(const Image& im, int64_t x, int64_t y) {
-  const uint8_t* p = im.pixels.data() + (y * im.width + x) * im.channels;
-  return {p[0], p[1], p[2]};
 }
 
 // Runs `f`, which must throw concord::FormatError whose message names `name` and contains
@@ -189,7 +176,7 @@ TEST(Image, PngWriteOfGreyAndRgbaReadsBackAsRgbWithItsModel) {
 
 TEST(Image, EveryColourModelDecodesToPilsPixels) {
   int files = 0;
-  for (const auto& [name, want] : expected().items()) {
+  for (const auto& [name, want] : image_expected().items()) {
     SCOPED_TRACE(name);
     const Image im = read_image(image_fixture(name));
     ++files;

@@ -24,7 +24,7 @@ namespace {
 
 fs::path st_fixture(const std::string& name) { return fixture("safetensors/" + name); }
 
-const json& expected() {
+const json& safetensors_expected() {
   static const json j = json::parse(concord::read_file(st_fixture("expected.json")));
   return j;
 }
@@ -89,7 +89,8 @@ void expect_matches(const at::Tensor& t, const json& desc, const std::string& wh
 }
 
 std::map<std::string, std::string> expected_metadata(const std::string& file) {
-  return expected()["files"][file]["metadata"].get<std::map<std::string, std::string>>();
+  return safetensors_expected()["files"][file]["metadata"]
+      .get<std::map<std::string, std::string>>();
 }
 
 // The message of the FormatError `f` throws; fails the test if it throws nothing or another type.
@@ -118,7 +119,7 @@ const std::vector<std::string> kPythonFiles = {"all_dtypes.safetensors",
 
 TEST(Safetensors, ReadsPythonFilesValueForValue) {
   for (const auto& file : kPythonFiles) {
-    const json& want = expected()["files"][file];
+    const json& want = safetensors_expected()["files"][file];
     SafetensorsFile st(st_fixture(file));
     std::vector<std::string> want_keys;
     for (const auto& [name, _] : want["tensors"].items()) want_keys.push_back(name);
@@ -139,7 +140,8 @@ TEST(Safetensors, LoadFromMemoryMatchesFileReader) {
   ASSERT_EQ(from_file.size(), 12u);
   for (const auto& [name, t] : from_file) {
     EXPECT_TRUE(from_memory.at(name).equal(t)) << name;
-    expect_matches(from_memory.at(name), expected()["files"]["all_dtypes.safetensors"]["tensors"][name],
+    expect_matches(from_memory.at(name),
+                   safetensors_expected()["files"]["all_dtypes.safetensors"]["tensors"][name],
                    name);
   }
 }
@@ -164,8 +166,8 @@ TEST(Safetensors, UnsupportedDtypeIsReportedPerTensor) {
   EXPECT_EQ(st.keys(), (std::vector<std::string>{"fp8", "ok", "u16"}));
   EXPECT_EQ(st.info("fp8").dtype, SafetensorsDtype::F8_E4M3);
   EXPECT_EQ(st.info("u16").dtype, SafetensorsDtype::U16);
-  expect_matches(st.get("ok"), expected()["files"]["unsupported.safetensors"]["tensors"]["ok"],
-                 "ok");
+  expect_matches(st.get("ok"),
+                 safetensors_expected()["files"]["unsupported.safetensors"]["tensors"]["ok"], "ok");
   try {
     st.get("fp8");
     FAIL() << "no error";
@@ -364,7 +366,7 @@ TEST(Safetensors, WriterRejectsWhatTheFormatCannotHold) {
 TEST(Safetensors, ReadsShardedCheckpointAsOneMap) {
   fs::path index = st_fixture("sharded/model.safetensors.index.json");
   ShardedSafetensors ckpt(index);
-  const json& want = expected()["sharded"]["tensors"];
+  const json& want = safetensors_expected()["sharded"]["tensors"];
   ASSERT_EQ(ckpt.size(), want.size());
   for (const auto& [name, desc] : want.items()) expect_matches(ckpt.get(name), desc, name);
   EXPECT_EQ(ckpt.total_size(), 872u);
@@ -376,7 +378,7 @@ TEST(Safetensors, ReadsShardedCheckpointAsOneMap) {
 
 TEST(Safetensors, WritesShardsAndIndexIdenticalToTransformers) {
   auto tensors = load_safetensors_sharded(st_fixture("sharded/model.safetensors.index.json"));
-  uint64_t max_shard = expected()["sharded"]["max_shard_size"].get<uint64_t>();
+  uint64_t max_shard = safetensors_expected()["sharded"]["max_shard_size"].get<uint64_t>();
   TempDir dir;
   auto written = save_safetensors_sharded(dir.path(), tensors, max_shard);
   ASSERT_EQ(written.size(), 4u);

@@ -16,6 +16,8 @@
 #include "concord/nn/feature_capture.h"
 #include "test_support.h"
 
+using concord::testing::max_abs_diff;
+
 using namespace concord::lm;
 namespace cn = concord::nn;
 
@@ -28,10 +30,6 @@ CausalLM tiny_model(const std::string& name, uint64_t seed = 1) {
   torch::manual_seed(seed);
   return CausalLM(
       load_any_model_config(::concord::testing::source_dir().string() + "/configs/models/" + name));
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
 // What hidden_states builds for an unpadded batch without a cache: plain causal attention and,
@@ -96,18 +94,18 @@ TEST(FeatureCaptureLM, EachBlockOutputIsTheBlockRunOnThePreviousOne) {
         model->embed->weight.index_select(0, ids.view({-1})).view({batch, steps, -1});
     EXPECT_TRUE(at::equal(got["embed"], embedded));
     if (model->positions) embedded = embedded + model->positions->weight.narrow(0, 0, steps);
-    EXPECT_LT(max_diff(got["embed_out"], embedded), 1e-7);
+    EXPECT_LT(max_abs_diff(got["embed_out"], embedded), 1e-7);
     const cn::AttentionContext ctx = plain_context(model, batch, steps);
     auto block = [&](size_t l) { return model->layers->ptr<TransformerBlockImpl>(l); };
-    EXPECT_LT(max_diff(got["layers.0"], block(0)->forward(got["embed_out"], ctx)), 1e-6);
-    EXPECT_LT(max_diff(got["layers.1"], block(1)->forward(got["layers.0"], ctx)), 1e-6);
-    EXPECT_LT(max_diff(got["layers.1.attn"],
-                       block(1)->attn->forward(norm_attn(*block(1), got["layers.0"]), ctx)),
+    EXPECT_LT(max_abs_diff(got["layers.0"], block(0)->forward(got["embed_out"], ctx)), 1e-6);
+    EXPECT_LT(max_abs_diff(got["layers.1"], block(1)->forward(got["layers.0"], ctx)), 1e-6);
+    EXPECT_LT(max_abs_diff(got["layers.1.attn"],
+                           block(1)->attn->forward(norm_attn(*block(1), got["layers.0"]), ctx)),
               1e-6);
-    EXPECT_LT(max_diff(hidden, final_norm(model, got["layers.1"])), 1e-6);
+    EXPECT_LT(max_abs_diff(hidden, final_norm(model, got["layers.1"])), 1e-6);
     EXPECT_TRUE(at::equal(got[norm], hidden));
     // The blocks change the stream, so the checks above fail on another layer's features.
-    EXPECT_GT(max_diff(got["layers.1"], got["layers.0"]), 1e-3);
+    EXPECT_GT(max_abs_diff(got["layers.1"], got["layers.0"]), 1e-3);
   }
 }
 
@@ -136,7 +134,7 @@ TEST(FeatureCaptureLM, GradientsReachOnlyTheParametersBehindACapturedBlock) {
                                           block(0)->attn->qkv->weight};
   const auto want = torch::autograd::grad({direct}, params);
   for (size_t i = 0; i < params.size(); ++i) {
-    EXPECT_LT(max_diff(params[i].grad(), want[i]), 1e-6) << i;
+    EXPECT_LT(max_abs_diff(params[i].grad(), want[i]), 1e-6) << i;
   }
 }
 

@@ -20,7 +20,7 @@ using concord::testing::fixture;
 
 namespace {
 
-CausalLM tiny_model(const std::string& name) {
+CausalLM unseeded_tiny_model(const std::string& name) {
   return CausalLM(load_any_model_config(::concord::testing::source_dir().string() + "/configs/models/" + name));
 }
 
@@ -134,7 +134,7 @@ TEST(Diversity, LayerValuesOfTheFixtureModelsAreFiniteAndStartAtTheEmbedding) {
 }
 
 TEST(Diversity, BatchingWithPaddingEqualsOneSequenceAtATime) {
-  CausalLM model = tiny_model("tiny-pangu-pi.json");
+  CausalLM model = unseeded_tiny_model("tiny-pangu-pi.json");
   const auto seqs = sequences({12, 4, 9, 7, 2}, 257, 11);
   DiversityOptions batched;
   batched.batch_size = 5;
@@ -159,7 +159,7 @@ TEST(Diversity, BatchingWithPaddingEqualsOneSequenceAtATime) {
 TEST(Diversity, IdentityBlocksGiveEqualValuesAtEveryLayer) {
   for (const char* name : {"tiny-gpt2.json", "tiny-llama.json", "tiny-pangu-pi.json"}) {
     SCOPED_TRACE(name);
-    CausalLM model = tiny_model(name);
+    CausalLM model = unseeded_tiny_model(name);
     {
       // Zero out-projections: attention and FFN add exactly 0 (PanGu-π's shortcut output layer
       // starts at 0 too), so each block passes its input through unchanged.
@@ -179,13 +179,14 @@ TEST(Diversity, IdentityBlocksGiveEqualValuesAtEveryLayer) {
       EXPECT_DOUBLE_EQ(r.relative[l], r.relative[0]) << l;
     }
     // A fresh model's blocks are not identity maps: the values move.
-    const LayerDiversity fresh = layer_diversity(tiny_model(name), sequences({10, 6, 3}, 257, 3));
+    const LayerDiversity fresh =
+        layer_diversity(unseeded_tiny_model(name), sequences({10, 6, 3}, 257, 3));
     EXPECT_NE(fresh.distance[2], fresh.distance[0]);
   }
 }
 
 TEST(Diversity, BadOptionsAreErrors) {
-  CausalLM model = tiny_model("tiny-llama.json");
+  CausalLM model = unseeded_tiny_model("tiny-llama.json");
   DiversityOptions o;
   o.batch_size = 0;
   EXPECT_THROW(layer_diversity(model, sequences({4}, 257), o), concord::Error);

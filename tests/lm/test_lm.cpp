@@ -22,11 +22,14 @@
 #include "concord/lm/score.h"
 #include "concord/ops/fused.h"
 #include "concord/ops/linear_cross_entropy.h"
+#include "lm_fixtures.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace concord::lm;
 using concord::testing::fixture;
+using concord::testing::lm_reference;
+using concord::testing::max_abs_diff;
 using concord::testing::TempDir;
 
 namespace {
@@ -42,14 +45,6 @@ const std::vector<std::string> kFamilies = {"gpt2",        "llama",       "mistr
 // one pass, and a batch row is rotated by its longest neighbour's frequencies: the models where
 // cached and batched runs equal the one-pass, one-row run.
 bool length_invariant(const std::string& family) { return family != "rope-dynamic"; }
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-std::map<std::string, at::Tensor> reference(const std::string& family) {
-  return concord::io::load_safetensors(fixture("lm/" + family + "/reference.safetensors"));
-}
 
 std::vector<int64_t> row(const at::Tensor& t, int64_t r, int64_t begin = 0, int64_t end = -1) {
   const at::Tensor x = t[r].to(at::kLong).contiguous();
@@ -192,10 +187,10 @@ TEST(ModelConfig, HuggingFaceConfigsReadAndRoundTrip) {
 TEST(CausalLM, LogitsMatchTransformers) {
   for (const auto& family : kFamilies) {
     auto model = load_pretrained(fixture("lm/" + family));
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     torch::NoGradGuard g;
     const auto logits = model->forward(ref["input_ids"], ref["attention_mask"]);
-    const double full = max_diff(logits, ref["logits"]);
+    const double full = max_abs_diff(logits, ref["logits"]);
     EXPECT_LT(full, 1e-4) << family;
     // Left padding: compare real positions only (pad rows are garbage in both).
     const auto padded = model->forward(ref["padded_ids"], ref["padded_mask"]);
@@ -212,7 +207,7 @@ TEST(CausalLM, KVCacheDecodingEqualsFullForward) {
   for (const auto& family : kFamilies) {
     if (!length_invariant(family)) continue;
     auto model = load_pretrained(fixture("lm/" + family));
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     torch::NoGradGuard g;
     for (const char* which : {"input_ids", "padded_ids"}) {
       const auto ids = ref[which];
@@ -244,7 +239,7 @@ TEST(CausalLM, PaddedCachedAndPackedBatchesMatchTheComposite) {
   using concord::ops::FusedOpsGuard;
   for (const auto& family : kFamilies) {
     auto model = load_pretrained(fixture("lm/" + family));
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     const auto ids = ref["padded_ids"], mask = ref["padded_mask"];
     const auto keep = mask.to(at::kDouble).unsqueeze(-1);
     auto run = [&](bool fused) {
@@ -278,10 +273,10 @@ TEST(CausalLM, PaddedCachedAndPackedBatchesMatchTheComposite) {
     };
     const auto [fused_logits, fused_grads] = packed_loss(true);
     const auto [plain_logits, plain_grads] = packed_loss(false);
-    EXPECT_LT(max_diff(fused_logits, plain_logits), 1e-5) << family;
+    EXPECT_LT(max_abs_diff(fused_logits, plain_logits), 1e-5) << family;
     double grad_diff = 0;
     for (size_t i = 0; i < fused_grads.size(); ++i) {
-      grad_diff = std::max(grad_diff, max_diff(fused_grads[i], plain_grads[i]));
+      grad_diff = std::max(grad_diff, max_abs_diff(fused_grads[i], plain_grads[i]));
     }
     EXPECT_LT(grad_diff, 1e-5) << family;
     model->zero_grad();
@@ -294,7 +289,7 @@ TEST(CausalLM, PaddedCachedAndPackedBatchesMatchTheComposite) {
 TEST(CausalLM, TokenLossMatchesCrossEntropyOnTheLogits) {
   for (const auto& family : kFamilies) {
     auto model = load_pretrained(fixture("lm/" + family));
-    const auto ids = reference(family)["input_ids"];
+    const auto ids = lm_reference(family)["input_ids"];
     at::Tensor targets = ids.roll(-1, 1).clone();
     targets.select(1, targets.size(1) - 1).fill_(-100);
     targets[0][1] = -100;
@@ -315,7 +310,7 @@ TEST(CausalLM, TokenLossMatchesCrossEntropyOnTheLogits) {
     const auto plain_grads = grads_of(plain);
     EXPECT_NEAR(fused.item<double>(), plain.item<double>(), 1e-5) << family;
     for (size_t i = 0; i < fused_grads.size(); ++i) {
-      EXPECT_LT(max_diff(fused_grads[i], plain_grads[i]), 1e-5) << family << " parameter " << i;
+      EXPECT_LT(max_abs_diff(fused_grads[i], plain_grads[i]), 1e-5) << family << " parameter " << i;
     }
     const at::Tensor summed = model->token_loss(model->hidden_states(ids), targets,
                                                 at::Reduction::Sum);
@@ -341,7 +336,7 @@ TEST(CausalLM, SaveLoadRoundTripIsExact) {
       EXPECT_TRUE(torch::equal(written.at(name), t)) << family << " " << name;
     }
     auto again = load_pretrained(tmp.path());
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     torch::NoGradGuard g;
     EXPECT_TRUE(torch::equal(again->forward(ref["input_ids"]), model->forward(ref["input_ids"])));
     // Sharded: several files behind an index, same model.
@@ -385,7 +380,7 @@ TEST(CausalLM, BadCheckpointsNameTheTensor) {
 TEST(Generate, GreedyMatchesTransformersGenerate) {
   for (const auto& family : kFamilies) {
     auto model = load_pretrained(fixture("lm/" + family));
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     GenerationOptions o;
     o.max_new_tokens = 12;
     o.stop_token_ids = {2};
@@ -403,7 +398,7 @@ TEST(Generate, BatchedLeftPaddedEqualsOneByOne) {
   for (const auto& family : kFamilies) {
     if (!length_invariant(family)) continue;
     auto model = load_pretrained(fixture("lm/" + family));
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     const std::vector<std::vector<int64_t>> prompts = {
         row(ref["input_ids"], 0, 0, 3), row(ref["input_ids"], 1, 0, 8), row(ref["padded_ids"], 0, 2, 7)};
     GenerationOptions o;
@@ -444,7 +439,7 @@ TEST(Generate, LogitsProcessorsFollowTransformers) {
 
 TEST(Generate, SamplingIsSeededAndTopKOneIsGreedy) {
   auto model = load_pretrained(fixture("lm/llama"));
-  auto ref = reference("llama");
+  auto ref = lm_reference("llama");
   const auto prompt = row(ref["prompt_ids"], 0);
   GenerationOptions greedy;
   greedy.max_new_tokens = 8;
@@ -465,7 +460,7 @@ TEST(Generate, SamplingIsSeededAndTopKOneIsGreedy) {
 
 TEST(Generate, StopStringsCutTheText) {
   auto model = load_pretrained(fixture("lm/qwen2"));
-  auto ref = reference("qwen2");
+  auto ref = lm_reference("qwen2");
   LetterTokenizer letters;
   GenerationOptions o;
   o.max_new_tokens = 12;
@@ -490,7 +485,7 @@ TEST(Score, ContinuationLogProbsMatchReferenceLogits) {
   for (const auto& family : kFamilies) {
     if (!length_invariant(family)) continue;  // scores 8 tokens against a 20-token reference
     auto model = load_pretrained(fixture("lm/" + family));
-    auto ref = reference(family);
+    auto ref = lm_reference(family);
     const auto logp = torch::log_softmax(ref["logits"].to(at::kDouble), -1);
     const std::vector<int64_t> split = {3, 5};
     std::vector<std::vector<int64_t>> prompts, conts;
@@ -739,7 +734,7 @@ TEST(Score, ContinuationLogprobsCarryTheRowsGradients) {
   size_t i = 0;
   double worst = 0.0;
   for (const auto& p : model->parameters()) {
-    worst = std::max(worst, max_diff(p.grad(), batched[i++]));
+    worst = std::max(worst, max_abs_diff(p.grad(), batched[i++]));
   }
   EXPECT_LT(worst, 1e-5);
   EXPECT_GT(batched[0].abs().sum().item<double>(), 0.0);  // gradients reached the embedding
@@ -766,9 +761,9 @@ TEST(PanGuPi, FreshModelIsTheLlamaModelWithTheSameWeights) {
   load_hf_state_dict(llama, weights, "<pangu weights>");
   const auto ids = torch::randint(3, 97, {2, 9});
   torch::NoGradGuard g;
-  EXPECT_LT(max_diff(pangu->forward(ids), llama->forward(ids)), 1e-6);
+  EXPECT_LT(max_abs_diff(pangu->forward(ids), llama->forward(ids)), 1e-6);
   perturb_pangu(pangu);
-  EXPECT_GT(max_diff(pangu->forward(ids), llama->forward(ids)), 1e-3);
+  EXPECT_GT(max_abs_diff(pangu->forward(ids), llama->forward(ids)), 1e-3);
 }
 
 TEST(PanGuPi, CacheBatchingAndRoundTrip) {
@@ -783,13 +778,13 @@ TEST(PanGuPi, CacheBatchingAndRoundTrip) {
   auto cache = model->make_cache();
   std::vector<at::Tensor> parts{model->forward(ids.narrow(1, 0, 4), {}, &cache)};
   for (int64_t t = 4; t < 9; ++t) parts.push_back(model->forward(ids.narrow(1, t, 1), {}, &cache));
-  EXPECT_LT(max_diff(torch::cat(parts, 1), full), 1e-5);
+  EXPECT_LT(max_abs_diff(torch::cat(parts, 1), full), 1e-5);
   // A left-padded row equals the same row alone.
   auto padded = torch::zeros({1, 12}, torch::kLong);
   padded.narrow(1, 3, 9).copy_(ids[1]);
   auto mask = torch::zeros({1, 12}, torch::kLong);
   mask.narrow(1, 3, 9).fill_(1);
-  EXPECT_LT(max_diff(model->forward(padded, mask).narrow(1, 3, 9), full.narrow(0, 1, 1)), 1e-5);
+  EXPECT_LT(max_abs_diff(model->forward(padded, mask).narrow(1, 3, 9), full.narrow(0, 1, 1)), 1e-5);
   // Generation: batched == alone.
   GenerationOptions o;
   o.max_new_tokens = 6;

@@ -26,23 +26,18 @@
 #include "concord/lm/model_config.h"
 #include "concord/lm/score.h"
 #include "concord/nn/init.h"
+#include "lm_fixtures.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace concord::lm;
 using concord::Json;
 using concord::testing::fixture;
+using concord::testing::lm_reference;
+using concord::testing::max_abs_diff;
 using concord::testing::TempDir;
 
 namespace {
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-std::map<std::string, at::Tensor> reference(const std::string& name) {
-  return concord::io::load_safetensors(fixture("lm/" + name + "/reference.safetensors"));
-}
 
 // The address ranges at which `file` is mapped into this process (/proc/self/maps).
 std::vector<std::pair<uintptr_t, uintptr_t>> mappings_of(const fs::path& file) {
@@ -236,9 +231,9 @@ TEST(CausalLM, LoadMapsSingleTensorParametersOntoTheFile) {
   copy.map_weights = false;
   auto model = load_pretrained(fixture("lm/llama"), copy);
   EXPECT_TRUE(mappings_of(file).empty()) << "copied parameters must not keep the file mapped";
-  auto ref = reference("llama");
+  auto ref = lm_reference("llama");
   torch::NoGradGuard g;
-  EXPECT_LT(max_diff(model->forward(ref["input_ids"]), ref["logits"]), 1e-4);
+  EXPECT_LT(max_abs_diff(model->forward(ref["input_ids"]), ref["logits"]), 1e-4);
 }
 
 // A bf16 checkpoint loaded as bf16: mapped, and scoring and greedy generation run in bf16 on the
@@ -264,7 +259,7 @@ TEST(CausalLM, Bf16CheckpointLoadsMappedAndScoresAndGenerates) {
     EXPECT_EQ(widened->embed->weight.scalar_type(), at::kFloat);
     EXPECT_TRUE(torch::equal(widened->embed->weight, model->embed->weight.to(at::kFloat)));
 
-    auto ref = reference(name);
+    auto ref = lm_reference(name);
     {
       torch::NoGradGuard g;
       const at::Tensor logits = model->forward(ref["input_ids"], ref["attention_mask"]);
@@ -272,7 +267,7 @@ TEST(CausalLM, Bf16CheckpointLoadsMappedAndScoresAndGenerates) {
       const at::Tensor want = widened->forward(ref["input_ids"], ref["attention_mask"]);
       // bf16 keeps 8 bits of mantissa: logits of order 1-10 agree to a few hundredths.
       const double scale = want.abs().max().item<double>();
-      EXPECT_LT(max_diff(logits, want), 0.05 * scale) << name;
+      EXPECT_LT(max_abs_diff(logits, want), 0.05 * scale) << name;
     }
     const auto prompt_t = ref["prompt_ids"][0].to(at::kLong).contiguous();
     const std::vector<int64_t> prompt(prompt_t.data_ptr<int64_t>(),
@@ -323,8 +318,8 @@ TEST(CausalLM, RopeFixturesDependOnTheirScaling) {
     j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", j["rope_parameters"]["rope_theta"]}};
     std::ofstream(tmp / "config.json") << j.dump(2);
     auto plain = load_pretrained(tmp.path());
-    auto ref = reference(name);
+    auto ref = lm_reference(name);
     torch::NoGradGuard g;
-    EXPECT_GT(max_diff(plain->forward(ref["input_ids"]), ref["logits"]), 1e-2) << name;
+    EXPECT_GT(max_abs_diff(plain->forward(ref["input_ids"]), ref["logits"]), 1e-2) << name;
   }
 }

@@ -19,14 +19,13 @@
 #include "concord/nn/feed_forward.h"
 #include "concord/nn/norm.h"
 #include "concord/nn/siaf.h"
+#include "test_support.h"
+
+using concord::testing::max_abs_diff;
 
 namespace cn = concord::nn;
 
 namespace {
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
 
 // Two residual stages of Concord modules, then a LibTorch Linear called directly (so "head"
 // does not report its output):
@@ -103,12 +102,12 @@ TEST(FeatureCapture, CapturedFeaturesEqualTheStagesComputedByHand) {
   y = net->forward(x);
   ASSERT_EQ(cn::detail::innermost_capture, &capture);
   const ByHand want = by_hand(net, x);
-  EXPECT_LT(max_diff(capture.get("ff1.fc_in"), want.ff1_fc_in), 1e-6);
-  EXPECT_LT(max_diff(capture.get("ff1"), want.ff1), 1e-6);
-  EXPECT_LT(max_diff(capture.get("norm"), want.norm), 1e-5);
-  EXPECT_LT(max_diff(capture.get("ff2.fc_out"), want.ff2_fc_out), 1e-5);
-  EXPECT_LT(max_diff(capture.get("ff2"), want.ff2), 1e-5);
-  EXPECT_LT(max_diff(y, want.y), 1e-5);
+  EXPECT_LT(max_abs_diff(capture.get("ff1.fc_in"), want.ff1_fc_in), 1e-6);
+  EXPECT_LT(max_abs_diff(capture.get("ff1"), want.ff1), 1e-6);
+  EXPECT_LT(max_abs_diff(capture.get("norm"), want.norm), 1e-5);
+  EXPECT_LT(max_abs_diff(capture.get("ff2.fc_out"), want.ff2_fc_out), 1e-5);
+  EXPECT_LT(max_abs_diff(capture.get("ff2"), want.ff2), 1e-5);
+  EXPECT_LT(max_abs_diff(y, want.y), 1e-5);
   // One forward, one output per path (a module that reported twice would show here).
   for (const auto& path : capture.paths()) EXPECT_EQ(capture.count(path), 1u) << path;
   EXPECT_TRUE(capture.get("ff1").requires_grad());  // the graph is kept by default
@@ -161,7 +160,7 @@ TEST(FeatureCapture, DetachedFeaturesKeepNoGraphAndLeaveTheModelsGraphAlone) {
     y = net->forward(x);
     EXPECT_FALSE(capture.get("ff1").requires_grad());
     EXPECT_EQ(capture.get("ff2").grad_fn(), nullptr);
-    EXPECT_LT(max_diff(capture.get("ff2"), by_hand(net, x).ff2), 1e-5);  // RMSNorm: fp32 stats
+    EXPECT_LT(max_abs_diff(capture.get("ff2"), by_hand(net, x).ff2), 1e-5);  // RMSNorm: fp32 stats
   }
   y.sum().backward();
   const at::Tensor with_capture = net->ff1->fc_in->weight.grad().clone();
@@ -191,9 +190,9 @@ TEST(FeatureCapture, TeacherAndStudentAreCapturedAtOnce) {
          {std::tuple{"ff1", t.ff1, s.ff1}, std::tuple{"ff2", t.ff2, s.ff2}}) {
       // Each capture saw its own model only (the two models' features differ). ff2 is past the
       // RMSNorm, whose statistics are fp32.
-      EXPECT_LT(max_diff(from_teacher.get(path), tv), 1e-5) << path;
-      EXPECT_LT(max_diff(from_student.get(path), sv), 1e-5) << path;
-      EXPECT_GT(max_diff(tv, sv), 1e-3) << path;
+      EXPECT_LT(max_abs_diff(from_teacher.get(path), tv), 1e-5) << path;
+      EXPECT_LT(max_abs_diff(from_student.get(path), sv), 1e-5) << path;
+      EXPECT_GT(max_abs_diff(tv, sv), 1e-3) << path;
       EXPECT_EQ(from_teacher.count(path), 1u);
       EXPECT_EQ(from_student.count(path), 1u);
     }
@@ -222,7 +221,7 @@ TEST(FeatureCapture, TeacherAndStudentAreCapturedAtOnce) {
   EXPECT_EQ(with_grad.size(), params.size() - 2);
   const auto want = torch::autograd::grad({direct}, with_grad);
   for (size_t i = 0; i < with_grad.size(); ++i) {
-    EXPECT_LT(max_diff(with_grad[i].grad(), want[i]), 1e-12) << i;
+    EXPECT_LT(max_abs_diff(with_grad[i].grad(), want[i]), 1e-12) << i;
   }
   for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
 }
@@ -235,14 +234,14 @@ TEST(FeatureCapture, NestedScopesEachRecordTheirOwnPaths) {
     cn::FeatureCapture inner(net, {"ff2", "norm"});
     net->forward(x1);
     const ByHand want = by_hand(net, x1);
-    EXPECT_LT(max_diff(outer.get("ff2"), want.ff2), 1e-5);
-    EXPECT_LT(max_diff(inner.get("ff2"), want.ff2), 1e-5);
-    EXPECT_LT(max_diff(inner.get("norm"), want.norm), 1e-5);
-    EXPECT_LT(max_diff(outer.get("ff1"), want.ff1), 1e-6);
+    EXPECT_LT(max_abs_diff(outer.get("ff2"), want.ff2), 1e-5);
+    EXPECT_LT(max_abs_diff(inner.get("ff2"), want.ff2), 1e-5);
+    EXPECT_LT(max_abs_diff(inner.get("norm"), want.norm), 1e-5);
+    EXPECT_LT(max_abs_diff(outer.get("ff1"), want.ff1), 1e-6);
   }
   ASSERT_EQ(cn::detail::innermost_capture, &outer);
   net->forward(x2);  // only the outer scope is still active
-  EXPECT_LT(max_diff(outer.get("ff2"), by_hand(net, x2).ff2), 1e-5);
+  EXPECT_LT(max_abs_diff(outer.get("ff2"), by_hand(net, x2).ff2), 1e-5);
   EXPECT_EQ(outer.count("ff2"), 1u);  // replaced, not appended
 }
 
@@ -268,8 +267,8 @@ TEST(FeatureCapture, KeepAllHoldsEveryCallAndClearDropsThem) {
   net->forward(x1);
   net->forward(x2);
   ASSERT_EQ(every.count("norm"), 2u);
-  EXPECT_LT(max_diff(every.all("norm")[0], by_hand(net, x1).norm), 1e-5);
-  EXPECT_LT(max_diff(every.all("norm")[1], by_hand(net, x2).norm), 1e-5);
+  EXPECT_LT(max_abs_diff(every.all("norm")[0], by_hand(net, x1).norm), 1e-5);
+  EXPECT_LT(max_abs_diff(every.all("norm")[1], by_hand(net, x2).norm), 1e-5);
   EXPECT_TRUE(at::equal(every.get("norm"), every.all("norm")[1]));
   ASSERT_EQ(latest.count("norm"), 1u);
   EXPECT_TRUE(at::equal(latest.get("norm"), every.all("norm")[1]));
@@ -364,7 +363,7 @@ TEST(FeatureCapture, EveryConcordModuleReportsItsOutputOnce) {
     const at::Tensor y = m->forward(x);
     check("FeedForward", y, c);
     EXPECT_TRUE(at::equal(c.get("fc_out"), y));
-    EXPECT_LT(max_diff(c.get("fc_in"), at::linear(x, m->fc_in->weight)), 1e-6);
+    EXPECT_LT(max_abs_diff(c.get("fc_in"), at::linear(x, m->fc_in->weight)), 1e-6);
     EXPECT_EQ(c.count("siaf"), 1u);
     EXPECT_EQ(c.get("siaf").size(-1), 24);
   }
@@ -376,7 +375,7 @@ TEST(FeatureCapture, EveryConcordModuleReportsItsOutputOnce) {
     const at::Tensor y = m->forward(x, ctx);
     check("CausalSelfAttention", y, c);
     EXPECT_TRUE(at::equal(c.get("out"), y));
-    EXPECT_LT(max_diff(c.get("qkv"), at::linear(x, m->qkv->weight)), 1e-6);
+    EXPECT_LT(max_abs_diff(c.get("qkv"), at::linear(x, m->qkv->weight)), 1e-6);
     EXPECT_EQ(c.count("qkv"), 1u);
   }
 }

@@ -15,14 +15,12 @@
 #include "concord/nn/siaf.h"
 #include "concord/ops/siaf.h"
 
+using concord::testing::max_abs_diff;
+
 namespace cn = concord::nn;
 using concord::ops::Activation;
 
 namespace {
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
 
 }  // namespace
 
@@ -36,7 +34,7 @@ TEST(RMSNorm, MatchesTheFormulaByHand) {
   // mean(x^2) = 30 / 4 = 7.5
   const double r = 1.0 / std::sqrt(7.5 + 1e-6);
   const auto want = torch::tensor({{1.0 * r, 4.0 * r, 1.5 * r, -4.0 * r}});
-  EXPECT_LT(max_diff(y, want), 1e-6);
+  EXPECT_LT(max_abs_diff(y, want), 1e-6);
 }
 
 TEST(SeriesInformedActivation, StartsAsTheBaseActivation) {
@@ -47,7 +45,7 @@ TEST(SeriesInformedActivation, StartsAsTheBaseActivation) {
     const auto base = act == Activation::SiLU ? torch::silu(x)
                       : act == Activation::GELU ? torch::gelu(x)
                                                 : torch::relu(x);
-    EXPECT_LT(max_diff(siaf->forward(x), base), 1e-6) << concord::ops::activation_name(act);
+    EXPECT_LT(max_abs_diff(siaf->forward(x), base), 1e-6) << concord::ops::activation_name(act);
     // The extra shifts are distinct (+0.5, -1.0): the terms are different functions of x.
     EXPECT_FLOAT_EQ(siaf->b[1][0].item<float>(), 0.5f);
     EXPECT_FLOAT_EQ(siaf->b[2][0].item<float>(), -1.0f);
@@ -62,7 +60,7 @@ TEST(SeriesInformedActivation, IsEquation7AndLearnsFromTheFirstStep) {
   // Gradients at initialisation: a_2 gets sum(dy * silu(x + b_2)) != 0; b_2 gets 0 (a_2 = 0).
   siaf->forward(x).sum().backward();
   const auto want_da2 = torch::silu(x + 0.5).sum(0);
-  EXPECT_LT(max_diff(siaf->a.grad()[1], want_da2), 1e-5);
+  EXPECT_LT(max_abs_diff(siaf->a.grad()[1], want_da2), 1e-5);
   EXPECT_GT(siaf->a.grad()[1].abs().min().item<float>(), 0.0f);
   EXPECT_EQ(siaf->b.grad()[1].abs().max().item<float>(), 0.0f);
   {
@@ -73,7 +71,7 @@ TEST(SeriesInformedActivation, IsEquation7AndLearnsFromTheFirstStep) {
   // sum_i a_i * silu(x + b_i), written out.
   const auto want = siaf->a[0] * (x + siaf->b[0]) * torch::sigmoid(x + siaf->b[0]) +
                     siaf->a[1] * (x + siaf->b[1]) * torch::sigmoid(x + siaf->b[1]);
-  EXPECT_LT(max_diff(siaf->forward(x), want), 1e-5);
+  EXPECT_LT(max_abs_diff(siaf->forward(x), want), 1e-5);
 }
 
 TEST(SeriesInformedActivation, NeighbourConvolutionIsCausalAndIncremental) {
@@ -95,21 +93,21 @@ TEST(SeriesInformedActivation, NeighbourConvolutionIsCausalAndIncremental) {
     for (int64_t j = 0; j < 3 && t - j >= 0; ++j) want.select(1, t).add_(siaf->neighbour[j] * s.select(1, t - j));
   }
   const auto full = siaf->forward(x);
-  EXPECT_LT(max_diff(full, want), 1e-5);
+  EXPECT_LT(max_abs_diff(full, want), 1e-5);
   // Token by token with the state gives the same outputs.
   at::Tensor state;
   std::vector<at::Tensor> steps;
   for (int64_t t = 0; t < 7; ++t) {
     steps.push_back(siaf->forward_tokens(x.narrow(1, t, 1), {}, &state));
   }
-  EXPECT_LT(max_diff(torch::cat(steps, 1), full), 1e-6);
+  EXPECT_LT(max_abs_diff(torch::cat(steps, 1), full), 1e-6);
   // A padding position (valid = 0) contributes nothing to its neighbours.
   auto valid = torch::ones({2, 7});
   valid[0][0] = 0;
   valid[0][1] = 0;
   const auto masked = siaf->forward_tokens(x, valid, nullptr);
   const auto unpadded = siaf->forward_tokens(x.narrow(1, 2, 5), {}, nullptr);
-  EXPECT_LT(max_diff(masked[0].narrow(0, 2, 5), unpadded[0]), 1e-6);
+  EXPECT_LT(max_abs_diff(masked[0].narrow(0, 2, 5), unpadded[0]), 1e-6);
 }
 
 TEST(AugmentedShortcut, StartsAtZeroAndIsASumOfBottlenecks) {
@@ -137,7 +135,7 @@ TEST(AugmentedShortcut, StartsAtZeroAndIsASumOfBottlenecks) {
     const auto u = torch::gelu(torch::linear(z, as->fc1_weight[i], as->fc1_bias[i]));
     want += torch::linear(u, as->fc2_weight[i], as->fc2_bias[i]);
   }
-  EXPECT_LT(max_diff(as->forward(z), want), 1e-4);
+  EXPECT_LT(max_abs_diff(as->forward(z), want), 1e-4);
 }
 
 TEST(Rope, RotatesEachPairByPositionTimesFrequency) {
@@ -186,7 +184,7 @@ TEST(Attention, GroupedQueryAttentionMatchesPerHeadSoftmax) {
         const auto s = torch::mv(k[b][kv].narrow(0, 0, visible), q[b][h][t]) * 0.25;
         const auto w = torch::softmax(s, 0);
         const auto want = torch::mv(v[b][kv].narrow(0, 0, visible).t(), w);
-        EXPECT_LT(max_diff(out[b][h][t], want), 1e-5);
+        EXPECT_LT(max_abs_diff(out[b][h][t], want), 1e-5);
       }
     }
   }
@@ -215,7 +213,7 @@ TEST(Attention, IncrementalDecodingEqualsFullForward) {
     outs.push_back(attn->forward(x.narrow(1, t, 1), step, &cache, 0));
     cache.advance(1);
   }
-  EXPECT_LT(max_diff(torch::cat(outs, 1), want), 1e-5);
+  EXPECT_LT(max_abs_diff(torch::cat(outs, 1), want), 1e-5);
 }
 
 TEST(KVCache, GrowsWithoutLosingTokens) {
@@ -242,18 +240,20 @@ TEST(FeedForward, SwiGLUAndGeluMlpMatchTheirFormulas) {
   cn::FeedForward swiglu(cn::FeedForwardOptions(16, 24));
   const auto gate = torch::linear(x, swiglu->fc_in->weight.narrow(0, 0, 24));
   const auto up = torch::linear(x, swiglu->fc_in->weight.narrow(0, 24, 24));
-  EXPECT_LT(max_diff(swiglu->forward(x), torch::linear(torch::silu(gate) * up, swiglu->fc_out->weight)),
+  EXPECT_LT(max_abs_diff(swiglu->forward(x),
+                         torch::linear(torch::silu(gate) * up, swiglu->fc_out->weight)),
             1e-5);
   cn::FeedForward mlp(cn::FeedForwardOptions(16, 64).gated(false).bias(true).activation(
       cn::FeedForwardActivation::GeluTanh));
   const auto h = torch::linear(x, mlp->fc_in->weight, mlp->fc_in->bias);
   // GELU, tanh form: 0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3))).
   const auto act = 0.5 * h * (1 + torch::tanh(std::sqrt(2.0 / M_PI) * (h + 0.044715 * h.pow(3))));
-  EXPECT_LT(max_diff(mlp->forward(x), torch::linear(act, mlp->fc_out->weight, mlp->fc_out->bias)),
-            1e-5);
+  EXPECT_LT(
+      max_abs_diff(mlp->forward(x), torch::linear(act, mlp->fc_out->weight, mlp->fc_out->bias)),
+      1e-5);
   // With SIAF on, a fresh FFN is the SwiGLU FFN with the same weights.
   cn::FeedForward with_siaf(cn::FeedForwardOptions(16, 24).siaf_terms(2));
   with_siaf->fc_in->weight.copy_(swiglu->fc_in->weight);
   with_siaf->fc_out->weight.copy_(swiglu->fc_out->weight);
-  EXPECT_LT(max_diff(with_siaf->forward(x), swiglu->forward(x)), 1e-6);
+  EXPECT_LT(max_abs_diff(with_siaf->forward(x), swiglu->forward(x)), 1e-6);
 }

@@ -11,10 +11,12 @@
 #include "../../kernels/cpu/cpu_isa.h"
 #include "concord/core/error.h"
 #include "concord/ops/adamw.h"
+#include "compare.h"
 #include "concord/ops/fused.h"
 
 namespace kcpu = concord::kernels::cpu;
 using concord::ops::AdamWStep;
+using concord::testing::rel_diff;
 
 namespace {
 
@@ -38,11 +40,6 @@ struct State {
 State random_state(int64_t n) {
   return {torch::randn({n}), torch::randn({n}) * 0.1, torch::randn({n}) * 0.01,
           torch::rand({n}) * 1e-3};
-}
-
-double rel_diff(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor x = a.to(at::kDouble), y = b.to(at::kDouble);
-  return ((x - y).abs().max() / y.abs().max()).item<double>();
 }
 
 }  // namespace

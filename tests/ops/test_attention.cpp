@@ -10,6 +10,7 @@
 #include "concord/core/error.h"
 #include "concord/data/collate.h"
 #include "concord/ops/attention.h"
+#include "compare.h"
 #include "gradcheck.h"
 #include "test_support.h"
 
@@ -18,26 +19,28 @@ namespace {
 using concord::ops::attention;
 using concord::ops::attention_reference;
 using concord::ops::AttentionOptions;
+using concord::testing::expect_close;
+using concord::testing::expect_error;
 
-struct Shape {
+struct AttentionShape {
   int64_t B, Hq, Hkv, Tq, Tk, D;
   bool causal;
 };
 
-std::string describe(const Shape& s) {
+std::string describe(const AttentionShape& s) {
   return "B=" + std::to_string(s.B) + " Hq=" + std::to_string(s.Hq) +
          " Hkv=" + std::to_string(s.Hkv) + " Tq=" + std::to_string(s.Tq) +
          " Tk=" + std::to_string(s.Tk) + " D=" + std::to_string(s.D) +
          (s.causal ? " causal" : " full");
 }
 
-struct Result {
+struct AttentionResult {
   torch::Tensor out, dq, dk, dv;
 };
 
 template <class Op>
-Result run(Op op, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-           const torch::Tensor& dout, const AttentionOptions& o) {
+AttentionResult run(Op op, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                    const torch::Tensor& dout, const AttentionOptions& o) {
   auto qv = q.detach().clone().requires_grad_(true);
   auto kv = k.detach().clone().requires_grad_(true);
   auto vv = v.detach().clone().requires_grad_(true);
@@ -46,56 +49,45 @@ Result run(Op op, const torch::Tensor& q, const torch::Tensor& k, const torch::T
   return {out.detach(), qv.grad(), kv.grad(), vv.grad()};
 }
 
-// max(|got - want| - rtol |want|) <= atol
-void expect_close(const torch::Tensor& got, const torch::Tensor& want, double rtol, double atol,
-                  const std::string& what) {
-  ASSERT_TRUE(got.defined()) << what;
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  if (want.numel() == 0) return;
-  const auto g = got.to(torch::kDouble).cpu(), w = want.to(torch::kDouble).cpu();
-  ASSERT_TRUE(torch::isfinite(g).all().item<bool>()) << what << ": non-finite values";
-  const double err = ((g - w).abs() - rtol * w.abs()).max().item<double>();
-  EXPECT_LE(err, atol) << what << ": max |got - want| = " << (g - w).abs().max().item<double>();
-}
-
 struct Inputs {
   torch::Tensor q, k, v, dout;
 };
 
-Inputs make_inputs(const Shape& s, torch::ScalarType dtype) {
+Inputs make_inputs(const AttentionShape& s, torch::ScalarType dtype) {
   auto opts = torch::dtype(dtype);
   // Scores of a few units: softmax rows neither uniform nor one-hot.
   return {torch::randn({s.B, s.Hq, s.Tq, s.D}, opts), torch::randn({s.B, s.Hkv, s.Tk, s.D}, opts),
           torch::randn({s.B, s.Hkv, s.Tk, s.D}, opts), torch::randn({s.B, s.Hq, s.Tq, s.D}, opts)};
 }
 
-const Shape kSweep[] = {
-    {1, 1, 1, 1, 1, 64, true},        // T = 1
-    {1, 1, 1, 1, 1, 16, false},       //
-    {2, 4, 4, 37, 37, 64, true},      // odd T, plain multi-head
-    {2, 4, 2, 37, 37, 64, false},     // GQA 2, full
-    {1, 8, 2, 130, 130, 128, true},   // GQA 4, D = 128, ragged last blocks
-    {1, 4, 1, 65, 65, 24, true},      // multi-query, odd D
-    {3, 3, 1, 7, 9, 5, false},        // tiny odd D, Tq != Tk full
-    {2, 4, 2, 5, 70, 64, true},       // KV-cache offset: 5 new queries after 65 cached keys
-    {1, 2, 1, 17, 150, 24, true},     // offset, odd D
-    {1, 2, 2, 64, 64, 64, true},      // exactly one block
-    {2, 8, 2, 1, 700, 64, true},      // decode schedule (Tq = 1), split-K
-    {1, 4, 4, 1, 90, 128, false},     // decode, full, D = 128
-    {2, 3, 1, 1, 77, 5, true},        // decode, GQA 3, D = 5: dot-product and axpy tails
-    {1, 2, 2, 1, 331, 44, false},     // decode, D = 44: vector groups + a scalar tail, 3-key tail
+const AttentionShape kAttentionSweep[] = {
+    {1, 1, 1, 1, 1, 64, true},       // T = 1
+    {1, 1, 1, 1, 1, 16, false},      //
+    {2, 4, 4, 37, 37, 64, true},     // odd T, plain multi-head
+    {2, 4, 2, 37, 37, 64, false},    // GQA 2, full
+    {1, 8, 2, 130, 130, 128, true},  // GQA 4, D = 128, ragged last blocks
+    {1, 4, 1, 65, 65, 24, true},     // multi-query, odd D
+    {3, 3, 1, 7, 9, 5, false},       // tiny odd D, Tq != Tk full
+    {2, 4, 2, 5, 70, 64, true},      // KV-cache offset: 5 new queries after 65 cached keys
+    {1, 2, 1, 17, 150, 24, true},    // offset, odd D
+    {1, 2, 2, 64, 64, 64, true},     // exactly one block
+    {2, 8, 2, 1, 700, 64, true},     // decode schedule (Tq = 1), split-K
+    {1, 4, 4, 1, 90, 128, false},    // decode, full, D = 128
+    {2, 3, 1, 1, 77, 5, true},       // decode, GQA 3, D = 5: dot-product and axpy tails
+    {1, 2, 2, 1, 331, 44, false},    // decode, D = 44: vector groups + a scalar tail, 3-key tail
 };
 
 TEST(Attention, FusedMatchesReferenceFp32Sweep) {
   torch::manual_seed(1);
-  for (const Shape& s : kSweep) {
+  for (const AttentionShape& s : kAttentionSweep) {
     const Inputs in = make_inputs(s, torch::kFloat);
     const auto o = AttentionOptions().causal(s.causal);
     ASSERT_TRUE(concord::ops::attention_is_fused(in.q));
-    Result got = run(attention, in.q, in.k, in.v, in.dout, o);
+    AttentionResult got = run(attention, in.q, in.k, in.v, in.dout, o);
     // Reference in fp64 from the same values: the comparison measures the kernel's fp32 error.
-    Result want = run(attention_reference, in.q.to(torch::kDouble), in.k.to(torch::kDouble),
-                      in.v.to(torch::kDouble), in.dout.to(torch::kDouble), o);
+    AttentionResult want =
+        run(attention_reference, in.q.to(torch::kDouble), in.k.to(torch::kDouble),
+            in.v.to(torch::kDouble), in.dout.to(torch::kDouble), o);
     const std::string what = describe(s);
     expect_close(got.out, want.out, 1e-4, 2e-5, what + " out");
     expect_close(got.dq, want.dq, 1e-4, 1e-4, what + " dq");
@@ -107,12 +99,13 @@ TEST(Attention, FusedMatchesReferenceFp32Sweep) {
 TEST(Attention, LongSequenceFp32) {
   torch::manual_seed(2);
   for (bool causal : {true, false}) {
-    const Shape s{1, 2, 1, 1024, 1024, 64, causal};
+    const AttentionShape s{1, 2, 1, 1024, 1024, 64, causal};
     const Inputs in = make_inputs(s, torch::kFloat);
     const auto o = AttentionOptions().causal(causal);
-    Result got = run(attention, in.q, in.k, in.v, in.dout, o);
-    Result want = run(attention_reference, in.q.to(torch::kDouble), in.k.to(torch::kDouble),
-                      in.v.to(torch::kDouble), in.dout.to(torch::kDouble), o);
+    AttentionResult got = run(attention, in.q, in.k, in.v, in.dout, o);
+    AttentionResult want =
+        run(attention_reference, in.q.to(torch::kDouble), in.k.to(torch::kDouble),
+            in.v.to(torch::kDouble), in.dout.to(torch::kDouble), o);
     const std::string what = describe(s);
     expect_close(got.out, want.out, 1e-4, 2e-5, what + " out");
     expect_close(got.dq, want.dq, 1e-4, 2e-4, what + " dq");
@@ -123,7 +116,7 @@ TEST(Attention, LongSequenceFp32) {
 
 TEST(Attention, FusedMatchesReferenceFp64WithScaleAndSegments) {
   torch::manual_seed(3);
-  for (const Shape& s : kSweep) {
+  for (const AttentionShape& s : kAttentionSweep) {
     const Inputs in = make_inputs(s, torch::kDouble);
     auto o = AttentionOptions().causal(s.causal).scale(0.3);
     if (s.Tq <= s.Tk && s.Tk > 3) {
@@ -135,8 +128,8 @@ TEST(Attention, FusedMatchesReferenceFp64WithScaleAndSegments) {
       seg.narrow(1, b, c - b).fill_(3);
       o.segment_ids(seg);
     }
-    Result got = run(attention, in.q, in.k, in.v, in.dout, o);
-    Result want = run(attention_reference, in.q, in.k, in.v, in.dout, o);
+    AttentionResult got = run(attention, in.q, in.k, in.v, in.dout, o);
+    AttentionResult want = run(attention_reference, in.q, in.k, in.v, in.dout, o);
     const std::string what = describe(s) + (o.segment_ids().defined() ? " seg" : "");
     expect_close(got.out, want.out, 1e-10, 1e-11, what + " out");
     expect_close(got.dq, want.dq, 1e-10, 1e-10, what + " dq");
@@ -166,7 +159,7 @@ TEST(Attention, KnownValuesWithCacheOffset) {
 TEST(Attention, GradcheckFp64) {
   torch::manual_seed(4);
   struct GCase {
-    Shape s;
+    AttentionShape s;
     bool segments;
   };
   const GCase cases[] = {
@@ -231,8 +224,9 @@ TEST(Attention, StridedInputs) {
   auto v = torch::randn({2, 45, 2, 64}).transpose(1, 2);
   auto dout = torch::randn({2, 4, 45, 64});
   const auto o = AttentionOptions().causal(true);
-  Result got = run(attention, q, k, v, dout, o);
-  Result want = run(attention_reference, q.contiguous(), k.contiguous(), v.contiguous(), dout, o);
+  AttentionResult got = run(attention, q, k, v, dout, o);
+  AttentionResult want =
+      run(attention_reference, q.contiguous(), k.contiguous(), v.contiguous(), dout, o);
   expect_close(got.out, want.out, 1e-4, 2e-5, "out");
   expect_close(got.dq, want.dq, 1e-4, 1e-4, "dq");
   expect_close(got.dk, want.dk, 1e-4, 1e-4, "dk");
@@ -241,10 +235,10 @@ TEST(Attention, StridedInputs) {
 
 TEST(Attention, ForwardBackwardFunctionsMatchAutograd) {
   torch::manual_seed(8);
-  const Shape s{2, 4, 2, 40, 50, 24, true};
+  const AttentionShape s{2, 4, 2, 40, 50, 24, true};
   const Inputs in = make_inputs(s, torch::kDouble);
   const auto o = AttentionOptions().causal(true);
-  Result want = run(attention_reference, in.q, in.k, in.v, in.dout, o);
+  AttentionResult want = run(attention_reference, in.q, in.k, in.v, in.dout, o);
   auto fwd = concord::ops::attention_forward(in.q, in.k, in.v, o);
   expect_close(fwd.out, want.out, 1e-12, 1e-12, "out");
   // lse against the logsumexp of the reference's masked scores.
@@ -262,7 +256,7 @@ TEST(Attention, ForwardBackwardFunctionsMatchAutograd) {
 
 TEST(Attention, BackwardIsDeterministic) {
   torch::manual_seed(9);
-  const Shape s{1, 4, 1, 300, 300, 64, true};
+  const AttentionShape s{1, 4, 1, 300, 300, 64, true};
   const Inputs in = make_inputs(s, torch::kFloat);
   const auto o = AttentionOptions().causal(true);
   auto fwd = concord::ops::attention_forward(in.q, in.k, in.v, o);
@@ -279,31 +273,24 @@ TEST(Attention, LargeScoresStayFinite) {
   auto q = 30 * torch::randn({1, 2, 70, 16}), k = 30 * torch::randn({1, 2, 70, 16});
   auto v = torch::randn({1, 2, 70, 16}), dout = torch::randn({1, 2, 70, 16});
   const auto o = AttentionOptions().causal(true);
-  Result got = run(attention, q, k, v, dout, o);
-  Result want = run(attention_reference, q.to(torch::kDouble), k.to(torch::kDouble),
-                    v.to(torch::kDouble), dout.to(torch::kDouble), o);
+  AttentionResult got = run(attention, q, k, v, dout, o);
+  AttentionResult want = run(attention_reference, q.to(torch::kDouble), k.to(torch::kDouble),
+                             v.to(torch::kDouble), dout.to(torch::kDouble), o);
   expect_close(got.out, want.out, 1e-4, 1e-4, "out");
   expect_close(got.dv, want.dv, 1e-4, 1e-4, "dv");
 }
 
 // No queries (or no batch): empty outputs, and keys that nobody sees get zero gradients.
 TEST(Attention, EmptyQueriesAndBatch) {
-  for (const Shape& s : {Shape{2, 4, 2, 0, 9, 16, false}, Shape{0, 4, 2, 5, 9, 16, true}}) {
+  for (const AttentionShape& s :
+       {AttentionShape{2, 4, 2, 0, 9, 16, false}, AttentionShape{0, 4, 2, 5, 9, 16, true}}) {
     const Inputs in = make_inputs(s, torch::kFloat);
-    Result got = run(attention, in.q, in.k, in.v, in.dout, AttentionOptions().causal(s.causal));
+    AttentionResult got =
+        run(attention, in.q, in.k, in.v, in.dout, AttentionOptions().causal(s.causal));
     EXPECT_EQ(got.out.sizes(), in.q.sizes()) << describe(s);
     EXPECT_EQ(got.dk.sizes(), in.k.sizes()) << describe(s);
     EXPECT_TRUE(torch::equal(got.dk, torch::zeros_like(in.k))) << describe(s);
     EXPECT_TRUE(torch::equal(got.dv, torch::zeros_like(in.v))) << describe(s);
-  }
-}
-
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected concord::Error mentioning '" << fragment << "'";
-  } catch (const concord::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
   }
 }
 
@@ -348,13 +335,13 @@ TEST(Attention, MatchesCpu_CUDA) {
   ASSERT_TRUE(concord::ops::attention_is_fused(torch::zeros({1, 1, 1, 8}, torch::device(cuda))));
   for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
     const double tol = dtype == torch::kFloat ? 2e-4 : (dtype == torch::kHalf ? 2e-2 : 5e-2);
-    for (const Shape& s : kSweep) {
+    for (const AttentionShape& s : kAttentionSweep) {
       const Inputs in = make_inputs(s, torch::kFloat);
       const auto o = AttentionOptions().causal(s.causal);
       auto q = in.q.to(dtype), k = in.k.to(dtype), v = in.v.to(dtype), dout = in.dout.to(dtype);
-      Result got = run(attention, q.to(cuda), k.to(cuda), v.to(cuda), dout.to(cuda), o);
-      Result want = run(attention_reference, q.to(torch::kDouble), k.to(torch::kDouble),
-                        v.to(torch::kDouble), dout.to(torch::kDouble), o);
+      AttentionResult got = run(attention, q.to(cuda), k.to(cuda), v.to(cuda), dout.to(cuda), o);
+      AttentionResult want = run(attention_reference, q.to(torch::kDouble), k.to(torch::kDouble),
+                                 v.to(torch::kDouble), dout.to(torch::kDouble), o);
       const std::string what = describe(s) + " " + c10::toString(dtype);
       expect_close(got.out, want.out, tol, tol, what + " out");
       expect_close(got.dq, want.dq, tol, 4 * tol, what + " dq");
@@ -377,8 +364,8 @@ TEST(Attention, DecodeAndSegmentsMatchCpu_CUDA) {
   auto qs = torch::randn({1, 4, 120, 64}), ks = torch::randn({1, 2, 120, 64}),
        vs = torch::randn({1, 2, 120, 64}), ds = torch::randn({1, 4, 120, 64});
   const auto os = AttentionOptions().causal(true).segment_ids(seg);
-  Result got = run(attention, qs.to(cuda), ks.to(cuda), vs.to(cuda), ds.to(cuda), os);
-  Result want = run(attention_reference, qs, ks, vs, ds, os);
+  AttentionResult got = run(attention, qs.to(cuda), ks.to(cuda), vs.to(cuda), ds.to(cuda), os);
+  AttentionResult want = run(attention_reference, qs, ks, vs, ds, os);
   expect_close(got.out, want.out, 1e-4, 2e-5, "segments out");
   expect_close(got.dq, want.dq, 1e-4, 1e-4, "segments dq");
   expect_close(got.dk, want.dk, 1e-4, 1e-4, "segments dk");

@@ -10,13 +10,11 @@
 #include "concord/ops/fused.h"
 #include "concord/ops/siaf.h"
 
+using concord::testing::max_abs_diff;
+
 namespace {
 
 using concord::ops::FusedOpsGuard;
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
 
 // Runs f on fresh leaf copies of `in` and returns [output, grad of each input].
 template <class F>
@@ -45,7 +43,7 @@ void expect_same_either_way(F f, const std::vector<torch::Tensor>& in, double to
   }
   ASSERT_EQ(fused.size(), composite.size());
   for (size_t i = 0; i < fused.size(); ++i) {
-    EXPECT_LE(max_diff(fused[i], composite[i]), tol) << what << " tensor " << i;
+    EXPECT_LE(max_abs_diff(fused[i], composite[i]), tol) << what << " tensor " << i;
   }
 }
 

@@ -21,20 +21,20 @@ namespace {
 using concord::ops::geglu;
 using concord::ops::geglu_reference;
 
-struct Result {
+struct GegluResult {
   torch::Tensor y, dp;
 };
 
 template <class Op>
-Result run(Op op, const torch::Tensor& p, const torch::Tensor& dy) {
+GegluResult run(Op op, const torch::Tensor& p, const torch::Tensor& dy) {
   auto pv = p.detach().clone().requires_grad_(true);
   torch::Tensor y = op(pv);
   y.backward(dy);
   return {y.detach(), pv.grad()};
 }
 
-void expect_close(const torch::Tensor& got, const torch::Tensor& want, double tol,
-                  const std::string& what) {
+void expect_within(const torch::Tensor& got, const torch::Tensor& want, double tol,
+                   const std::string& what) {
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   if (want.numel() == 0) return;
   const double err = (got.to(torch::kDouble) - want.to(torch::kDouble)).abs().max().item<double>();
@@ -70,12 +70,12 @@ TEST(Geglu, FusedMatchesReferenceOnEveryCpuBuild) {
         half.back() /= 2;
         const auto dy = torch::randn(half, dtype);
         ASSERT_TRUE(concord::ops::geglu_is_fused(p));
-        const Result fused = run(geglu, p, dy), ref = run(geglu_reference, p, dy);
+        const GegluResult fused = run(geglu, p, dy), ref = run(geglu_reference, p, dy);
         const double tol = dtype == torch::kFloat ? 2e-5 : 1e-12;
         const std::string what = std::string(k::cpu_isa_name(static_cast<k::CpuIsa>(isa))) + " " +
                                  torch::toString(dtype) + " " + std::to_string(p.numel());
-        expect_close(fused.y, ref.y, tol, what + " y");
-        if (p.numel() > 0) expect_close(fused.dp, ref.dp, tol, what + " dp");
+        expect_within(fused.y, ref.y, tol, what + " y");
+        if (p.numel() > 0) expect_within(fused.dp, ref.dp, tol, what + " dp");
       }
     }
     k::set_cpu_isa_cap(previous);
@@ -87,9 +87,9 @@ TEST(Geglu, NonContiguousInputAndInference) {
   const auto base = torch::randn({6, 5, 12});
   const auto p = base.transpose(0, 1);  // [5, 6, 12], not contiguous
   ASSERT_FALSE(p.is_contiguous());
-  expect_close(geglu(p), geglu_reference(p), 2e-6, "non-contiguous");
+  expect_within(geglu(p), geglu_reference(p), 2e-6, "non-contiguous");
   torch::InferenceMode inference;
-  expect_close(geglu(base), geglu_reference(base), 2e-6, "inference mode");
+  expect_within(geglu(base), geglu_reference(base), 2e-6, "inference mode");
 }
 
 TEST(Geglu, GradcheckFp64) {

@@ -15,23 +15,26 @@
 #include "../../kernels/cpu/cpu_isa.h"
 #include "../../kernels/cpu/cross_entropy.h"
 #include "concord/core/error.h"
+#include "compare.h"
 #include "concord/ops/fused.h"
 #include "concord/ops/linear_cross_entropy.h"
 
 namespace kcpu = concord::kernels::cpu;
 using concord::ops::LinearCrossEntropyOptions;
+using concord::testing::rel_diff;
 
 namespace {
 
-struct Result {
+struct CrossEntropyResult {
   at::Tensor loss, dh, dw;
 };
 
 // Loss and gradients of `op` (fused or reference) at hidden/weight, for an incoming gradient
 // of `upstream`.
 template <class Op>
-Result run(Op op, const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-           const LinearCrossEntropyOptions& o, double upstream = 1.0) {
+CrossEntropyResult run(Op op, const at::Tensor& hidden, const at::Tensor& weight,
+                       const at::Tensor& targets, const LinearCrossEntropyOptions& o,
+                       double upstream = 1.0) {
   at::Tensor h = hidden.detach().clone().requires_grad_(true);
   at::Tensor w = weight.detach().clone().requires_grad_(true);
   at::Tensor loss = op(h, w, targets, o);
@@ -46,11 +49,6 @@ at::Tensor fused(const at::Tensor& h, const at::Tensor& w, const at::Tensor& t,
 at::Tensor reference(const at::Tensor& h, const at::Tensor& w, const at::Tensor& t,
                      const LinearCrossEntropyOptions& o) {
   return concord::ops::linear_cross_entropy_reference(h, w, t, o);
-}
-
-double rel_diff(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor x = a.to(at::kDouble), y = b.to(at::kDouble);
-  return ((x - y).abs().max() / (y.abs().max() + 1e-12)).item<double>();
 }
 
 // Targets in [0, V), every third one ignored.
@@ -80,8 +78,8 @@ TEST(LinearCrossEntropy, MatchesDoubleCompositeAcrossBlocksTilesChunksAndBuilds)
           o.reduction = reduction;
           o.chunk_tokens = chunk;
           ASSERT_TRUE(concord::ops::linear_cross_entropy_is_fused(h, w));
-          const Result f = run(fused, h, w, t, o);
-          const Result r = run(reference, h.to(at::kDouble), w.to(at::kDouble), t, o);
+          const CrossEntropyResult f = run(fused, h, w, t, o);
+          const CrossEntropyResult r = run(reference, h.to(at::kDouble), w.to(at::kDouble), t, o);
           const std::string where = std::string(kcpu::cpu_isa_name(kcpu::cpu_isa())) + " N " +
                                     std::to_string(s.N) + " V " + std::to_string(s.V) +
                                     " chunk " + std::to_string(chunk) +
@@ -103,8 +101,8 @@ TEST(LinearCrossEntropy, LeadingDimsIncomingGradientAndRetainedGraph) {
   const at::Tensor h = torch::randn({2, 9, 12}), w = torch::randn({700, 12});
   const at::Tensor t = targets_with_ignored({2, 9}, 700);
   LinearCrossEntropyOptions o;
-  const Result f = run(fused, h, w, t, o, -2.5);
-  const Result r = run(reference, h.to(at::kDouble), w.to(at::kDouble), t, o, -2.5);
+  const CrossEntropyResult f = run(fused, h, w, t, o, -2.5);
+  const CrossEntropyResult r = run(reference, h.to(at::kDouble), w.to(at::kDouble), t, o, -2.5);
   EXPECT_LT(rel_diff(f.dh, r.dh), 2e-5);
   EXPECT_LT(rel_diff(f.dw, r.dw), 2e-5);
   EXPECT_EQ(f.dh.sizes(), h.sizes());
@@ -138,7 +136,7 @@ TEST(LinearCrossEntropy, SameLossInInferenceModeTrainingAndTwoThreads) {
     c10::InferenceMode inference;
     eval_loss = concord::ops::linear_cross_entropy(h, w, t).item<double>();
   }
-  const Result f = run(fused, h, w, t, {});
+  const CrossEntropyResult f = run(fused, h, w, t, {});
   EXPECT_EQ(f.loss.item<double>(), eval_loss);
   std::vector<double> losses(2);
   std::vector<std::thread> threads;
@@ -162,7 +160,7 @@ TEST(LinearCrossEntropy, AllIgnoredMeanIsNaNAndSumIsZero) {
   EXPECT_TRUE(std::isnan(concord::ops::linear_cross_entropy(h, w, t, o).item<double>()));
   EXPECT_TRUE(std::isnan(concord::ops::linear_cross_entropy_reference(h, w, t, o).item<double>()));
   o.reduction = at::Reduction::Sum;
-  const Result f = run(fused, h, w, t, o);
+  const CrossEntropyResult f = run(fused, h, w, t, o);
   EXPECT_EQ(f.loss.item<double>(), 0.0);
   EXPECT_EQ(f.dh.abs().max().item<double>(), 0.0);
   EXPECT_EQ(f.dw.abs().max().item<double>(), 0.0);

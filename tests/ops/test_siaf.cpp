@@ -7,6 +7,7 @@
 
 #include "concord/core/error.h"
 #include "concord/ops/siaf.h"
+#include "compare.h"
 #include "gradcheck.h"
 #include "test_support.h"
 #include "../../kernels/cpu/cpu_isa.h"
@@ -16,6 +17,8 @@ namespace {
 using concord::ops::Activation;
 using concord::ops::siaf;
 using concord::ops::siaf_reference;
+using concord::testing::expect_close;
+using concord::testing::expect_error;
 
 const Activation kAll[] = {Activation::SiLU, Activation::GELU, Activation::ReLU};
 
@@ -33,15 +36,6 @@ Grads run(Op op, const torch::Tensor& x, const torch::Tensor& a, const torch::Te
   torch::Tensor y = op(xv, av, bv, act);
   y.backward(dy);
   return {y.detach(), xv.grad(), av.grad(), bv.grad()};
-}
-
-void expect_close(const torch::Tensor& got, const torch::Tensor& want, double rtol, double atol,
-                  const std::string& what) {
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  if (want.numel() == 0) return;
-  const auto g = got.to(torch::kDouble), w = want.to(torch::kDouble);
-  const double err = ((g - w).abs() - rtol * w.abs()).max().item<double>();
-  EXPECT_LE(err, atol) << what << ": max |got - want| = " << (g - w).abs().max().item<double>();
 }
 
 TEST(Siaf, ActivationNames) {
@@ -78,14 +72,14 @@ TEST(Siaf, KnownValues) {
   EXPECT_NEAR(g.db[1][0].item<double>(), 3 * s2 * (1 + 2 * (1 - s2)), 1e-12);
 }
 
-struct Case {
+struct SiafCase {
   std::vector<int64_t> shape;  // x's shape; the last dim is C
   int64_t n;
 };
 
-const Case kSweep[] = {
-    {{1}, 1},          {{1, 7}, 2},       {{3, 5, 13}, 2},  {{64, 33}, 3},
-    {{2, 17, 257}, 2}, {{300, 31}, 1},    {{4, 96, 96}, 2}, {{5, 0, 8}, 2},
+const SiafCase kSiafSweep[] = {
+    {{1}, 1},          {{1, 7}, 2},    {{3, 5, 13}, 2},  {{64, 33}, 3},
+    {{2, 17, 257}, 2}, {{300, 31}, 1}, {{4, 96, 96}, 2}, {{5, 0, 8}, 2},
 };
 
 TEST(Siaf, FusedMatchesReferenceFp32AndFp64) {
@@ -93,7 +87,7 @@ TEST(Siaf, FusedMatchesReferenceFp32AndFp64) {
   for (auto dtype : {torch::kFloat, torch::kDouble}) {
     const double rtol = dtype == torch::kFloat ? 2e-5 : 1e-12;
     const double atol = dtype == torch::kFloat ? 2e-5 : 1e-12;
-    for (const auto& c : kSweep) {
+    for (const auto& c : kSiafSweep) {
       for (Activation act : kAll) {
         const int64_t C = c.shape.back();
         auto opts = torch::dtype(dtype);
@@ -123,8 +117,8 @@ TEST(Siaf, FusedMatchesReferenceFp32AndFp64) {
 // lane tails (C % 16 and C % 8 non-zero) and row-block tails (rows % 4 non-zero) in play.
 TEST(Siaf, EveryCpuBuildMatchesReference) {
   namespace k = concord::kernels::cpu;
-  const Case cases[] = {{{1, 5}, 2},    {{7, 16}, 2},  {{6, 47}, 3},  {{13, 33}, 1},
-                        {{2, 9, 100}, 2}, {{4, 1, 24}, 2}, {{5, 200}, 4}};
+  const SiafCase cases[] = {{{1, 5}, 2},      {{7, 16}, 2},    {{6, 47}, 3}, {{13, 33}, 1},
+                            {{2, 9, 100}, 2}, {{4, 1, 24}, 2}, {{5, 200}, 4}};
   const k::CpuIsa best = k::cpu_isa_supported();
   torch::manual_seed(11);
   for (int isa = 0; isa <= static_cast<int>(best); ++isa) {
@@ -268,15 +262,6 @@ TEST(Siaf, BackwardIsDeterministic) {
   EXPECT_TRUE(torch::equal(g1.dx, g2.dx));
 }
 
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected concord::Error mentioning '" << fragment << "'";
-  } catch (const concord::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
-
 TEST(Siaf, InputChecks) {
   auto x = torch::randn({4, 6}), a = torch::randn({2, 6}), b = torch::randn({2, 6});
   expect_error([&] { siaf(x, torch::randn({2, 5}), b); }, "x has C = 6");
@@ -300,7 +285,7 @@ TEST(Siaf, MatchesCpu_CUDA) {
   ASSERT_TRUE(concord::ops::siaf_is_fused(torch::zeros({2, 8}, torch::device(torch::kCUDA))));
   for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
     const double tol = dtype == torch::kFloat ? 2e-5 : 2e-2;
-    for (const auto& c : kSweep) {
+    for (const auto& c : kSiafSweep) {
       for (Activation act : kAll) {
         const int64_t C = c.shape.back();
         auto x = (2 * torch::randn(c.shape)).to(dtype);

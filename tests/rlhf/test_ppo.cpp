@@ -19,12 +19,9 @@
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
 
 namespace {
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
 
 double scalar(std::map<std::string, at::Tensor>& f, const std::string& name) {
   return f.at(name).item<double>();
@@ -37,8 +34,8 @@ TEST(PpoMath, RewardsAdvantagesAndReturnsMatchTrl) {
   const at::Tensor mask = f["mask"].to(at::kFloat), vmask = f["value_mask"].to(at::kFloat);
   // TRL overwrites log-probs past the response (INVALID_LOGPROB on both sides): KL 0 there.
   const at::Tensor logp = f["logprobs"] * mask, ref = f["ref_logprobs"] * mask;
-  EXPECT_LT(max_abs(rlhf::kl_estimate(logp, ref, "k1") * mask, f["kl_k1"]), 1e-6);
-  EXPECT_LT(max_abs(rlhf::kl_estimate(logp, ref, "k3") * mask, f["kl_k3"]), 1e-6);
+  EXPECT_LT(max_abs_diff(rlhf::kl_estimate(logp, ref, "k1") * mask, f["kl_k1"]), 1e-6);
+  EXPECT_LT(max_abs_diff(rlhf::kl_estimate(logp, ref, "k3") * mask, f["kl_k3"]), 1e-6);
   // TRL 1.12 puts the score one past the last response token (its first pad), or on the last
   // position when the response fills the row; form the rewards its way, then GAE must agree.
   const double kl_coef = scalar(f, "kl_coef");
@@ -50,17 +47,19 @@ TEST(PpoMath, RewardsAdvantagesAndReturnsMatchTrl) {
     if (at_index >= T) at_index = len[b].item<int64_t>();
     rewards[b][at_index] += f["scores"][b];
   }
-  EXPECT_LT(max_abs(rewards, f["rewards"]), 1e-6);
+  EXPECT_LT(max_abs_diff(rewards, f["rewards"]), 1e-6);
   const at::Tensor values = f["values_masked"];
   for (const auto& [gamma, suffix] : std::vector<std::pair<double, std::string>>{
            {scalar(f, "gamma"), ""}, {scalar(f, "gamma_g09"), "_g09"}}) {
     SCOPED_TRACE(suffix);
     const auto adv = rlhf::generalized_advantages(f["rewards"], values, mask, gamma, scalar(f, "lam"));
-    EXPECT_LT(max_abs(adv.returns, f["returns" + suffix]), 1e-5);
-    EXPECT_LT(max_abs(adv.advantages, f["advantages" + suffix]), 1e-5);
+    EXPECT_LT(max_abs_diff(adv.returns, f["returns" + suffix]), 1e-5);
+    EXPECT_LT(max_abs_diff(adv.advantages, f["advantages" + suffix]), 1e-5);
   }
   // Reward whitening keeps the mean (shift_mean false) over the value mask.
-  EXPECT_LT(max_abs(rlhf::masked_whiten(f["rewards"], vmask, false) * vmask, f["rewards_whitened"]), 1e-5);
+  EXPECT_LT(
+      max_abs_diff(rlhf::masked_whiten(f["rewards"], vmask, false) * vmask, f["rewards_whitened"]),
+      1e-5);
   EXPECT_NEAR((f["kl_k1"].sum(1).mean()).item<double>(), scalar(f, "objective_kl"), 1e-6);
 }
 
@@ -100,12 +99,12 @@ TEST(GrpoMath, AdvantagesAndPerTokenLossMatchTrl) {
   auto f = io::load_safetensors(fixture("rlhf") / "grpo_reference.safetensors");
   const int64_t G = f["num_generations"].item<int64_t>();
   const at::Tensor adv = rlhf::group_relative_advantages(f["rewards"], G, true);
-  EXPECT_LT(max_abs(adv, f["advantages"]), 1e-6);
+  EXPECT_LT(max_abs_diff(adv, f["advantages"]), 1e-6);
   const at::Tensor mask = f["mask"].to(at::kFloat);
   const at::Tensor loss = rlhf::grpo_per_token_loss(f["per_token_logps"], f["old_per_token_logps"],
                                                     f["ref_per_token_logps"], f["advantages"],
                                                     scalar(f, "epsilon"), scalar(f, "beta"));
-  EXPECT_LT(max_abs(loss * mask, f["per_token_loss"] * mask), 1e-6);
+  EXPECT_LT(max_abs_diff(loss * mask, f["per_token_loss"] * mask), 1e-6);
   const double grpo = ((loss * mask).sum(1) / mask.sum(1)).mean().item<double>();
   EXPECT_NEAR(grpo, scalar(f, "loss_grpo"), 1e-6);
   EXPECT_NEAR(((loss * mask).sum() / mask.sum()).item<double>(), scalar(f, "loss_bnpo"), 1e-6);
@@ -114,15 +113,16 @@ TEST(GrpoMath, AdvantagesAndPerTokenLossMatchTrl) {
 TEST(Aggregators, CombineGroupRewardsByName) {
   const at::Tensor r = at::tensor({1.0f, -2.0f, 3.0f, 0.5f}).view({2, 2});
   auto min = rlhf::make_aggregator({"min"});
-  EXPECT_LT(max_abs(min->combine(r), at::tensor({-2.0f, 0.5f})), 1e-7);
+  EXPECT_LT(max_abs_diff(min->combine(r), at::tensor({-2.0f, 0.5f})), 1e-7);
   auto argmin = rlhf::make_aggregator({"argmin_group"});
   // Group means: 2.0 and -0.75: the second group is worst off, so its reward is used.
-  EXPECT_LT(max_abs(argmin->combine(r), at::tensor({-2.0f, 0.5f})), 1e-7);
+  EXPECT_LT(max_abs_diff(argmin->combine(r), at::tensor({-2.0f, 0.5f})), 1e-7);
   EXPECT_EQ(argmin->last_choice(), 1);
   auto mean = rlhf::make_aggregator({"mean"});
-  EXPECT_LT(max_abs(mean->combine(r), at::tensor({-0.5f, 1.75f})), 1e-7);
+  EXPECT_LT(max_abs_diff(mean->combine(r), at::tensor({-0.5f, 1.75f})), 1e-7);
   rlhf::AggregatorOptions single{"single", 1.0, 0};
-  EXPECT_LT(max_abs(rlhf::make_aggregator(single)->combine(r), at::tensor({1.0f, 3.0f})), 1e-7);
+  EXPECT_LT(max_abs_diff(rlhf::make_aggregator(single)->combine(r), at::tensor({1.0f, 3.0f})),
+            1e-7);
   // softmin lies between min and mean, and tends to each at the ends of its temperature.
   for (double tau : {1e-3, 1.0, 1e3}) {
     rlhf::AggregatorOptions o{"softmin", tau, 0};
@@ -130,7 +130,8 @@ TEST(Aggregators, CombineGroupRewardsByName) {
     EXPECT_TRUE((s >= min->combine(r) - 1e-6).all().item<bool>());
     EXPECT_TRUE((s <= mean->combine(r) + 1e-6).all().item<bool>());
   }
-  EXPECT_LT(max_abs(rlhf::make_aggregator({"softmin", 1e-3, 0})->combine(r), min->combine(r)), 1e-4);
+  EXPECT_LT(max_abs_diff(rlhf::make_aggregator({"softmin", 1e-3, 0})->combine(r), min->combine(r)),
+            1e-4);
   try {
     rlhf::make_aggregator({"median"});
     FAIL() << "an unknown aggregator was made";
@@ -297,7 +298,7 @@ TEST(GenerateTensors, GreedyOnCudaMatchesCpu_CUDA) {
   const lm::SampledBatch gpu = lm::generate_tensors(model, ids, mask, g);
   EXPECT_TRUE(gpu.response.device().is_cuda());
   EXPECT_TRUE(gpu.response.cpu().equal(cpu.response));
-  EXPECT_LT(max_abs(gpu.logprobs.cpu(), cpu.logprobs), 1e-4);
+  EXPECT_LT(max_abs_diff(gpu.logprobs.cpu(), cpu.logprobs), 1e-4);
 }
 
 TEST(PpoTrainer, AnIterationRunsOnCuda_CUDA) {

@@ -15,16 +15,13 @@
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
 using concord::testing::TempDir;
 
 namespace {
 
 std::map<std::string, at::Tensor> reference(const std::string& name) {
   return io::load_safetensors(fixture("rlhf") / name / "reference.safetensors");
-}
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
 lm::ModelConfig tiny_config() {
@@ -43,7 +40,7 @@ TEST(RewardModel, MatchesTransformersSequenceClassification) {
     const at::Tensor r = model->forward(ref["input_ids"], ref["attention_mask"]);
     const at::Tensor want = ref["rewards"].dim() == 1 ? ref["rewards"].unsqueeze(1) : ref["rewards"];
     ASSERT_EQ(r.sizes(), want.sizes());
-    EXPECT_LT(max_abs(r, want), 1e-4);
+    EXPECT_LT(max_abs_diff(r, want), 1e-4);
   }
 }
 
@@ -68,7 +65,7 @@ TEST(RewardModel, LeftPaddingReadsTheSameLastToken) {
     left_ids[b].narrow(0, T - n, n).copy_(ids[b].narrow(0, 0, n));
     left_mask[b].narrow(0, T - n, n).fill_(1);
   }
-  EXPECT_LT(max_abs(model->forward(left_ids, left_mask), model->forward(ids, mask)), 1e-5);
+  EXPECT_LT(max_abs_diff(model->forward(left_ids, left_mask), model->forward(ids, mask)), 1e-5);
 }
 
 TEST(RewardModel, SavesWhatTransformersLoadsAndLoadsItBack) {
@@ -86,7 +83,7 @@ TEST(RewardModel, SavesWhatTransformersLoadsAndLoadsItBack) {
   EXPECT_EQ(tensors.size(), want.size());
   for (const auto& [name, t] : want) {
     ASSERT_TRUE(tensors.count(name)) << name;
-    EXPECT_EQ(max_abs(tensors.at(name), t), 0.0) << name;
+    EXPECT_EQ(max_abs_diff(tensors.at(name), t), 0.0) << name;
   }
 }
 
@@ -116,9 +113,10 @@ TEST(RewardModel, BadCheckpointNamesTheProblem) {
 TEST(BradleyTerry, MatchesTrlRewardTrainerLoss) {
   auto f = io::load_safetensors(fixture("rlhf") / "reward_loss_reference.safetensors");
   const at::Tensor rc = f["rewards_chosen"], rr = f["rewards_rejected"], m = f["margin"];
-  EXPECT_LT(max_abs(rlhf::bradley_terry_loss(rc, rr, {}).mean(), f["loss"]), 1e-6);
-  EXPECT_LT(max_abs(rlhf::bradley_terry_loss(rc, rr, m).mean(), f["loss_margin"]), 1e-6);
-  EXPECT_LT(max_abs(rlhf::bradley_terry_loss(rc, rr, {}, 0.01).mean(), f["loss_centered"]), 1e-6);
+  EXPECT_LT(max_abs_diff(rlhf::bradley_terry_loss(rc, rr, {}).mean(), f["loss"]), 1e-6);
+  EXPECT_LT(max_abs_diff(rlhf::bradley_terry_loss(rc, rr, m).mean(), f["loss_margin"]), 1e-6);
+  EXPECT_LT(max_abs_diff(rlhf::bradley_terry_loss(rc, rr, {}, 0.01).mean(), f["loss_centered"]),
+            1e-6);
   // Far beyond exp's range the log-sigmoid form stays finite and exact.
   const at::Tensor big = rlhf::bradley_terry_loss(at::tensor({-200.0}), at::tensor({200.0}), {});
   EXPECT_NEAR(big.item<double>(), 400.0, 1e-9);
@@ -171,15 +169,15 @@ TEST(RewardSet, SharedAndSeparateLayoutsAgree) {
   const at::Tensor all = separate.all(ids, mask);
   const at::Tensor head = at::tensor(std::vector<int64_t>{1, 0, 0, 1}, at::kLong);
   const at::Tensor sel = separate.selected(ids, mask, head);
-  EXPECT_LT(max_abs(sel, all.gather(1, head.view({-1, 1})).squeeze(1)), 1e-6);
-  EXPECT_LT(max_abs(all.select(1, 0), a->forward(ids, mask).squeeze(1)), 1e-6);
+  EXPECT_LT(max_abs_diff(sel, all.gather(1, head.view({-1, 1})).squeeze(1)), 1e-6);
+  EXPECT_LT(max_abs_diff(all.select(1, 0), a->forward(ids, mask).squeeze(1)), 1e-6);
   // Save and load keep the layout and the rewards.
   TempDir dir;
   separate.save(dir.path());
   auto loaded = rlhf::RewardSet::load(dir.path());
   EXPECT_EQ(loaded.size(), 2);
   EXPECT_FALSE(loaded.is_shared());
-  EXPECT_LT(max_abs(loaded.all(ids, mask), all), 1e-6);
+  EXPECT_LT(max_abs_diff(loaded.all(ids, mask), all), 1e-6);
 }
 
 TEST(BradleyTerry, TrainingLearnsAPlantedPreference) {

@@ -16,6 +16,7 @@
 
 using namespace concord;
 using concord::testing::fixture;
+using concord::testing::max_abs_diff;
 
 namespace {
 
@@ -97,10 +98,6 @@ rlhf::RewardModel random_reward_model(const lm::ModelConfig& config, int64_t hea
     }
   }
   return model;
-}
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
 }  // namespace
@@ -186,7 +183,7 @@ TEST(SharedPrefixPairs, RewardsEqualTheFullRowsInEveryFamily) {
     const at::Tensor full = model->forward(ids, mask);
     const at::Tensor shared = model->pair_rewards(pairs);
     ASSERT_EQ(shared.sizes(), full.sizes());
-    EXPECT_LT(max_abs(shared, full), 2e-5 * (1.0 + full.abs().max().item<double>()));
+    EXPECT_LT(max_abs_diff(shared, full), 2e-5 * (1.0 + full.abs().max().item<double>()));
   }
 }
 
@@ -225,7 +222,7 @@ TEST(SharedPrefixPairs, BradleyTerryGradientsEqualTheFullRows) {
       // rounds a vectorised block and a scalar tail differently: the two layouts' tables differ
       // in the last fp32 bit. Learned positions have no such table.
       const double tol = dtype == at::kFloat ? 5e-5 : config.learned_positions ? 1e-10 : 1e-6;
-      EXPECT_LT(max_abs(shared, full), tol * (1.0 + full.abs().max().item<double>()));
+      EXPECT_LT(max_abs_diff(shared, full), tol * (1.0 + full.abs().max().item<double>()));
     }
   }
 }
@@ -264,7 +261,7 @@ TEST(SharedPrefixPairs, DpoResponseLogprobsAndGradientsEqualTheFullRows) {
     };
     const at::Tensor full = run(false), shared = run(true);
     ASSERT_EQ(shared.sizes(), full.sizes());
-    EXPECT_LT(max_abs(shared, full), 5e-5 * (1.0 + full.abs().max().item<double>()));
+    EXPECT_LT(max_abs_diff(shared, full), 5e-5 * (1.0 + full.abs().max().item<double>()));
   }
 }
 
@@ -280,9 +277,10 @@ TEST(SharedPrefixPairs, SeparateModelsRunTheirOwnPairs) {
   auto [ids, mask] = rlhf::stack_pairs(batch, 0);
   const at::Tensor head = at::tensor(std::vector<int64_t>{1, 0, 0, 1, 1}, at::kLong);
   torch::NoGradGuard no_grad;
-  EXPECT_LT(max_abs(separate.selected(pairs, head), separate.selected(ids, mask, at::cat({head, head}))),
+  EXPECT_LT(max_abs_diff(separate.selected(pairs, head),
+                         separate.selected(ids, mask, at::cat({head, head}))),
             2e-5);
-  EXPECT_LT(max_abs(separate.all(pairs), separate.all(ids, mask)), 2e-5);
+  EXPECT_LT(max_abs_diff(separate.all(pairs), separate.all(ids, mask)), 2e-5);
 }
 
 TEST(SharedPrefixPairs, ObjectivesFallBackToFullRowsWhenLittleIsShared) {
@@ -324,6 +322,6 @@ TEST(SharedPrefixPairs, BradleyTerryOnCudaMatchesCpu_CUDA) {
       return at::cat(g, 0);
     };
     const at::Tensor cpu = step(model), cuda = step(on_device);
-    EXPECT_LT(max_abs(cuda, cpu), 1e-4 * (1.0 + cpu.abs().max().item<double>()));
+    EXPECT_LT(max_abs_diff(cuda, cpu), 1e-4 * (1.0 + cpu.abs().max().item<double>()));
   }
 }

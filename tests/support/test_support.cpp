@@ -1,5 +1,6 @@
 #include "test_support.h"
 
+#include <ATen/ATen.h>
 #include <torch/cuda.h>
 
 #include <cstdlib>
@@ -66,6 +67,10 @@ fs::path write_file(const fs::path& path, const std::string& text) {
   out << text;
   if (!out) throw std::runtime_error("write_file: cannot write " + path.string());
   return path;
+}
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
 bool cuda_available() { return torch::cuda::is_available(); }

@@ -1,5 +1,7 @@
 // Helpers shared by every test binary: temporary folders, fixture paths, the TUMLU data path.
 #pragma once
+#include <ATen/core/Tensor.h>
+
 #include <filesystem>
 #include <string>
 
@@ -36,6 +38,9 @@ std::filesystem::path tumlu_dir();
 
 /// Writes `text` to `path` (creating parents); returns the path.
 std::filesystem::path write_file(const std::filesystem::path& path, const std::string& text);
+
+/// max |a - b| over all elements, in double precision: the parity tests' measure.
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
 
 /// True when a CUDA device is usable from LibTorch.
 bool cuda_available();

@@ -13,31 +13,21 @@
 #include "concord/text/bpe_tokenizer.h"
 #include "concord/text/tokenizer.h"
 #include "test_support.h"
+#include "tokenizer_fixtures.h"
 
 namespace concord::text {
 namespace {
 
-using nlohmann::json;
 using concord::testing::fixture;
+using concord::testing::tokenizer_expected;
+using concord::testing::unhex;
+using nlohmann::json;
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-const json& expected() {
-  static const json doc = json::parse(read_text(fixture("tokenizers/expected.json")));
-  return doc;
-}
-
-std::string unhex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
 }
 
 // The sample as bytes: malformed ones are stored as hex, the rest as text.
@@ -53,8 +43,8 @@ class BpeParity : public ::testing::TestWithParam<std::string> {};
 TEST_P(BpeParity, IdsAndDecodesMatchHuggingFaceTokenizers) {
   const std::string name = GetParam();
   auto tok = BpeTokenizer::from_file(fixture("tokenizers/" + name + "/tokenizer.json"));
-  const json& samples = expected()["samples"][name];
-  const json& want = expected()["expected"][name];
+  const json& samples = tokenizer_expected()["samples"][name];
+  const json& want = tokenizer_expected()["expected"][name];
   ASSERT_GT(samples.size(), 40u);
   for (const json& sample : samples) {
     const std::string sname = sample["name"].get<std::string>();
@@ -76,7 +66,7 @@ TEST(BpeTokenizer, MergeQueueAgreesWithSimpleMergeOnEveryWord) {
   for (const char* name : {"gpt2", "llama2"}) {
     auto tok = BpeTokenizer::from_file(fixture(std::string("tokenizers/") + name + "/tokenizer.json"));
     size_t words = 0;
-    for (const json& sample : expected()["samples"][name]) {
+    for (const json& sample : tokenizer_expected()["samples"][name]) {
       const std::string text = sample_bytes(sample);
       // Words of every length from the sample, including whole sentences (hundreds of symbols).
       for (size_t len : {3, 8, 20, 60, 1000}) {
@@ -103,7 +93,7 @@ TEST(BpeTokenizer, BothMergeFormsGiveTheSameIds) {
   }
   auto strings = BpeTokenizer::from_file(fixture("tokenizers/gpt2/tokenizer.json"));
   auto arrays = BpeTokenizer::from_json(spec.dump());
-  for (const json& sample : expected()["samples"]["gpt2"]) {
+  for (const json& sample : tokenizer_expected()["samples"]["gpt2"]) {
     const std::string text = sample_bytes(sample);
     EXPECT_EQ(strings->encode(text), arrays->encode(text));
   }
@@ -139,10 +129,12 @@ TEST(BpeTokenizer, SpecialIdsAndVocabulary) {
 TEST(BpeTokenizer, ConcurrentEncodingMatchesSequential) {
   auto tok = BpeTokenizer::from_file(fixture("tokenizers/llama3/tokenizer.json"));
   std::vector<std::string> texts;
-  for (const json& sample : expected()["samples"]["llama3"]) texts.push_back(sample_bytes(sample));
+  for (const json& sample : tokenizer_expected()["samples"]["llama3"])
+    texts.push_back(sample_bytes(sample));
   std::vector<std::vector<TokenId>> want;
-  for (const json& sample : expected()["samples"]["llama3"]) {
-    want.push_back(ids_of(expected()["expected"]["llama3"][sample["name"].get<std::string>()]["ids"]));
+  for (const json& sample : tokenizer_expected()["samples"]["llama3"]) {
+    want.push_back(ids_of(
+        tokenizer_expected()["expected"]["llama3"][sample["name"].get<std::string>()]["ids"]));
   }
   std::vector<std::thread> threads;
   std::vector<int> mismatches(4, 0);

@@ -7,18 +7,18 @@
 
 #include <torch/torch.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "concord/core/error.h"
 #include "concord/text/sentencepiece_tokenizer.h"
 #include "test_support.h"
+#include "tokenizer_fixtures.h"
 
 namespace concord::text {
 namespace {
 
-using nlohmann::json;
 using concord::testing::fixture;
+using concord::testing::tokenizer_expected;
+using concord::testing::unhex;
+using nlohmann::json;
 
 // Until the build makes the plug-in (or CONCORD_SPM_SHIM points at one), there is nothing to
 // test; an AddressSanitizer build cannot load it (the sanitizer refuses RTLD_DEEPBIND).
@@ -30,26 +30,11 @@ using concord::testing::fixture;
     }                                                                                       \
   } while (0)
 
-json expected() {
-  std::ifstream in(fixture("tokenizers/expected.json"), std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return json::parse(s.str());
-}
-
-std::string unhex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
-
 TEST(SentencePiece, IdsAndDecodesMatchTheSentencepiecePackage) {
   REQUIRE_SHIM();
   // LibTorch is live in this process: the plug-in's protobuf must not clash with it.
   EXPECT_EQ(torch::ones({2}).sum().item<float>(), 2.0f);
-  const json doc = expected();
+  const json doc = tokenizer_expected();
   SentencePieceTokenizer tok(fixture("tokenizers/spm/spm.model"));
   EXPECT_EQ(tok.vocab_size(), doc["spm"]["vocab_size"].get<int64_t>());
   EXPECT_EQ(tok.bos_id(), doc["spm"]["bos"].get<int>());
