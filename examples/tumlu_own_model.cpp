@@ -12,14 +12,14 @@
 // models, eval::CausalLmTumluModel (eval/tumlu_lm_adapter.h) does the same with a shared KV cache
 // of the five shots, several times faster. TUMLU_DIR is TUMLU-mini in its published layout
 // (<language>/{dev,test}/<Subject>.jsonl), e.g. ../shared/data/tumlu-mini; --items N keeps the
-// first N test items of each subject. On the committed fixtures (seconds):
+// first N test items of each subject. On the committed fixtures (seconds), as one command line:
 //
-//   build/examples/example_tumlu_own_model tests/fixtures/examples/tiny-llama \
+//   build/examples/example_tumlu_own_model tests/fixtures/examples/tiny-llama
 //       tests/fixtures/examples/tumlu-tiny --out /tmp/tumlu-example
 //
-// and on real data, two languages, 3 items of each subject (a minute on 2 cores):
+// and on real data, two languages, 3 items of each subject (a minute on 2 cores), one line too:
 //
-//   build/examples/example_tumlu_own_model tests/fixtures/examples/tiny-llama \
+//   build/examples/example_tumlu_own_model tests/fixtures/examples/tiny-llama
 //       ../shared/data/tumlu-mini --languages azerbaijani,kazakh --items 3 --out /tmp/tumlu-real
 //
 // The out folder gets <language>/outputs/<protocol>/<model>/<Subject>.json, results.json,

@@ -123,7 +123,9 @@ TEST(RewardEm, RecoversPlantedGroups) {
     // Each cluster's own head fits its users' pairs.
     for (double acc : r.cluster_accuracy) EXPECT_GT(acc, 0.7);
     // It stopped because it converged: no user moved (hard), or the likelihood settled.
-    if (assignment == "hard") EXPECT_EQ(r.history.back().changed, 0);
+    if (assignment == "hard") {
+      EXPECT_EQ(r.history.back().changed, 0);
+    }
     EXPECT_GE(r.history.back().log_likelihood, r.history.front().log_likelihood - 1e-9);
   }
 }
