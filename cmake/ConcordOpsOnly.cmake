@@ -14,6 +14,7 @@ if(EXISTS "${PROJECT_SOURCE_DIR}/kernels/CMakeLists.txt")
   add_subdirectory("${PROJECT_SOURCE_DIR}/kernels" "${PROJECT_BINARY_DIR}/kernels")
 endif()
 concord_add_library(concord_ops SOURCES ${_ops_sources} DEPS torch Threads::Threads)
+set_target_properties(concord_ops PROPERTIES UNITY_BUILD OFF)  # as in src/CMakeLists.txt
 target_link_options(concord_ops INTERFACE ${CONCORD_TORCH_LINK_OPTIONS})
 concord_link_openmp(concord_ops)
 if(TARGET concord_kernels_cuda)

@@ -15,6 +15,9 @@
 #            line tables), building only the parser tests (target parser_tests, ctest label
 #            `parsers`: test_core, test_io, test_text, test_data, the fuzz corpus replays
 #            over concord_core and the checkpoint's) unless CONCORD_TARGETS says otherwise.
+# Every flavour is a unity build (CMake option CONCORD_UNITY: each target's sources compile in
+# batches, about half the cold compile time); CONCORD_UNITY=OFF compiles file by file, for an
+# edit-compile loop where one changed file should recompile alone.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 flavour="${1:-debian}"
@@ -24,31 +27,32 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/concord/ccache}"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"  # cache hits across clones
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 jobs="${CONCORD_JOBS:-$(nproc)}"
+unity="-DCONCORD_UNITY=${CONCORD_UNITY:-ON}"
 
 case "$flavour" in
   debian)
     build="${CONCORD_BUILD_DIR:-$root/build}"
-    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=AUTO "$@" >&2
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=AUTO "$unity" "$@" >&2
     ;;
   pip-torch)
     build="${CONCORD_BUILD_DIR:-$root/build-pip-torch}"
     prefix="${CONCORD_TORCH_CMAKE_PREFIX:-$("$root/scripts/python-env.sh" --print-torch-cmake)}"
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=ON \
       -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
-      -DCONCORD_BUILD_BENCHMARKS=ON -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
+      -DCONCORD_BUILD_BENCHMARKS=ON -DCONCORD_BUILD_EXAMPLES=OFF "$unity" "$@" >&2
     ;;
   pip-ops)
     build="${CONCORD_BUILD_DIR:-$root/build-pip-ops}"
     prefix="$("$root/scripts/python-env.sh" --print-torch-cmake)"
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONCORD_CUDA=ON \
       -DCONCORD_OPS_ONLY=ON -DCMAKE_PREFIX_PATH="$prefix" \
-      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCONCORD_BUILD_BENCHMARKS=OFF "$@" >&2
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCONCORD_BUILD_BENCHMARKS=OFF "$unity" "$@" >&2
     ;;
   asan)
     build="${CONCORD_BUILD_DIR:-$root/build-asan}"
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCONCORD_SANITIZE=address,undefined \
-      -DCONCORD_CUDA=OFF -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF "$@" >&2
+      -DCONCORD_CUDA=OFF -DCONCORD_BUILD_BENCHMARKS=OFF -DCONCORD_BUILD_EXAMPLES=OFF "$unity" "$@" >&2
     CONCORD_TARGETS="${CONCORD_TARGETS:-parser_tests}"  # fuzz/CMakeLists.txt defines it
     ;;
   *)
