@@ -14,6 +14,7 @@
 #include "concord/nn/norm.h"
 #include "concord/nn/siaf.h"
 #include "concord/ops/siaf.h"
+#include "test_support.h"
 
 using concord::testing::max_abs_diff;
 

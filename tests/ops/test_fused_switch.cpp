@@ -9,6 +9,7 @@
 #include "concord/ops/augmented_shortcut.h"
 #include "concord/ops/fused.h"
 #include "concord/ops/siaf.h"
+#include "test_support.h"
 
 using concord::testing::max_abs_diff;
 
