@@ -10,10 +10,13 @@ if(CCACHE_PROGRAM)
   set(CMAKE_CUDA_COMPILER_LAUNCHER ${_concord_ccache})
 endif()
 
-# __FILE__ (in LibTorch's TORCH_CHECK, gtest's assertions) relative to the checkout: a unity batch
-# includes its sources by absolute path, and an absolute __FILE__ in the preprocessed code made
-# every clone of the repository miss ccache (ccache leaves the map's own path out of its hash).
-add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fmacro-prefix-map=${PROJECT_SOURCE_DIR}/=>)
+# Paths relative to the checkout, so that every clone of the repository shares ccache's entries:
+# - __FILE__ (in LibTorch's TORCH_CHECK, gtest's assertions): a unity batch includes its sources
+#   by absolute path, and an absolute __FILE__ in the preprocessed code made every clone miss;
+# - debug information (the asan flavour's -g1): ccache hashes the working folder of a compile that
+#   writes it, unless a prefix map covers that folder, and then it hashes the mapped one.
+# -ffile-prefix-map is both maps in one (ccache leaves the map's own path out of its hash).
+add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-ffile-prefix-map=${PROJECT_SOURCE_DIR}/=>)
 
 # -fPIC for executables and static libraries alike: gcc refuses a PCH built with other
 # code-generation flags, and one shared PCH is worth more than PIE's small speed edge.
