@@ -34,6 +34,10 @@
 
 using concord::bench::median;
 
+namespace concord::bench {
+std::string source_tree();  // pangu_step_paths.cpp
+}  // namespace concord::bench
+
 namespace {
 
 struct Side {
@@ -60,7 +64,7 @@ double step(Side& s, const torch::Tensor& ids, bool fused) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config_path = std::string(CONCORD_SOURCE_DIR) + "/configs/models/tiny-pangu-pi.json";
+  std::string config_path = concord::bench::source_tree() + "/configs/models/tiny-pangu-pi.json";
   int64_t hidden = 512, layers = 4, heads = 8, intermediate = 1408, vocab = 0, seq = 256, batch = 4;
   int threads = 2, iters = 5;
   concord::bench::Flags flags("bench_pangu_step");

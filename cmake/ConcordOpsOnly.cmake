@@ -30,13 +30,13 @@ if(CONCORD_BUILD_TESTS)
   file(GLOB _test_sources CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/tests/ops/*.cpp")
   add_executable(test_ops ${_test_sources}
     "${PROJECT_SOURCE_DIR}/tests/support/test_support.cpp"
+    "${PROJECT_SOURCE_DIR}/tests/support/build_paths.cpp"
     "${PROJECT_SOURCE_DIR}/src/data/collate.cpp"
     "${CMAKE_CURRENT_LIST_DIR}/ops_only_test_main.cpp")
   set_target_properties(test_ops PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests")
   target_include_directories(test_ops PRIVATE "${PROJECT_SOURCE_DIR}/tests/support")
-  target_compile_definitions(test_ops PRIVATE
-    CONCORD_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    CONCORD_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  set_source_files_properties("${PROJECT_SOURCE_DIR}/tests/support/build_paths.cpp" PROPERTIES SKIP_PRECOMPILE_HEADERS ON
+    COMPILE_DEFINITIONS "CONCORD_SOURCE_DIR=\"${PROJECT_SOURCE_DIR}\";CONCORD_BINARY_DIR=\"${PROJECT_BINARY_DIR}\"")
   target_link_libraries(test_ops PRIVATE concord_ops GTest::gtest)
   target_compile_options(test_ops PRIVATE ${CONCORD_WARNINGS})
   concord_compile_for_checking(test_ops)

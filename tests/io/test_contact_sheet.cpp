@@ -6,7 +6,6 @@
 
 #include <array>
 #include <cstdlib>
-#include <random>
 
 #include "concord/core/error.h"
 #include "concord/io/contact_sheet.h"

@@ -12,6 +12,11 @@ namespace fs = std::filesystem;
 
 namespace concord::testing {
 
+namespace detail {
+std::filesystem::path built_source_dir();  // build_paths.cpp
+std::filesystem::path built_binary_dir();
+}  // namespace detail
+
 TempDir::TempDir() {
   std::random_device rd;
   for (int attempt = 0; attempt < 16; ++attempt) {
@@ -43,9 +48,9 @@ fs::path env_or(const char* name, const fs::path& fallback) {
 // The paths compiled in are where the tests were built; CONCORD_TEST_SOURCE_DIR and
 // CONCORD_TEST_BINARY_DIR move them, for test binaries run on another machine over a checkout
 // at another path (scripts/gpu-check.sh runs a bundle built elsewhere on the GPU machine).
-fs::path source_dir() { return env_or("CONCORD_TEST_SOURCE_DIR", CONCORD_SOURCE_DIR); }
+fs::path source_dir() { return env_or("CONCORD_TEST_SOURCE_DIR", detail::built_source_dir()); }
 
-fs::path binary_dir() { return env_or("CONCORD_TEST_BINARY_DIR", CONCORD_BINARY_DIR); }
+fs::path binary_dir() { return env_or("CONCORD_TEST_BINARY_DIR", detail::built_binary_dir()); }
 
 fs::path fixture(const std::string& name) { return source_dir() / "tests" / "fixtures" / name; }
 
