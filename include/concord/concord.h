@@ -81,6 +81,7 @@
 #include "concord/lm/generate.h"
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/lm/model_config.h"
+#include "concord/lm/repeated_prefix.h"
 #include "concord/lm/score.h"
 
 // ---- training: objectives, optimizers, schedules, Trainer, checkpoints

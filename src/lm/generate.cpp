@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "concord/core/error.h"
+#include "concord/lm/repeated_prefix.h"
 
 namespace concord::lm {
 
@@ -185,7 +186,9 @@ const OptionsSchema<GenerationOptions>& generation_options_schema() {
                "id for left padding (null: the model's pad_token_id, else eos_token_id, else 0)")
         .field("seed", &GenerationOptions::seed, "seed of the sampling generator")
         .field("batch_size", &GenerationOptions::batch_size,
-               "prompts per forward pass (0: all at once)", opt::at_least(0));
+               "prompts per forward pass (0: all at once)", opt::at_least(0))
+        .field("share_prompts", &GenerationOptions::share_prompts,
+               "rows that repeat a prompt run its tokens once (GRPO's samples of a prompt)");
     return s;
   }();
   return schema;
@@ -245,8 +248,12 @@ SampledBatch generate_tensors_impl(CausalLM model, const at::Tensor& prompt_ids,
   if (R > 0) {
     nn::KVCache cache = model->make_cache();
     cache.reserve(P + R);
-    // Left padding precedes real tokens, so the prompt pass needs the mask.
-    at::Tensor last = model->hidden_states(ids, mask, &cache).select(1, P - 1);
+    // Left padding precedes real tokens, so the prompt pass needs the mask. A prompt that
+    // several rows repeat runs once.
+    const RepeatedPrefixes repeated =
+        options.share_prompts ? find_repeated_prefixes(ids, mask, P) : RepeatedPrefixes{};
+    at::Tensor last = repeated.pays(P) ? encode_repeated_prefixes(model, ids, mask, repeated, cache)
+                                       : model->hidden_states(ids, mask, &cache).select(1, P - 1);
     for (int64_t step = 0; step < R; ++step) {
       const at::Tensor logits = model->logits(last).to(at::kFloat);
       at::Tensor next;

@@ -19,6 +19,7 @@
 #include "concord/lm/generate.h"
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/lm/model_config.h"
+#include "concord/lm/repeated_prefix.h"
 #include "concord/lm/score.h"
 #include "concord/ops/fused.h"
 #include "concord/ops/linear_cross_entropy.h"
@@ -803,4 +804,178 @@ TEST(PanGuPi, CacheBatchingAndRoundTrip) {
   EXPECT_TRUE(tensors.count("model.layers.0.augmented_shortcut.fc2_weight"));
   auto again = load_pretrained(tmp.path());
   EXPECT_TRUE(torch::equal(again->forward(ids), full));
+}
+
+// ---- rows that repeat a prefix (lm/repeated_prefix.h) ---------------------------------------
+
+TEST(RepeatedPrefix, GroupsRowsByTheirIdsAndMask) {
+  // Rows 0 and 1 share columns 0..2; rows 2 and 3 too (their pad ids differ, under mask 0);
+  // row 2's mask tells it from row 0's, row 4's third id from row 0's.
+  const at::Tensor ids =
+      torch::tensor({5, 6, 7, 1, 5, 6, 7, 2, 0, 6, 7, 3, 9, 6, 7, 4, 5, 6, 8, 1}, torch::kLong)
+          .view({5, 4});
+  const at::Tensor mask =
+      torch::tensor({1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1}, torch::kLong)
+          .view({5, 4});
+  const RepeatedPrefixes p = find_repeated_prefixes(ids, mask, 3);
+  ASSERT_EQ(p.distinct(), 3);
+  ASSERT_EQ(p.rows(), 5);
+  const auto inv = p.inverse.accessor<int64_t, 1>();
+  EXPECT_EQ(inv[0], inv[1]);
+  EXPECT_EQ(inv[2], inv[3]);
+  EXPECT_EQ(std::set<int64_t>({inv[0], inv[2], inv[4]}).size(), 3u);
+  for (int64_t n = 0; n < 5; ++n) {  // each row's representative begins as the row does
+    const int64_t r = p.representative[inv[n]].item<int64_t>();
+    EXPECT_TRUE(torch::equal(mask[r].narrow(0, 0, 3), mask[n].narrow(0, 0, 3))) << n;
+    EXPECT_TRUE(
+        torch::equal((ids[r] * mask[r]).narrow(0, 0, 3), (ids[n] * mask[n]).narrow(0, 0, 3)))
+        << n;
+  }
+  // 3 x 3 + 5 x 1 slots against 5 x 4: saves 30%.
+  EXPECT_EQ(p.computed_tokens(4), 14);
+  EXPECT_TRUE(p.pays(4, 0.3));
+  EXPECT_FALSE(p.pays(4, 0.31));
+  // Rows that share no prefix, and the empty prefix (which is never run), save nothing.
+  EXPECT_FALSE(find_repeated_prefixes(ids.narrow(0, 3, 2), {}, 3).pays(4, 0.0));
+  EXPECT_FALSE(find_repeated_prefixes(ids, mask, 0).pays(4, 0.0));
+  EXPECT_THROW(find_repeated_prefixes(ids, mask, 5), concord::Error);
+}
+
+namespace {
+
+// N rows: prompts (left-padded to P) picked by `which`, each followed by a random response of
+// 1..R tokens (right-padded), ids in [3, vocab).
+struct RepeatedRows {
+  at::Tensor ids, mask;
+  int64_t prompt_columns = 0;
+};
+RepeatedRows repeated_rows(const std::vector<std::vector<int64_t>>& prompts,
+                           const std::vector<int>& which, int64_t max_response, int64_t vocab,
+                           uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto draw = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  int64_t P = 0;
+  for (const auto& p : prompts) P = std::max<int64_t>(P, static_cast<int64_t>(p.size()));
+  const auto N = static_cast<int64_t>(which.size());
+  RepeatedRows out;
+  out.prompt_columns = P;
+  out.ids = torch::zeros({N, P + max_response}, torch::kLong);
+  out.mask = torch::zeros_like(out.ids);
+  for (int64_t n = 0; n < N; ++n) {
+    const auto& p = prompts[static_cast<size_t>(which[static_cast<size_t>(n)])];
+    const int64_t offset = P - static_cast<int64_t>(p.size());
+    for (size_t j = 0; j < p.size(); ++j) {
+      out.ids[n][offset + static_cast<int64_t>(j)] = p[j];
+      out.mask[n][offset + static_cast<int64_t>(j)] = 1;
+    }
+    for (int64_t j = 0, len = draw(1, max_response); j < len; ++j) {
+      out.ids[n][P + j] = draw(3, vocab - 1);
+      out.mask[n][P + j] = 1;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// The two passes against the full rows in every family (RoPE, sliding windows, post-norm,
+// PanGu-pi's SIAF state and shortcuts), left-padded prompts of 1 to 6 tokens, forward and the
+// parameters' gradients.
+TEST(RepeatedPrefix, HiddenStatesAndGradientsEqualTheFullRows) {
+  std::vector<std::pair<std::string, CausalLM>> models;
+  for (const auto& family : kFamilies) {
+    if (length_invariant(family))
+      models.emplace_back(family, load_pretrained(fixture("lm/" + family)));
+  }
+  torch::manual_seed(3);
+  CausalLM pangu(tiny_pangu());
+  perturb_pangu(pangu);
+  models.emplace_back("pangu_pi", pangu);
+  const std::vector<std::vector<int64_t>> prompts = {{11, 12, 13, 14, 15, 16}, {21}, {31, 32, 33}};
+  for (auto& [family, model] : models) {
+    model->eval();
+    const RepeatedRows rows =
+        repeated_rows(prompts, {0, 1, 0, 2, 1, 0, 2}, 4, model->config.vocab_size, 7);
+    const int64_t c = rows.prompt_columns - 1, T = rows.ids.size(1);
+    const RepeatedPrefixes found = find_repeated_prefixes(rows.ids, rows.mask, c);
+    ASSERT_EQ(found.distinct(), 3) << family;
+    ASSERT_TRUE(found.pays(T)) << family;
+
+    const at::Tensor keep = rows.mask.narrow(1, c, T - c).to(torch::kFloat).unsqueeze(-1);
+    auto weighted_sum = [&](const at::Tensor& h) {
+      torch::manual_seed(5);
+      return (h * keep * torch::randn(h.sizes())).sum();
+    };
+    auto gradients = [&](const at::Tensor& loss) {
+      model->zero_grad();
+      loss.backward();
+      std::vector<at::Tensor> g;
+      for (const auto& p : model->parameters()) {
+        g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+      }
+      return g;
+    };
+    const at::Tensor full = model->hidden_states(rows.ids, rows.mask).narrow(1, c, T - c);
+    const auto full_grads = gradients(weighted_sum(full));
+    const at::Tensor shared = hidden_states_after_prefix(model, rows.ids, rows.mask, c);
+    EXPECT_LT(max_abs_diff(shared * keep, full * keep), 2e-5) << family;
+    const auto shared_grads = gradients(weighted_sum(shared));
+    double worst = 0;
+    for (size_t i = 0; i < full_grads.size(); ++i) {
+      worst = std::max(worst, max_abs_diff(shared_grads[i], full_grads[i]) /
+                                  (full_grads[i].abs().max().item<double>() + 1e-12));
+    }
+    EXPECT_LT(worst, 1e-4) << family;
+
+    // And it took the two passes: the same values as encoding the prefixes by hand.
+    torch::NoGradGuard g;
+    auto cache = model->make_cache();
+    cache.reserve(T);
+    encode_repeated_prefixes(model, rows.ids, rows.mask, found, cache);
+    EXPECT_EQ(cache.length(), c);
+    const at::Tensor by_hand =
+        model->hidden_states(rows.ids.narrow(1, c, T - c), rows.mask, &cache);
+    EXPECT_TRUE(torch::equal(hidden_states_after_prefix(model, rows.ids, rows.mask, c), by_hand))
+        << family;
+    // Below the threshold (3 of 7 rows distinct, 5 of 10 columns shared: 29% saved) the rows
+    // run as they are.
+    EXPECT_TRUE(torch::equal(hidden_states_after_prefix(model, rows.ids, rows.mask, c, 0.5),
+                             model->hidden_states(rows.ids, rows.mask).narrow(1, c, T - c)))
+        << family;
+  }
+}
+
+// GRPO samples G responses per prompt: generation runs each distinct prompt once and copies its
+// cache; the tokens (greedy) and their log-probs equal those of the rows run one by one.
+TEST(Generate, RepeatedPromptsRunOnceWithTheSameResult) {
+  torch::manual_seed(4);
+  CausalLM pangu(tiny_pangu());
+  perturb_pangu(pangu);
+  for (auto model : {load_pretrained(fixture("lm/llama")), pangu}) {
+    model->eval();
+    const std::vector<std::vector<int64_t>> prompts = {
+        {11, 12, 13, 14, 15}, {21, 22}, {11, 12, 13, 14, 15}, {21, 22}, {11, 12, 13, 14, 15}, {31}};
+    const auto [ids, mask] = [&] {
+      at::Tensor i = torch::zeros({6, 5}, torch::kLong), m = torch::zeros({6, 5}, torch::kLong);
+      for (int64_t n = 0; n < 6; ++n) {
+        const auto& p = prompts[static_cast<size_t>(n)];
+        for (size_t j = 0; j < p.size(); ++j) {
+          i[n][5 - static_cast<int64_t>(p.size()) + static_cast<int64_t>(j)] = p[j];
+          m[n][5 - static_cast<int64_t>(p.size()) + static_cast<int64_t>(j)] = 1;
+        }
+      }
+      return std::make_pair(i, m);
+    }();
+    ASSERT_TRUE(find_repeated_prefixes(ids, mask, 5).pays(5));
+    GenerationOptions o;
+    o.max_new_tokens = 6;
+    o.stop_token_ids = {-1};
+    const SampledBatch shared = generate_tensors(model, ids, mask, o);
+    o.share_prompts = false;
+    const SampledBatch plain = generate_tensors(model, ids, mask, o);
+    EXPECT_TRUE(torch::equal(shared.sequences, plain.sequences));
+    EXPECT_LT(max_abs_diff(shared.logprobs, plain.logprobs), 1e-5);
+  }
 }

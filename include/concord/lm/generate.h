@@ -40,6 +40,11 @@ struct GenerationOptions {
   uint64_t seed = 0;
   /// Prompts per forward pass (0: all at once).
   int64_t batch_size = 0;
+  /// Rows that repeat a prompt (GRPO's samples of one prompt, best-of-n) run its tokens once
+  /// and share their keys and values (concord/lm/repeated_prefix.h), where that saves
+  /// kMinSharedFraction of the prompt pass. The samples are the same either way, up to
+  /// floating-point summation order.
+  bool share_prompts = true;
 
   /// Every key of generation_options_schema().
   nlohmann::json to_json() const;
