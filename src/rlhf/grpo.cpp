@@ -60,8 +60,9 @@ int64_t GrpoObjective::count(const GrpoBatch& b) const {
 }
 
 train::LossSum GrpoObjective::loss(const GrpoBatch& b) {
-  const ResponseOutputs out = response_outputs(policy_, b.sequences, b.attention_mask,
-                                               b.prompt_length, temperature_);
+  const ResponseOutputs out =
+      response_outputs(policy_, b.sequences, b.attention_mask, b.prompt_length, temperature_, false,
+                       nullptr, share_prompts_);
   const at::Tensor per_token =
       grpo_per_token_loss(out.logprobs, b.old_logprobs, b.ref_logprobs, b.advantages,
                           options_.epsilon, options_.beta) * b.mask;
@@ -133,7 +134,7 @@ GrpoIteration GrpoTrainer::step(const std::vector<std::vector<int64_t>>& prompts
   for (int64_t k = 0; k < r.group_rewards.size(1); ++k) {
     it.metrics["reward/group_" + std::to_string(k)] = r.group_rewards.select(1, k).mean().item<double>();
   }
-  GrpoObjective objective(policy_, options_, temperature);
+  GrpoObjective objective(policy_, options_, temperature, rollout_.generation.share_prompts);
   const int64_t N = r.sequences.size(0), mb = options_.mini_batch_size;
   train::Metrics sums;
   const c10::Device device = r.sequences.device();

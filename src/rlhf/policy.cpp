@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "concord/core/error.h"
+#include "concord/lm/repeated_prefix.h"
 
 namespace concord::rlhf {
 
@@ -24,15 +25,20 @@ void PolicyWithValueImpl::reset() {
 
 ResponseOutputs response_outputs(lm::CausalLM model, const at::Tensor& sequences,
                                  const at::Tensor& attention_mask, int64_t prompt_length,
-                                 double temperature, bool entropy, torch::nn::Linear value_head) {
+                                 double temperature, bool entropy, torch::nn::Linear value_head,
+                                 bool share_prompts) {
   CONCORD_CHECK(sequences.dim() == 2 && sequences.size(1) > prompt_length && prompt_length > 0,
                 "response_outputs: sequences [B, P + R] with P = ", prompt_length,
                 " and R > 0 expected, got ", sequences.sizes());
   CONCORD_CHECK(temperature > 0, "response_outputs: temperature must be > 0");
   const int64_t R = sequences.size(1) - prompt_length;
-  const at::Tensor hidden = model->hidden_states(sequences, attention_mask);  // [B, S, d]
-  // Column P + t - 1 predicts response token t (and its hidden state is the state before it).
-  const at::Tensor h = hidden.narrow(1, prompt_length - 1, R);
+  // Column P + t - 1 predicts response token t (and its hidden state is the state before it):
+  // the hidden states from column P - 1 on, [B, R + 1, d], of which the first R are read.
+  const at::Tensor after =
+      share_prompts
+          ? lm::hidden_states_after_prefix(model, sequences, attention_mask, prompt_length - 1)
+          : model->hidden_states(sequences, attention_mask).narrow(1, prompt_length - 1, R + 1);
+  const at::Tensor h = after.narrow(1, 0, R);
   const at::ScalarType type = at::promote_types(h.scalar_type(), at::kFloat);
   const at::Tensor logits = model->logits(h).to(type) / temperature;  // [B, R, V]
   const at::Tensor logp = at::log_softmax(logits, -1);

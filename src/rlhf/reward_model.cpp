@@ -6,6 +6,7 @@
 #include "concord/core/error.h"
 #include "concord/core/files.h"
 #include "concord/lm/model_config.h"
+#include "concord/lm/repeated_prefix.h"
 
 namespace fs = std::filesystem;
 
@@ -67,16 +68,27 @@ at::Tensor last_token_index(const at::Tensor& attention_mask, int64_t length) {
 }
 
 at::Tensor RewardModelImpl::last_hidden(const at::Tensor& input_ids,
-                                        const at::Tensor& attention_mask) {
+                                        const at::Tensor& attention_mask, int64_t shared_columns) {
   TORCH_CHECK(input_ids.dim() == 2, "RewardModel: input_ids must be [B, T], got ",
               input_ids.sizes());
+  const int64_t length = input_ids.size(1);
+  CONCORD_CHECK(shared_columns >= 0 && shared_columns < length, "RewardModel: shared_columns ",
+                shared_columns, " outside [0, ", length, ")");
   // Trailing padding needs no mask under causal attention; padding before a real token does.
   at::Tensor mask = attention_mask;
   if (mask.defined() && mask.select(1, 0).all().item<bool>()) mask = at::Tensor();
-  const at::Tensor hidden = backbone->hidden_states(input_ids, mask);  // [B, T, d]
-  const int64_t length = input_ids.size(1);
-  if (!attention_mask.defined()) return hidden.select(1, length - 1);
-  const at::Tensor index = last_token_index(attention_mask.to(hidden.device()), length);
+  // [B, T - shared_columns, d]: the columns from shared_columns on.
+  const at::Tensor hidden =
+      shared_columns > 0 ? lm::hidden_states_after_prefix(backbone, input_ids, mask, shared_columns)
+                         : backbone->hidden_states(input_ids, mask);
+  if (!attention_mask.defined()) return hidden.select(1, hidden.size(1) - 1);
+  const at::Tensor index =
+      last_token_index(attention_mask.to(hidden.device()), length) - shared_columns;
+  if (shared_columns > 0) {
+    CONCORD_CHECK(index.min().item<int64_t>() >= 0,
+                  "RewardModel: a row's last real token lies within its first ", shared_columns,
+                  " (shared) columns");
+  }
   return hidden.gather(1, index.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
 }
 
@@ -97,8 +109,9 @@ at::Tensor heads(const at::Tensor& h, const at::Tensor& score) {
 
 }  // namespace
 
-at::Tensor RewardModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  return heads(last_hidden(input_ids, attention_mask), score);
+at::Tensor RewardModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                    int64_t shared_columns) {
+  return heads(last_hidden(input_ids, attention_mask, shared_columns), score);
 }
 
 at::Tensor RewardModelImpl::pair_rewards(const SharedPrefixPairs& pairs) {
@@ -183,11 +196,12 @@ RewardSet RewardSet::separate(std::vector<RewardModel> models) {
   return s;
 }
 
-at::Tensor RewardSet::all(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+at::Tensor RewardSet::all(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                          int64_t shared_columns) {
   CONCORD_CHECK(!models_.empty(), "RewardSet: empty");
-  if (models_.size() == 1) return models_[0]->forward(input_ids, attention_mask);
+  if (models_.size() == 1) return models_[0]->forward(input_ids, attention_mask, shared_columns);
   std::vector<at::Tensor> columns;
-  for (auto& m : models_) columns.push_back(m->forward(input_ids, attention_mask));
+  for (auto& m : models_) columns.push_back(m->forward(input_ids, attention_mask, shared_columns));
   return at::cat(columns, 1);
 }
 

@@ -61,12 +61,17 @@ Rollout collect_rollout(lm::CausalLM policy, lm::CausalLM reference, RewardSet& 
   out.logprobs = sampled.logprobs;
   c10::InferenceMode guard;
   const double temperature = options.generation.do_sample ? options.generation.temperature : 1.0;
-  out.ref_logprobs = response_outputs(reference, out.sequences, out.attention_mask,
-                                      out.prompt_length, temperature)
-                         .logprobs * out.response_mask;
+  // Repeated prompts (GRPO's groups) run once in these passes too, as in sampling.
+  const bool share = options.generation.share_prompts;
+  const ResponseOutputs ref = response_outputs(reference, out.sequences, out.attention_mask,
+                                                out.prompt_length, temperature, false, nullptr, share);
+  out.ref_logprobs = ref.logprobs * out.response_mask;
+  // Every response holds at least one token, so the reward is read after the prompt's columns.
   const c10::Device reward_device = rewards.models()[0]->score.device();
-  out.group_rewards = rewards.all(out.sequences.to(reward_device), out.attention_mask.to(reward_device))
-                          .to(out.logprobs.device());
+  const at::Tensor scored = out.sequences.to(reward_device);
+  const at::Tensor scored_mask = out.attention_mask.to(reward_device);
+  out.group_rewards =
+      rewards.all(scored, scored_mask, share ? out.prompt_length : 0).to(out.logprobs.device());
   CONCORD_CHECK(at::isfinite(out.group_rewards).all().item<bool>(),
                 "rollout: a reward model produced a non-finite reward (NaN or inf)");
   // A response ended when its last real token is a stop token.

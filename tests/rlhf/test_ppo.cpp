@@ -283,6 +283,100 @@ TEST(GrpoTrainer, RaisesTheScoreWithoutAValueHead) {
   EXPECT_GT(last, first + 0.3) << "scores did not rise: " << first << " -> " << last;
 }
 
+namespace {
+
+struct GrpoRun {
+  std::map<std::string, double> metrics;
+  std::vector<at::Tensor> deltas;  // each parameter's change, on the CPU
+};
+
+// One GRPO iteration of a copy of `reference` on `device` (fp32), with each prompt's columns
+// shared among its G samples or not; the sampling generator seeded the same either way.
+GrpoRun one_grpo_iteration(lm::CausalLM reference, rlhf::RewardSet rewards,
+                           const rlhf::TwoGroupWorldOptions& w, bool share, c10::Device device) {
+  lm::CausalLM policy = std::dynamic_pointer_cast<lm::CausalLMImpl>(reference->clone());
+  policy->to(device);
+  reference->to(device);
+  rewards.to(device);
+  std::vector<at::Tensor> before;
+  for (const auto& p : policy->parameters()) before.push_back(p.detach().cpu().clone());
+  rlhf::GrpoOptions o;
+  o.batch_size = 4;
+  o.num_generations = 4;
+  o.mini_batch_size = 8;
+  rlhf::RolloutOptions ro;
+  ro.generation = rlhf::world_generation(w, 0);
+  ro.generation.share_prompts = share;
+  train::TrainerOptions t;
+  t.max_steps = 10;
+  t.optimizer.lr = 1e-3;
+  t.optimizer.weight_decay = 0;
+  t.lr_schedule = "constant";
+  t.progress = false;
+  rlhf::GrpoTrainer grpo(policy, reference, rewards, rlhf::make_aggregator({"single"}), o, ro, t);
+  torch::manual_seed(11);  // the CUDA sampler draws from the global generator
+  GrpoRun run;
+  run.metrics = grpo.step(rlhf::world_prompts(w, 4, 2)).metrics;
+  const auto after = policy->parameters();
+  for (size_t i = 0; i < after.size(); ++i)
+    run.deltas.push_back(after[i].detach().cpu() - before[i]);
+  return run;
+}
+
+// The same rollouts, metrics and update up to floating-point summation order.
+void expect_same_iteration(const GrpoRun& shared, const GrpoRun& plain) {
+  const auto& a = shared.metrics;
+  const auto& b = plain.metrics;
+  EXPECT_EQ(a.at("completions/mean_length"), b.at("completions/mean_length"));
+  EXPECT_NEAR(a.at("reward"), b.at("reward"), 1e-5);
+  EXPECT_NEAR(a.at("reward_std"), b.at("reward_std"), 1e-5);
+  EXPECT_NEAR(a.at("loss"), b.at("loss"), 1e-5 + 1e-4 * std::abs(b.at("loss")));
+  EXPECT_NEAR(a.at("kl"), b.at("kl"), 1e-6);
+  // Adam's first steps are nearly sign(g) lr, so a gradient within rounding of zero may move
+  // either way; a wrong position or prompt would change most of the update.
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < shared.deltas.size(); ++i) {
+    diff += (shared.deltas[i] - plain.deltas[i]).pow(2).sum().item<double>();
+    norm += plain.deltas[i].pow(2).sum().item<double>();
+  }
+  ASSERT_GT(norm, 0);
+  EXPECT_LT(std::sqrt(diff / norm), 1e-2);
+}
+
+rlhf::TwoGroupWorldOptions long_prompt_world() {
+  rlhf::TwoGroupWorldOptions w;
+  w.majority_users = 8;
+  w.minority_users = 1;
+  w.prompt_length = 12;  // prompts as long as the responses: sharing pays in every pass
+  return w;
+}
+
+}  // namespace
+
+// Sharing each prompt's columns among its G samples (generation.share_prompts, on by default:
+// in sampling, in the reference's and the reward model's passes and in the updates) changes
+// what an iteration costs, not what it computes.
+TEST(GrpoTrainer, SharedPromptsGiveTheSameIteration) {
+  const rlhf::TwoGroupWorldOptions w = long_prompt_world();
+  torch::manual_seed(6);
+  lm::CausalLM reference(rlhf::world_model_config(w, 16));
+  rlhf::train_reference_policy(reference, w, 20, 1e-2, 0);
+  auto rewards = majority_reward_model(w, reference);
+  expect_same_iteration(one_grpo_iteration(reference, rewards, w, true, at::kCPU),
+                        one_grpo_iteration(reference, rewards, w, false, at::kCPU));
+}
+
+TEST(GrpoTrainer, SharedPromptsGiveTheSameIterationOnCuda_CUDA) {
+  CONCORD_REQUIRE_CUDA();
+  const rlhf::TwoGroupWorldOptions w = long_prompt_world();
+  torch::manual_seed(6);
+  lm::CausalLM reference(rlhf::world_model_config(w, 16));
+  rlhf::RewardModel rm(rlhf::world_model_config(w, 16), 1);
+  auto rewards = rlhf::RewardSet::shared(rm);
+  expect_same_iteration(one_grpo_iteration(reference, rewards, w, true, at::kCUDA),
+                        one_grpo_iteration(reference, rewards, w, false, at::kCUDA));
+}
+
 TEST(GenerateTensors, GreedyOnCudaMatchesCpu_CUDA) {
   CONCORD_REQUIRE_CUDA();
   torch::manual_seed(4);

@@ -10,7 +10,9 @@
 #include "concord/lm/model_config.h"
 #include "concord/rlhf/bradley_terry.h"
 #include "concord/rlhf/dpo.h"
+#include "concord/rlhf/policy.h"
 #include "concord/rlhf/reward_model.h"
+#include "concord/rlhf/rollout.h"
 #include "concord/rlhf/shared_prefix.h"
 #include "test_support.h"
 
@@ -296,6 +298,45 @@ TEST(SharedPrefixPairs, ObjectivesFallBackToFullRowsWhenLittleIsShared) {
   const auto batch = data.get_batch({0});
   EXPECT_FALSE(rlhf::shared_prefix_layout(batch, 0).has_value());
   EXPECT_FALSE(rlhf::shared_prefix_layout(batch, 0, /*enabled=*/false).has_value());
+}
+
+// GRPO's rollouts repeat each prompt G times. The reward models read each response after the
+// prompt's columns ran once per distinct prompt (RewardModel::forward's shared_columns), and
+// the response log-probs (response_outputs) likewise, in every family: equal to the full rows.
+TEST(RepeatedPrompts, RewardsAndResponseLogprobsEqualTheFullRows) {
+  const std::vector<Ids> prompts = {{11, 12, 13, 14, 15, 16, 17}, {21}, {31, 32, 33}};
+  const std::vector<int> which = {0, 1, 0, 2, 1, 0, 2, 0};
+  for (const auto& [name, config] : families()) {
+    SCOPED_TRACE(name);
+    torch::manual_seed(8);
+    auto model = random_reward_model(config, 2);
+    model->eval();
+    std::mt19937_64 rng(9);
+    std::vector<Ids> rows, responses;
+    for (const int w : which) {
+      rows.push_back(prompts[static_cast<size_t>(w)]);
+      Ids r(static_cast<size_t>(std::uniform_int_distribution<int64_t>(1, 4)(rng)));
+      for (auto& t : r) t = std::uniform_int_distribution<int64_t>(3, config.vocab_size - 1)(rng);
+      responses.push_back(r);
+    }
+    const auto [prompt_ids, prompt_mask] = rlhf::pad_prompts_left(rows, 0);
+    const auto [response_ids, response_mask] = right_padded(responses);
+    const at::Tensor ids = at::cat({prompt_ids, response_ids}, 1);
+    const at::Tensor mask = at::cat({prompt_mask, response_mask}, 1);
+    const int64_t P = prompt_ids.size(1);
+    torch::NoGradGuard no_grad;
+    EXPECT_LT(max_abs_diff(model->forward(ids, mask, P), model->forward(ids, mask)), 1e-5);
+    const auto shared =
+        rlhf::response_outputs(model->backbone, ids, mask, P, 0.7, true, nullptr, true);
+    const auto full =
+        rlhf::response_outputs(model->backbone, ids, mask, P, 0.7, true, nullptr, false);
+    const at::Tensor keep = response_mask.to(at::kFloat);
+    EXPECT_LT(max_abs_diff(shared.logprobs * keep, full.logprobs * keep), 1e-5);
+    EXPECT_LT(max_abs_diff(shared.entropy * keep, full.entropy * keep), 1e-5);
+    // A row whose last real token lies inside the shared columns is refused.
+    EXPECT_THROW(model->forward(ids, at::cat({prompt_mask, at::zeros_like(response_mask)}, 1), P),
+                 Error);
+  }
 }
 
 TEST(SharedPrefixPairs, BradleyTerryOnCudaMatchesCpu_CUDA) {

@@ -65,8 +65,13 @@ struct GrpoBatch {
 
 class GrpoObjective final : public train::Objective<GrpoBatch> {
  public:
-  GrpoObjective(lm::CausalLM policy, const GrpoOptions& options, double temperature)
-      : policy_(std::move(policy)), options_(options), temperature_(temperature) {}
+  /// `share_prompts`: a minibatch's rows of one prompt run its columns once (response_outputs).
+  GrpoObjective(lm::CausalLM policy, const GrpoOptions& options, double temperature,
+                bool share_prompts = true)
+      : policy_(std::move(policy)),
+        options_(options),
+        temperature_(temperature),
+        share_prompts_(share_prompts) {}
   /// Responses (loss_type grpo) or response tokens (token).
   int64_t count(const GrpoBatch& batch) const override;
   train::LossSum loss(const GrpoBatch& batch) override;
@@ -75,6 +80,7 @@ class GrpoObjective final : public train::Objective<GrpoBatch> {
   lm::CausalLM policy_;
   GrpoOptions options_;
   double temperature_;
+  bool share_prompts_;
 };
 
 struct GrpoIteration {

@@ -42,10 +42,12 @@ struct ResponseOutputs {
 };
 
 /// Runs `model` over the sequences and reads the response positions. Differentiable when
-/// called with gradients on.
+/// called with gradients on. With `share_prompts`, rows that repeat a prompt (GRPO's groups)
+/// run its first P - 1 columns once (lm::hidden_states_after_prefix), where that saves
+/// lm::kMinSharedFraction of the token slots; the outputs are the same up to summation order.
 ResponseOutputs response_outputs(lm::CausalLM model, const at::Tensor& sequences,
                                  const at::Tensor& attention_mask, int64_t prompt_length,
                                  double temperature = 1.0, bool entropy = false,
-                                 torch::nn::Linear value_head = nullptr);
+                                 torch::nn::Linear value_head = nullptr, bool share_prompts = true);
 
 }  // namespace concord::rlhf

@@ -44,9 +44,14 @@ class RewardModelImpl : public torch::nn::Cloneable<RewardModelImpl> {
 
   /// Rewards [B, K] (fp32) of right- or left-padded sequences: every head at the last position
   /// whose attention_mask is 1. attention_mask [B, T] (undefined: no padding).
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
+  /// `shared_columns` > 0: rows that repeat their first shared_columns columns (GRPO's samples
+  /// of one prompt) run them once (lm::hidden_states_after_prefix); each row's last real token
+  /// must lie after them.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                     int64_t shared_columns = 0);
   /// The final hidden state [B, d] at that position (what the heads read).
-  at::Tensor last_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
+  at::Tensor last_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                         int64_t shared_columns = 0);
 
   /// Rewards [2B, K] of both rows of B pairs (chosen rows first, as the 2B stacked rows would
   /// give them), each pair's common prefix run once (see concord/rlhf/shared_prefix.h).
@@ -94,8 +99,9 @@ class RewardSet {
   const std::vector<RewardModel>& models() const { return models_; }
   std::vector<RewardModel>& models() { return models_; }
 
-  /// r_k(x_b) for every head: [B, K].
-  at::Tensor all(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
+  /// r_k(x_b) for every head: [B, K]. `shared_columns` as in RewardModelImpl::forward.
+  at::Tensor all(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                 int64_t shared_columns = 0);
   /// r_{head[b]}(x_b): [B]. Separate models run only on the rows that use them.
   at::Tensor selected(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                       const at::Tensor& head);

@@ -32,14 +32,14 @@
 
 #include "concord/data/preference.h"
 #include "concord/lm/causal_lm.h"
+#include "concord/lm/repeated_prefix.h"
 #include "concord/nn/kv_cache.h"
 
 namespace concord::rlhf {
 
 /// The share of the stacked rows' token slots (padding included) that the layout must save
-/// before the objectives run it: its second pass attends through a padding mask and its first
-/// pass's last layer is wasted, which a few percent of the tokens do not pay for.
-inline constexpr double kMinSharedFraction = 0.1;
+/// before the objectives run it, for the reasons of lm::kMinSharedFraction.
+using lm::kMinSharedFraction;
 
 /// kMinSharedFraction as the `share_prefixes` options' help prints it: "10%".
 std::string min_shared_fraction_text();
