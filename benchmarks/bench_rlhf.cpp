@@ -18,13 +18,12 @@
 // TRL's RewardConfig: lr 1e-4 with linear decay, betas (0.9, 0.999), eps 1e-8, weight decay 0,
 // max_grad_norm 1, fp32. --share-prefixes on (the objective's default) runs each pair's common
 // prefix once (rlhf/shared_prefix.h) when that saves at least rlhf::kMinSharedFraction of the
-// token slots; "tokens_run_per_step" says how many slots (padding included) the model ran. A step is timed from the end of
-// one optimizer step to the end of the next, collation included, as on the TRL side. phases_ms:
-// collate and train_step (medians over the timed steps), then from as many profiled steps after
-// them: profiled_forward (the loss,
-// autograd on), profiled_backward, profiled_train_step (the Trainer's whole step on the same
-// batch) and profiled_optimizer_and_rest (that step less a forward and a backward: zeroing,
-// clipping, AdamW, metrics).
+// token slots; "tokens_run_per_step" says how many slots (padding included) the model ran. A step
+// is timed from the end of one optimizer step to the end of the next, collation included, as on the
+// TRL side. phases_ms: collate and train_step (medians over the timed steps), then from as many
+// profiled steps after them: profiled_forward (the loss, autograd on), profiled_backward,
+// profiled_train_step (the Trainer's whole step on the same batch) and profiled_optimizer_and_rest
+// (that step less a forward and a backward: zeroing, clipping, AdamW, metrics).
 //
 //   bench_rlhf ppo --policy DIR --reward DIR --prompts PROMPTS.jsonl --batch-size B
 //                  --response-length R --ppo-epochs E --minibatches M --iterations I --warmup W
@@ -41,6 +40,18 @@
 // to the config's EOS), so every response is exactly R tokens, as with TRL's stop_token None.
 // Prompts are token ids of PROMPTS.jsonl's "prompt" (no special tokens, as TRL's tokenizer call
 // for GPT-2); iteration i uses prompts [i B, (i + 1) B).
+//
+//   bench_rlhf grpo --policy DIR --reward DIR --prompts PROMPTS.jsonl --batch-size B
+//                   --generations G --response-length R --mini-batch-size M --iterations I
+//                   --warmup W --threads N [--share-prompts on|off]
+//
+// rlhf::GrpoTrainer iterations on the same folders: B prompts, G responses each (temperature
+// 0.7, exactly R tokens: no stop token), the reference's and the reward model's passes, then
+// B G / M Trainer steps of M responses (beta 0.04, epsilon 0.2, loss_type grpo, lr 1e-6 linear,
+// clipping at norm 1, fp32). --share-prompts off runs every row's prompt (generation's
+// share_prompts off: sampling, the reference, the reward model and the updates); on, the default,
+// runs each prompt once per pass (lm/repeated_prefix.h). The two are the same computation up to
+// summation order; benchmarks/bench_grpo_iteration.py times both in one run.
 //
 // The design difference, kept and not hidden: TRL 1.12's PPOTrainer trains a separate value
 // model (initialised from the reward folder: a second GPT-2 backbone, run forward in the
@@ -87,6 +98,7 @@
 #include "concord/lm/hf_checkpoint.h"
 #include "concord/rlhf/aggregate.h"
 #include "concord/rlhf/bradley_terry.h"
+#include "concord/rlhf/grpo.h"
 #include "concord/rlhf/policy.h"
 #include "concord/rlhf/ppo.h"
 #include "concord/rlhf/reward_model.h"
@@ -159,6 +171,18 @@ const std::vector<Command>& commands() {
         {"iterations", "2", "timed iterations"},
         {"warmup", "1", "untimed iterations first"},
         {"threads", "2", "intra-op threads"}}},
+      {"grpo",
+       {{"policy", "", "DIR (GPT2LMHeadModel + tokenizer.json)"},
+        {"reward", "", "DIR (GPT2ForSequenceClassification)"},
+        {"prompts", "", "PROMPTS.jsonl"},
+        {"batch-size", "4", "prompts per iteration"},
+        {"generations", "8", "G: responses per prompt"},
+        {"response-length", "32", "sampled tokens per response"},
+        {"mini-batch-size", "16", "responses per optimizer step"},
+        {"iterations", "2", "timed iterations"},
+        {"warmup", "1", "untimed iterations first"},
+        {"threads", "2", "intra-op threads"},
+        {"share-prompts", "on", "on|off: each prompt's columns run once for its G rows"}}},
   };
   return c;
 }
@@ -200,6 +224,13 @@ int64_t positive(const std::map<std::string, std::string>& flags, const std::str
                                 flags.at(name));
   }
   return v;
+}
+
+bool on_off(const std::map<std::string, std::string>& flags, const std::string& name) {
+  const std::string& v = flags.at(name);
+  if (v != "on" && v != "off")
+    throw std::invalid_argument("--" + name + " must be on or off, got " + v);
+  return v == "on";
 }
 
 // LibTorch's and OpenBLAS's pools both sized to N (init_runtime reads CONCORD_NUM_THREADS).
@@ -258,12 +289,8 @@ nlohmann::json run_reward(const std::map<std::string, std::string>& flags) {
       data::PreferenceDataset::from_pairs(std::move(pairs), users, {}, eos);
 
   rlhf::RewardSet rewards = rlhf::RewardSet::shared(model);
-  const std::string share = flags.at("share-prefixes");
-  if (share != "on" && share != "off") {
-    throw std::invalid_argument("--share-prefixes must be on or off, got " + share);
-  }
   rlhf::BradleyTerryOptions bt;
-  bt.share_prefixes = share == "on";
+  bt.share_prefixes = on_off(flags, "share-prefixes");
   rlhf::BradleyTerryObjective objective(rewards, bt);
   train::TrainerOptions t;
   t.max_steps = total + steps;  // + the profiled steps after the timed ones
@@ -535,6 +562,77 @@ nlohmann::json run_ppo(const std::map<std::string, std::string>& flags) {
           {"libtorch", TORCH_VERSION}};
 }
 
+nlohmann::json run_grpo(const std::map<std::string, std::string>& flags) {
+  const int64_t B = positive(flags, "batch-size"), G = positive(flags, "generations", 2);
+  const int64_t R = positive(flags, "response-length"), mb = positive(flags, "mini-batch-size");
+  const int64_t iterations = positive(flags, "iterations"), warmup = positive(flags, "warmup", 0);
+  const bool share = on_off(flags, "share-prompts");
+  const fs::path policy_dir = flags.at("policy"), reward_dir = flags.at("reward");
+  torch::manual_seed(0);
+  lm::CausalLM policy = lm::load_pretrained(policy_dir);
+  lm::CausalLM reference = std::dynamic_pointer_cast<lm::CausalLMImpl>(policy->clone());
+  rlhf::RewardSet rewards = rlhf::RewardSet::shared(rlhf::load_reward_model(reward_dir));
+  const auto tokenizer = text::load_tokenizer(policy_dir);
+  const auto prompts = read_prompts(flags.at("prompts"), *tokenizer);
+  const int64_t total = warmup + iterations;
+  if (static_cast<int64_t>(prompts.size()) < total * B) {
+    throw std::invalid_argument(flags.at("prompts") + " holds " + std::to_string(prompts.size()) +
+                                " prompts; " + std::to_string(total) + " iterations of " +
+                                std::to_string(B) + " need " + std::to_string(total * B));
+  }
+  rlhf::GrpoOptions o;
+  o.batch_size = B;
+  o.num_generations = G;
+  o.mini_batch_size = mb;
+  o.num_iterations = 1;
+  o.beta = 0.04;
+  o.epsilon = 0.2;
+  o.loss_type = "grpo";
+  o.seed = 0;
+  rlhf::RolloutOptions ro;
+  ro.generation.do_sample = true;
+  ro.generation.temperature = 0.7;
+  ro.generation.max_new_tokens = R;
+  ro.generation.stop_token_ids = {-1};  // no token has it: every response runs R tokens
+  ro.generation.share_prompts = share;
+  train::TrainerOptions t;
+  t.max_steps = total * ((B * G + mb - 1) / mb);
+  t.optimizer.lr = 1e-6;
+  t.optimizer.weight_decay = 0.0;
+  t.lr_schedule = "linear";
+  t.max_grad_norm = 1.0;
+  t.precision = "fp32";
+  t.progress = false;
+  rlhf::GrpoTrainer grpo(policy, reference, rewards, rlhf::make_aggregator({"single"}), o, ro, t);
+  std::vector<double> iter_s;
+  nlohmann::json last_metrics;
+  for (int64_t i = 0; i < total; ++i) {
+    const std::vector<std::vector<int64_t>> batch(prompts.begin() + i * B,
+                                                  prompts.begin() + (i + 1) * B);
+    const auto t0 = Clock::now();
+    const rlhf::GrpoIteration it = grpo.step(batch);
+    const auto t1 = Clock::now();
+    if (i >= warmup) iter_s.push_back(seconds(t0, t1));
+    last_metrics = it.to_json();
+  }
+  int64_t longest_prompt = 0;
+  for (const auto& p : prompts)
+    longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(p.size()));
+  return {{"benchmark", "grpo_iteration"},
+          {"seconds_per_iteration", mean_of(iter_s)},
+          {"median_iteration_seconds", median_of(iter_s)},
+          {"iteration_seconds", iter_s},
+          {"iterations", iterations},
+          {"warmup", warmup},
+          {"share_prompts", share},
+          {"rows_per_iteration", B * G},
+          {"longest_prompt_tokens", longest_prompt},
+          {"last_metrics", last_metrics},
+          {"policy_parameters", policy->num_parameters()},
+          {"threads", at::get_num_threads()},
+          {"libtorch", TORCH_VERSION}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -559,7 +657,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const nlohmann::json result = name == "reward" ? run_reward(flags) : run_ppo(flags);
+    const nlohmann::json result = name == "reward" ? run_reward(flags)
+                                  : name == "ppo"  ? run_ppo(flags)
+                                                   : run_grpo(flags);
     std::cout << result.dump() << std::endl;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_rlhf %s: %s\n", name.c_str(), e.what());
