@@ -37,47 +37,19 @@ from the end of the last step before it to the end of its last step (TrainerCall
 """
 import argparse
 import json
-import random
 import statistics
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-from bench_reward_step import (SHAPES, TOKENIZER, WORDS, StepClock, concord_binary, gpt2_config,  # noqa: F401
-                               hf_tokenizer, run_concord, save_model, words_to_length)
+from bench_reward_step import (SHAPES, LastLog, StepClock, concord_binary, gpt2_config, hf_tokenizer,
+                               make_prompts, run_concord, save_model)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-class LastLog(transformers.TrainerCallback):
-    """The metrics of GRPOTrainer's last logged step (not the end-of-training summary)."""
-
-    def __init__(self):
-        self.logs = {}
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "completions/mean_length" in logs:
-            self.logs = dict(logs)
-
-
-def make_prompts(n, length, seed):
-    tok = Tokenizer.from_file(str(TOKENIZER))
-    rng = random.Random(seed)
-    prompts = []
-    for _ in range(1000 * n):
-        if len(prompts) == n:
-            break
-        text = words_to_length(tok, rng, rng.choice(WORDS).capitalize(), length)
-        if text is not None:
-            prompts.append({"prompt": text})
-    if len(prompts) < n:
-        sys.exit(f"bench_grpo_iteration.py: could not make prompts of exactly {length} tokens")
-    return prompts
 
 
 def trl_grpo_iterations(policy_dir, reward_dir, prompts, args, out_dir):
@@ -101,7 +73,7 @@ def trl_grpo_iterations(policy_dir, reward_dir, prompts, args, out_dir):
         max_steps=total * steps_per_generation, shuffle_dataset=False, disable_dropout=True, bf16=False,
         use_cpu=True, report_to="none", save_strategy="no", logging_strategy="steps", logging_steps=1,
         disable_tqdm=True, seed=args.seed)
-    clock, last = StepClock(), LastLog()
+    clock, last = StepClock(), LastLog("completions/mean_length")
     trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=config,
                           train_dataset=Dataset.from_list(prompts), processing_class=tok,
                           reward_processing_classes=hf_tokenizer(padding_side="right"), callbacks=[clock, last])

@@ -53,48 +53,20 @@ Contract of the Concord side:
 """
 import argparse
 import json
-import os
-import random
 import statistics
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-from bench_reward_step import (EOS, SHAPES, TOKENIZER, WORDS, StepClock, concord_binary,  # noqa: F401
-                               gpt2_config, hf_tokenizer, run_concord, save_model, words_to_length)
+from bench_reward_step import (SHAPES, LastLog, StepClock, concord_binary, gpt2_config, hf_tokenizer,
+                               make_prompts, run_concord, save_model)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
 
 # PPOTrainer reads `is_gradient_checkpointing`, which transformers 5.24 deprecates on every call.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-class LastLog(transformers.TrainerCallback):
-    """The metrics of PPOTrainer's last update (it logs once per update whatever logging_strategy)."""
-
-    def __init__(self):
-        self.logs = {}
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.logs = dict(logs or {})
-
-
-def make_prompts(n, length, seed):
-    tok = Tokenizer.from_file(str(TOKENIZER))
-    rng = random.Random(seed)
-    prompts = []
-    for _ in range(1000 * n):
-        if len(prompts) == n:
-            break
-        text = words_to_length(tok, rng, rng.choice(WORDS).capitalize(), length)
-        if text is not None:
-            prompts.append({"prompt": text})
-    if len(prompts) < n:
-        sys.exit(f"bench_ppo_iteration.py: could not make prompts of exactly {length} tokens")
-    return prompts
 
 
 def trl_ppo_iterations(policy_dir, reward_dir, prompts, args, out_dir):

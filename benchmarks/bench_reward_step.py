@@ -128,6 +128,23 @@ def words_to_length(tok, rng, prefix, n_tokens):
     return text if count(text) == n_tokens else None
 
 
+def make_prompts(n, length, seed):
+    """n {"prompt": ...} records of seeded random English words, each exactly `length` tokens
+    (the PPO and GRPO drivers' prompts)."""
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(1000 * n):
+        if len(prompts) == n:
+            break
+        text = words_to_length(tok, rng, rng.choice(WORDS).capitalize(), length)
+        if text is not None:
+            prompts.append({"prompt": text})
+    if len(prompts) < n:
+        sys.exit(f"{Path(sys.argv[0]).name}: could not make prompts of exactly {length} tokens")
+    return prompts
+
+
 def make_pairs(n, length, seed, prompt_fraction=None):
     """n preference pairs whose prompt + chosen and prompt + rejected are `length` tokens. The
     prompt is 4-12 random words at the default length (about a quarter of the row with the
@@ -158,6 +175,18 @@ def make_pairs(n, length, seed, prompt_fraction=None):
     if len(pairs) < n:
         sys.exit(f"bench_reward_step.py: could not make rows of exactly {length} tokens; try a longer --max-length")
     return pairs
+
+
+class LastLog(transformers.TrainerCallback):
+    """The last metrics a trainer logged (with `key` given: the last log that holds it, not the
+    end-of-training summary)."""
+
+    def __init__(self, key=None):
+        self.key, self.logs = key, {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and (self.key is None or self.key in logs):
+            self.logs = dict(logs)
 
 
 class StepClock(transformers.TrainerCallback):
