@@ -251,7 +251,7 @@ PrepareLatentsResult prepare_latents(const std::vector<ImageCaption>& inputs,
           {"text_embeds", at::cat(pooled).to(o.dtype)},
           // Pixel counts: bf16 would round 1366 to 1368.
           {"time_ids", at::stack(time_ids)}};
-      char name[32];
+      char name[48];  // room for any int64 shard number
       std::snprintf(name, sizeof(name), "shard-%05lld.safetensors", static_cast<long long>(c));
       io::save_safetensors(out / name, shard, {{"format", "pt"}});
       result.written += shard["latents"].size(0);

@@ -48,7 +48,6 @@ struct KoalaKdOptions {
   std::string device = "cpu";
   std::string teacher_dtype = "float32";
   bool save_model = true;
-  diffusion::DistillOptions distill;
   train::TrainerOptions train = [] {
     train::TrainerOptions t;
     t.optimizer.lr = 5e-5;  // KOALA's (and BK-SDM's) learning rate
@@ -57,6 +56,9 @@ struct KoalaKdOptions {
     t.lr_schedule = "constant";
     return t;
   }();
+  // After `train`: declared before it, gcc 12 (-O2) warned that its string "may be used
+  // uninitialized" on the path where the lambda above throws (a false positive).
+  diffusion::DistillOptions distill;
 };
 
 const OptionsSchema<KoalaKdOptions>& koala_kd_schema() {
