@@ -1,12 +1,17 @@
 # Target helpers: every Concord library and test is made through these, so they all share one
 # precompiled header, one warning set and one install export.
 
-# _concord_add_pch(<name> [compile options...]): cmake/pch.h precompiled as target <name>.
+# _concord_add_pch(<name> [compile options...]): cmake/concord_pch.h precompiled as target
+# <name>. The header is named in angle brackets and found through cmake/ on the include path, so
+# CMake's generated cmake_pch.hxx holds no absolute path: the .gch is then the same bytes in every
+# clone of the repository, and ccache (which hashes the .gch into every object that uses it) hits
+# across clones. With the header's absolute path, every PCH user missed in a clone elsewhere.
 function(_concord_add_pch name)
   add_library(${name} OBJECT "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/pch.cpp")
   target_link_libraries(${name} PUBLIC torch nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog)
   target_compile_options(${name} PRIVATE ${CONCORD_WARNINGS} ${ARGN})
-  target_precompile_headers(${name} PRIVATE "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/pch.h")
+  target_include_directories(${name} PRIVATE "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")
+  target_precompile_headers(${name} PRIVATE "<concord_pch.h>")
 endfunction()
 
 if(CONCORD_USE_PCH)
@@ -19,6 +24,8 @@ endif()
 function(_concord_use_pch target)
   if(CONCORD_USE_PCH)
     target_precompile_headers(${target} REUSE_FROM concord_pch)
+    # Where gcc finds the header should it ever read cmake_pch.hxx instead of the .gch.
+    target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")
   endif()
 endfunction()
 
