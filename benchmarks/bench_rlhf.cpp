@@ -406,28 +406,48 @@ std::vector<std::vector<int64_t>> read_prompts(const fs::path& path, const text:
   return prompts;
 }
 
+// What the ppo and grpo commands start from: the policy (--policy), a frozen copy as the
+// reference, the reward model (--reward) and the prompts, enough for `iterations` batches of B.
+struct PolicySetup {
+  lm::CausalLM policy{nullptr}, reference{nullptr};
+  rlhf::RewardSet rewards;
+  std::vector<std::vector<int64_t>> prompts;
+  int64_t batch_size = 0;
+
+  /// Iteration i's prompts: [i B, (i + 1) B).
+  std::vector<std::vector<int64_t>> batch(int64_t i) const {
+    return {prompts.begin() + i * batch_size, prompts.begin() + (i + 1) * batch_size};
+  }
+};
+
+PolicySetup load_policy_setup(const std::map<std::string, std::string>& flags, int64_t B,
+                              int64_t iterations) {
+  const fs::path policy_dir = flags.at("policy");
+  torch::manual_seed(0);
+  PolicySetup s;
+  s.policy = lm::load_pretrained(policy_dir);
+  s.reference = std::dynamic_pointer_cast<lm::CausalLMImpl>(s.policy->clone());
+  s.rewards = rlhf::RewardSet::shared(rlhf::load_reward_model(flags.at("reward")));
+  s.prompts = read_prompts(flags.at("prompts"), *text::load_tokenizer(policy_dir));
+  s.batch_size = B;
+  if (static_cast<int64_t>(s.prompts.size()) < iterations * B) {
+    throw std::invalid_argument(flags.at("prompts") + " holds " + std::to_string(s.prompts.size()) +
+                                " prompts; " + std::to_string(iterations) + " iterations of " +
+                                std::to_string(B) + " need " + std::to_string(iterations * B));
+  }
+  return s;
+}
+
 nlohmann::json run_ppo(const std::map<std::string, std::string>& flags) {
   const int64_t B = positive(flags, "batch-size"), R = positive(flags, "response-length");
   const int64_t E = positive(flags, "ppo-epochs"), M = positive(flags, "minibatches");
   const int64_t iterations = positive(flags, "iterations"), warmup = positive(flags, "warmup", 0);
   if (B % M != 0) throw std::invalid_argument("--batch-size must be a multiple of --minibatches");
-  const fs::path policy_dir = flags.at("policy"), reward_dir = flags.at("reward");
-  torch::manual_seed(0);
-  lm::CausalLM policy = lm::load_pretrained(policy_dir);
-  lm::CausalLM reference = std::dynamic_pointer_cast<lm::CausalLMImpl>(policy->clone());
-  rlhf::RewardSet rewards = rlhf::RewardSet::shared(rlhf::load_reward_model(reward_dir));
-  const auto tokenizer = text::load_tokenizer(policy_dir);
-  const auto prompts = read_prompts(flags.at("prompts"), *tokenizer);
   const int64_t total = warmup + iterations;
-  if (static_cast<int64_t>(prompts.size()) < total * B) {
-    throw std::invalid_argument(flags.at("prompts") + " holds " + std::to_string(prompts.size()) +
-                                " prompts; " + std::to_string(total) + " iterations of " +
-                                std::to_string(B) + " need " + std::to_string(total * B));
-  }
-  auto batch_of = [&](int64_t i) {
-    return std::vector<std::vector<int64_t>>(prompts.begin() + i * B,
-                                             prompts.begin() + (i + 1) * B);
-  };
+  PolicySetup setup = load_policy_setup(flags, B, total);
+  lm::CausalLM policy = setup.policy, reference = setup.reference;
+  rlhf::RewardSet rewards = setup.rewards;
+  auto batch_of = [&](int64_t i) { return setup.batch(i); };
 
   rlhf::PolicyWithValue actor(policy);
   rlhf::PpoOptions o;
@@ -567,19 +587,9 @@ nlohmann::json run_grpo(const std::map<std::string, std::string>& flags) {
   const int64_t R = positive(flags, "response-length"), mb = positive(flags, "mini-batch-size");
   const int64_t iterations = positive(flags, "iterations"), warmup = positive(flags, "warmup", 0);
   const bool share = on_off(flags, "share-prompts");
-  const fs::path policy_dir = flags.at("policy"), reward_dir = flags.at("reward");
-  torch::manual_seed(0);
-  lm::CausalLM policy = lm::load_pretrained(policy_dir);
-  lm::CausalLM reference = std::dynamic_pointer_cast<lm::CausalLMImpl>(policy->clone());
-  rlhf::RewardSet rewards = rlhf::RewardSet::shared(rlhf::load_reward_model(reward_dir));
-  const auto tokenizer = text::load_tokenizer(policy_dir);
-  const auto prompts = read_prompts(flags.at("prompts"), *tokenizer);
   const int64_t total = warmup + iterations;
-  if (static_cast<int64_t>(prompts.size()) < total * B) {
-    throw std::invalid_argument(flags.at("prompts") + " holds " + std::to_string(prompts.size()) +
-                                " prompts; " + std::to_string(total) + " iterations of " +
-                                std::to_string(B) + " need " + std::to_string(total * B));
-  }
+  PolicySetup setup = load_policy_setup(flags, B, total);
+  lm::CausalLM policy = setup.policy;
   rlhf::GrpoOptions o;
   o.batch_size = B;
   o.num_generations = G;
@@ -603,12 +613,12 @@ nlohmann::json run_grpo(const std::map<std::string, std::string>& flags) {
   t.max_grad_norm = 1.0;
   t.precision = "fp32";
   t.progress = false;
-  rlhf::GrpoTrainer grpo(policy, reference, rewards, rlhf::make_aggregator({"single"}), o, ro, t);
+  rlhf::GrpoTrainer grpo(policy, setup.reference, setup.rewards, rlhf::make_aggregator({"single"}),
+                         o, ro, t);
   std::vector<double> iter_s;
   nlohmann::json last_metrics;
   for (int64_t i = 0; i < total; ++i) {
-    const std::vector<std::vector<int64_t>> batch(prompts.begin() + i * B,
-                                                  prompts.begin() + (i + 1) * B);
+    const auto batch = setup.batch(i);
     const auto t0 = Clock::now();
     const rlhf::GrpoIteration it = grpo.step(batch);
     const auto t1 = Clock::now();
@@ -616,7 +626,7 @@ nlohmann::json run_grpo(const std::map<std::string, std::string>& flags) {
     last_metrics = it.to_json();
   }
   int64_t longest_prompt = 0;
-  for (const auto& p : prompts)
+  for (const auto& p : setup.prompts)
     longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(p.size()));
   return {{"benchmark", "grpo_iteration"},
           {"seconds_per_iteration", mean_of(iter_s)},
