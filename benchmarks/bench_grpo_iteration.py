@@ -43,8 +43,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from bench_reward_step import (SHAPES, LastLog, StepClock, concord_binary, gpt2_config, hf_tokenizer,
-                               make_prompts, run_concord, save_model)
+from bench_reward_step import (SHAPES, LastLog, StepClock, concord_binary, hf_tokenizer, make_prompts,
+                               run_concord, write_policy_folders)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -116,25 +116,19 @@ def main():
     binary = concord_binary(args.bin)
     total = args.warmup + args.iterations
     prompts = make_prompts(args.batch_size * total, args.prompt_length, args.seed)
-    policy = transformers.GPT2LMHeadModel(gpt2_config(args.shape)).float()
-    reward = transformers.GPT2ForSequenceClassification(gpt2_config(args.shape, num_labels=1)).float()
-    params = sum(p.numel() for p in policy.parameters())
-    result = {"benchmark": "grpo_iteration", "shape": args.shape, "policy_parameters": params,
-              "batch_size": args.batch_size, "generations": args.generations,
-              "prompt_length": args.prompt_length, "response_length": args.response_length,
-              "mini_batch_size": args.mini_batch_size, "iterations": args.iterations, "warmup": args.warmup,
-              "threads": args.threads}
-    print(f"models: random GPT-2 '{args.shape}' {SHAPES[args.shape]} policy ({params / 1e6:.1f}M parameters), "
-          f"reference and reward model of the same shape, fp32; {args.batch_size} prompts x {args.prompt_length} "
-          f"tokens, {args.generations} responses of {args.response_length} tokens each; minibatches of "
-          f"{args.mini_batch_size}; {args.threads} threads each; {args.warmup} warm-up + {args.iterations} timed "
-          f"iterations")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        save_model(policy, tmp / "policy")
-        save_model(reward, tmp / "reward")
-        prompts_path = tmp / "prompts.jsonl"
-        prompts_path.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+        params, prompts_path = write_policy_folders(tmp, args.shape, prompts)
+        result = {"benchmark": "grpo_iteration", "shape": args.shape, "policy_parameters": params,
+                  "batch_size": args.batch_size, "generations": args.generations,
+                  "prompt_length": args.prompt_length, "response_length": args.response_length,
+                  "mini_batch_size": args.mini_batch_size, "iterations": args.iterations,
+                  "warmup": args.warmup, "threads": args.threads}
+        print(f"models: random GPT-2 '{args.shape}' {SHAPES[args.shape]} policy ({params / 1e6:.1f}M "
+              f"parameters), reference and reward model of the same shape, fp32; {args.batch_size} prompts x "
+              f"{args.prompt_length} tokens, {args.generations} responses of {args.response_length} tokens each; "
+              f"minibatches of {args.mini_batch_size}; {args.threads} threads each; {args.warmup} warm-up + "
+              f"{args.iterations} timed iterations")
         concord = {}
         if binary is not None:
             for share in ("on", "off"):

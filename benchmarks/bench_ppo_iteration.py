@@ -59,8 +59,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from bench_reward_step import (SHAPES, LastLog, StepClock, concord_binary, gpt2_config, hf_tokenizer,
-                               make_prompts, run_concord, save_model)
+from bench_reward_step import (SHAPES, LastLog, StepClock, concord_binary, hf_tokenizer, make_prompts,
+                               run_concord, write_policy_folders)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -124,15 +124,9 @@ def main():
     binary = concord_binary(args.bin)
     total = args.warmup + args.iterations
     prompts = make_prompts(args.batch_size * total, args.prompt_length, args.seed)
-    policy = transformers.GPT2LMHeadModel(gpt2_config(args.shape)).float()
-    reward = transformers.GPT2ForSequenceClassification(gpt2_config(args.shape, num_labels=1)).float()
-    params = sum(p.numel() for p in policy.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        save_model(policy, tmp / "policy")
-        save_model(reward, tmp / "reward")
-        prompts_path = tmp / "prompts.jsonl"
-        prompts_path.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+        params, prompts_path = write_policy_folders(tmp, args.shape, prompts)
         ours = None
         if binary is not None:
             ours = run_concord(binary, [

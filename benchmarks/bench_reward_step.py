@@ -145,6 +145,19 @@ def make_prompts(n, length, seed):
     return prompts
 
 
+def write_policy_folders(tmp, shape, prompts):
+    """A random GPT-2 policy (tmp/policy) and reward model (tmp/reward) of `shape`, and `prompts`
+    as tmp/prompts.jsonl (the PPO and GRPO drivers' inputs); returns the policy's parameter count
+    and the prompts file."""
+    policy = transformers.GPT2LMHeadModel(gpt2_config(shape)).float()
+    reward = transformers.GPT2ForSequenceClassification(gpt2_config(shape, num_labels=1)).float()
+    save_model(policy, tmp / "policy")
+    save_model(reward, tmp / "reward")
+    path = tmp / "prompts.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    return sum(p.numel() for p in policy.parameters()), path
+
+
 def make_pairs(n, length, seed, prompt_fraction=None):
     """n preference pairs whose prompt + chosen and prompt + rejected are `length` tokens. The
     prompt is 4-12 random words at the default length (about a quarter of the row with the
