@@ -48,6 +48,16 @@ function(_concord_use_unity target)
   endif()
 endfunction()
 
+# concord_test_build_paths(<source>): tests/support/build_paths.cpp, the one file that holds the
+# build's source and binary folders (test_support.cpp reads them through it). A path in the
+# preprocessed code makes a compile miss ccache in every other clone, so it stays out of unity
+# batches and off every other command line. The PCH is not needed there.
+function(concord_test_build_paths source)
+  set_source_files_properties("${source}" PROPERTIES
+    SKIP_UNITY_BUILD_INCLUSION ON SKIP_PRECOMPILE_HEADERS ON
+    COMPILE_DEFINITIONS "CONCORD_SOURCE_DIR=\"${PROJECT_SOURCE_DIR}\";CONCORD_BINARY_DIR=\"${PROJECT_BINARY_DIR}\"")
+endfunction()
+
 # concord_compile_for_checking(<target>): code that is run to check behaviour and never timed
 # (tests, examples, corpus replays) compiles at -O0, with a PCH of its own at -O0. Its compile is
 # template instantiation plus the optimiser's work on the result; -O0 drops the second
