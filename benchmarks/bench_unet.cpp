@@ -5,7 +5,7 @@
 //
 //   bench_unet --model DIR|CONFIG [--batch 2] [--latent 32] [--text-length 77] [--warmup 1]
 //              [--iters 5] [--threads 2] [--dtype fp32|bf16] [--inputs FILE] [--output FILE]
-//              [--profile] [--channels-last] [--device cpu|cuda]
+//              [--profile] [--channels-last] [--direct-conv] [--device cpu|cuda]
 //
 // DIR is a diffusers folder (config.json + diffusion_pytorch_model*.safetensors, read with
 // diffusion::load_unet); CONFIG a config.json file, built with Concord's random initialisation
@@ -29,7 +29,9 @@
 // module code around them. --channels-last is an experiment, not the library's behaviour: the
 // 4-d weights and the latents in NHWC layout, which the convolutions then keep, to see whether
 // layout conversions around oneDNN's convolutions and the transformers' NCHW -> [B, HW, C]
-// permutation cost anything (docs/benchmarks.md: they did not, here).
+// permutation cost anything (docs/benchmarks.md: they did not, here). --direct-conv turns off
+// ops::conv3x3's Winograd forward (ops/conv3x3.h), so the 3x3 convolutions run ATen's: the
+// library as it was before Winograd, for measuring what Winograd gains in the whole U-Net.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -56,6 +58,7 @@
 #include "concord/diffusion/unet_checkpoint.h"
 #include "concord/diffusion/unet_config.h"
 #include "concord/io/safetensors.h"
+#include "concord/ops/conv3x3.h"
 
 #include "bench_device.h"
 #include "bench_flags.h"
@@ -109,12 +112,21 @@ int main(int argc, char** argv) {
   std::string model_path, inputs_path, output_path, dtype_name = "fp32", device_name = "cpu";
   int64_t batch = 2, latent = 32, text_length = 77;
   int warmup = 1, iters = 5, threads = 2;
-  bool profile = false, channels_last = false;
+  bool profile = false, channels_last = false, direct_conv = false;
   concord::bench::Flags flags("bench_unet");
-  flags.add("model", &model_path).add("batch", &batch).add("latent", &latent)
-      .add("text-length", &text_length).add("warmup", &warmup).add("iters", &iters)
-      .add("threads", &threads).add("dtype", &dtype_name).add("inputs", &inputs_path)
-      .add("output", &output_path).on("profile", &profile).on("channels-last", &channels_last)
+  flags.add("model", &model_path)
+      .add("batch", &batch)
+      .add("latent", &latent)
+      .add("text-length", &text_length)
+      .add("warmup", &warmup)
+      .add("iters", &iters)
+      .add("threads", &threads)
+      .add("dtype", &dtype_name)
+      .add("inputs", &inputs_path)
+      .add("output", &output_path)
+      .on("profile", &profile)
+      .on("channels-last", &channels_last)
+      .on("direct-conv", &direct_conv)
       .add("device", &device_name);
   if (!flags.parse(argc, argv)) return 2;
   if (model_path.empty() || iters < 1 || warmup < 0 || batch < 1 || latent < 1 ||
@@ -136,6 +148,7 @@ int main(int argc, char** argv) {
     setenv("CONCORD_NUM_THREADS", std::to_string(threads).c_str(), 1);
     concord::init_runtime();
     at::set_num_threads(threads);
+    if (direct_conv) concord::ops::set_conv3x3_winograd(concord::ops::Conv3x3Winograd::kNever);
     const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
     const auto t_load = std::chrono::steady_clock::now();
     UNet2DCondition unet{nullptr};
@@ -200,6 +213,7 @@ int main(int argc, char** argv) {
                              {"text_length", in.encoder_hidden_states.size(1)},
                              {"dtype", dtype_name},
                              {"channels_last", channels_last},
+                             {"direct_conv", direct_conv},
                              {"threads", at::get_num_threads()},
                              {"device", device_name},
                              {"libtorch", TORCH_VERSION}};

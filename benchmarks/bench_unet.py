@@ -119,7 +119,7 @@ def randomise(model, seed):
 
 # Concord variants timed beside the baseline with --concord-variants: experiments that point at
 # what would make the forward faster, not the library's default behaviour.
-VARIANTS = {"channels-last": ["--channels-last"], "bf16": ["--dtype", "bf16"],
+VARIANTS = {"direct-conv": ["--direct-conv"], "channels-last": ["--channels-last"], "bf16": ["--dtype", "bf16"],
             "bf16-channels-last": ["--dtype", "bf16", "--channels-last"]}
 
 

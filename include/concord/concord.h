@@ -59,6 +59,7 @@
 #include "concord/ops/adamw.h"
 #include "concord/ops/attention.h"
 #include "concord/ops/augmented_shortcut.h"
+#include "concord/ops/conv3x3.h"
 #include "concord/ops/fused.h"
 #include "concord/ops/geglu.h"
 #include "concord/ops/linear_cross_entropy.h"

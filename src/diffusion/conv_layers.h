@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "concord/ops/conv3x3.h"
+
 namespace concord::diffusion::detail {
 
 inline torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
@@ -14,6 +16,12 @@ inline torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double 
 
 inline torch::nn::Conv2d conv3x3(int64_t in, int64_t out) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1));
+}
+
+/// A conv3x3 layer's forward through ops::conv3x3 (Winograd on CPU where it pays; the same
+/// parameters, gradients and diffusers names as conv->forward).
+inline at::Tensor conv3x3_forward(const torch::nn::Conv2d& conv, const at::Tensor& x) {
+  return ops::conv3x3(x, conv->weight, conv->bias);
 }
 
 inline torch::nn::Conv2d conv1x1(int64_t in, int64_t out) {

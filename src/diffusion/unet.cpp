@@ -16,6 +16,7 @@ namespace concord::diffusion {
 
 namespace F = torch::nn::functional;
 using detail::conv3x3;
+using detail::conv3x3_forward;
 using detail::group_norm;
 
 namespace {
@@ -97,14 +98,14 @@ void ResnetBlock2DImpl::reset() {
 }
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
-  at::Tensor h = conv1->forward(at::silu(norm1->forward(x)));
+  at::Tensor h = conv3x3_forward(conv1, at::silu(norm1->forward(x)));
   if (time_emb_proj) {
     CONCORD_CHECK(temb.defined(), "ResnetBlock2D: this block projects a time embedding; none given");
     h = h + time_emb_proj->forward(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
   } else {
     CONCORD_CHECK(!temb.defined(), "ResnetBlock2D: a time embedding given to a block without time_emb_proj");
   }
-  h = conv2->forward(at::silu(norm2->forward(h)));
+  h = conv3x3_forward(conv2, at::silu(norm2->forward(h)));
   const at::Tensor shortcut = conv_shortcut ? conv_shortcut->forward(x) : x;
   return nn::record_output(*this, shortcut + h);
 }
@@ -292,7 +293,7 @@ at::Tensor UNetBlockImpl::forward(at::Tensor x, const at::Tensor& temb, const at
       opts.scale_factor(std::vector<double>{2.0, 2.0});
     }
     x = F::interpolate(x, opts);
-    x = upsamplers->ptr<ResampleImpl>(0)->conv->forward(x);
+    x = conv3x3_forward(upsamplers->ptr<ResampleImpl>(0)->conv, x);
   }
   return nn::record_output(*this, x);
 }
@@ -389,12 +390,12 @@ at::Tensor UNet2DConditionImpl::forward(const UNetInputs& in) {
     emb = emb + add_embedding->forward(add);
   }
   const at::Tensor& ctx = in.encoder_hidden_states;
-  at::Tensor x = nn::record_output(*conv_in, conv_in->forward(x0));
+  at::Tensor x = nn::record_output(*conv_in, conv3x3_forward(conv_in, x0));
   std::vector<at::Tensor> skips{x};
   for (const auto& block : *down_blocks) x = block->as<UNetBlockImpl>()->forward(x, emb, ctx, skips);
   if (mid_block) x = mid_block->forward(x, emb, ctx, skips);
   for (const auto& block : *up_blocks) x = block->as<UNetBlockImpl>()->forward(x, emb, ctx, skips);
-  x = conv_out->forward(at::silu(conv_norm_out->forward(x)));
+  x = conv3x3_forward(conv_out, at::silu(conv_norm_out->forward(x)));
   return nn::record_output(*this, x);
 }
 

@@ -16,6 +16,7 @@ namespace concord::diffusion {
 namespace F = torch::nn::functional;
 using detail::conv1x1;
 using detail::conv3x3;
+using detail::conv3x3_forward;
 using detail::group_norm;
 
 namespace {
@@ -158,7 +159,7 @@ at::Tensor VAEBlockImpl::forward(at::Tensor x) {
                                        .mode(torch::kNearest)
                                        .scale_factor(std::vector<double>{2.0, 2.0}));
     if (bf16) up = up.to(at::kBFloat16);
-    x = upsamplers->ptr<VAEResampleImpl>(0)->conv->forward(up);
+    x = conv3x3_forward(upsamplers->ptr<VAEResampleImpl>(0)->conv, up);
   }
   return nn::record_output(*this, x);
 }
@@ -185,10 +186,10 @@ void VAEEncoderImpl::reset() {
 }
 
 at::Tensor VAEEncoderImpl::forward(const at::Tensor& x) {
-  at::Tensor h = conv_in->forward(x);
+  at::Tensor h = conv3x3_forward(conv_in, x);
   for (const auto& block : *down_blocks) h = block->as<VAEBlockImpl>()->forward(h);
   h = mid_block->forward(h);
-  return nn::record_output(*this, conv_out->forward(at::silu(conv_norm_out->forward(h))));
+  return nn::record_output(*this, conv3x3_forward(conv_out, at::silu(conv_norm_out->forward(h))));
 }
 
 VAEDecoderImpl::VAEDecoderImpl(AutoencoderKLConfig config) : config_(std::move(config)) { reset(); }
@@ -213,9 +214,9 @@ void VAEDecoderImpl::reset() {
 }
 
 at::Tensor VAEDecoderImpl::forward(const at::Tensor& z) {
-  at::Tensor h = mid_block->forward(conv_in->forward(z));
+  at::Tensor h = mid_block->forward(conv3x3_forward(conv_in, z));
   for (const auto& block : *up_blocks) h = block->as<VAEBlockImpl>()->forward(h);
-  return nn::record_output(*this, conv_out->forward(at::silu(conv_norm_out->forward(h))));
+  return nn::record_output(*this, conv3x3_forward(conv_out, at::silu(conv_norm_out->forward(h))));
 }
 
 // ---- AutoencoderKL --------------------------------------------------------------------------

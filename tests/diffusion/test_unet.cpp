@@ -13,6 +13,7 @@
 #include "concord/diffusion/unet_config.h"
 #include "concord/io/safetensors.h"
 #include "concord/nn/feature_capture.h"
+#include "concord/ops/conv3x3.h"
 #include "test_support.h"
 
 using namespace concord;
@@ -34,24 +35,29 @@ diffusion::UNetInputs inputs_of(std::map<std::string, at::Tensor>& ref) {
 }  // namespace
 
 TEST(UNet, MatchesDiffusersOutputsAndEveryFeature) {
-  for (const std::string name : {"tiny-sdxl", "tiny-koala"}) {
-    SCOPED_TRACE(name);
-    const auto dir = fixture("diffusion") / name;
-    auto ref = io::load_safetensors(dir / "reference.safetensors");
-    diffusion::UNet2DCondition unet = diffusion::load_unet(dir);
-    std::vector<std::string> paths;
-    for (const auto& [key, t] : ref) {
-      if (key.rfind("feat.", 0) == 0) paths.push_back(key.substr(5));
-    }
-    ASSERT_GT(paths.size(), 20u);
-    torch::NoGradGuard no_grad;
-    nn::FeatureCapture capture(*unet, paths);
-    const at::Tensor out = unet->forward(inputs_of(ref));
-    EXPECT_LT(max_abs_diff(out, ref["sample_out"]), 1e-4);
-    for (const auto& path : paths) {
-      const at::Tensor got = capture.get(path);
-      ASSERT_EQ(got.sizes(), ref["feat." + path].sizes()) << path;
-      EXPECT_LT(max_abs_diff(got, ref["feat." + path]), 1e-4) << path;
+  // kAlways: every 3x3 convolution through Winograd F(4x4, 3x3), which the fixtures' few
+  // channels would not pick by themselves (ops/conv3x3.h).
+  for (const auto mode : {ops::Conv3x3Winograd::kAuto, ops::Conv3x3Winograd::kAlways}) {
+    for (const std::string name : {"tiny-sdxl", "tiny-koala"}) {
+      SCOPED_TRACE(name + (mode == ops::Conv3x3Winograd::kAlways ? ", Winograd" : ""));
+      ops::Conv3x3WinogradGuard winograd(mode);
+      const auto dir = fixture("diffusion") / name;
+      auto ref = io::load_safetensors(dir / "reference.safetensors");
+      diffusion::UNet2DCondition unet = diffusion::load_unet(dir);
+      std::vector<std::string> paths;
+      for (const auto& [key, t] : ref) {
+        if (key.rfind("feat.", 0) == 0) paths.push_back(key.substr(5));
+      }
+      ASSERT_GT(paths.size(), 20u);
+      torch::NoGradGuard no_grad;
+      nn::FeatureCapture capture(*unet, paths);
+      const at::Tensor out = unet->forward(inputs_of(ref));
+      EXPECT_LT(max_abs_diff(out, ref["sample_out"]), 1e-4);
+      for (const auto& path : paths) {
+        const at::Tensor got = capture.get(path);
+        ASSERT_EQ(got.sizes(), ref["feat." + path].sizes()) << path;
+        EXPECT_LT(max_abs_diff(got, ref["feat." + path]), 1e-4) << path;
+      }
     }
   }
 }

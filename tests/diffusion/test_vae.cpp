@@ -12,6 +12,7 @@
 #include "concord/diffusion/vae.h"
 #include "concord/diffusion/vae_config.h"
 #include "concord/io/safetensors.h"
+#include "concord/ops/conv3x3.h"
 #include "diffusion_fixtures.h"
 #include "test_support.h"
 
@@ -70,19 +71,24 @@ TEST(VAE, MatchesDiffusersPosteriorAndDecoder) {
   EXPECT_EQ(vae->config.block_out_channels, (std::vector<int64_t>{8, 16}));
   EXPECT_DOUBLE_EQ(vae->config.scaling_factor, 0.13025);
   torch::NoGradGuard no_grad;
-  const diffusion::DiagonalGaussian q = vae->encode(ref["image"]);
-  const double e_mean = max_abs_diff(q.mean, ref["posterior_mean"]);
-  const double e_logvar = max_abs_diff(q.logvar, ref["posterior_logvar"]);
-  const double e_decoded = max_abs_diff(vae->decode(ref["z"]), ref["decoded"]);
-  const double e_roundtrip = max_abs_diff(vae->decode(q.mean), ref["roundtrip"]);
-  EXPECT_LT(e_mean, 1e-4);
-  EXPECT_LT(e_logvar, 1e-4);
-  EXPECT_LT(e_decoded, 1e-4);
-  EXPECT_LT(e_roundtrip, 1e-4);
-  EXPECT_LT(max_abs_diff(vae->forward(ref["image"]), ref["roundtrip"]), 1e-4);
-  EXPECT_LT(max_abs_diff(q.std, at::exp(0.5 * ref["posterior_logvar"])), 1e-4);
-  std::printf("[ max abs error ] mean %.3g  logvar %.3g  decoded %.3g  roundtrip %.3g\n", e_mean,
-              e_logvar, e_decoded, e_roundtrip);
+  // kAlways: every 3x3 convolution through Winograd F(4x4, 3x3) (ops/conv3x3.h).
+  for (const auto mode : {ops::Conv3x3Winograd::kAuto, ops::Conv3x3Winograd::kAlways}) {
+    SCOPED_TRACE(mode == ops::Conv3x3Winograd::kAlways ? "Winograd" : "auto");
+    ops::Conv3x3WinogradGuard winograd(mode);
+    const diffusion::DiagonalGaussian q = vae->encode(ref["image"]);
+    const double e_mean = max_abs_diff(q.mean, ref["posterior_mean"]);
+    const double e_logvar = max_abs_diff(q.logvar, ref["posterior_logvar"]);
+    const double e_decoded = max_abs_diff(vae->decode(ref["z"]), ref["decoded"]);
+    const double e_roundtrip = max_abs_diff(vae->decode(q.mean), ref["roundtrip"]);
+    EXPECT_LT(e_mean, 1e-4);
+    EXPECT_LT(e_logvar, 1e-4);
+    EXPECT_LT(e_decoded, 1e-4);
+    EXPECT_LT(e_roundtrip, 1e-4);
+    EXPECT_LT(max_abs_diff(vae->forward(ref["image"]), ref["roundtrip"]), 1e-4);
+    EXPECT_LT(max_abs_diff(q.std, at::exp(0.5 * ref["posterior_logvar"])), 1e-4);
+    std::printf("[ max abs error ] mean %.3g  logvar %.3g  decoded %.3g  roundtrip %.3g\n", e_mean,
+                e_logvar, e_decoded, e_roundtrip);
+  }
 }
 
 TEST(VAE, CloneRunsTheSameForward) {

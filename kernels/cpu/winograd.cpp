@@ -1,0 +1,377 @@
+// Winograd F(4x4, 3x3) transforms (see winograd.h).
+//
+// B^T, G and A^T of F(4, 3) with the points 0, 1, -1, 2, -2 and infinity (Lavin and Gray,
+// arXiv 1509.09308, section 4.2):
+//
+//   B^T = [4  0 -5  0  1  0]    G = [ 1/4     0     0]    A^T = [1  1  1  1  1  0]
+//         [0 -4 -4  1  1  0]        [-1/6  -1/6  -1/6]          [0  1 -1  2 -2  0]
+//         [0  4 -4 -1  1  0]        [-1/6   1/6  -1/6]          [0  1  1  4  4  0]
+//         [0 -2 -1  2  1  0]        [1/24  1/12   1/6]          [0  1 -1  8 -8  1]
+//         [0  2 -1 -2  1  0]        [1/24 -1/12   1/6]
+//         [0  4  0 -5  0  1]        [   0     0     1]
+//
+// Each 2D transform is two 1D passes. The input transform's first pass (B^T over the six rows
+// of a tile row) runs along whole image rows, contiguous; the second (over the columns of each
+// tile) and the output transform's passes run along the tiles of a tile row, which are
+// contiguous in V and M. The weights are transformed in double and rounded once.
+#include "winograd.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "cpu_isa.h"
+#include "vec_math.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors stay inside inlined code
+
+namespace concord::kernels::cpu {
+namespace {
+
+constexpr int64_t kA = kWinogradAlpha;
+constexpr int64_t kM = kWinogradTile;
+
+// out[q] = (B^T d)[q] for the six values d[0], d[s], ..., d[5 s].
+template <class T>
+CONCORD_ALWAYS_INLINE void bt6(const T* d, int64_t s, T* out, int64_t os) {
+  const T d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
+  out[0] = 4 * d0 - 5 * d2 + d4;
+  out[os] = d3 + d4 - 4 * (d1 + d2);
+  out[2 * os] = d4 - d3 + 4 * (d1 - d2);
+  out[3 * os] = d4 - d2 + 2 * (d3 - d1);
+  out[4 * os] = d4 - d2 + 2 * (d1 - d3);
+  out[5 * os] = 4 * d1 - 5 * d3 + d5;
+}
+
+// out[p] = (A^T m)[p] for the six values m[0], m[s], ..., m[5 s].
+template <class T>
+CONCORD_ALWAYS_INLINE void at6(const T* m, int64_t s, T* out, int64_t os) {
+  const T m0 = m[0], m1 = m[s], m2 = m[2 * s], m3 = m[3 * s], m4 = m[4 * s], m5 = m[5 * s];
+  const T a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4;
+  out[0] = m0 + a + c;
+  out[os] = b + 2 * d;
+  out[2 * os] = a + 4 * c;
+  out[3 * os] = b + 8 * d + m5;
+}
+
+// One (n, c) plane into V[k][c][tile0 ...]. A tile row's six input rows are copied zero-padded
+// (padded column pc = image column + 1) and split by phase: rows[i][pc % 4][pc / 4], Wq = tW + 1
+// entries a phase. Tile j reads the padded columns 4j .. 4j + 5, i.e. entry j of phases 0-3 and
+// entry j + 1 of phases 0 and 1, so both passes of B^T run along contiguous arrays of tiles.
+CONCORD_ALWAYS_INLINE void input_plane(const float* x, float* V, int64_t point_stride, int64_t H,
+                                       int64_t W, float* rows, float* t) {
+  const int64_t tH = winograd_tiles(H), tW = winograd_tiles(W), Wq = tW + 1, Wr = kM * Wq;
+  std::fill(rows, rows + kA * Wr, 0.0f);
+  for (int64_t ti = 0; ti < tH; ++ti) {
+    for (int64_t i = 0; i < kA; ++i) {
+      const int64_t r = kM * ti - 1 + i;
+      float* row = rows + i * Wr;
+      const float* src = x + r * W;
+      const bool inside = r >= 0 && r < H;
+      for (int64_t col = 0; col < W; ++col) {
+        const int64_t pc = col + 1;
+        row[(pc & 3) * Wq + (pc >> 2)] = inside ? src[col] : 0.0f;
+      }
+    }
+    for (int64_t e = 0; e < Wr; ++e) bt6(rows + e, Wr, t + e, Wr);
+    float* out = V + ti * tW;
+    for (int64_t l = 0; l < kA; ++l) {
+      const float* e0 = t + l * Wr;
+      const float *e1 = e0 + Wq, *e2 = e1 + Wq, *e3 = e2 + Wq;
+      float* o = out + l * kA * point_stride;
+      float *o1 = o + point_stride, *o2 = o1 + point_stride, *o3 = o2 + point_stride,
+            *o4 = o3 + point_stride, *o5 = o4 + point_stride;
+      for (int64_t j = 0; j < tW; ++j) {
+        const float d0 = e0[j], d1 = e1[j], d2 = e2[j], d3 = e3[j], d4 = e0[j + 1], d5 = e1[j + 1];
+        o[j] = 4 * d0 - 5 * d2 + d4;
+        o1[j] = d3 + d4 - 4 * (d1 + d2);
+        o2[j] = d4 - d3 + 4 * (d1 - d2);
+        o3[j] = d4 - d2 + 2 * (d3 - d1);
+        o4[j] = d4 - d2 + 2 * (d1 - d3);
+        o5[j] = 4 * d1 - 5 * d3 + d5;
+      }
+    }
+  }
+}
+
+// One (n, k) plane of y from M[k'][k][tile0 ...]. s: [6][4][tW] after A^T over the columns,
+// rowbuf: [4][4 tW] output rows before the crop to W.
+CONCORD_ALWAYS_INLINE void output_plane(const float* M, float bias, float* y, int64_t point_stride,
+                                        int64_t H, int64_t W, float* s, float* rowbuf) {
+  const int64_t tH = winograd_tiles(H), tW = winograd_tiles(W), Wr = kM * tW;
+  for (int64_t ti = 0; ti < tH; ++ti) {
+    const float* m = M + ti * tW;
+    for (int64_t i = 0; i < kA; ++i) {
+      const float* mi = m + i * kA * point_stride;
+      float* si = s + i * kM * tW;
+      for (int64_t tj = 0; tj < tW; ++tj) at6(mi + tj, point_stride, si + tj, tW);
+    }
+    for (int64_t p = 0; p < kM; ++p) {
+      for (int64_t tj = 0; tj < tW; ++tj) {
+        at6(s + p * tW + tj, kM * tW, rowbuf + kM * tj + p, Wr);
+      }
+    }
+    for (int64_t r = 0; r < kM && kM * ti + r < H; ++r) {
+      const float* src = rowbuf + r * Wr;
+      float* dst = y + (kM * ti + r) * W;
+      for (int64_t col = 0; col < W; ++col) dst[col] = src[col] + bias;
+    }
+  }
+}
+
+CONCORD_ALWAYS_INLINE void input_planes(const float* x, float* V, int64_t p0, int64_t p1, int64_t C,
+                                        int64_t ld, int64_t H, int64_t W, float* rows, float* t) {
+  const int64_t tiles = winograd_tiles(H) * winograd_tiles(W);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n = p / C, c = p % C;
+    input_plane(x + p * H * W, V + c * ld + n * tiles, winograd_point_stride(C, ld), H, W, rows, t);
+  }
+}
+
+CONCORD_ALWAYS_INLINE void output_planes(const float* M, const float* bias, float* y, int64_t p0,
+                                         int64_t p1, int64_t K, int64_t ld, int64_t H, int64_t W,
+                                         float* s, float* rowbuf) {
+  const int64_t tiles = winograd_tiles(H) * winograd_tiles(W);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n = p / K, k = p % K;
+    output_plane(M + k * ld + n * tiles, bias ? bias[k] : 0.0f, y + p * H * W,
+                 winograd_point_stride(K, ld), H, W, s, rowbuf);
+  }
+}
+
+// Row panels of the point products, one parallel work item each: 48 rows of K (8 groups of 6).
+constexpr int64_t kPanelRows = 48;
+
+// M[0:R, 0:n] = U[0:R, :] V[:, 0:n] for one group of R <= 6 rows of K and n <= 2 L columns of T:
+// 2R vector accumulators stay in registers over the whole of C (12 + 3 of AVX2's 16), the
+// columns of V are read once for the group, the rows of U broadcast one value at a time.
+template <class V, int R>
+CONCORD_ALWAYS_INLINE void product_block(const float* U, int64_t C, const float* Vp, int64_t ld,
+                                         float* M, int64_t n) {
+  constexpr int64_t L = vmath::lanes<V>();
+  V acc0[R], acc1[R];
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = V{};
+  if (n == 2 * L) {
+    for (int64_t c = 0; c < C; ++c) {
+      const V b0 = vmath::load<V>(Vp + c * ld), b1 = vmath::load<V>(Vp + c * ld + L);
+      for (int i = 0; i < R; ++i) {
+        const V a = vmath::splat<V>(U[i * C + c]);
+        acc0[i] += a * b0;
+        acc1[i] += a * b1;
+      }
+    }
+  } else {
+    const int64_t n0 = std::min(n, L), n1 = n - n0;
+    for (int64_t c = 0; c < C; ++c) {
+      const V b0 = vmath::load_n<V>(n0, Vp + c * ld);
+      const V b1 = n1 > 0 ? vmath::load_n<V>(n1, Vp + c * ld + L) : V{};
+      for (int i = 0; i < R; ++i) {
+        const V a = vmath::splat<V>(U[i * C + c]);
+        acc0[i] += a * b0;
+        acc1[i] += a * b1;
+      }
+    }
+  }
+  const int64_t n0 = std::min(n, L), n1 = n - n0;
+  for (int i = 0; i < R; ++i) {
+    vmath::store_n<V>(n0, M + i * ld, acc0[i]);
+    if (n1 > 0) vmath::store_n<V>(n1, M + i * ld + L, acc1[i]);
+  }
+}
+
+// Rows [k0, k1) of M_p = U_p V_p for the work items [i0, i1) (item = point * panels + panel).
+template <class V>
+CONCORD_ALWAYS_INLINE void products(const float* U, const float* Vt, float* M, int64_t K, int64_t C,
+                                    int64_t T, int64_t i0, int64_t i1) {
+  constexpr int64_t W = 2 * vmath::lanes<V>();
+  const int64_t ld = winograd_row_stride(T);
+  const int64_t panels = (K + kPanelRows - 1) / kPanelRows;
+  for (int64_t item = i0; item < i1; ++item) {
+    const int64_t p = item / panels, k0 = (item % panels) * kPanelRows;
+    const int64_t k1 = std::min(K, k0 + kPanelRows);
+    const float* Up = U + p * K * C;
+    const float* Vp = Vt + p * winograd_point_stride(C, ld);
+    float* Mp = M + p * winograd_point_stride(K, ld);
+    for (int64_t t = 0; t < T; t += W) {
+      const int64_t n = std::min(W, T - t);
+      for (int64_t k = k0; k < k1; k += 6) {
+        const float* Uk = Up + k * C;
+        float* Mk = Mp + k * ld + t;
+        // clang-format off
+        // Inlined (not through a pointer) so that each block is compiled for this build's ISA.
+        switch (std::min<int64_t>(6, k1 - k)) {
+          case 6: product_block<V, 6>(Uk, C, Vp + t, ld, Mk, n); break;
+          case 5: product_block<V, 5>(Uk, C, Vp + t, ld, Mk, n); break;
+          case 4: product_block<V, 4>(Uk, C, Vp + t, ld, Mk, n); break;
+          case 3: product_block<V, 3>(Uk, C, Vp + t, ld, Mk, n); break;
+          case 2: product_block<V, 2>(Uk, C, Vp + t, ld, Mk, n); break;
+          default: product_block<V, 1>(Uk, C, Vp + t, ld, Mk, n); break;
+        }
+        // clang-format on
+      }
+    }
+  }
+}
+
+// The builds (cpu_isa.h): baseline, AVX2+FMA, AVX-512.
+void input_planes_base(const float* x, float* V, int64_t p0, int64_t p1, int64_t C, int64_t ld,
+                       int64_t H, int64_t W, float* rows, float* t) {
+  input_planes(x, V, p0, p1, C, ld, H, W, rows, t);
+}
+void output_planes_base(const float* M, const float* bias, float* y, int64_t p0, int64_t p1,
+                        int64_t K, int64_t ld, int64_t H, int64_t W, float* s, float* rowbuf) {
+  output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+}
+void products_base(const float* U, const float* V, float* M, int64_t K, int64_t C, int64_t T,
+                   int64_t i0, int64_t i1) {
+  products<vmath::vf4>(U, V, M, K, C, T, i0, i1);
+}
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CONCORD_WINOGRAD_X86 1
+__attribute__((target("avx2,fma"))) void products_avx2(const float* U, const float* V, float* M,
+                                                       int64_t K, int64_t C, int64_t T, int64_t i0,
+                                                       int64_t i1) {
+  products<vmath::vf>(U, V, M, K, C, T, i0, i1);
+}
+__attribute__((target("avx512f,avx2,fma"))) void products_avx512(const float* U, const float* V,
+                                                                 float* M, int64_t K, int64_t C,
+                                                                 int64_t T, int64_t i0,
+                                                                 int64_t i1) {
+  products<vmath::vf16>(U, V, M, K, C, T, i0, i1);
+}
+__attribute__((target("avx2,fma"))) void input_planes_avx2(const float* x, float* V, int64_t p0,
+                                                           int64_t p1, int64_t C, int64_t ld,
+                                                           int64_t H, int64_t W, float* rows,
+                                                           float* t) {
+  input_planes(x, V, p0, p1, C, ld, H, W, rows, t);
+}
+__attribute__((target("avx512f,avx2,fma"))) void input_planes_avx512(const float* x, float* V,
+                                                                     int64_t p0, int64_t p1,
+                                                                     int64_t C, int64_t ld,
+                                                                     int64_t H, int64_t W,
+                                                                     float* rows, float* t) {
+  input_planes(x, V, p0, p1, C, ld, H, W, rows, t);
+}
+__attribute__((target("avx2,fma"))) void output_planes_avx2(const float* M, const float* bias,
+                                                            float* y, int64_t p0, int64_t p1,
+                                                            int64_t K, int64_t ld, int64_t H,
+                                                            int64_t W, float* s, float* rowbuf) {
+  output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+}
+__attribute__((target("avx512f,avx2,fma"))) void output_planes_avx512(
+    const float* M, const float* bias, float* y, int64_t p0, int64_t p1, int64_t K, int64_t ld,
+    int64_t H, int64_t W, float* s, float* rowbuf) {
+  output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+}
+#endif
+
+// Planes a parallel_for chunk takes: about 16K pixels of work each.
+int64_t plane_grain(int64_t H, int64_t W) { return std::max<int64_t>(1, 16384 / (H * W)); }
+
+}  // namespace
+
+void winograd_weight_transform(const float* w, float* U, int64_t K, int64_t C) {
+  // Per filter row k: the nine taps in planes over c, then G along the filter's rows and along
+  // its columns, each pass a loop over c that the compiler vectorises; U[point][k][:] is written
+  // contiguously. G's entries are rounded to fp32, like the input's and output's integers.
+  constexpr float G[kA][3] = {{0.25f, 0, 0},
+                              {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                              {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                              {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                              {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                              {0, 0, 1}};
+  const int64_t point_stride = K * C;
+  at::parallel_for(
+      0, K, std::max<int64_t>(1, 2048 / std::max<int64_t>(1, C)), [&](int64_t k0, int64_t k1) {
+        std::vector<float> buf((9 + kA * 3) * C);
+        float* taps = buf.data();    // [9][C]
+        float* rows = taps + 9 * C;  // [6][3][C]: G g
+        for (int64_t k = k0; k < k1; ++k) {
+          const float* wk = w + k * C * 9;
+          for (int64_t c = 0; c < C; ++c) {
+            for (int64_t i = 0; i < 9; ++i) taps[i * C + c] = wk[c * 9 + i];
+          }
+          for (int64_t a = 0; a < kA; ++a) {
+            for (int64_t j = 0; j < 3; ++j) {
+              float* out = rows + (a * 3 + j) * C;
+              const float *g0 = taps + j * C, *g1 = taps + (3 + j) * C, *g2 = taps + (6 + j) * C;
+              for (int64_t c = 0; c < C; ++c)
+                out[c] = G[a][0] * g0[c] + G[a][1] * g1[c] + G[a][2] * g2[c];
+            }
+          }
+          for (int64_t a = 0; a < kA; ++a) {
+            const float *r0 = rows + (a * 3) * C, *r1 = r0 + C, *r2 = r1 + C;
+            for (int64_t b = 0; b < kA; ++b) {
+              float* u = U + (a * kA + b) * point_stride + k * C;
+              for (int64_t c = 0; c < C; ++c)
+                u[c] = r0[c] * G[b][0] + r1[c] * G[b][1] + r2[c] * G[b][2];
+            }
+          }
+        }
+      });
+}
+
+void winograd_products(const float* U, const float* V, float* M, int64_t K, int64_t C, int64_t T) {
+  const int64_t items = kWinogradPoints * ((K + kPanelRows - 1) / kPanelRows);
+  at::parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
+#ifdef CONCORD_WINOGRAD_X86
+    switch (cpu_isa()) {
+      case CpuIsa::kAvx512:
+        return products_avx512(U, V, M, K, C, T, i0, i1);
+      case CpuIsa::kAvx2:
+        return products_avx2(U, V, M, K, C, T, i0, i1);
+      case CpuIsa::kBaseline:
+        break;
+    }
+#endif
+    products_base(U, V, M, K, C, T, i0, i1);
+  });
+}
+
+void winograd_input_transform(const float* x, float* V, int64_t N, int64_t C, int64_t H,
+                              int64_t W) {
+  const int64_t ld = winograd_row_stride(N * winograd_tiles(H) * winograd_tiles(W));
+  const int64_t Wr = kM * (winograd_tiles(W) + 1);
+  at::parallel_for(0, N * C, plane_grain(H, W), [&](int64_t p0, int64_t p1) {
+    std::vector<float> buf(2 * kA * Wr);
+    float* rows = buf.data();
+    float* t = rows + kA * Wr;
+#ifdef CONCORD_WINOGRAD_X86
+    switch (cpu_isa()) {
+      case CpuIsa::kAvx512:
+        return input_planes_avx512(x, V, p0, p1, C, ld, H, W, rows, t);
+      case CpuIsa::kAvx2:
+        return input_planes_avx2(x, V, p0, p1, C, ld, H, W, rows, t);
+      case CpuIsa::kBaseline:
+        break;
+    }
+#endif
+    input_planes_base(x, V, p0, p1, C, ld, H, W, rows, t);
+  });
+}
+
+void winograd_output_transform(const float* M, const float* bias, float* y, int64_t N, int64_t K,
+                               int64_t H, int64_t W) {
+  const int64_t tW = winograd_tiles(W);
+  const int64_t ld = winograd_row_stride(N * winograd_tiles(H) * tW);
+  at::parallel_for(0, N * K, plane_grain(H, W), [&](int64_t p0, int64_t p1) {
+    std::vector<float> buf(kA * kM * tW + kM * kM * tW);
+    float* s = buf.data();
+    float* rowbuf = s + kA * kM * tW;
+#ifdef CONCORD_WINOGRAD_X86
+    switch (cpu_isa()) {
+      case CpuIsa::kAvx512:
+        return output_planes_avx512(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+      case CpuIsa::kAvx2:
+        return output_planes_avx2(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+      case CpuIsa::kBaseline:
+        break;
+    }
+#endif
+    output_planes_base(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+  });
+}
+
+}  // namespace concord::kernels::cpu

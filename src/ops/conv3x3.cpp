@@ -1,0 +1,159 @@
+// 3x3 convolution op: checks, the Winograd forward over kernels/cpu/winograd.cpp and BLAS, the
+// autograd Function and the composite reference (see include/concord/ops/conv3x3.h).
+#include "concord/ops/conv3x3.h"
+
+#include <atomic>
+
+#include <torch/autograd.h>
+
+#include "concord/core/error.h"
+#include "concord/ops/fused.h"
+#include "../../kernels/cpu/winograd.h"
+#include "output.h"
+
+namespace concord::ops {
+namespace {
+
+namespace k = kernels::cpu;
+
+std::atomic<Conv3x3Winograd> g_mode{Conv3x3Winograd::kAuto};
+
+void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  CONCORD_CHECK(x.defined() && w.defined(), op, ": x and weight must be defined");
+  CONCORD_CHECK(x.dim() == 4, op, ": x must be [N, C, H, W], got ", x.sizes());
+  CONCORD_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, op,
+                ": weight must be [K, C, 3, 3], got ", w.sizes());
+  CONCORD_CHECK(w.size(1) == x.size(1), op, ": weight has ", w.size(1), " input channels, x has ",
+                x.size(1));
+  CONCORD_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == w.size(0)), op, ": bias must be [",
+                w.size(0), "], got ", b.sizes());
+}
+
+bool winograd_available(const at::Tensor& x, const at::Tensor& w) {
+  return fused_ops_enabled() && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         w.scalar_type() == at::kFloat && w.device().is_cpu();
+}
+
+// Scratch of at least `floats` fp32 values for U, V and M. A fresh allocation of a few MB is a
+// fresh mapping whose first writes fault page by page (perf: 0.7M faults in one run of
+// bench_ops_conv3x3, most in the filter transform), so the calling thread keeps its scratch
+// between calls while it is at most kKeptBytes; larger ones (SDXL's widest levels, whose
+// products take far longer than the faults) are allocated per call.
+at::Tensor scratch(int64_t floats) {
+  constexpr int64_t kKeptBytes = int64_t{64} << 20;
+  thread_local at::Tensor kept;
+  if (kept.defined() && kept.numel() >= floats) return kept;
+  at::Tensor fresh = at::empty({floats}, at::TensorOptions().dtype(at::kFloat));
+  if (floats * static_cast<int64_t>(sizeof(float)) <= kKeptBytes) kept = fresh;
+  return fresh;
+}
+
+at::Tensor winograd(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in) {
+  const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  const at::Tensor b = b_in.defined() ? b_in.contiguous() : b_in;
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(0);
+  at::Tensor y = detail::empty_output({N, K, H, W}, x.options());
+  if (y.numel() == 0) return y;
+  const int64_t T = N * k::winograd_tiles(H) * k::winograd_tiles(W);
+  const int64_t ld = k::winograd_row_stride(T);
+  const int64_t u_size = k::kWinogradPoints * K * C;
+  const int64_t v_size = k::kWinogradPoints * k::winograd_point_stride(C, ld);
+  const int64_t m_size = k::kWinogradPoints * k::winograd_point_stride(K, ld);
+  const at::Tensor buffer = scratch(u_size + v_size + m_size);
+  float* U = buffer.data_ptr<float>();
+  float* V = U + u_size;
+  float* M = V + v_size;
+  k::winograd_weight_transform(w.data_ptr<float>(), U, K, C);
+  k::winograd_input_transform(x.data_ptr<float>(), V, N, C, H, W);
+  // The 36 products [K, C] x [C, T] are small (T is 128 for two 32x32 latents): one at::bmm
+  // ran them at a third to a half of BLAS's peak, and OpenBLAS serialises calls from several
+  // threads; the kernel's own register-blocked products run them in parallel.
+  k::winograd_products(U, V, M, K, C, T);
+  k::winograd_output_transform(M, b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(),
+                               N, K, H, W);
+  return y;
+}
+
+// Forward by Winograd, backward by ATen's convolution backward on the saved x and weight.
+struct Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w, const at::Tensor& b) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["bias"] = b.requires_grad();
+    return winograd(x, w, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const bool has_bias = ctx->saved_data["bias"].toBool();
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                   has_bias && ctx->needs_input_grad(2)};
+    const std::vector<int64_t> bias_sizes{w.size(0)};
+    auto [dx, dw, db] = at::convolution_backward(
+        grads[0].contiguous(), x, w,
+        has_bias ? c10::optional<at::IntArrayRef>(bias_sizes) : c10::nullopt, {1, 1}, {1, 1},
+        {1, 1}, false, {0, 0}, 1, mask);
+    return {dx, dw, db};
+  }
+};
+
+}  // namespace
+
+at::Tensor conv3x3_reference(const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& bias) {
+  check_inputs("conv3x3_reference", x, weight, bias);
+  return at::conv2d(x, weight, bias, {1, 1}, {1, 1});
+}
+
+void set_conv3x3_winograd(Conv3x3Winograd mode) { g_mode.store(mode, std::memory_order_relaxed); }
+Conv3x3Winograd conv3x3_winograd() { return g_mode.load(std::memory_order_relaxed); }
+
+bool conv3x3_uses_winograd(const at::Tensor& x, const at::Tensor& weight) {
+  const Conv3x3Winograd mode = conv3x3_winograd();
+  if (mode == Conv3x3Winograd::kNever || !x.defined() || !weight.defined() || x.dim() != 4 ||
+      !winograd_available(x, weight)) {
+    return false;
+  }
+  if (mode == Conv3x3Winograd::kAlways) return true;
+  // The products save 4x of the arithmetic; the transforms cost per tile and channel, and the
+  // filters' transform (36 K C values written) is paid again at every call. Measured with
+  // benchmarks/bench_ops_conv3x3.cpp (docs/benchmarks.md, 2 threads, AVX2): from 32 tiles (a
+  // batch of two 16x16 maps) with 128-512 input channels Winograd is 1.6-1.9x faster than
+  // ATen's convolution (1.3x with 4 output channels, a U-Net's conv_out), ~2x at SDXL's sizes;
+  // at 8 tiles (two 8x8 maps) it is 1.4-2.7x slower (the filters' transform alone costs what
+  // the convolution does), and with 4 input channels (conv_in) the output transform does.
+  constexpr int64_t kMinTiles = 32, kMinInChannels = 16;
+  const int64_t tiles = x.size(0) * k::winograd_tiles(x.size(2)) * k::winograd_tiles(x.size(3));
+  return tiles >= kMinTiles && x.size(1) >= kMinInChannels;
+}
+
+at::Tensor conv3x3_winograd_forward(const at::Tensor& x, const at::Tensor& weight,
+                                    const at::Tensor& bias) {
+  check_inputs("conv3x3_winograd_forward", x, weight, bias);
+  CONCORD_CHECK(
+      x.device().is_cpu() && x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
+          weight.device().is_cpu() &&
+          (!bias.defined() || (bias.scalar_type() == at::kFloat && bias.device().is_cpu())),
+      "conv3x3_winograd_forward: CPU fp32 tensors only, got x ", x.scalar_type(), " on ",
+      x.device());
+  at::NoGradGuard no_grad;
+  return winograd(x, weight, bias);
+}
+
+at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  check_inputs("conv3x3", x, weight, bias);
+  if (!conv3x3_uses_winograd(x, weight) || (bias.defined() && bias.scalar_type() != at::kFloat)) {
+    return at::conv2d(x, weight, bias, {1, 1}, {1, 1});
+  }
+  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() ||
+                                                   (bias.defined() && bias.requires_grad()));
+  if (!grad) return winograd(x, weight, bias);
+  // LibTorch 1.13's custom Functions take no undefined inputs: without a bias, a zero one that
+  // needs no gradient (adding it in the output transform costs nothing).
+  return Conv3x3Function::apply(x, weight,
+                                bias.defined() ? bias : at::zeros({weight.size(0)}, x.options()));
+}
+
+}  // namespace concord::ops
