@@ -10,8 +10,10 @@
 //   sdxl  SDXL's (channels [320, 640, 1280] at a 128x128 latent, 1024 px).
 // Prints per shape the median time of each side, ATen's GFLOP/s, the ratio ATen / Winograd,
 // whether `conv3x3` picks Winograd there (conv3x3_uses_winograd), the max abs difference (the
-// outputs are of order 1), the time of Winograd's four parts run alone (filter transform, input
-// transform, the 36 products with their GFLOP/s, output transform), then one JSON line a shape.
+// outputs are of order 1), forward + backward under autograd (`conv3x3`, whose input gradient is
+// Winograd's where it picks Winograd, against ATen's forward and backward), the time of
+// Winograd's four parts run alone (filter transform, input transform, the 36 products with their
+// GFLOP/s, output transform), then one JSON line a shape.
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -103,24 +105,43 @@ int main(int argc, char** argv) {
     const double gflop = 2.0 * batch * s.K * s.C * 9 * s.size * s.size * 1e-9;
     const bool picked = concord::ops::conv3x3_uses_winograd(x, w);
     const Parts p = time_parts(x, w, b, iters);
+    // Forward and backward under autograd (a distillation step's case): conv3x3 where it picks
+    // Winograd (its input gradient too), against the reference's ATen forward and backward.
+    double train_aten = 0, train_ours = 0;
+    {
+      torch::AutoGradMode grad_on(true);
+      const auto xg = x.clone().requires_grad_(true), wg = w.clone().requires_grad_(true);
+      const auto bg = b.clone().requires_grad_(true);
+      const auto dy = torch::randn({batch, s.K, s.size, s.size});
+      auto step = [&](auto op) {
+        xg.mutable_grad() = torch::Tensor();
+        wg.mutable_grad() = torch::Tensor();
+        bg.mutable_grad() = torch::Tensor();
+        op(xg, wg, bg).backward(dy);
+      };
+      train_aten = cb::median_ms([&] { step(conv3x3_reference); }, iters);
+      train_ours = cb::median_ms([&] { step(concord::ops::conv3x3); }, iters);
+    }
     const int64_t T = batch * k::winograd_tiles(s.size) * k::winograd_tiles(s.size);
     const double product_gflops = 2.0 * 36 * s.K * s.C * T / p.products * 1e-6;
     std::printf(
         "%5lld -> %5lld at %3lldx%-3lld: aten %8.3f ms (%5.1f GFLOP/s) | winograd %8.3f ms | "
         "ratio %.2fx | picked %-3s | max abs diff %.2e\n"
+        "        fwd+bwd: aten %.3f ms | conv3x3 %.3f ms | ratio %.2fx\n"
         "        winograd parts: filters %.3f, input %.3f, products %.3f (%.1f GFLOP/s), "
         "output %.3f ms\n",
         (long long)s.C, (long long)s.K, (long long)s.size, (long long)s.size, aten,
-        gflop / aten * 1e3, wino, aten / wino, picked ? "yes" : "no", err, p.weights, p.input,
-        p.products, product_gflops, p.output);
+        gflop / aten * 1e3, wino, aten / wino, picked ? "yes" : "no", err, train_aten, train_ours,
+        train_aten / train_ours, p.weights, p.input, p.products, product_gflops, p.output);
     std::printf(
         "{\"bench\": \"conv3x3\", \"batch\": %lld, \"in\": %lld, \"out\": %lld, \"size\": %lld, "
         "\"threads\": %d, \"kernels\": \"%s\", \"aten_ms\": %.4f, \"winograd_ms\": %.4f, "
         "\"ratio\": %.3f, \"picked\": %s, \"max_abs_diff\": %.3e, \"filters_ms\": %.4f, "
-        "\"input_ms\": %.4f, \"products_ms\": %.4f, \"output_ms\": %.4f}\n",
+        "\"input_ms\": %.4f, \"products_ms\": %.4f, \"output_ms\": %.4f, "
+        "\"fwd_bwd_aten_ms\": %.4f, \"fwd_bwd_conv3x3_ms\": %.4f, \"fwd_bwd_ratio\": %.3f}\n",
         (long long)batch, (long long)s.C, (long long)s.K, (long long)s.size, threads, isa, aten,
-        wino, aten / wino, picked ? "true" : "false", err, p.weights, p.input, p.products,
-        p.output);
+        wino, aten / wino, picked ? "true" : "false", err, p.weights, p.input, p.products, p.output,
+        train_aten, train_ours, train_aten / train_ours);
   }
   return 0;
 }

@@ -74,7 +74,9 @@ at::Tensor winograd(const at::Tensor& x_in, const at::Tensor& w_in, const at::Te
   return y;
 }
 
-// Forward by Winograd, backward by ATen's convolution backward on the saved x and weight.
+// Forward by Winograd. Backward: the input gradient is itself a 3x3 convolution, of dy with the
+// filters flipped and transposed (dx[c] = sum_k flip(w[k, c]) (*) dy[k], padding 1), so it runs
+// Winograd where that pays too; the weight and bias gradients are ATen's convolution backward.
 struct Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b) {
@@ -88,14 +90,24 @@ struct Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     const at::Tensor &x = saved[0], &w = saved[1];
     const bool has_bias = ctx->saved_data["bias"].toBool();
     if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+    const at::Tensor dy = grads[0].contiguous();
+    at::Tensor dx;
+    bool dx_by_aten = ctx->needs_input_grad(0);
+    if (dx_by_aten) {
+      const at::Tensor w_t = w.flip({2, 3}).transpose(0, 1).contiguous();  // [C, K, 3, 3]
+      if (conv3x3_uses_winograd(dy, w_t)) {
+        dx = winograd(dy, w_t, at::Tensor());
+        dx_by_aten = false;
+      }
+    }
+    const std::array<bool, 3> mask{dx_by_aten, ctx->needs_input_grad(1),
                                    has_bias && ctx->needs_input_grad(2)};
+    if (!mask[0] && !mask[1] && !mask[2]) return {dx, at::Tensor(), at::Tensor()};
     const std::vector<int64_t> bias_sizes{w.size(0)};
-    auto [dx, dw, db] = at::convolution_backward(
-        grads[0].contiguous(), x, w,
-        has_bias ? c10::optional<at::IntArrayRef>(bias_sizes) : c10::nullopt, {1, 1}, {1, 1},
-        {1, 1}, false, {0, 0}, 1, mask);
-    return {dx, dw, db};
+    auto [dx_aten, dw, db] = at::convolution_backward(
+        dy, x, w, has_bias ? c10::optional<at::IntArrayRef>(bias_sizes) : c10::nullopt, {1, 1},
+        {1, 1}, {1, 1}, false, {0, 0}, 1, mask);
+    return {mask[0] ? dx_aten : dx, dw, db};
   }
 };
 
@@ -120,13 +132,14 @@ bool conv3x3_uses_winograd(const at::Tensor& x, const at::Tensor& weight) {
   // The products save 4x of the arithmetic; the transforms cost per tile and channel, and the
   // filters' transform (36 K C values written) is paid again at every call. Measured with
   // benchmarks/bench_ops_conv3x3.cpp (docs/benchmarks.md, 2 threads, AVX2): from 32 tiles (a
-  // batch of two 16x16 maps) with 128-512 input channels Winograd is 1.6-1.9x faster than
-  // ATen's convolution (1.3x with 4 output channels, a U-Net's conv_out), ~2x at SDXL's sizes;
-  // at 8 tiles (two 8x8 maps) it is 1.4-2.7x slower (the filters' transform alone costs what
-  // the convolution does), and with 4 input channels (conv_in) the output transform does.
-  constexpr int64_t kMinTiles = 32, kMinInChannels = 16;
+  // batch of two 16x16 maps) with 128-512 channels Winograd is 1.6-1.8x faster than ATen's
+  // convolution, ~2x at SDXL's sizes; at 8 tiles (two 8x8 maps) it is 1.2-2.7x slower (the
+  // filters' transform alone costs what the convolution does). With 4 channels on either side
+  // (a U-Net's conv_in and conv_out) the input or the output transform costs about what the
+  // whole convolution does (0.7-1.3x between runs).
+  constexpr int64_t kMinTiles = 32, kMinChannels = 16;
   const int64_t tiles = x.size(0) * k::winograd_tiles(x.size(2)) * k::winograd_tiles(x.size(3));
-  return tiles >= kMinTiles && x.size(1) >= kMinInChannels;
+  return tiles >= kMinTiles && x.size(1) >= kMinChannels && weight.size(0) >= kMinChannels;
 }
 
 at::Tensor conv3x3_winograd_forward(const at::Tensor& x, const at::Tensor& weight,

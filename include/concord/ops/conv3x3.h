@@ -6,10 +6,12 @@
 // `conv3x3` is differentiable. On CPU in fp32, with the fused switch on (fused.h) and at shapes
 // where it pays (`conv3x3_uses_winograd`), its forward runs Winograd F(4x4, 3x3) (Lavin and
 // Gray, arXiv 1509.09308): the filters and the input tiles are transformed, the 36 points become
-// 36 matrix products over channels on BLAS (4x fewer multiplies than a direct or im2col
-// convolution) and the result is transformed back, bias added. Its backward is ATen's
-// convolution backward, the exact gradient of the convolution; the forward differs from ATen's
-// by rounding (a few 1e-6 relative in fp32). Elsewhere it runs `conv3x3_reference`.
+// 36 matrix products over channels (4x fewer multiplies than a direct or im2col convolution)
+// and the result is transformed back, bias added. Backward: the input gradient, a 3x3
+// convolution of dy with the flipped and transposed filters, runs Winograd where that pays too;
+// the weight and bias gradients are ATen's convolution backward. Winograd differs from ATen's
+// convolution by rounding (1e-5 to 1e-4 on outputs of order 1 in fp32, growing with the
+// channels). Elsewhere it runs `conv3x3_reference`.
 #pragma once
 
 #include <ATen/ATen.h>
