@@ -1,5 +1,6 @@
-// 3x3 convolution op: checks, the Winograd forward over kernels/cpu/winograd.cpp and BLAS, the
-// autograd Function and the composite reference (see include/concord/ops/conv3x3.h).
+// 3x3 convolution op: checks, the Winograd forward over kernels/cpu/winograd.cpp, the autograd
+// Function (Winograd's input gradient, ATen's weight and bias gradients), the dispatch and the
+// composite reference (see include/concord/ops/conv3x3.h).
 #include "concord/ops/conv3x3.h"
 
 #include <atomic>
