@@ -3,11 +3,13 @@
 // picks oneDNN's direct convolution for fp32 here), forward without autograd, on the same tensors
 // in the same run.
 //
-//   bench_ops_conv3x3 [--shapes unet|sdxl] [--batch 2] [--threads 2] [--iters 10]
+//   bench_ops_conv3x3 [--shapes unet|sdxl|mini] [--batch 2] [--threads 2] [--iters 10]
 // Shapes (C -> K at H x W) are a U-Net's levels:
 //   unet  bench_unet.py's parity U-Net (channels [128, 256, 512] at a 32x32 latent), its up
 //         blocks' concatenated inputs, and conv_in / conv_out (4 channels);
-//   sdxl  SDXL's (channels [320, 640, 1280] at a 128x128 latent, 1024 px).
+//   sdxl  SDXL's (channels [320, 640, 1280] at a 128x128 latent, 1024 px);
+//   mini  the miniatures' (koala_experiment: channels [16, 32, 32] at 8x8 latents, batch 16;
+//         run it with --batch 16).
 // Prints per shape the median time of each side, ATen's GFLOP/s, the ratio ATen / Winograd,
 // whether `conv3x3` picks Winograd there (conv3x3_uses_winograd), the max abs difference (the
 // outputs are of order 1), forward + backward under autograd (`conv3x3`, whose input gradient is
@@ -38,6 +40,9 @@ struct Shape {
 };
 
 std::vector<Shape> shapes_named(const std::string& name) {
+  if (name == "mini") {
+    return {{16, 16, 8}, {32, 32, 8}, {64, 32, 8}, {32, 32, 16}, {64, 64, 16}, {16, 16, 32}};
+  }
   if (name == "sdxl") {
     return {{320, 320, 128}, {640, 320, 128},  {640, 640, 64},
             {1280, 640, 64}, {1280, 1280, 32}, {2560, 1280, 32}};
@@ -82,8 +87,8 @@ int main(int argc, char** argv) {
   cb::Flags flags("bench_ops_conv3x3");
   flags.add("shapes", &shapes).add("batch", &batch).add("threads", &threads).add("iters", &iters);
   if (!flags.parse(argc, argv)) return 2;
-  if (shapes != "unet" && shapes != "sdxl") {
-    std::fprintf(stderr, "bench_ops_conv3x3: --shapes must be unet or sdxl, got '%s'\n%s\n",
+  if (shapes != "unet" && shapes != "sdxl" && shapes != "mini") {
+    std::fprintf(stderr, "bench_ops_conv3x3: --shapes must be unet, sdxl or mini, got '%s'\n%s\n",
                  shapes.c_str(), flags.usage().c_str());
     return 2;
   }

@@ -132,13 +132,15 @@ bool conv3x3_uses_winograd(const at::Tensor& x, const at::Tensor& weight) {
   if (mode == Conv3x3Winograd::kAlways) return true;
   // The products save 4x of the arithmetic; the transforms cost per tile and channel, and the
   // filters' transform (36 K C values written) is paid again at every call. Measured with
-  // benchmarks/bench_ops_conv3x3.cpp (docs/benchmarks.md, 2 threads, AVX2): from 32 tiles (a
-  // batch of two 16x16 maps) with 128-512 channels Winograd is 1.6-1.8x faster than ATen's
-  // convolution, ~2x at SDXL's sizes; at 8 tiles (two 8x8 maps) it is 1.2-2.7x slower (the
-  // filters' transform alone costs what the convolution does). With 4 channels on either side
-  // (a U-Net's conv_in and conv_out) the input or the output transform costs about what the
-  // whole convolution does (0.7-1.3x between runs).
-  constexpr int64_t kMinTiles = 32, kMinChannels = 16;
+  // benchmarks/bench_ops_conv3x3.cpp (docs/benchmarks.md, 2 threads, AVX2):
+  // - from 32 tiles (a batch of two 16x16 maps) with 128-512 channels Winograd is 1.5-1.8x
+  //   faster than ATen's convolution, ~2x at SDXL's sizes, 1.5-1.6x with 32-64 channels;
+  // - at 8 tiles (two 8x8 maps) it is 1.5-2.7x slower: the filters' transform alone costs what
+  //   the convolution does;
+  // - with 16 channels it is 1.3-1.7x slower (the miniatures' U-Nets), even at 32 channels on
+  //   8x8 maps; with 4 on either side (conv_in, conv_out) the input or the output transform
+  //   costs about what the whole convolution does.
+  constexpr int64_t kMinTiles = 32, kMinChannels = 32;
   const int64_t tiles = x.size(0) * k::winograd_tiles(x.size(2)) * k::winograd_tiles(x.size(3));
   return tiles >= kMinTiles && x.size(1) >= kMinChannels && weight.size(0) >= kMinChannels;
 }

@@ -127,9 +127,9 @@ TEST(Conv3x3, NonContiguousInputsAreRead) {
 // with the flipped, transposed filters), so it agrees with ATen's to Winograd's rounding.
 TEST(Conv3x3, GradientsMatchAtensWhereWinogradRuns) {
   torch::manual_seed(2);
-  const auto x0 = torch::randn({2, 16, 16, 16});
-  const auto w0 = weights(24, 16), b0 = torch::randn({24});
-  const auto dy = torch::randn({2, 24, 16, 16});
+  const auto x0 = torch::randn({2, 32, 16, 16});
+  const auto w0 = weights(40, 32), b0 = torch::randn({40});
+  const auto dy = torch::randn({2, 40, 16, 16});
   ASSERT_TRUE(conv3x3_uses_winograd(x0, w0));
   for (bool bias : {true, false}) {
     auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
@@ -155,13 +155,13 @@ TEST(Conv3x3, GradientsMatchAtensWhereWinogradRuns) {
 }
 
 TEST(Conv3x3, PicksWinogradWhereItPays) {
-  const auto w16 = torch::randn({16, 16, 3, 3});
-  EXPECT_TRUE(conv3x3_uses_winograd(torch::randn({2, 16, 16, 16}), w16));  // 32 tiles
-  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 16, 8, 8}), w16));   // 8 tiles
-  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 4, 32, 32}), torch::randn({16, 4, 3, 3})));
-  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 16, 32, 32}), torch::randn({4, 16, 3, 3})));
+  const auto w32 = torch::randn({32, 32, 3, 3});
+  EXPECT_TRUE(conv3x3_uses_winograd(torch::randn({2, 32, 16, 16}), w32));  // 32 tiles
+  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 32, 8, 8}), w32));   // 8 tiles
+  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 16, 32, 32}), torch::randn({32, 16, 3, 3})));
+  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 32, 32, 32}), torch::randn({16, 32, 3, 3})));
   EXPECT_FALSE(
-      conv3x3_uses_winograd(torch::randn({2, 16, 16, 16}, torch::kDouble), w16.to(torch::kDouble)));
+      conv3x3_uses_winograd(torch::randn({2, 32, 16, 16}, torch::kDouble), w32.to(torch::kDouble)));
   {
     WinogradMode always(Conv3x3Winograd::kAlways);
     EXPECT_TRUE(conv3x3_uses_winograd(torch::randn({1, 1, 2, 2}), torch::randn({1, 1, 3, 3})));
@@ -170,10 +170,10 @@ TEST(Conv3x3, PicksWinogradWhereItPays) {
   }
   {
     WinogradMode never(Conv3x3Winograd::kNever);
-    EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 16, 16, 16}), w16));
+    EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 32, 16, 16}), w32));
   }
   concord::ops::FusedOpsGuard off(false);
-  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 16, 16, 16}), w16));
+  EXPECT_FALSE(conv3x3_uses_winograd(torch::randn({2, 32, 16, 16}), w32));
 }
 
 TEST(Conv3x3, ElsewhereItIsAtensConvolution) {
@@ -183,7 +183,7 @@ TEST(Conv3x3, ElsewhereItIsAtensConvolution) {
     EXPECT_TRUE(torch::equal(conv3x3(x, w), conv3x3_reference(x, w))) << dtype;
   }
   WinogradMode never(Conv3x3Winograd::kNever);
-  const auto x = torch::randn({2, 16, 16, 16}), w = torch::randn({16, 16, 3, 3});
+  const auto x = torch::randn({2, 32, 16, 16}), w = torch::randn({32, 32, 3, 3});
   EXPECT_TRUE(torch::equal(conv3x3(x, w), conv3x3_reference(x, w)));
 }
 
