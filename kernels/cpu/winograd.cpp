@@ -56,42 +56,85 @@ CONCORD_ALWAYS_INLINE void at6(const T* m, int64_t s, T* out, int64_t os) {
   out[3 * os] = b + 8 * d + m5;
 }
 
+// out[q] = (B^T d)[q] for six vectors of n <= lanes values: d[0], d[s], ..., d[5 s].
+template <class V>
+CONCORD_ALWAYS_INLINE void bt6_vec(const float* d, int64_t s, float* out, int64_t os, int64_t n) {
+  const V d0 = vmath::load_n<V>(n, d), d1 = vmath::load_n<V>(n, d + s),
+          d2 = vmath::load_n<V>(n, d + 2 * s), d3 = vmath::load_n<V>(n, d + 3 * s),
+          d4 = vmath::load_n<V>(n, d + 4 * s), d5 = vmath::load_n<V>(n, d + 5 * s);
+  const V four = vmath::splat<V>(4.0f), five = vmath::splat<V>(5.0f), two = vmath::splat<V>(2.0f);
+  vmath::store_n<V>(n, out, four * d0 - five * d2 + d4);
+  vmath::store_n<V>(n, out + os, d3 + d4 - four * (d1 + d2));
+  vmath::store_n<V>(n, out + 2 * os, d4 - d3 + four * (d1 - d2));
+  vmath::store_n<V>(n, out + 3 * os, d4 - d2 + two * (d3 - d1));
+  vmath::store_n<V>(n, out + 4 * os, d4 - d2 + two * (d1 - d3));
+  vmath::store_n<V>(n, out + 5 * os, four * d1 - five * d3 + d5);
+}
+
+// B^T along the columns of tiles [j, j + n) of one row l: d0..d3 are entry j of phases 0-3, d4
+// and d5 entry j + 1 of phases 0 and 1 (see input_plane); out[q point_stride + j] for q < 6.
+template <class V>
+CONCORD_ALWAYS_INLINE void bt6_tiles(const float* e0, int64_t Wq, float* o, int64_t point_stride,
+                                     int64_t j, int64_t n) {
+  const float *e1 = e0 + Wq, *e2 = e1 + Wq, *e3 = e2 + Wq;
+  const V four = vmath::splat<V>(4.0f), five = vmath::splat<V>(5.0f), two = vmath::splat<V>(2.0f);
+  const V d0 = vmath::load_n<V>(n, e0 + j), d1 = vmath::load_n<V>(n, e1 + j),
+          d2 = vmath::load_n<V>(n, e2 + j), d3 = vmath::load_n<V>(n, e3 + j),
+          d4 = vmath::load_n<V>(n, e0 + j + 1), d5 = vmath::load_n<V>(n, e1 + j + 1);
+  vmath::store_n<V>(n, o + j, four * d0 - five * d2 + d4);
+  vmath::store_n<V>(n, o + point_stride + j, d3 + d4 - four * (d1 + d2));
+  vmath::store_n<V>(n, o + 2 * point_stride + j, d4 - d3 + four * (d1 - d2));
+  vmath::store_n<V>(n, o + 3 * point_stride + j, d4 - d2 + two * (d3 - d1));
+  vmath::store_n<V>(n, o + 4 * point_stride + j, d4 - d2 + two * (d1 - d3));
+  vmath::store_n<V>(n, o + 5 * point_stride + j, four * d1 - five * d3 + d5);
+}
+
+// Runs f(vector type, start, count) over [0, n): full vectors of V, then full 4-lane vectors,
+// then single floats (vmath's templates take float as a one-lane vector). Small images (4 tiles
+// a row at 16x16, 2 at 8x8) never take the partial loads of a vector, which cost more than the
+// arithmetic: a memcpy of a variable count each.
+template <class V, class F>
+CONCORD_ALWAYS_INLINE void over_lanes(int64_t n, F&& f) {
+  constexpr int64_t L = vmath::lanes<V>();
+  int64_t j = 0;
+  for (; j + L <= n; j += L) f(V{}, j, L);
+  for (; j + 4 <= n; j += 4) f(vmath::vf4{}, j, int64_t{4});
+  for (; j < n; ++j) f(0.0f, j, int64_t{1});
+}
+
 // One (n, c) plane into V[k][c][tile0 ...]. A tile row's six input rows are copied zero-padded
 // (padded column pc = image column + 1) and split by phase: rows[i][pc % 4][pc / 4], Wq = tW + 1
 // entries a phase. Tile j reads the padded columns 4j .. 4j + 5, i.e. entry j of phases 0-3 and
-// entry j + 1 of phases 0 and 1, so both passes of B^T run along contiguous arrays of tiles.
-CONCORD_ALWAYS_INLINE void input_plane(const float* x, float* V, int64_t point_stride, int64_t H,
+// entry j + 1 of phases 0 and 1, so both passes of B^T run on vectors of consecutive tiles.
+template <class V>
+CONCORD_ALWAYS_INLINE void input_plane(const float* x, float* Vt, int64_t point_stride, int64_t H,
                                        int64_t W, float* rows, float* t) {
   const int64_t tH = winograd_tiles(H), tW = winograd_tiles(W), Wq = tW + 1, Wr = kM * Wq;
-  std::fill(rows, rows + kA * Wr, 0.0f);
+  std::fill(rows, rows + kA * Wr, 0.0f);  // entries outside the image stay 0
   for (int64_t ti = 0; ti < tH; ++ti) {
     for (int64_t i = 0; i < kA; ++i) {
       const int64_t r = kM * ti - 1 + i;
       float* row = rows + i * Wr;
+      if (r < 0 || r >= H) {
+        std::fill(row, row + Wr, 0.0f);
+        continue;
+      }
       const float* src = x + r * W;
-      const bool inside = r >= 0 && r < H;
-      for (int64_t col = 0; col < W; ++col) {
-        const int64_t pc = col + 1;
-        row[(pc & 3) * Wq + (pc >> 2)] = inside ? src[col] : 0.0f;
+      for (int64_t q = 0; q < kM; ++q) {  // image column 4 j + q - 1
+        float* rq = row + q * Wq;
+        const int64_t j1 = std::min(Wq, (W + kM - q) / kM);
+        for (int64_t j = q == 0 ? 1 : 0; j < j1; ++j) rq[j] = src[kM * j + q - 1];
       }
     }
-    for (int64_t e = 0; e < Wr; ++e) bt6(rows + e, Wr, t + e, Wr);
-    float* out = V + ti * tW;
+    over_lanes<V>(Wr, [&](auto v, int64_t e, int64_t n) {
+      bt6_vec<decltype(v)>(rows + e, Wr, t + e, Wr, n);
+    });
+    float* out = Vt + ti * tW;
     for (int64_t l = 0; l < kA; ++l) {
-      const float* e0 = t + l * Wr;
-      const float *e1 = e0 + Wq, *e2 = e1 + Wq, *e3 = e2 + Wq;
       float* o = out + l * kA * point_stride;
-      float *o1 = o + point_stride, *o2 = o1 + point_stride, *o3 = o2 + point_stride,
-            *o4 = o3 + point_stride, *o5 = o4 + point_stride;
-      for (int64_t j = 0; j < tW; ++j) {
-        const float d0 = e0[j], d1 = e1[j], d2 = e2[j], d3 = e3[j], d4 = e0[j + 1], d5 = e1[j + 1];
-        o[j] = 4 * d0 - 5 * d2 + d4;
-        o1[j] = d3 + d4 - 4 * (d1 + d2);
-        o2[j] = d4 - d3 + 4 * (d1 - d2);
-        o3[j] = d4 - d2 + 2 * (d3 - d1);
-        o4[j] = d4 - d2 + 2 * (d1 - d3);
-        o5[j] = 4 * d1 - 5 * d3 + d5;
-      }
+      over_lanes<V>(tW, [&](auto v, int64_t j, int64_t n) {
+        bt6_tiles<decltype(v)>(t + l * Wr, Wq, o, point_stride, j, n);
+      });
     }
   }
 }
@@ -121,12 +164,15 @@ CONCORD_ALWAYS_INLINE void output_plane(const float* M, float bias, float* y, in
   }
 }
 
-CONCORD_ALWAYS_INLINE void input_planes(const float* x, float* V, int64_t p0, int64_t p1, int64_t C,
-                                        int64_t ld, int64_t H, int64_t W, float* rows, float* t) {
+template <class V>
+CONCORD_ALWAYS_INLINE void input_planes(const float* x, float* Vt, int64_t p0, int64_t p1,
+                                        int64_t C, int64_t ld, int64_t H, int64_t W, float* rows,
+                                        float* t) {
   const int64_t tiles = winograd_tiles(H) * winograd_tiles(W);
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t n = p / C, c = p % C;
-    input_plane(x + p * H * W, V + c * ld + n * tiles, winograd_point_stride(C, ld), H, W, rows, t);
+    input_plane<V>(x + p * H * W, Vt + c * ld + n * tiles, winograd_point_stride(C, ld), H, W, rows,
+                   t);
   }
 }
 
@@ -218,7 +264,7 @@ CONCORD_ALWAYS_INLINE void products(const float* U, const float* Vt, float* M, i
 // The builds (cpu_isa.h): baseline, AVX2+FMA, AVX-512.
 void input_planes_base(const float* x, float* V, int64_t p0, int64_t p1, int64_t C, int64_t ld,
                        int64_t H, int64_t W, float* rows, float* t) {
-  input_planes(x, V, p0, p1, C, ld, H, W, rows, t);
+  input_planes<vmath::vf4>(x, V, p0, p1, C, ld, H, W, rows, t);
 }
 void output_planes_base(const float* M, const float* bias, float* y, int64_t p0, int64_t p1,
                         int64_t K, int64_t ld, int64_t H, int64_t W, float* s, float* rowbuf) {
@@ -245,14 +291,14 @@ __attribute__((target("avx2,fma"))) void input_planes_avx2(const float* x, float
                                                            int64_t p1, int64_t C, int64_t ld,
                                                            int64_t H, int64_t W, float* rows,
                                                            float* t) {
-  input_planes(x, V, p0, p1, C, ld, H, W, rows, t);
+  input_planes<vmath::vf>(x, V, p0, p1, C, ld, H, W, rows, t);
 }
 __attribute__((target("avx512f,avx2,fma"))) void input_planes_avx512(const float* x, float* V,
                                                                      int64_t p0, int64_t p1,
                                                                      int64_t C, int64_t ld,
                                                                      int64_t H, int64_t W,
                                                                      float* rows, float* t) {
-  input_planes(x, V, p0, p1, C, ld, H, W, rows, t);
+  input_planes<vmath::vf16>(x, V, p0, p1, C, ld, H, W, rows, t);
 }
 __attribute__((target("avx2,fma"))) void output_planes_avx2(const float* M, const float* bias,
                                                             float* y, int64_t p0, int64_t p1,
