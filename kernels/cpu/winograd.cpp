@@ -33,18 +33,6 @@ namespace {
 constexpr int64_t kA = kWinogradAlpha;
 constexpr int64_t kM = kWinogradTile;
 
-// out[q] = (B^T d)[q] for the six values d[0], d[s], ..., d[5 s].
-template <class T>
-CONCORD_ALWAYS_INLINE void bt6(const T* d, int64_t s, T* out, int64_t os) {
-  const T d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
-  out[0] = 4 * d0 - 5 * d2 + d4;
-  out[os] = d3 + d4 - 4 * (d1 + d2);
-  out[2 * os] = d4 - d3 + 4 * (d1 - d2);
-  out[3 * os] = d4 - d2 + 2 * (d3 - d1);
-  out[4 * os] = d4 - d2 + 2 * (d1 - d3);
-  out[5 * os] = 4 * d1 - 5 * d3 + d5;
-}
-
 // out[p] = (A^T m)[p] for the six values m[0], m[s], ..., m[5 s].
 template <class T>
 CONCORD_ALWAYS_INLINE void at6(const T* m, int64_t s, T* out, int64_t os) {
