@@ -11,9 +11,9 @@
 //         [0  4  0 -5  0  1]        [   0     0     1]
 //
 // Each 2D transform is two 1D passes. The input transform's first pass (B^T over the six rows
-// of a tile row) runs along whole image rows, contiguous; the second (over the columns of each
-// tile) and the output transform's passes run along the tiles of a tile row, which are
-// contiguous in V and M. The weights are transformed in double and rounded once.
+// of a tile row) runs along the rows split by phase, contiguous; the second (over the columns of
+// each tile) and the output transform's passes run along the tiles of a tile row, which are
+// contiguous in V and M. All in fp32; G's entries are rounded to fp32 once.
 #include "winograd.h"
 
 #include <algorithm>

@@ -82,24 +82,22 @@ struct Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b) {
     ctx->save_for_backward({x, w});
-    ctx->saved_data["bias"] = b.requires_grad();
+    ctx->saved_data["bias_needs_grad"] = b.requires_grad();
     return winograd(x, w, b);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1];
-    const bool has_bias = ctx->saved_data["bias"].toBool();
+    const bool has_bias = ctx->saved_data["bias_needs_grad"].toBool();
     if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
     const at::Tensor dy = grads[0].contiguous();
     at::Tensor dx;
     bool dx_by_aten = ctx->needs_input_grad(0);
-    if (dx_by_aten) {
-      const at::Tensor w_t = w.flip({2, 3}).transpose(0, 1).contiguous();  // [C, K, 3, 3]
-      if (conv3x3_uses_winograd(dy, w_t)) {
-        dx = winograd(dy, w_t, at::Tensor());
-        dx_by_aten = false;
-      }
+    // The choice reads only shapes and dtypes: the flipped copy is made only when it is used.
+    if (dx_by_aten && conv3x3_uses_winograd(dy, w.transpose(0, 1))) {
+      dx = winograd(dy, w.flip({2, 3}).transpose(0, 1).contiguous(), at::Tensor());  // [C, K, 3, 3]
+      dx_by_aten = false;
     }
     const std::array<bool, 3> mask{dx_by_aten, ctx->needs_input_grad(1),
                                    has_bias && ctx->needs_input_grad(2)};
