@@ -53,6 +53,7 @@ std::vector<Shape> shapes_named(const std::string& name) {
 
 struct Parts {
   double weights, input, products, output;
+  double grad_output, grad_products, grad_weights;  // the weight gradient's own parts
 };
 
 // Each part of the Winograd forward alone, on buffers allocated once.
@@ -75,6 +76,13 @@ Parts time_parts(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, 
         k::winograd_output_transform(m, b.data_ptr<float>(), y.data_ptr<float>(), N, K, H, W);
       },
       iters);
+  const auto dy = torch::randn({N, K, H, W}), dw = torch::empty({K, C, 3, 3});
+  p.grad_output = cb::median_ms(
+      [&] { k::winograd_output_gradient_transform(dy.data_ptr<float>(), m, N, K, H, W); }, iters);
+  p.grad_products =
+      cb::median_ms([&] { k::winograd_weight_gradient_products(m, v, u, K, C, T); }, iters);
+  p.grad_weights = cb::median_ms(
+      [&] { k::winograd_weight_gradient_transform(u, dw.data_ptr<float>(), K, C); }, iters);
   return p;
 }
 
@@ -127,26 +135,48 @@ int main(int argc, char** argv) {
       train_aten = cb::median_ms([&] { step(conv3x3_reference); }, iters);
       train_ours = cb::median_ms([&] { step(concord::ops::conv3x3); }, iters);
     }
+    // The weight gradient alone: what a step that trains the filters of a frozen input pays.
+    const auto dy = torch::randn({batch, s.K, s.size, s.size});
+    const auto wz = torch::zeros({s.K, s.C, 3, 3});
+    auto aten_dw = [&] {
+      return std::get<1>(at::convolution_backward(dy, x, wz, c10::nullopt, {1, 1}, {1, 1}, {1, 1},
+                                                  false, {0, 0}, 1, {false, true, false}));
+    };
+    using concord::ops::conv3x3_winograd_weight_grad;
+    const double dw_aten = cb::median_ms([&] { aten_dw(); }, iters);
+    const double dw_wino = cb::median_ms([&] { conv3x3_winograd_weight_grad(x, dy); }, iters);
+    const auto dw_want = aten_dw();
+    const double dw_err =
+        ((conv3x3_winograd_weight_grad(x, dy) - dw_want).abs().max() / dw_want.abs().max())
+            .item<double>();
     const int64_t T = batch * k::winograd_tiles(s.size) * k::winograd_tiles(s.size);
     const double product_gflops = 2.0 * 36 * s.K * s.C * T / p.products * 1e-6;
+    const double grad_product_gflops = 2.0 * 36 * s.K * s.C * T / p.grad_products * 1e-6;
     std::printf(
         "%5lld -> %5lld at %3lldx%-3lld: aten %8.3f ms (%5.1f GFLOP/s) | winograd %8.3f ms | "
         "ratio %.2fx | picked %-3s | max abs diff %.2e\n"
         "        fwd+bwd: aten %.3f ms | conv3x3 %.3f ms | ratio %.2fx\n"
         "        winograd parts: filters %.3f, input %.3f, products %.3f (%.1f GFLOP/s), "
-        "output %.3f ms\n",
+        "output %.3f ms\n"
+        "        weight grad: aten %.3f ms | winograd %.3f ms | ratio %.2fx | max diff / max "
+        "%.2e | parts: dy %.3f, products %.3f (%.1f GFLOP/s), filters %.3f ms\n",
         (long long)s.C, (long long)s.K, (long long)s.size, (long long)s.size, aten,
         gflop / aten * 1e3, wino, aten / wino, picked ? "yes" : "no", err, train_aten, train_ours,
-        train_aten / train_ours, p.weights, p.input, p.products, product_gflops, p.output);
+        train_aten / train_ours, p.weights, p.input, p.products, product_gflops, p.output, dw_aten,
+        dw_wino, dw_aten / dw_wino, dw_err, p.grad_output, p.grad_products, grad_product_gflops,
+        p.grad_weights);
     std::printf(
         "{\"bench\": \"conv3x3\", \"batch\": %lld, \"in\": %lld, \"out\": %lld, \"size\": %lld, "
         "\"threads\": %d, \"kernels\": \"%s\", \"aten_ms\": %.4f, \"winograd_ms\": %.4f, "
         "\"ratio\": %.3f, \"picked\": %s, \"max_abs_diff\": %.3e, \"filters_ms\": %.4f, "
         "\"input_ms\": %.4f, \"products_ms\": %.4f, \"output_ms\": %.4f, "
-        "\"fwd_bwd_aten_ms\": %.4f, \"fwd_bwd_conv3x3_ms\": %.4f, \"fwd_bwd_ratio\": %.3f}\n",
+        "\"fwd_bwd_aten_ms\": %.4f, \"fwd_bwd_conv3x3_ms\": %.4f, \"fwd_bwd_ratio\": %.3f, "
+        "\"dw_aten_ms\": %.4f, \"dw_winograd_ms\": %.4f, \"dw_ratio\": %.3f, "
+        "\"dw_rel_diff\": %.3e}\n",
         (long long)batch, (long long)s.C, (long long)s.K, (long long)s.size, threads, isa, aten,
         wino, aten / wino, picked ? "true" : "false", err, p.weights, p.input, p.products, p.output,
-        train_aten, train_ours, train_aten / train_ours);
+        train_aten, train_ours, train_aten / train_ours, dw_aten, dw_wino, dw_aten / dw_wino,
+        dw_err);
   }
   return 0;
 }

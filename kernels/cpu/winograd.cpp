@@ -33,6 +33,14 @@ namespace {
 constexpr int64_t kA = kWinogradAlpha;
 constexpr int64_t kM = kWinogradTile;
 
+// G, rounded to fp32 once (like the input's and output's integers).
+constexpr float kG[kA][3] = {{0.25f, 0, 0},
+                             {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                             {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                             {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                             {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                             {0, 0, 1}};
+
 // out[p] = (A^T m)[p] for the six values m[0], m[s], ..., m[5 s].
 template <class T>
 CONCORD_ALWAYS_INLINE void at6(const T* m, int64_t s, T* out, int64_t os) {
@@ -152,6 +160,71 @@ CONCORD_ALWAYS_INLINE void output_plane(const float* M, float bias, float* y, in
   }
 }
 
+// out[a] = (A y)[a] for four vectors y[0], y[s], y[2 s], y[3 s] of n <= lanes values: the
+// transpose of A^T, which the weight gradient applies to the output gradient's tiles.
+template <class V>
+CONCORD_ALWAYS_INLINE void a4_vec(const float* y, int64_t s, float* out, int64_t os, int64_t n) {
+  const V y0 = vmath::load_n<V>(n, y), y1 = vmath::load_n<V>(n, y + s),
+          y2 = vmath::load_n<V>(n, y + 2 * s), y3 = vmath::load_n<V>(n, y + 3 * s);
+  const V a = y0 + y2, b = y1 + y3;
+  const V c = y0 + vmath::splat<V>(4.0f) * y2,
+          d = vmath::splat<V>(2.0f) * y1 + vmath::splat<V>(8.0f) * y3;
+  vmath::store_n<V>(n, out, y0);
+  vmath::store_n<V>(n, out + os, a + b);
+  vmath::store_n<V>(n, out + 2 * os, a - b);
+  vmath::store_n<V>(n, out + 3 * os, c + d);
+  vmath::store_n<V>(n, out + 4 * os, c - d);
+  vmath::store_n<V>(n, out + 5 * os, y3);
+}
+
+// One (n, k) plane of dy into dM[k'][k][tile0 ...] = (A dY A^T)[k'] per 4x4 tile. A tile row's
+// four rows are copied split by phase (rows[i][q][j] = dy[4 ti + i][4 j + q], zero outside the
+// image: the cropped outputs have no gradient), then A runs over the rows on vectors along the
+// row, and over the phases on vectors of consecutive tiles, as in input_plane.
+template <class V>
+CONCORD_ALWAYS_INLINE void gradient_plane(const float* dy, float* out_plane, int64_t point_stride,
+                                          int64_t H, int64_t W, float* rows, float* t) {
+  const int64_t tH = winograd_tiles(H), tW = winograd_tiles(W), Wr = kM * tW;
+  for (int64_t ti = 0; ti < tH; ++ti) {
+    for (int64_t i = 0; i < kM; ++i) {
+      const int64_t r = kM * ti + i;
+      float* row = rows + i * Wr;
+      if (r >= H) {
+        std::fill(row, row + Wr, 0.0f);
+        continue;
+      }
+      const float* src = dy + r * W;
+      for (int64_t q = 0; q < kM; ++q) {  // image column 4 j + q
+        float* rq = row + q * tW;
+        const int64_t j1 = q < W ? (W - q + kM - 1) / kM : 0;
+        for (int64_t j = 0; j < j1; ++j) rq[j] = src[kM * j + q];
+        std::fill(rq + j1, rq + tW, 0.0f);
+      }
+    }
+    over_lanes<V>(
+        Wr, [&](auto v, int64_t e, int64_t n) { a4_vec<decltype(v)>(rows + e, Wr, t + e, Wr, n); });
+    float* out = out_plane + ti * tW;
+    for (int64_t l = 0; l < kA; ++l) {
+      float* o = out + l * kA * point_stride;
+      over_lanes<V>(tW, [&](auto v, int64_t j, int64_t n) {
+        a4_vec<decltype(v)>(t + l * Wr + j, tW, o + j, point_stride, n);
+      });
+    }
+  }
+}
+
+template <class V>
+CONCORD_ALWAYS_INLINE void gradient_planes(const float* dy, float* dM, int64_t p0, int64_t p1,
+                                           int64_t K, int64_t ld, int64_t H, int64_t W, float* rows,
+                                           float* t) {
+  const int64_t tiles = winograd_tiles(H) * winograd_tiles(W);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n = p / K, k = p % K;
+    gradient_plane<V>(dy + p * H * W, dM + k * ld + n * tiles, winograd_point_stride(K, ld), H, W,
+                      rows, t);
+  }
+}
+
 template <class V>
 CONCORD_ALWAYS_INLINE void input_planes(const float* x, float* Vt, int64_t p0, int64_t p1,
                                         int64_t C, int64_t ld, int64_t H, int64_t W, float* rows,
@@ -178,74 +251,116 @@ CONCORD_ALWAYS_INLINE void output_planes(const float* M, const float* bias, floa
 // Row panels of the point products, one parallel work item each: 48 rows of K (8 groups of 6).
 constexpr int64_t kPanelRows = 48;
 
-// M[0:R, 0:n] = U[0:R, :] V[:, 0:n] for one group of R <= 6 rows of K and n <= 2 L columns of T:
-// 2R vector accumulators stay in registers over the whole of C (12 + 3 of AVX2's 16), the
-// columns of V are read once for the group, the rows of U broadcast one value at a time.
+// out[0:R, 0:n] = a[0:R, :] b[:, 0:n] for one group of R <= 6 rows and n <= 2 L columns, over
+// `inner` terms: 2R vector accumulators stay in registers over the whole sum (12 + 3 of AVX2's
+// 16), the columns of b are read once for the group, the rows of a broadcast one value at a time.
 template <class V, int R>
-CONCORD_ALWAYS_INLINE void product_block(const float* U, int64_t C, const float* Vp, int64_t ld,
-                                         float* M, int64_t n) {
+CONCORD_ALWAYS_INLINE void product_block(const float* a, int64_t lda, int64_t inner, const float* b,
+                                         int64_t ldb, float* out, int64_t ldo, int64_t n) {
   constexpr int64_t L = vmath::lanes<V>();
   V acc0[R], acc1[R];
   for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = V{};
   if (n == 2 * L) {
-    for (int64_t c = 0; c < C; ++c) {
-      const V b0 = vmath::load<V>(Vp + c * ld), b1 = vmath::load<V>(Vp + c * ld + L);
+    for (int64_t c = 0; c < inner; ++c) {
+      const V b0 = vmath::load<V>(b + c * ldb), b1 = vmath::load<V>(b + c * ldb + L);
       for (int i = 0; i < R; ++i) {
-        const V a = vmath::splat<V>(U[i * C + c]);
-        acc0[i] += a * b0;
-        acc1[i] += a * b1;
+        const V s = vmath::splat<V>(a[i * lda + c]);
+        acc0[i] += s * b0;
+        acc1[i] += s * b1;
       }
     }
   } else {
     const int64_t n0 = std::min(n, L), n1 = n - n0;
-    for (int64_t c = 0; c < C; ++c) {
-      const V b0 = vmath::load_n<V>(n0, Vp + c * ld);
-      const V b1 = n1 > 0 ? vmath::load_n<V>(n1, Vp + c * ld + L) : V{};
+    for (int64_t c = 0; c < inner; ++c) {
+      const V b0 = vmath::load_n<V>(n0, b + c * ldb);
+      const V b1 = n1 > 0 ? vmath::load_n<V>(n1, b + c * ldb + L) : V{};
       for (int i = 0; i < R; ++i) {
-        const V a = vmath::splat<V>(U[i * C + c]);
-        acc0[i] += a * b0;
-        acc1[i] += a * b1;
+        const V s = vmath::splat<V>(a[i * lda + c]);
+        acc0[i] += s * b0;
+        acc1[i] += s * b1;
       }
     }
   }
   const int64_t n0 = std::min(n, L), n1 = n - n0;
   for (int i = 0; i < R; ++i) {
-    vmath::store_n<V>(n0, M + i * ld, acc0[i]);
-    if (n1 > 0) vmath::store_n<V>(n1, M + i * ld + L, acc1[i]);
+    vmath::store_n<V>(n0, out + i * ldo, acc0[i]);
+    if (n1 > 0) vmath::store_n<V>(n1, out + i * ldo + L, acc1[i]);
   }
 }
 
-// Rows [k0, k1) of M_p = U_p V_p for the work items [i0, i1) (item = point * panels + panel).
+// The 36 products out_p = a_p b_p of one call, [rows, inner] x [inner, cols] each, row-major
+// with the given row strides; each point's matrices start `*_point` floats after the previous
+// point's. The forward is M = U V (rows K, inner C, cols T), the weight gradient dU = dM V^T
+// (rows K, inner T, cols C).
+struct PointProducts {
+  const float* a;
+  int64_t a_point, lda;
+  const float* b;
+  int64_t b_point, ldb;
+  float* out;
+  int64_t out_point, ldo;
+  int64_t rows, inner, cols;
+
+  int64_t panels() const { return (rows + kPanelRows - 1) / kPanelRows; }
+};
+
+// The work items [i0, i1) of `pp` (item = point * panels + panel of 48 rows).
 template <class V>
-CONCORD_ALWAYS_INLINE void products(const float* U, const float* Vt, float* M, int64_t K, int64_t C,
-                                    int64_t T, int64_t i0, int64_t i1) {
+CONCORD_ALWAYS_INLINE void products(const PointProducts& pp, int64_t i0, int64_t i1) {
   constexpr int64_t W = 2 * vmath::lanes<V>();
-  const int64_t ld = winograd_row_stride(T);
-  const int64_t panels = (K + kPanelRows - 1) / kPanelRows;
+  const int64_t panels = pp.panels();
   for (int64_t item = i0; item < i1; ++item) {
-    const int64_t p = item / panels, k0 = (item % panels) * kPanelRows;
-    const int64_t k1 = std::min(K, k0 + kPanelRows);
-    const float* Up = U + p * K * C;
-    const float* Vp = Vt + p * winograd_point_stride(C, ld);
-    float* Mp = M + p * winograd_point_stride(K, ld);
-    for (int64_t t = 0; t < T; t += W) {
-      const int64_t n = std::min(W, T - t);
-      for (int64_t k = k0; k < k1; k += 6) {
-        const float* Uk = Up + k * C;
-        float* Mk = Mp + k * ld + t;
+    const int64_t p = item / panels, r0 = (item % panels) * kPanelRows;
+    const int64_t r1 = std::min(pp.rows, r0 + kPanelRows);
+    const float* a = pp.a + p * pp.a_point;
+    const float* b = pp.b + p * pp.b_point;
+    float* out = pp.out + p * pp.out_point;
+    for (int64_t t = 0; t < pp.cols; t += W) {
+      const int64_t n = std::min(W, pp.cols - t);
+      for (int64_t r = r0; r < r1; r += 6) {
+        const float* ar = a + r * pp.lda;
+        float* o = out + r * pp.ldo + t;
+        const int64_t in = pp.inner, lda = pp.lda, ldb = pp.ldb, ldo = pp.ldo;
         // clang-format off
         // Inlined (not through a pointer) so that each block is compiled for this build's ISA.
-        switch (std::min<int64_t>(6, k1 - k)) {
-          case 6: product_block<V, 6>(Uk, C, Vp + t, ld, Mk, n); break;
-          case 5: product_block<V, 5>(Uk, C, Vp + t, ld, Mk, n); break;
-          case 4: product_block<V, 4>(Uk, C, Vp + t, ld, Mk, n); break;
-          case 3: product_block<V, 3>(Uk, C, Vp + t, ld, Mk, n); break;
-          case 2: product_block<V, 2>(Uk, C, Vp + t, ld, Mk, n); break;
-          default: product_block<V, 1>(Uk, C, Vp + t, ld, Mk, n); break;
+        switch (std::min<int64_t>(6, r1 - r)) {
+          case 6: product_block<V, 6>(ar, lda, in, b + t, ldb, o, ldo, n); break;
+          case 5: product_block<V, 5>(ar, lda, in, b + t, ldb, o, ldo, n); break;
+          case 4: product_block<V, 4>(ar, lda, in, b + t, ldb, o, ldo, n); break;
+          case 3: product_block<V, 3>(ar, lda, in, b + t, ldb, o, ldo, n); break;
+          case 2: product_block<V, 2>(ar, lda, in, b + t, ldb, o, ldo, n); break;
+          default: product_block<V, 1>(ar, lda, in, b + t, ldb, o, ldo, n); break;
         }
         // clang-format on
       }
     }
+  }
+}
+
+// The weight gradient's products for points [p0, p1): dU_p = dM_p V_p^T, [K, T] x [T, C]. Each
+// point's V_p ([C, T], row stride ld) is first transposed into vt ([T, C], row stride
+// winograd_row_stride(C)), which stays in cache for the point's K rows; the products then run
+// as the forward's, broadcasting dM and reading V^T's rows as vectors along C.
+template <class V>
+CONCORD_ALWAYS_INLINE void weight_gradient_points(const float* dM, const float* Vt, float* dU,
+                                                  int64_t K, int64_t C, int64_t T, int64_t p0,
+                                                  int64_t p1, float* vt) {
+  constexpr int64_t kBlock = 16;
+  const int64_t ld = winograd_row_stride(T), ldc = winograd_row_stride(C);
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* v = Vt + p * winograd_point_stride(C, ld);
+    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+      const int64_t c1 = std::min(C, c0 + kBlock);
+      for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+        const int64_t t1 = std::min(T, t0 + kBlock);
+        for (int64_t t = t0; t < t1; ++t) {
+          for (int64_t c = c0; c < c1; ++c) vt[t * ldc + c] = v[c * ld + t];
+        }
+      }
+    }
+    const PointProducts one{
+        dM + p * winograd_point_stride(K, ld), 0, ld, vt, 0, ldc, dU + p * K * C, 0, C, K, T, C};
+    products<V>(one, 0, one.panels());
   }
 }
 
@@ -258,22 +373,26 @@ void output_planes_base(const float* M, const float* bias, float* y, int64_t p0,
                         int64_t K, int64_t ld, int64_t H, int64_t W, float* s, float* rowbuf) {
   output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
 }
-void products_base(const float* U, const float* V, float* M, int64_t K, int64_t C, int64_t T,
-                   int64_t i0, int64_t i1) {
-  products<vmath::vf4>(U, V, M, K, C, T, i0, i1);
+void products_base(const PointProducts& pp, int64_t i0, int64_t i1) {
+  products<vmath::vf4>(pp, i0, i1);
+}
+void gradient_planes_base(const float* dy, float* dM, int64_t p0, int64_t p1, int64_t K, int64_t ld,
+                          int64_t H, int64_t W, float* rows, float* t) {
+  gradient_planes<vmath::vf4>(dy, dM, p0, p1, K, ld, H, W, rows, t);
+}
+void weight_gradient_points_base(const float* dM, const float* V, float* dU, int64_t K, int64_t C,
+                                 int64_t T, int64_t p0, int64_t p1, float* vt) {
+  weight_gradient_points<vmath::vf4>(dM, V, dU, K, C, T, p0, p1, vt);
 }
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define CONCORD_WINOGRAD_X86 1
-__attribute__((target("avx2,fma"))) void products_avx2(const float* U, const float* V, float* M,
-                                                       int64_t K, int64_t C, int64_t T, int64_t i0,
+__attribute__((target("avx2,fma"))) void products_avx2(const PointProducts& pp, int64_t i0,
                                                        int64_t i1) {
-  products<vmath::vf>(U, V, M, K, C, T, i0, i1);
+  products<vmath::vf>(pp, i0, i1);
 }
-__attribute__((target("avx512f,avx2,fma"))) void products_avx512(const float* U, const float* V,
-                                                                 float* M, int64_t K, int64_t C,
-                                                                 int64_t T, int64_t i0,
-                                                                 int64_t i1) {
-  products<vmath::vf16>(U, V, M, K, C, T, i0, i1);
+__attribute__((target("avx512f,avx2,fma"))) void products_avx512(const PointProducts& pp,
+                                                                 int64_t i0, int64_t i1) {
+  products<vmath::vf16>(pp, i0, i1);
 }
 __attribute__((target("avx2,fma"))) void input_planes_avx2(const float* x, float* V, int64_t p0,
                                                            int64_t p1, int64_t C, int64_t ld,
@@ -299,7 +418,48 @@ __attribute__((target("avx512f,avx2,fma"))) void output_planes_avx512(
     int64_t H, int64_t W, float* s, float* rowbuf) {
   output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
 }
+__attribute__((target("avx2,fma"))) void gradient_planes_avx2(const float* dy, float* dM,
+                                                              int64_t p0, int64_t p1, int64_t K,
+                                                              int64_t ld, int64_t H, int64_t W,
+                                                              float* rows, float* t) {
+  gradient_planes<vmath::vf>(dy, dM, p0, p1, K, ld, H, W, rows, t);
+}
+__attribute__((target("avx512f,avx2,fma"))) void gradient_planes_avx512(const float* dy, float* dM,
+                                                                        int64_t p0, int64_t p1,
+                                                                        int64_t K, int64_t ld,
+                                                                        int64_t H, int64_t W,
+                                                                        float* rows, float* t) {
+  gradient_planes<vmath::vf16>(dy, dM, p0, p1, K, ld, H, W, rows, t);
+}
+__attribute__((target("avx2,fma"))) void weight_gradient_points_avx2(const float* dM,
+                                                                     const float* V, float* dU,
+                                                                     int64_t K, int64_t C,
+                                                                     int64_t T, int64_t p0,
+                                                                     int64_t p1, float* vt) {
+  weight_gradient_points<vmath::vf>(dM, V, dU, K, C, T, p0, p1, vt);
+}
+__attribute__((target("avx512f,avx2,fma"))) void weight_gradient_points_avx512(
+    const float* dM, const float* V, float* dU, int64_t K, int64_t C, int64_t T, int64_t p0,
+    int64_t p1, float* vt) {
+  weight_gradient_points<vmath::vf16>(dM, V, dU, K, C, T, p0, p1, vt);
+}
 #endif
+
+void run_products(const PointProducts& pp) {
+  at::parallel_for(0, kWinogradPoints * pp.panels(), 1, [&](int64_t i0, int64_t i1) {
+#ifdef CONCORD_WINOGRAD_X86
+    switch (cpu_isa()) {
+      case CpuIsa::kAvx512:
+        return products_avx512(pp, i0, i1);
+      case CpuIsa::kAvx2:
+        return products_avx2(pp, i0, i1);
+      case CpuIsa::kBaseline:
+        break;
+    }
+#endif
+    products_base(pp, i0, i1);
+  });
+}
 
 // Planes a parallel_for chunk takes: about 16K pixels of work each.
 int64_t plane_grain(int64_t H, int64_t W) { return std::max<int64_t>(1, 16384 / (H * W)); }
@@ -309,13 +469,8 @@ int64_t plane_grain(int64_t H, int64_t W) { return std::max<int64_t>(1, 16384 / 
 void winograd_weight_transform(const float* w, float* U, int64_t K, int64_t C) {
   // Per filter row k: the nine taps in planes over c, then G along the filter's rows and along
   // its columns, each pass a loop over c that the compiler vectorises; U[point][k][:] is written
-  // contiguously. G's entries are rounded to fp32, like the input's and output's integers.
-  constexpr float G[kA][3] = {{0.25f, 0, 0},
-                              {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-                              {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-                              {1.0f / 24, 1.0f / 12, 1.0f / 6},
-                              {1.0f / 24, -1.0f / 12, 1.0f / 6},
-                              {0, 0, 1}};
+  // contiguously.
+  const auto& G = kG;
   const int64_t point_stride = K * C;
   at::parallel_for(
       0, K, std::max<int64_t>(1, 2048 / std::max<int64_t>(1, C)), [&](int64_t k0, int64_t k1) {
@@ -348,20 +503,9 @@ void winograd_weight_transform(const float* w, float* U, int64_t K, int64_t C) {
 }
 
 void winograd_products(const float* U, const float* V, float* M, int64_t K, int64_t C, int64_t T) {
-  const int64_t items = kWinogradPoints * ((K + kPanelRows - 1) / kPanelRows);
-  at::parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
-#ifdef CONCORD_WINOGRAD_X86
-    switch (cpu_isa()) {
-      case CpuIsa::kAvx512:
-        return products_avx512(U, V, M, K, C, T, i0, i1);
-      case CpuIsa::kAvx2:
-        return products_avx2(U, V, M, K, C, T, i0, i1);
-      case CpuIsa::kBaseline:
-        break;
-    }
-#endif
-    products_base(U, V, M, K, C, T, i0, i1);
-  });
+  const int64_t ld = winograd_row_stride(T);
+  run_products({U, K * C, C, V, winograd_point_stride(C, ld), ld, M, winograd_point_stride(K, ld),
+                ld, K, C, T});
 }
 
 void winograd_input_transform(const float* x, float* V, int64_t N, int64_t C, int64_t H,
@@ -406,6 +550,90 @@ void winograd_output_transform(const float* M, const float* bias, float* y, int6
 #endif
     output_planes_base(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
   });
+}
+
+void winograd_output_gradient_transform(const float* dy, float* dM, int64_t N, int64_t K, int64_t H,
+                                        int64_t W) {
+  const int64_t tW = winograd_tiles(W);
+  const int64_t ld = winograd_row_stride(N * winograd_tiles(H) * tW);
+  const int64_t Wr = kM * tW;
+  at::parallel_for(0, N * K, plane_grain(H, W), [&](int64_t p0, int64_t p1) {
+    std::vector<float> buf((kM + kA) * Wr);
+    float* rows = buf.data();
+    float* t = rows + kM * Wr;
+#ifdef CONCORD_WINOGRAD_X86
+    switch (cpu_isa()) {
+      case CpuIsa::kAvx512:
+        return gradient_planes_avx512(dy, dM, p0, p1, K, ld, H, W, rows, t);
+      case CpuIsa::kAvx2:
+        return gradient_planes_avx2(dy, dM, p0, p1, K, ld, H, W, rows, t);
+      case CpuIsa::kBaseline:
+        break;
+    }
+#endif
+    gradient_planes_base(dy, dM, p0, p1, K, ld, H, W, rows, t);
+  });
+}
+
+void winograd_weight_gradient_products(const float* dM, const float* V, float* dU, int64_t K,
+                                       int64_t C, int64_t T) {
+  // One work item a point: its V^T is made once and read by all of its K rows.
+  at::parallel_for(0, kWinogradPoints, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> vt(T * winograd_row_stride(C));
+#ifdef CONCORD_WINOGRAD_X86
+    switch (cpu_isa()) {
+      case CpuIsa::kAvx512:
+        return weight_gradient_points_avx512(dM, V, dU, K, C, T, p0, p1, vt.data());
+      case CpuIsa::kAvx2:
+        return weight_gradient_points_avx2(dM, V, dU, K, C, T, p0, p1, vt.data());
+      case CpuIsa::kBaseline:
+        break;
+    }
+#endif
+    weight_gradient_points_base(dM, V, dU, K, C, T, p0, p1, vt.data());
+  });
+}
+
+void winograd_weight_gradient_transform(const float* dU, float* dw, int64_t K, int64_t C) {
+  // dw = G^T dU G per (k, c), vectorised over c like the filter transform: dU G over the six
+  // rows of points, then G^T over them, then the nine taps scattered into [C, 3, 3].
+  const int64_t point_stride = K * C;
+  at::parallel_for(0, K, std::max<int64_t>(1, 2048 / std::max<int64_t>(1, C)),
+                   [&](int64_t k0, int64_t k1) {
+                     std::vector<float> buf((kA * 3 + 9) * C);
+                     float* rows = buf.data();         // [6][3][C]: dU G
+                     float* taps = rows + kA * 3 * C;  // [9][C]
+                     for (int64_t k = k0; k < k1; ++k) {
+                       const float* du = dU + k * C;
+                       for (int64_t a = 0; a < kA; ++a) {
+                         const float* d0 = du + a * kA * point_stride;
+                         for (int64_t j = 0; j < 3; ++j) {
+                           float* out = rows + (a * 3 + j) * C;
+                           for (int64_t c = 0; c < C; ++c) {
+                             float sum = 0;
+                             for (int64_t b = 0; b < kA; ++b)
+                               sum += d0[b * point_stride + c] * kG[b][j];
+                             out[c] = sum;
+                           }
+                         }
+                       }
+                       for (int64_t i = 0; i < 3; ++i) {
+                         for (int64_t j = 0; j < 3; ++j) {
+                           float* out = taps + (i * 3 + j) * C;
+                           for (int64_t c = 0; c < C; ++c) {
+                             float sum = 0;
+                             for (int64_t a = 0; a < kA; ++a)
+                               sum += kG[a][i] * rows[(a * 3 + j) * C + c];
+                             out[c] = sum;
+                           }
+                         }
+                       }
+                       float* wk = dw + k * C * 9;
+                       for (int64_t c = 0; c < C; ++c) {
+                         for (int64_t i = 0; i < 9; ++i) wk[c * 9 + i] = taps[i * C + c];
+                       }
+                     }
+                   });
 }
 
 }  // namespace concord::kernels::cpu

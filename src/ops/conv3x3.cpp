@@ -1,6 +1,7 @@
-// 3x3 convolution op: checks, the Winograd forward over kernels/cpu/winograd.cpp, the autograd
-// Function (Winograd's input gradient, ATen's weight and bias gradients), the dispatch and the
-// composite reference (see include/concord/ops/conv3x3.h).
+// 3x3 convolution op: checks, the Winograd forward and weight gradient over
+// kernels/cpu/winograd.cpp, the autograd Function (Winograd's input and weight gradients, the
+// bias gradient a sum), the dispatch and the composite reference (see
+// include/concord/ops/conv3x3.h).
 #include "concord/ops/conv3x3.h"
 
 #include <atomic>
@@ -75,9 +76,35 @@ at::Tensor winograd(const at::Tensor& x_in, const at::Tensor& w_in, const at::Te
   return y;
 }
 
+// dw [K, C, 3, 3] of y = conv3x3(x, w) for the output gradient dy [N, K, H, W]: the forward's
+// algorithm run backwards through its products. With V = B^T x B per input tile (the forward's
+// input transform, recomputed) and dM = A dy A^T per output tile, dU_k,c = sum over tiles of
+// dM_k . V_c, 36 products [K, T] x [T, C], and dw = G^T dU G.
+at::Tensor winograd_weight_grad(const at::Tensor& x_in, const at::Tensor& dy_in) {
+  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = dy.size(1);
+  at::Tensor dw = at::empty({K, C, 3, 3}, x.options());
+  if (x.numel() == 0 || dy.numel() == 0) return dw.zero_();
+  const int64_t T = N * k::winograd_tiles(H) * k::winograd_tiles(W);
+  const int64_t ld = k::winograd_row_stride(T);
+  const int64_t u_size = k::kWinogradPoints * K * C;
+  const int64_t v_size = k::kWinogradPoints * k::winograd_point_stride(C, ld);
+  const int64_t m_size = k::kWinogradPoints * k::winograd_point_stride(K, ld);
+  const at::Tensor buffer = scratch(u_size + v_size + m_size);
+  float* dU = buffer.data_ptr<float>();
+  float* V = dU + u_size;
+  float* dM = V + v_size;
+  k::winograd_input_transform(x.data_ptr<float>(), V, N, C, H, W);
+  k::winograd_output_gradient_transform(dy.data_ptr<float>(), dM, N, K, H, W);
+  k::winograd_weight_gradient_products(dM, V, dU, K, C, T);
+  k::winograd_weight_gradient_transform(dU, dw.data_ptr<float>(), K, C);
+  return dw;
+}
+
 // Forward by Winograd. Backward: the input gradient is itself a 3x3 convolution, of dy with the
 // filters flipped and transposed (dx[c] = sum_k flip(w[k, c]) (*) dy[k], padding 1), so it runs
-// Winograd where that pays too; the weight and bias gradients are ATen's convolution backward.
+// the Winograd forward where that shape pays; the weight gradient runs Winograd's where the
+// forward did (the same tiles and channels), and the bias gradient is dy summed.
 struct Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b) {
@@ -92,21 +119,26 @@ struct Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     const bool has_bias = ctx->saved_data["bias_needs_grad"].toBool();
     if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
     const at::Tensor dy = grads[0].contiguous();
-    at::Tensor dx;
-    bool dx_by_aten = ctx->needs_input_grad(0);
+    at::Tensor dx, dw, db;
+    bool dx_by_aten = ctx->needs_input_grad(0), dw_by_aten = ctx->needs_input_grad(1);
     // The choice reads only shapes and dtypes: the flipped copy is made only when it is used.
     if (dx_by_aten && conv3x3_uses_winograd(dy, w.transpose(0, 1))) {
       dx = winograd(dy, w.flip({2, 3}).transpose(0, 1).contiguous(), at::Tensor());  // [C, K, 3, 3]
       dx_by_aten = false;
     }
-    const std::array<bool, 3> mask{dx_by_aten, ctx->needs_input_grad(1),
-                                   has_bias && ctx->needs_input_grad(2)};
-    if (!mask[0] && !mask[1] && !mask[2]) return {dx, at::Tensor(), at::Tensor()};
-    const std::vector<int64_t> bias_sizes{w.size(0)};
-    auto [dx_aten, dw, db] = at::convolution_backward(
-        dy, x, w, has_bias ? c10::optional<at::IntArrayRef>(bias_sizes) : c10::nullopt, {1, 1},
-        {1, 1}, {1, 1}, false, {0, 0}, 1, mask);
-    return {mask[0] ? dx_aten : dx, dw, db};
+    if (dw_by_aten && conv3x3_uses_winograd(x, w)) {
+      dw = winograd_weight_grad(x, dy);
+      dw_by_aten = false;
+    }
+    if (has_bias && ctx->needs_input_grad(2)) db = dy.sum({0, 2, 3});
+    if (dx_by_aten || dw_by_aten) {
+      auto [dx_aten, dw_aten, unused] =
+          at::convolution_backward(dy, x, w, c10::nullopt, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
+                                   {dx_by_aten, dw_by_aten, false});
+      if (dx_by_aten) dx = dx_aten;
+      if (dw_by_aten) dw = dw_aten;
+    }
+    return {dx, dw, db};
   }
 };
 
@@ -154,6 +186,21 @@ at::Tensor conv3x3_winograd_forward(const at::Tensor& x, const at::Tensor& weigh
       x.device());
   at::NoGradGuard no_grad;
   return winograd(x, weight, bias);
+}
+
+at::Tensor conv3x3_winograd_weight_grad(const at::Tensor& x, const at::Tensor& dy) {
+  CONCORD_CHECK(x.defined() && dy.defined(),
+                "conv3x3_winograd_weight_grad: x and dy must be defined");
+  CONCORD_CHECK(x.dim() == 4 && dy.dim() == 4 && dy.size(0) == x.size(0) &&
+                    dy.size(2) == x.size(2) && dy.size(3) == x.size(3),
+                "conv3x3_winograd_weight_grad: dy must be [N, K, H, W] for x ", x.sizes(), ", got ",
+                dy.sizes());
+  CONCORD_CHECK(x.device().is_cpu() && dy.device().is_cpu() && x.scalar_type() == at::kFloat &&
+                    dy.scalar_type() == at::kFloat,
+                "conv3x3_winograd_weight_grad: CPU fp32 tensors only, got x ", x.scalar_type(),
+                " on ", x.device(), " and dy ", dy.scalar_type(), " on ", dy.device());
+  at::NoGradGuard no_grad;
+  return winograd_weight_grad(x, dy);
 }
 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {

@@ -25,6 +25,7 @@ using concord::ops::conv3x3;
 using concord::ops::conv3x3_reference;
 using concord::ops::conv3x3_uses_winograd;
 using concord::ops::conv3x3_winograd_forward;
+using concord::ops::conv3x3_winograd_weight_grad;
 using concord::ops::Conv3x3Winograd;
 using concord::testing::expect_close;
 using concord::testing::expect_error;
@@ -102,6 +103,61 @@ TEST(Conv3x3, WinogradMatchesAtenOnEveryCpuBuild) {
   }
 }
 
+// ATen's weight gradient of conv2d(x, w, padding 1) for dy.
+torch::Tensor aten_weight_grad(const torch::Tensor& x, const torch::Tensor& dy) {
+  const auto w = torch::zeros({dy.size(1), x.size(1), 3, 3});
+  return std::get<1>(at::convolution_backward(dy, x, w, c10::nullopt, {1, 1}, {1, 1}, {1, 1}, false,
+                                              {0, 0}, 1, {false, true, false}));
+}
+
+// The weight gradient sums x . dy over every pixel, so its size grows as sqrt(N H W) for
+// unit inputs; Winograd's rounding, relative to that size, is held to what the forward's is.
+TEST(Conv3x3, WinogradWeightGradientMatchesAtenOnEveryCpuBuild) {
+  namespace k = concord::kernels::cpu;
+  torch::manual_seed(3);
+  const std::vector<Case> cases = {{1, 1, 1, 1, 1},    {1, 3, 5, 4, 4},     {2, 5, 7, 5, 7},
+                                   {3, 17, 13, 9, 13}, {1, 8, 50, 12, 3},   {2, 16, 6, 16, 16},
+                                   {4, 8, 12, 32, 32},  // T = 256: the padded row stride
+                                   {1, 33, 97, 7, 30}, {2, 64, 64, 16, 16}, {1, 40, 20, 6, 6}};
+  const k::CpuIsa best = k::cpu_isa_supported();
+  for (int isa = 0; isa <= static_cast<int>(best); ++isa) {
+    const k::CpuIsa previous = k::set_cpu_isa_cap(static_cast<k::CpuIsa>(isa));
+    for (const Case& c : cases) {
+      const auto x = torch::randn({c.N, c.C, c.H, c.W});
+      const auto dy = torch::randn({c.N, c.K, c.H, c.W});
+      const std::string what = std::string(k::cpu_isa_name(static_cast<k::CpuIsa>(isa))) + " " +
+                               c10::str(x.sizes()) + " -> " + std::to_string(c.K);
+      const auto want = aten_weight_grad(x, dy);
+      const double scale = std::sqrt(static_cast<double>(c.N * c.H * c.W));
+      expect_close(conv3x3_winograd_weight_grad(x, dy), want, 0, kTol * scale, what);
+    }
+    k::set_cpu_isa_cap(previous);
+  }
+}
+
+// A planted filter: with dy = conv(x, w*) for one output channel and x = a single impulse at
+// (r, c), dw[k, c', i, j] = sum_p dy[p] x[p + (i - 1, j - 1)] = dy at the impulse minus the
+// offset; an impulse at a tile's corner, an edge and the image's last pixel checks that each
+// offset lands in its tap and that the cropped outputs of edge tiles carry no gradient.
+TEST(Conv3x3, WinogradWeightGradientKnownValues) {
+  for (const auto& [r, c] : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {3, 4}, {6, 6}}) {
+    auto x = torch::zeros({1, 1, 7, 7});
+    x.index_put_({0, 0, r, c}, 1.0f);
+    const auto dy = torch::arange(49, torch::kFloat).reshape({1, 1, 7, 7});
+    const auto dw = conv3x3_winograd_weight_grad(x, dy);
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t j = 0; j < 3; ++j) {
+        // y[p] += w[i, j] x[p + (i - 1, j - 1)], so the impulse at (r, c) reaches p = (r - i + 1,
+        // c - j + 1) when that is inside the image.
+        const int64_t pr = r - i + 1, pc = c - j + 1;
+        const bool inside = pr >= 0 && pr < 7 && pc >= 0 && pc < 7;
+        EXPECT_NEAR(dw[0][0][i][j].item<float>(), inside ? 7.0f * pr + pc : 0.0f, 1e-4)
+            << "impulse at " << r << "," << c << " tap " << i << "," << j;
+      }
+    }
+  }
+}
+
 // Each output of a product block, a tile or a plane is written by one thread alone, so the bits
 // do not depend on the thread count (koala_kd resumes bit-exactly at another one).
 TEST(Conv3x3, SameBitsAtOneAndTwoThreads) {
@@ -112,8 +168,14 @@ TEST(Conv3x3, SameBitsAtOneAndTwoThreads) {
   const auto one = conv3x3_winograd_forward(x, w, b);
   at::set_num_threads(2);
   const auto two = conv3x3_winograd_forward(x, w, b);
+  const auto dy = torch::randn({2, 100, 20, 20});
+  at::set_num_threads(1);
+  const auto dw_one = conv3x3_winograd_weight_grad(x, dy);
+  at::set_num_threads(2);
+  const auto dw_two = conv3x3_winograd_weight_grad(x, dy);
   at::set_num_threads(previous);
   EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_TRUE(torch::equal(dw_one, dw_two));
 }
 
 TEST(Conv3x3, NonContiguousInputsAreRead) {
@@ -123,8 +185,9 @@ TEST(Conv3x3, NonContiguousInputsAreRead) {
   expect_close(conv3x3_winograd_forward(x, w), conv3x3_reference(x, w), 0, kTol, "strided");
 }
 
-// The weight and bias gradients are ATen's; the input gradient is Winograd's too (dy convolved
-// with the flipped, transposed filters), so it agrees with ATen's to Winograd's rounding.
+// The input gradient (dy convolved with the flipped, transposed filters) and the weight gradient
+// are Winograd's too, so they agree with ATen's to Winograd's rounding; the bias gradient is dy
+// summed.
 TEST(Conv3x3, GradientsMatchAtensWhereWinogradRuns) {
   torch::manual_seed(2);
   const auto x0 = torch::randn({2, 32, 16, 16});
@@ -144,14 +207,15 @@ TEST(Conv3x3, GradientsMatchAtensWhereWinogradRuns) {
     yr.backward(dy);
     expect_close(x.grad(), xr.grad(), 0, kTol, "dx");
     EXPECT_GT((x.grad() - xr.grad()).abs().max().item<double>(), 0.0);  // Winograd's, not ATen's
-    expect_close(w.grad(), wr.grad(), 1e-6, 1e-4, "dw");
+    expect_close(w.grad(), wr.grad(), 0, kTol * 16 * std::sqrt(2.0), "dw");
+    EXPECT_GT((w.grad() - wr.grad()).abs().max().item<double>(), 0.0);  // Winograd's, not ATen's
     if (bias) expect_close(b.grad(), br.grad(), 1e-6, 1e-4, "db");
   }
   // Only the weight needs a gradient (a frozen input, as a KD teacher's features are).
   auto w = w0.clone().requires_grad_(true), wr = w0.clone().requires_grad_(true);
   conv3x3(x0, w, b0).backward(dy);
   conv3x3_reference(x0, wr, b0).backward(dy);
-  expect_close(w.grad(), wr.grad(), 1e-6, 1e-4, "dw alone");
+  expect_close(w.grad(), wr.grad(), 0, kTol * 16 * std::sqrt(2.0), "dw alone");
 }
 
 TEST(Conv3x3, PicksWinogradWhereItPays) {
@@ -221,6 +285,16 @@ TEST(Conv3x3, InputChecksNameTheTensor) {
   expect_error([&] { conv3x3(x, w, torch::randn({5})); }, "bias must be [6], got [5]");
   expect_error([&] { conv3x3_winograd_forward(x.to(torch::kDouble), w.to(torch::kDouble)); },
                "CPU fp32 tensors only");
+  expect_error(
+      [&] {
+        conv3x3_winograd_weight_grad(x, torch::randn({1, 6, 8, 7}));
+      },
+      "dy must be [N, K, H, W] for x [1, 4, 8, 8], got [1, 6, 8, 7]");
+  expect_error(
+      [&] {
+        conv3x3_winograd_weight_grad(x.to(torch::kDouble), torch::randn({1, 6, 8, 8}));
+      },
+      "CPU fp32 tensors only");
 }
 
 }  // namespace

@@ -8,10 +8,11 @@
 // Gray, arXiv 1509.09308): the filters and the input tiles are transformed, the 36 points become
 // 36 matrix products over channels (4x fewer multiplies than a direct or im2col convolution)
 // and the result is transformed back, bias added. Backward: the input gradient, a 3x3
-// convolution of dy with the flipped and transposed filters, runs Winograd where that pays too;
-// the weight and bias gradients are ATen's convolution backward. Winograd differs from ATen's
-// convolution by rounding (1e-5 to 1e-4 on outputs of order 1 in fp32, growing with the
-// channels). Elsewhere it runs `conv3x3_reference`.
+// convolution of dy with the flipped and transposed filters, runs the Winograd forward where
+// that shape pays; the weight gradient runs Winograd too (the same transforms run backwards:
+// dw = G^T [sum over tiles (A dy A^T) . (B^T x B)] G); the bias gradient is dy summed. Winograd
+// differs from ATen's convolution by rounding (1e-5 to 1e-4 on outputs of order 1 in fp32,
+// growing with the channels). Elsewhere it runs `conv3x3_reference`.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,6 +31,11 @@ at::Tensor conv3x3_reference(const at::Tensor& x, const at::Tensor& weight,
 /// benchmarks and tests that compare it with the reference.
 at::Tensor conv3x3_winograd_forward(const at::Tensor& x, const at::Tensor& weight,
                                     const at::Tensor& bias = {});
+
+/// The weight gradient of conv3x3(x, w) for the output gradient dy [N, K, H, W] by Winograd
+/// F(4x4, 3x3), whatever the shape (CPU fp32 only): dw [K, C, 3, 3]. What `conv3x3`'s backward
+/// runs where its forward runs Winograd; public for benchmarks and tests.
+at::Tensor conv3x3_winograd_weight_grad(const at::Tensor& x, const at::Tensor& dy);
 
 /// When `conv3x3` runs its Winograd forward (always only on CPU fp32, the fused switch of
 /// fused.h on):
