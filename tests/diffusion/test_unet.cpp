@@ -62,6 +62,44 @@ TEST(UNet, MatchesDiffusersOutputsAndEveryFeature) {
   }
 }
 
+// The backward pass against diffusers' autograd (gradients.safetensors: the gradients of
+// <g, sample_out> for a fixed cotangent g): the sample's and every parameter's, under diffusers'
+// names, with ATen's 3x3 convolutions (kNever) and with every one through Winograd (kAlways:
+// its input and weight gradients too). Each gradient is held to a fraction of its own largest
+// value (they range over 0.5-51): 2e-5 with ATen's convolutions (measured up to 1.0e-5), 1e-4
+// through Winograd, which rounds more (measured up to 3.4e-5). A wrong transpose, a
+// missing term or a gradient routed to the wrong tensor is off by its own size.
+TEST(UNet, MatchesDiffusersGradients) {
+  for (const auto mode : {ops::Conv3x3Winograd::kNever, ops::Conv3x3Winograd::kAlways}) {
+    for (const std::string name : {"tiny-sdxl", "tiny-koala"}) {
+      SCOPED_TRACE(name + (mode == ops::Conv3x3Winograd::kAlways ? ", Winograd" : ", ATen"));
+      ops::Conv3x3WinogradGuard winograd(mode);
+      const double rtol = mode == ops::Conv3x3Winograd::kAlways ? 1e-4 : 2e-5;
+      const auto dir = fixture("diffusion") / name;
+      auto ref = io::load_safetensors(dir / "reference.safetensors");
+      auto grads = io::load_safetensors(dir / "gradients.safetensors");
+      diffusion::UNet2DCondition unet = diffusion::load_unet(dir);
+      diffusion::UNetInputs in = inputs_of(ref);
+      in.sample = in.sample.clone().requires_grad_(true);
+      unet->forward(in).backward(grads["cotangent"]);
+      auto expect_grad = [&](const std::string& what, const at::Tensor& got) {
+        const at::Tensor& want = grads.at("grad." + what);
+        ASSERT_TRUE(got.defined()) << what << " has no gradient";
+        ASSERT_EQ(got.sizes(), want.sizes()) << what;
+        const double rel = max_abs_diff(got, want) / want.abs().max().item<double>();
+        EXPECT_LT(rel, rtol) << what;
+      };
+      expect_grad("sample", in.sample.grad());
+      size_t checked = 0;
+      for (const auto& item : unet->named_parameters()) {
+        expect_grad(item.key(), item.value().grad());
+        ++checked;
+      }
+      EXPECT_EQ(checked + 2, grads.size());  // + the cotangent and the sample
+    }
+  }
+}
+
 TEST(UNet, ShardedCheckpointLoadsTheSameModel) {
   auto ref = io::load_safetensors(fixture("diffusion") / "tiny-sdxl" / "reference.safetensors");
   diffusion::UNet2DCondition unet = diffusion::load_unet(fixture("diffusion") / "tiny-sdxl-sharded");
