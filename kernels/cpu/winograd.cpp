@@ -292,6 +292,12 @@ CONCORD_ALWAYS_INLINE void product_block(const float* a, int64_t lda, int64_t in
 // with the given row strides; each point's matrices start `*_point` floats after the previous
 // point's. The forward is M = U V (rows K, inner C, cols T), the weight gradient dU = dM V^T
 // (rows K, inner T, cols C).
+//
+// `b_packed`: b holds its columns in blocks of the products' block width W (two vectors), each
+// block [inner, W] contiguous, one after another (ldb is then W): what the weight gradient
+// packs V^T into, so that a block's sum over thousands of tiles reads one contiguous stretch
+// instead of one 64-byte piece from each of thousands of rows (at SDXL's 128x128 latents, 2048
+// rows 2.6 KB apart: a TLB miss a row, 32 against 45-51 GFLOP/s).
 struct PointProducts {
   const float* a;
   int64_t a_point, lda;
@@ -300,6 +306,7 @@ struct PointProducts {
   float* out;
   int64_t out_point, ldo;
   int64_t rows, inner, cols;
+  bool b_packed = false;
 
   int64_t panels() const { return (rows + kPanelRows - 1) / kPanelRows; }
 };
@@ -317,6 +324,7 @@ CONCORD_ALWAYS_INLINE void products(const PointProducts& pp, int64_t i0, int64_t
     float* out = pp.out + p * pp.out_point;
     for (int64_t t = 0; t < pp.cols; t += W) {
       const int64_t n = std::min(W, pp.cols - t);
+      const float* bt = pp.b_packed ? b + t * pp.inner : b + t;  // t / W blocks of inner x W
       for (int64_t r = r0; r < r1; r += 6) {
         const float* ar = a + r * pp.lda;
         float* o = out + r * pp.ldo + t;
@@ -324,12 +332,12 @@ CONCORD_ALWAYS_INLINE void products(const PointProducts& pp, int64_t i0, int64_t
         // clang-format off
         // Inlined (not through a pointer) so that each block is compiled for this build's ISA.
         switch (std::min<int64_t>(6, r1 - r)) {
-          case 6: product_block<V, 6>(ar, lda, in, b + t, ldb, o, ldo, n); break;
-          case 5: product_block<V, 5>(ar, lda, in, b + t, ldb, o, ldo, n); break;
-          case 4: product_block<V, 4>(ar, lda, in, b + t, ldb, o, ldo, n); break;
-          case 3: product_block<V, 3>(ar, lda, in, b + t, ldb, o, ldo, n); break;
-          case 2: product_block<V, 2>(ar, lda, in, b + t, ldb, o, ldo, n); break;
-          default: product_block<V, 1>(ar, lda, in, b + t, ldb, o, ldo, n); break;
+          case 6: product_block<V, 6>(ar, lda, in, bt, ldb, o, ldo, n); break;
+          case 5: product_block<V, 5>(ar, lda, in, bt, ldb, o, ldo, n); break;
+          case 4: product_block<V, 4>(ar, lda, in, bt, ldb, o, ldo, n); break;
+          case 3: product_block<V, 3>(ar, lda, in, bt, ldb, o, ldo, n); break;
+          case 2: product_block<V, 2>(ar, lda, in, bt, ldb, o, ldo, n); break;
+          default: product_block<V, 1>(ar, lda, in, bt, ldb, o, ldo, n); break;
         }
         // clang-format on
       }
@@ -338,28 +346,30 @@ CONCORD_ALWAYS_INLINE void products(const PointProducts& pp, int64_t i0, int64_t
 }
 
 // The weight gradient's products for points [p0, p1): dU_p = dM_p V_p^T, [K, T] x [T, C]. Each
-// point's V_p ([C, T], row stride ld) is first transposed into vt ([T, C], row stride
-// winograd_row_stride(C)), which stays in cache for the point's K rows; the products then run
-// as the forward's, broadcasting dM and reading V^T's rows as vectors along C.
+// point's V_p ([C, T], row stride ld) is first transposed and packed into vt: blocks of W = two
+// vectors of C, each [T, W] contiguous (PointProducts::b_packed). The products then run as the
+// forward's, broadcasting dM and reading a block's rows of V^T as vectors along C.
 template <class V>
 CONCORD_ALWAYS_INLINE void weight_gradient_points(const float* dM, const float* Vt, float* dU,
                                                   int64_t K, int64_t C, int64_t T, int64_t p0,
                                                   int64_t p1, float* vt) {
-  constexpr int64_t kBlock = 16;
-  const int64_t ld = winograd_row_stride(T), ldc = winograd_row_stride(C);
+  constexpr int64_t W = 2 * vmath::lanes<V>(), kRows = 16;
+  const int64_t ld = winograd_row_stride(T);
   for (int64_t p = p0; p < p1; ++p) {
     const float* v = Vt + p * winograd_point_stride(C, ld);
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      const int64_t c1 = std::min(C, c0 + kBlock);
-      for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
-        const int64_t t1 = std::min(T, t0 + kBlock);
+    for (int64_t c0 = 0; c0 < C; c0 += W) {
+      const int64_t w = std::min(W, C - c0);
+      float* block = vt + c0 * T;  // block c0 / W: [T, W]
+      for (int64_t t0 = 0; t0 < T; t0 += kRows) {
+        const int64_t t1 = std::min(T, t0 + kRows);
         for (int64_t t = t0; t < t1; ++t) {
-          for (int64_t c = c0; c < c1; ++c) vt[t * ldc + c] = v[c * ld + t];
+          for (int64_t c = 0; c < w; ++c) block[t * W + c] = v[(c0 + c) * ld + t];
         }
       }
     }
-    const PointProducts one{
-        dM + p * winograd_point_stride(K, ld), 0, ld, vt, 0, ldc, dU + p * K * C, 0, C, K, T, C};
+    PointProducts one{
+        dM + p * winograd_point_stride(K, ld), 0, ld, vt, 0, W, dU + p * K * C, 0, C, K, T, C};
+    one.b_packed = true;
     products<V>(one, 0, one.panels());
   }
 }
@@ -577,9 +587,10 @@ void winograd_output_gradient_transform(const float* dy, float* dM, int64_t N, i
 
 void winograd_weight_gradient_products(const float* dM, const float* V, float* dU, int64_t K,
                                        int64_t C, int64_t T) {
-  // One work item a point: its V^T is made once and read by all of its K rows.
+  // One work item a point: its packed V^T is made once and read by all of its K rows.
   at::parallel_for(0, kWinogradPoints, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<float> vt(T * winograd_row_stride(C));
+    // V^T in blocks of the widest build's block width (32 columns); the others use a prefix.
+    std::vector<float> vt(T * ((C + 31) / 32 * 32));
 #ifdef CONCORD_WINOGRAD_X86
     switch (cpu_isa()) {
       case CpuIsa::kAvx512:

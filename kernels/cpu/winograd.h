@@ -71,7 +71,7 @@ void winograd_output_transform(const float* M, const float* bias, float* y, int6
 void winograd_output_gradient_transform(const float* dy, float* dM, int64_t N, int64_t K, int64_t H,
                                         int64_t W);
 /// dU[p] = dM[p] V[p]^T for the 36 points, [K, T] x [T, C] each: per point, V[p] is transposed
-/// into a thread-local [T, C] block, then the forward's register-blocked products run on it.
+/// into thread-local blocks of V^T, then the forward's register-blocked products run on them.
 void winograd_weight_gradient_products(const float* dM, const float* V, float* dU, int64_t K,
                                        int64_t C, int64_t T);
 void winograd_weight_gradient_transform(const float* dU, float* dw, int64_t K, int64_t C);
