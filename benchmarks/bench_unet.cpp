@@ -5,7 +5,7 @@
 //
 //   bench_unet --model DIR|CONFIG [--batch 2] [--latent 32] [--text-length 77] [--warmup 1]
 //              [--iters 5] [--threads 2] [--dtype fp32|bf16] [--inputs FILE] [--output FILE]
-//              [--profile] [--channels-last] [--direct-conv] [--device cpu|cuda]
+//              [--profile] [--channels-last] [--direct-conv] [--backward] [--device cpu|cuda]
 //
 // DIR is a diffusers folder (config.json + diffusion_pytorch_model*.safetensors, read with
 // diffusion::load_unet); CONFIG a config.json file, built with Concord's random initialisation
@@ -32,6 +32,10 @@
 // permutation cost anything (docs/benchmarks.md: they did not, here). --direct-conv turns off
 // ops::conv3x3's Winograd forward (ops/conv3x3.h), so the 3x3 convolutions run ATen's: the
 // library as it was before Winograd, for measuring what Winograd gains in the whole U-Net.
+// --backward times a training step's model work instead of a forward: each timed call runs the
+// forward under autograd and backward() of <g, prediction> for a fixed cotangent g (the inputs
+// file's "cotangent", else N(0, 1) from seed 1) into every parameter's gradient (reset before
+// each call); --output then also writes the gradients named in kGradientsWritten.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -90,6 +94,13 @@ UNetInputs fixed_inputs(const concord::diffusion::UNetConfig& c, int64_t batch, 
   return in;
 }
 
+// Gradients --backward --output writes beside the prediction (diffusers' names): the first
+// convolution, a 3x3 convolution at each of the first two levels, a self-attention projection.
+const char* const kGradientsWritten[] = {
+    "conv_in.weight", "down_blocks.0.resnets.0.conv1.weight",
+    "down_blocks.1.resnets.0.conv2.weight",
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"};
+
 UNetInputs read_inputs(const fs::path& path) {
   auto t = concord::io::load_safetensors(path);
   auto take = [&](const char* key, bool required) -> at::Tensor {
@@ -112,7 +123,7 @@ int main(int argc, char** argv) {
   std::string model_path, inputs_path, output_path, dtype_name = "fp32", device_name = "cpu";
   int64_t batch = 2, latent = 32, text_length = 77;
   int warmup = 1, iters = 5, threads = 2;
-  bool profile = false, channels_last = false, direct_conv = false;
+  bool profile = false, channels_last = false, direct_conv = false, backward = false;
   concord::bench::Flags flags("bench_unet");
   flags.add("model", &model_path)
       .add("batch", &batch)
@@ -127,6 +138,7 @@ int main(int argc, char** argv) {
       .on("profile", &profile)
       .on("channels-last", &channels_last)
       .on("direct-conv", &direct_conv)
+      .on("backward", &backward)
       .add("device", &device_name);
   if (!flags.parse(argc, argv)) return 2;
   if (model_path.empty() || iters < 1 || warmup < 0 || batch < 1 || latent < 1 ||
@@ -182,16 +194,38 @@ int main(int argc, char** argv) {
       in.sample = in.sample.contiguous(at::MemoryFormat::ChannelsLast);
     }
 
-    c10::InferenceMode inference;
+    at::Tensor cotangent;
+    if (backward) {
+      if (!inputs_path.empty()) {
+        auto file = concord::io::load_safetensors(inputs_path);
+        if (file.count("cotangent")) cotangent = file.at("cotangent").to(device, dtype);
+      }
+      if (!cotangent.defined()) {
+        auto gen = at::detail::createCPUGenerator(1);
+        cotangent = at::randn(in.sample.sizes(), gen).to(device, dtype);
+      }
+    }
+    // A forward, or with --backward a forward and backward under autograd (the parameters'
+    // gradients reset first, as an optimizer's zero_grad(set_to_none) does).
+    auto call = [&]() -> at::Tensor {
+      if (!backward) {
+        c10::InferenceMode inference;
+        return unet->forward(in);
+      }
+      for (auto& p : unet->parameters()) p.mutable_grad() = at::Tensor();
+      at::Tensor y = unet->forward(in);
+      y.backward(cotangent);
+      return y.detach();
+    };
     at::Tensor out;
-    for (int i = 0; i < warmup; ++i) out = unet->forward(in);
+    for (int i = 0; i < warmup; ++i) out = call();
     concord::bench::sync(device);
     concord::bench::OpProfile prof;
     if (profile) prof.start();
     std::vector<double> times;
     for (int i = 0; i < iters; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      out = unet->forward(in);
+      out = call();
       concord::bench::sync(device);
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
@@ -200,7 +234,18 @@ int main(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     const double mean = std::accumulate(times.begin(), times.end(), 0.0) / times.size();
     if (!output_path.empty()) {
-      concord::io::save_safetensors(output_path, {{"sample_out", out.to(at::kCPU, at::kFloat).contiguous()}});
+      std::map<std::string, at::Tensor> written{
+          {"sample_out", out.to(at::kCPU, at::kFloat).contiguous()}};
+      if (backward) {
+        const auto params = unet->named_parameters();
+        for (const char* name : kGradientsWritten) {
+          const at::Tensor* p = params.find(name);
+          if (p != nullptr && p->grad().defined()) {
+            written[std::string("grad.") + name] = p->grad().to(at::kCPU, at::kFloat).contiguous();
+          }
+        }
+      }
+      concord::io::save_safetensors(output_path, written);
     }
     nlohmann::json result = {{"seconds_per_forward", sorted[sorted.size() / 2]},
                              {"min_seconds", sorted.front()},
@@ -214,6 +259,7 @@ int main(int argc, char** argv) {
                              {"dtype", dtype_name},
                              {"channels_last", channels_last},
                              {"direct_conv", direct_conv},
+                             {"backward", backward},
                              {"threads", at::get_num_threads()},
                              {"device", device_name},
                              {"libtorch", TORCH_VERSION}};

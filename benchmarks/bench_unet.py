@@ -7,7 +7,8 @@
       [--parity-channels 128,256,512] [--parity-batch 2] [--parity-latent 32]
       [--students sdxl-unet,koala-1b,koala-700m] [--students-latent 32] [--students-iters 3]
       [--profile] [--concord-variants channels-last,bf16,bf16-channels-last]
-      [--diffusers-default-env] [--device cpu|cuda] [--dtype fp32|bf16] [--json-out FILE]
+      [--diffusers-default-env] [--device cpu|cuda] [--dtype fp32|bf16] [--backward]
+      [--json-out FILE]
 
 parity (the baseline: diffusers 0.42.1 on torch 2.15, default attention processor, i.e.
   scaled_dot_product_attention): a mid-size U-Net of SDXL's layout, built by diffusers with a
@@ -54,6 +55,14 @@ at load average 4), with OMP_WAIT_POLICY=PASSIVE 0.8-1.0 s. diffusers' torch run
 on one libgomp pool and is fastest in the default environment (0.63-0.70 s; passive 0.73-1.2 s).
 The project's convention on the shared VM is OMP_WAIT_POLICY=PASSIVE for both;
 --diffusers-default-env runs the baseline without it (each side at its faster setting).
+
+--backward (parity only) times a training step's model work instead of a forward, on both sides:
+the forward under autograd and backward() of <g, prediction> for a fixed cotangent g (N(0, 1),
+seed 2, in the shared inputs file) into every parameter's gradient, reset before each call
+(zero_grad(set_to_none=True)); no optimizer. The figure is diffusers' time / Concord's as
+before, and the gradients of four parameters (bench_unet's kGradientsWritten: conv_in, a 3x3
+convolution at each of the first two levels, a self-attention projection) are compared as the
+prediction is, relative to each one's largest value.
 
 --device cuda runs both sides on the GPU (device 0; scripts/gpu-check.sh does, with
 --students-latent 128, SDXL's 1024 x 1024): each timed call waits for the device, and the
@@ -117,6 +126,12 @@ def randomise(model, seed):
                 p.copy_(0.1 * noise)
 
 
+# The gradients both sides write with --backward --output (bench_unet.cpp's kGradientsWritten).
+GRADIENTS_WRITTEN = ["conv_in.weight", "down_blocks.0.resnets.0.conv1.weight",
+                     "down_blocks.1.resnets.0.conv2.weight",
+                     "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"]
+
+
 # Concord variants timed beside the baseline with --concord-variants: experiments that point at
 # what would make the forward faster, not the library's default behaviour.
 VARIANTS = {"direct-conv": ["--direct-conv"], "channels-last": ["--channels-last"], "bf16": ["--dtype", "bf16"],
@@ -170,14 +185,23 @@ def worker_diffusers(args):
         return unet(x["sample"], x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
                     added_cond_kwargs={"text_embeds": x["text_embeds"], "time_ids": x["time_ids"]}).sample
 
+    def step():
+        """A forward, or with --backward the forward and backward bench_unet --backward times."""
+        if not args.backward:
+            return forward()
+        unet.zero_grad(set_to_none=True)
+        y = forward()
+        y.backward(x["cotangent"])
+        return y.detach()
+
     times, out = [], None
-    with torch.inference_mode():
+    with torch.inference_mode(not args.backward):
         for _ in range(args.warmup):
-            out = forward()
+            out = step()
         sync()
         for _ in range(args.iters):
             t = time.perf_counter()
-            out = forward()
+            out = step()
             sync()
             times.append(time.perf_counter() - t)
         result = {"seconds_per_forward": statistics.median(times), "min_seconds": min(times),
@@ -190,7 +214,7 @@ def worker_diffusers(args):
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 t = time.perf_counter()
                 for _ in range(args.iters):
-                    forward()
+                    step()
                 result["profiled_seconds_per_forward"] = (time.perf_counter() - t) / args.iters
             result["profile"] = {e.key: {"ms_per_forward": e.self_cpu_time_total / 1e3 / args.iters,
                                          "calls_per_forward": e.count // args.iters}
@@ -198,7 +222,12 @@ def worker_diffusers(args):
     if device.type == "cuda":
         result["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
     if args.output:
-        save_file({"sample_out": out.float().cpu().contiguous()}, args.output)
+        written = {"sample_out": out.float().cpu().contiguous()}
+        if args.backward:
+            params = dict(unet.named_parameters())
+            for name in GRADIENTS_WRITTEN:
+                written["grad." + name] = params[name].grad.float().cpu().contiguous()
+        save_file(written, args.output)
     print(json.dumps(result))
     return 0
 
@@ -240,6 +269,8 @@ def part_parity(args):
         "text_embeds": torch.randn(B, pooled, generator=g),
         "time_ids": torch.tensor([[px, px, 0.0, 0.0, px, px]] * B),
     }
+    if args.backward:
+        inputs["cotangent"] = torch.randn(B, 4, S, S, generator=torch.Generator().manual_seed(2))
     params = sum(p.numel() for p in unet.parameters())
     out = {"config": config, "parameters": params, "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,7 +280,7 @@ def part_parity(args):
         save_file(inputs, Path(tmp) / "inputs.safetensors")
         common = ["--inputs", str(Path(tmp) / "inputs.safetensors"), "--warmup", str(args.warmup),
                   "--iters", str(args.iters), "--threads", str(args.threads),
-                  "--device", args.device, "--dtype", args.dtype]
+                  "--device", args.device, "--dtype", args.dtype] + (["--backward"] if args.backward else [])
         ours_cmd = [args.bin, "--model", str(folder), *common, "--output", str(Path(tmp) / "ours.safetensors")]
         theirs_cmd = [sys.executable, __file__, "--worker", "diffusers", "--model", str(folder), *common,
                       "--output", str(Path(tmp) / "theirs.safetensors")]
@@ -288,9 +319,14 @@ def part_parity(args):
                     "diffusers": 1e3 * p_theirs["profiled_seconds_per_forward"]
                     - sum(g["diffusers"] for g in grouped.values())}
                 profiles.append((grouped, {"concord": p_ours["profile"], "diffusers": p_theirs["profile"]}))
-        outputs = {name: load_file(Path(tmp) / f"{name}.safetensors")["sample_out"].double()
-                   for name in ["ours", "theirs", *variants]}
+        files = {name: load_file(Path(tmp) / f"{name}.safetensors") for name in ["ours", "theirs", *variants]}
+        outputs = {name: f["sample_out"].double() for name, f in files.items()}
         out["max_abs_diff"] = (outputs["ours"] - outputs["theirs"]).abs().max().item()
+        if args.backward:
+            out["gradient_rel_diff"] = {}
+            for name in GRADIENTS_WRITTEN:
+                ours_g, theirs_g = (files[s]["grad." + name].double() for s in ("ours", "theirs"))
+                out["gradient_rel_diff"][name] = ((ours_g - theirs_g).abs().max() / theirs_g.abs().max()).item()
         out["output_std"] = outputs["theirs"].std().item()
         out["variants_max_abs_diff"] = {v: (outputs[v] - outputs["theirs"]).abs().max().item() for v in variants}
         if profiles:
@@ -312,16 +348,20 @@ def part_parity(args):
     env = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"  OMP_WAIT_POLICY: concord {env}, diffusers {'default' if args.diffusers_default_env else env}")
     mem = memory_key(args)
-    print(f"  {'':36s} {'s / forward':>12s} {MEMORY_LABEL[mem]:>10s}")
+    unit = "s / fwd+bwd" if args.backward else "s / forward"
+    print(f"  {'':36s} {unit:>12s} {MEMORY_LABEL[mem]:>10s}")
     print(f"  {'concord (libtorch ' + rs[-1]['concord']['libtorch'] + ')':36s} {our_s:12.3f} "
           f"{rs[-1]['concord'][mem] / 1e9:8.2f} GB")
     print(f"  {'diffusers ' + '0.42.1' + ' (torch ' + rs[-1]['diffusers']['torch'] + ')':36s} {their_s:12.3f} "
           f"{rs[-1]['diffusers'][mem] / 1e9:8.2f} GB  ({rs[-1]['diffusers']['attn_processor']})")
     print(f"  ratio diffusers / concord: {ratio:.2f}x (rounds: {', '.join('%.2fx' % r['ratio'] for r in rs)}); "
           + (f"goal >= 1.5x {'met' if ratio >= 1.5 else 'NOT met'}; "
-             if (args.device, args.dtype) == ("cpu", "fp32") else "(the goal is the CPU's fp32) ")
+             if (args.device, args.dtype, args.backward) == ("cpu", "fp32", False)
+             else "(the goal is the CPU's fp32 forward) ")
           + f"max abs output difference "
           f"{out['max_abs_diff']:.2e} (output std {out['output_std']:.3f})")
+    for name, d in out.get("gradient_rel_diff", {}).items():
+        print(f"  gradient of {name}: max difference / max {d:.2e}")
     for v in out["variants_max_abs_diff"]:
         v_s = statistics.median(r[v]["seconds_per_forward"] for r in rs)
         print(f"  variant {v:20s} {v_s:8.3f} s: diffusers / it {their_s / v_s:.2f}x, concord default / it "
@@ -404,6 +444,8 @@ def main():
                     help="run diffusers without OMP_WAIT_POLICY (libgomp's default, its faster setting)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--backward", action="store_true",
+                    help="parity: time forward + backward (every parameter's gradient), not a forward")
     ap.add_argument("--json-out", help="write every figure here")
     # Internal: the diffusers side in a process of its own.
     ap.add_argument("--worker", choices=["diffusers"], help=argparse.SUPPRESS)
