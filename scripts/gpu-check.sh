@@ -192,7 +192,8 @@ result = {
     "bundle": load("bundle.json", None),
     "unet": {k: v for k, v in (("students", load("unet-students.json", None)),
                                ("parity", load("unet-parity.json", None)),
-                               ("parity_bf16", load("unet-parity-bf16.json", None))) if v},
+                               ("parity_bf16", load("unet-parity-bf16.json", None)),
+                               ("parity_backward", load("unet-parity-backward.json", None))) if v},
 }
 result["ok"] = bool(steps) and all(s["rc"] == 0 for s in steps) and \
     all(t["failed"] == 0 for t in tests.values())
@@ -273,6 +274,10 @@ with tarfile.open(sys.argv[1]) as t:
     step unet-parity-bf16 300 "${unet[@]}" --parts parity \
       --rounds 2 --iters 10 --warmup 3 --parity-latent 128 --dtype bf16 \
       --json-out "$work/unet-parity-bf16.json"
+    # A training step's model work: forward + backward, the gradients compared with diffusers'.
+    step unet-parity-backward 300 "${unet[@]}" --parts parity --rounds 2 \
+      --iters 5 --warmup 2 --parity-latent 128 --backward \
+      --json-out "$work/unet-parity-backward.json"
   else
     echo "gpu-check: no diffusers here (run --prepare and carry .gpu-deps): no U-Net baseline"
   fi
