@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 
 #include "concord/core/error.h"
 
@@ -103,26 +102,32 @@ std::vector<int64_t> kmeans_pp(const Eigen::MatrixXd& x, int64_t k, std::mt19937
 
 namespace {
 
-// Counts of (cluster, group) over items with a group.
-std::map<std::pair<int64_t, int64_t>, double> contingency(const std::vector<int64_t>& clusters,
-                                                          const std::vector<int64_t>& truth,
-                                                          double& n) {
+// The contingency table N[cluster, group] of the items with both a cluster and a group (ids are
+// small non-negative indices, so the table is dense: rows up to the largest cluster id, columns
+// up to the largest group id).
+Eigen::MatrixXd contingency(const std::vector<int64_t>& clusters,
+                            const std::vector<int64_t>& truth) {
   CONCORD_CHECK(clusters.size() == truth.size(), "clustering metrics: ", clusters.size(),
                 " clusters but ", truth.size(), " groups");
-  std::map<std::pair<int64_t, int64_t>, double> table;
-  n = 0;
+  int64_t rows = 0, cols = 0;
   for (size_t i = 0; i < clusters.size(); ++i) {
     if (truth[i] < 0 || clusters[i] < 0) continue;
-    table[{clusters[i], truth[i]}] += 1;
-    n += 1;
+    rows = std::max(rows, clusters[i] + 1);
+    cols = std::max(cols, truth[i] + 1);
+  }
+  Eigen::MatrixXd table = Eigen::MatrixXd::Zero(rows, cols);
+  for (size_t i = 0; i < clusters.size(); ++i) {
+    if (truth[i] < 0 || clusters[i] < 0) continue;
+    table(clusters[i], truth[i]) += 1;
   }
   return table;
 }
 
-double entropy(const std::map<int64_t, double>& counts, double n) {
+// Entropy of the distribution counts / n, empty classes left out.
+double entropy(const Eigen::VectorXd& counts, double n) {
   double h = 0;
-  for (const auto& [key, c] : counts) {
-    if (c > 0) h -= (c / n) * std::log(c / n);
+  for (Eigen::Index i = 0; i < counts.size(); ++i) {
+    if (counts(i) > 0) h -= (counts(i) / n) * std::log(counts(i) / n);
   }
   return h;
 }
@@ -130,32 +135,27 @@ double entropy(const std::map<int64_t, double>& counts, double n) {
 }  // namespace
 
 double purity(const std::vector<int64_t>& clusters, const std::vector<int64_t>& truth) {
-  double n = 0;
-  const auto table = contingency(clusters, truth, n);
+  const Eigen::MatrixXd table = contingency(clusters, truth);
+  const double n = table.sum();
   if (n == 0) return 0;
-  std::map<int64_t, double> best;
-  for (const auto& [key, c] : table) best[key.first] = std::max(best[key.first], c);
-  double sum = 0;
-  for (const auto& [cluster, c] : best) sum += c;
-  return sum / n;
+  return table.rowwise().maxCoeff().sum() / n;
 }
 
 double normalized_mutual_information(const std::vector<int64_t>& clusters,
                                      const std::vector<int64_t>& truth) {
-  double n = 0;
-  const auto table = contingency(clusters, truth, n);
+  const Eigen::MatrixXd table = contingency(clusters, truth);
+  const double n = table.sum();
   if (n == 0) return 0;
-  std::map<int64_t, double> pc, pg;
-  for (const auto& [key, c] : table) {
-    pc[key.first] += c;
-    pg[key.second] += c;
-  }
+  const Eigen::VectorXd pc = table.rowwise().sum(), pg = table.colwise().sum().transpose();
   const double hc = entropy(pc, n), hg = entropy(pg, n);
   if (hc == 0 && hg == 0) return 1.0;  // one cluster, one group: they agree
   if (hc == 0 || hg == 0) return 0.0;
   double mi = 0;
-  for (const auto& [key, c] : table) {
-    mi += (c / n) * std::log(c * n / (pc[key.first] * pg[key.second]));
+  for (Eigen::Index c = 0; c < table.rows(); ++c) {
+    for (Eigen::Index g = 0; g < table.cols(); ++g) {
+      const double count = table(c, g);
+      if (count > 0) mi += (count / n) * std::log(count * n / (pc(c) * pg(g)));
+    }
   }
   return mi / std::sqrt(hc * hg);
 }
