@@ -34,6 +34,7 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> labels;
   std::vector<double> minority_win, majority_win, minority_half, majority_half;
+  std::vector<double> minority_reward, majority_reward;  // mean true group reward, per objective
   std::vector<std::string> order{"reference"};
   for (const auto& obj : o.objectives) order.push_back(obj);
   for (const auto& name : order) {
@@ -52,6 +53,10 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
     const SeedSummary minority = seed_summary_from_json(r["minority"]["stats"]["win_rate"], 100);
     majority_win.push_back(majority.mean);
     minority_win.push_back(minority.mean);
+    majority_reward.push_back(
+        seed_summary_from_json(r["majority"]["stats"]["mean_true_reward"]).mean);
+    minority_reward.push_back(
+        seed_summary_from_json(r["minority"]["stats"]["mean_true_reward"]).mean);
     majority_half.push_back(majority.has_interval ? majority.ci_high - majority.mean : 0.0);
     minority_half.push_back(minority.has_interval ? minority.ci_high - minority.mean : 0.0);
   }
@@ -103,12 +108,25 @@ std::string report_results(const Json& results, const rlhf::MaxMinExperimentOpti
   }
   report.paragraph("Every number, per seed: [results.json](results.json); per-iteration PPO "
                    "metrics (with seed and objective): [metrics.jsonl](metrics.jsonl).");
-  std::string summary = fmt::format("over {} seed(s): EM purity {} (1 = the planted groups); win "
-                                    "rate against the reference policy (50% = no better), minority:",
-                                    o.seeds.size(), fixed(em["purity"].get<double>(), 2));
-  for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(minority_win[i], 1) + "%";
-  summary += "; majority:";
-  for (size_t i = 0; i < labels.size(); ++i) summary += " " + labels[i] + " " + fixed(majority_win[i], 1) + "%";
+  // Per group: each objective's win rate and mean true reward, beside the reference's reward.
+  auto group_summary = [&](const char* group, const std::vector<double>& win,
+                           const std::vector<double>& reward) {
+    std::string text = std::string(group) + ":";
+    for (size_t i = 0; i < labels.size(); ++i) {
+      text += " " + labels[i] + " " + fixed(win[i], 1) + "% (reward " + fixed(reward[i], 3) + ")";
+    }
+    if (results.contains("reference")) {
+      const auto& stats = results["reference"][group]["stats"]["mean_true_reward"];
+      text += ", reference reward " + fixed(seed_summary_from_json(stats).mean, 3);
+    }
+    return text;
+  };
+  std::string summary = fmt::format(
+      "over {} seed(s): EM purity {} (1 = the planted groups); win rate against the reference "
+      "policy (50% = no better) and mean true group reward, ",
+      o.seeds.size(), fixed(em["purity"].get<double>(), 2));
+  summary += group_summary("minority", minority_win, minority_reward) + "; " +
+             group_summary("majority", majority_win, majority_reward);
   if (results.contains("single") && results.contains("min")) {
     const SeedSummary single = seed_summary_from_json(results["single"]["minority"]["stats"]["win_rate"], 100);
     const SeedSummary maxmin = seed_summary_from_json(results["min"]["minority"]["stats"]["win_rate"], 100);
