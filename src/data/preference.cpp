@@ -8,8 +8,11 @@ namespace fs = std::filesystem;
 namespace concord::data {
 
 nlohmann::json PreferenceOptions::to_json() const {
-  return {{"chat_template", chat_template}, {"max_length", max_length},
-          {"truncation", to_string(truncation)}, {"pad_id", pad_id}};
+  return {{"chat_template", chat_template},
+          {"max_length", max_length},
+          {"truncation", to_string(truncation)},
+          {"pad_id", pad_id},
+          {"require_user", require_user}};
 }
 
 nlohmann::json PreferenceStats::to_json() const {
@@ -76,7 +79,7 @@ PreferenceDataset PreferenceDataset::from_jsonl(const fs::path& jsonl,
   UserIndex index = users ? *users : UserIndex{};
   BadRecords bad;
   std::vector<PreferenceRecord> records =
-      read_preference_records(jsonl, jsonl_options, &bad, &index, add_users);
+      read_preference_records(jsonl, jsonl_options, &bad, &index, add_users, options.require_user);
   PreferenceDataset d = from_records(records, tokenizer, options, std::move(index));
   d.stats_.bad = bad;
   return d;

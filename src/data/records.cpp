@@ -196,9 +196,9 @@ std::vector<SftRecord> read_sft_records(std::istream& in, const std::string& nam
 }
 
 std::vector<PreferenceRecord> read_preference_records(const fs::path& path,
-                                                      const JsonlOptions& options,
-                                                      BadRecords* bad, UserIndex* users,
-                                                      bool add_users) {
+                                                      const JsonlOptions& options, BadRecords* bad,
+                                                      UserIndex* users, bool add_users,
+                                                      bool require_user) {
   JsonlReader reader(path, options);
   UserIndex local;
   UserIndex& index = users ? *users : local;
@@ -207,6 +207,9 @@ std::vector<PreferenceRecord> read_preference_records(const fs::path& path,
       reader,
       [&](const json& object, const RecordLocation& loc) {
         PreferenceRecord r = parse_preference_record(object, loc);
+        if (require_user && !object.contains("user")) {
+          loc.fail("no 'user' key (a mixture over users needs every pair's user)");
+        }
         if (!add_users && index.find(r.user) < 0) {
           loc.fail("unknown user '" + r.user + "' (not among the " + std::to_string(index.size()) +
                    " known users)");

@@ -76,8 +76,11 @@ struct LoadedPreferences {
   data::PreferenceDataset data;
 };
 
-data::PreferenceOptions preference_options(const PreferenceInput& in) {
+// `require_user`: records without a "user" key are bad records (reward_em's mixture is over
+// users; `reward` pools every pair).
+data::PreferenceOptions preference_options(const PreferenceInput& in, bool require_user) {
   data::PreferenceOptions po;
+  po.require_user = require_user;
   po.chat_template = in.chat_template;
   po.max_length = in.max_length;
   po.truncation = data::truncation_policy_from_string(in.truncation);
@@ -95,15 +98,16 @@ data::JsonlOptions jsonl_options(const PreferenceInput& in) {
 data::PreferenceDataset heldout_preferences(const PreferenceInput& in, const std::string& file,
                                             const text::Tokenizer& tokenizer,
                                             const data::PreferenceDataset& train, bool add_users) {
-  return data::PreferenceDataset::from_jsonl(file, tokenizer, preference_options(in),
+  return data::PreferenceDataset::from_jsonl(file, tokenizer,
+                                             preference_options(in, /*require_user=*/!add_users),
                                              jsonl_options(in), &train.users(), add_users);
 }
 
 LoadedPreferences load_preferences(const PreferenceInput& in, const std::string& task) {
   LoadedPreferences out;
   out.tokenizer = text::load_tokenizer(tokenizer_path_for(in.model, in.tokenizer, task));
-  out.data = data::PreferenceDataset::from_jsonl(in.data, *out.tokenizer, preference_options(in),
-                                                 jsonl_options(in));
+  out.data = data::PreferenceDataset::from_jsonl(
+      in.data, *out.tokenizer, preference_options(in, task == "reward_em"), jsonl_options(in));
   const auto& st = out.data.stats();
   if (st.bad.count > 0) spdlog::warn("{}: {}", task, st.bad.summary(in.data));
   CONCORD_CHECK(out.data.size() > 0, task, ": no usable preference pairs in '", in.data, "' (",
@@ -478,8 +482,17 @@ void run_reward_em(const Json& config, RunDirectory& dir, Report& report) {
                      ", NMI " + fixed(*best_fit.nmi, 4) + ".");
   }
   if (!best_fit.users_without_pairs.empty()) {
+    // Users whose every pair was skipped (too long, or bad records: the data section counts
+    // them with their lines), named; em.json lists their indices.
+    std::string names;
+    const size_t shown = std::min<size_t>(10, best_fit.users_without_pairs.size());
+    for (size_t i = 0; i < shown; ++i) {
+      names += (i ? ", '" : "'") + all.users().names()[best_fit.users_without_pairs[i]] + "'";
+    }
+    if (shown < best_fit.users_without_pairs.size()) names += ", ...";
     report.paragraph(std::to_string(best_fit.users_without_pairs.size()) +
-                     " user(s) have no usable pair and no cluster (see em.json).");
+                     " user(s) have no usable pair and no cluster: " + names +
+                     " (every pair of theirs was skipped; see the data section and em.json).");
   }
   report.paragraph("Assignments, per-iteration likelihoods and the K selection: [em.json](em.json)" +
                    std::string(o.save_model ? "; reward models in [rewards/](rewards)." : "."));

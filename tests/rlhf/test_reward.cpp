@@ -242,4 +242,22 @@ TEST(PreferenceData, BadPairsAreCountedWithTheirLine) {
   EXPECT_EQ(unknown.count, 4);
   EXPECT_NE(unknown.examples.back().find("unknown user 'u2'"), std::string::npos)
       << unknown.examples.back();
+  // A pair without a user: one of the user "" for a single reward model, a bad record (with its
+  // line) for a mixture over users.
+  const auto anonymous = concord::testing::write_file(
+      dir / "a.jsonl",
+      "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\",\"user\":\"u1\"}\n"
+      "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"c\"}\n");
+  data::BadRecords pooled;
+  EXPECT_EQ(data::read_preference_records(anonymous, skip, &pooled).size(), 2u);
+  EXPECT_EQ(pooled.count, 0);
+  data::BadRecords anon;
+  data::UserIndex anon_users;
+  const auto with_users = data::read_preference_records(anonymous, skip, &anon, &anon_users,
+                                                        /*add_users=*/true, /*require_user=*/true);
+  EXPECT_EQ(with_users.size(), 1u);
+  ASSERT_EQ(anon.count, 1);
+  EXPECT_NE(anon.examples[0].find("a.jsonl:2"), std::string::npos) << anon.examples[0];
+  EXPECT_NE(anon.examples[0].find("no 'user' key"), std::string::npos) << anon.examples[0];
+  EXPECT_EQ(anon_users.size(), 1);
 }

@@ -29,6 +29,9 @@ struct PreferenceOptions {
   TruncationPolicy truncation = TruncationPolicy::skip;
   /// Padding id; -1 = the tokenizer's pad id, else its EOS id, else 0.
   int64_t pad_id = -1;
+  /// A record without a "user" key is a bad record (counted with its file and line) instead of
+  /// a pair of the user "": what a mixture over users (reward_em) needs of its data.
+  bool require_user = false;
 
   nlohmann::json to_json() const;
 };

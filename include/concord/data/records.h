@@ -110,12 +110,11 @@ std::vector<SftRecord> read_sft_records(const std::filesystem::path& path,
                                         BadRecords* bad = nullptr);
 /// Fills `users` (when given; it may already hold names, which keep their indices) and sets
 /// each record's user_index. With add_users false, a record of a user not in `users` is a bad
-/// record (held-out data must come from the users a mixture was fitted to).
-std::vector<PreferenceRecord> read_preference_records(const std::filesystem::path& path,
-                                                      const JsonlOptions& options = {},
-                                                      BadRecords* bad = nullptr,
-                                                      UserIndex* users = nullptr,
-                                                      bool add_users = true);
+/// record (held-out data must come from the users a mixture was fitted to). With require_user,
+/// so is a record without a "user" key (instead of a pair of the user "").
+std::vector<PreferenceRecord> read_preference_records(
+    const std::filesystem::path& path, const JsonlOptions& options = {}, BadRecords* bad = nullptr,
+    UserIndex* users = nullptr, bool add_users = true, bool require_user = false);
 
 /// The same, from a stream (`name` stands for the file in messages).
 std::vector<SftRecord> read_sft_records(std::istream& in, const std::string& name,
