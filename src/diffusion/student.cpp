@@ -88,6 +88,63 @@ FeatureRegistry& registry() {
   return *r;
 }
 
+// Why `config` builds no module at `path`, as the config key that removes it, or "" when it
+// builds one (or the path is of a form this check does not know: a custom map's own). Paths:
+// <stage>, <stage>.resnets.<j>, <stage>.attentions.<j>.transformer_blocks.<k>[.<part>].
+std::string missing_module(const UNetConfig& c, const std::string& path) {
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = path.find('.', start);
+    parts.push_back(path.substr(start, dot == std::string::npos ? dot : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  auto index = [](const std::string& text) -> int64_t {
+    if (text.empty() || text.size() > 6 ||
+        text.find_first_not_of("0123456789") != std::string::npos) {
+      return -1;
+    }
+    return std::stoll(text);
+  };
+  const int64_t n = static_cast<int64_t>(c.block_out_channels.size());
+  int64_t layers = 0, depth = 0;
+  size_t next = 1;
+  std::string depth_key = "transformer_layers_per_block";
+  bool cross = false;
+  if (parts[0] == "mid_block") {
+    if (c.mid_block_type.empty()) return "mid_block_type";
+    layers = 2;  // resnets 0 and 1 around attentions.0
+    depth = c.transformer_layers_per_block.back();
+    cross = true;
+  } else if (parts.size() >= 2 && (parts[0] == "down_blocks" || parts[0] == "up_blocks")) {
+    const int64_t i = index(parts[1]);
+    if (i < 0 || i >= n) return "block_out_channels";
+    const size_t b = static_cast<size_t>(i);
+    next = 2;
+    if (parts[0] == "down_blocks") {
+      layers = c.layers_per_block[b];
+      depth = c.transformer_layers_per_block[b];
+      cross = c.down_block_types[b] == "CrossAttnDownBlock2D";
+    } else {
+      layers = up_layers(c, b);
+      depth = c.reverse_transformer_layers_per_block[b];
+      depth_key = "reverse_transformer_layers_per_block";
+      cross = c.up_block_types[b] == "CrossAttnUpBlock2D";
+    }
+  } else {
+    return "";
+  }
+  if (parts.size() <= next + 1) return "";
+  const bool attention = parts[next] == "attentions";
+  if (!attention && parts[next] != "resnets") return "";
+  if (attention && !cross) return parts[0] == "up_blocks" ? "up_block_types" : "down_block_types";
+  const int64_t j = index(parts[next + 1]);
+  if (j < 0 || j >= (attention && parts[0] == "mid_block" ? 1 : layers)) return "layers_per_block";
+  if (!attention || parts.size() <= next + 3 || parts[next + 2] != "transformer_blocks") return "";
+  const int64_t k = index(parts[next + 3]);
+  return k < 0 || k >= depth ? depth_key : "";
+}
+
 }  // namespace
 
 LayerMapping student_layer_mapping(const UNetConfig& t, const UNetConfig& s,
@@ -201,7 +258,8 @@ std::vector<std::string> feature_map_names() {
 }
 
 std::vector<FeaturePair> feature_pairs(const std::string& name, const UNetConfig& teacher,
-                                       const UNetConfig& student) {
+                                       const UNetConfig& student,
+                                       const std::string& student_source) {
   FeatureMapFn fn;
   {
     auto& r = registry();
@@ -214,7 +272,22 @@ std::vector<FeaturePair> feature_pairs(const std::string& name, const UNetConfig
     for (const auto& n : feature_map_names()) valid += (valid.empty() ? "" : ", ") + n;
     fail_config("distillation", "key 'feature_map': unknown feature map '", name, "' (valid: ", valid, ")");
   }
-  return fn(teacher, student);
+  std::vector<FeaturePair> pairs = fn(teacher, student);
+  // A student (or a teacher) without a module the map reads would fail at the first step's
+  // capture; say so now, naming the config and the key that removes the module.
+  for (const auto& pair : pairs) {
+    const std::string student_key = missing_module(student, pair.student);
+    if (!student_key.empty()) {
+      fail_config(student_source, "key '", student_key, "': feature map '", name, "' reads '",
+                  pair.student, "', which this config does not build");
+    }
+    const std::string teacher_key = missing_module(teacher, pair.teacher);
+    if (!teacher_key.empty()) {
+      fail_config("teacher config", "key '", teacher_key, "': feature map '", name, "' reads '",
+                  pair.teacher, "', which this config does not build");
+    }
+  }
+  return pairs;
 }
 
 }  // namespace concord::diffusion

@@ -104,7 +104,7 @@ void run_koala_kd(const Json& config, RunDirectory& dir, Report& report) {
     const auto teacher_config = diffusion::load_unet_config(o.teacher);
     const auto student_config = diffusion::load_unet_config(o.student);
     diffusion::student_layer_mapping(teacher_config, student_config, o.student);
-    diffusion::feature_pairs(o.distill.feature_map, teacher_config, student_config);
+    diffusion::feature_pairs(o.distill.feature_map, teacher_config, student_config, o.student);
   }
   diffusion::UNetLoadOptions lo;
   lo.device = device;

@@ -124,3 +124,32 @@ TEST(KoalaStudent, AStudentThatIsNotACutOfItsTeacherIsNamed) {
     EXPECT_NE(std::string(e.what()).find("transformer_layers_per_block"), std::string::npos) << e.what();
   }
 }
+
+// A student (a cut of its teacher) without the module a feature map reads, refused from the
+// configs alone, naming the config file and the key that removed it; the real students have
+// every module each map reads.
+TEST(KoalaStudent, AStudentWithoutAModuleTheFeatureMapReadsIsNamed) {
+  const auto sdxl = full("sdxl-unet");
+  for (const std::string student : {"koala-1b", "koala-700m"}) {
+    for (const auto& name : diffusion::feature_map_names()) {
+      EXPECT_NO_THROW(diffusion::feature_pairs(name, sdxl, full(student), student)) << name;
+    }
+  }
+  auto flat = full("koala-700m");  // the bottom level's transformers removed, down and up
+  flat.transformer_layers_per_block = {0, 2, 0};
+  flat.reverse_transformer_layers_per_block = {0, 2, 0};
+  ASSERT_NO_THROW(diffusion::student_layer_mapping(sdxl, flat, "flat.json"));  // a cut, still
+  try {
+    diffusion::feature_pairs("self_attention", sdxl, flat, "flat.json");
+    FAIL() << "a student without the bottom level's self-attention was accepted";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("flat.json"), std::string::npos) << what;
+    EXPECT_NE(what.find("key 'transformer_layers_per_block'"), std::string::npos) << what;
+    EXPECT_NE(what.find("down_blocks.2.attentions.0.transformer_blocks.0.attn1"), std::string::npos)
+        << what;
+  }
+  // Maps that read no transformer are unaffected.
+  EXPECT_NO_THROW(diffusion::feature_pairs("resnet", sdxl, flat, "flat.json"));
+  EXPECT_NO_THROW(diffusion::feature_pairs("last_feature", sdxl, flat, "flat.json"));
+}

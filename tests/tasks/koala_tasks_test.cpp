@@ -98,6 +98,20 @@ TEST(KoalaTasks, BadShardsAndStudentsFailBeforeAnyStep) {
   } catch (const concord::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("deep.json"), std::string::npos) << e.what();
   }
+  // A student without the bottom level's transformers: a cut of its teacher, but without the
+  // module the self-attention map reads there.
+  student["transformer_layers_per_block"] = {1, 1, 0};
+  student["reverse_transformer_layers_per_block"] = {0, 1, 1};
+  const auto flat = concord::testing::write_file(tmp / "flat.json", student.dump());
+  try {
+    run_task(kd_config(2), {"student=" + flat.string()}, (tmp / "r4").string());
+    FAIL() << "a student without the module the feature map reads was accepted";
+  } catch (const concord::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("flat.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("transformer_blocks.0.attn1"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp / "r4" / "checkpoints"));
 }
 
 TEST(KoalaTasks, ExperimentWritesPerFeatureMapResults) {

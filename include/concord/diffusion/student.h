@@ -61,8 +61,12 @@ using FeatureMapFn =
 void register_feature_map(const std::string& name, FeatureMapFn fn);
 /// The registered names, sorted.
 std::vector<std::string> feature_map_names();
-/// The pairs the named feature map distils; an unknown name is a ConfigError listing the valid.
+/// The pairs the named feature map distils; an unknown name is a ConfigError listing the valid,
+/// and so is a pair whose module the student (or the teacher) does not build (e.g. a cross-
+/// attention block of transformer depth 0 for `self_attention`), naming `student_source` (or
+/// the teacher config) and the key that removes it.
 std::vector<FeaturePair> feature_pairs(const std::string& name, const UNetConfig& teacher,
-                                       const UNetConfig& student);
+                                       const UNetConfig& student,
+                                       const std::string& student_source = "student config");
 
 }  // namespace concord::diffusion
