@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include <torch/torch.h>
@@ -159,6 +160,40 @@ TEST(RewardEm, EmptyClustersAreReseededAndUsersWithoutPairsReported) {
   const auto held = rlhf::evaluate_mixture(rewards, data, r);
   EXPECT_EQ(held.pairs, data.size());
   EXPECT_LT(held.log_likelihood_per_pair, 0.0);
+}
+
+// A reward model whose rewards are NaN (a diverged M-step; here its head is NaN from the start,
+// and the trainer skips its non-finite steps) stops EM with an error naming the model and the
+// iteration, instead of assignments drawn from NaN likelihoods.
+TEST(RewardEm, NonFiniteRewardsStopWithTheModelNamed) {
+  World w;
+  w.options.majority_users = 2;
+  w.options.minority_users = 1;
+  w.options.pairs_per_user = 4;
+  torch::manual_seed(2);
+  w.reference = lm::CausalLM(rlhf::world_model_config(w.options, 16));
+  w.data = rlhf::sample_preferences(w.reference, w.options, 0);
+  rlhf::RewardModel a(rlhf::world_model_config(w.options, 16), 1);
+  rlhf::RewardModel b(rlhf::world_model_config(w.options, 16), 1);
+  {
+    torch::NoGradGuard no_grad;
+    b->score.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  auto rewards = rlhf::RewardSet::separate({a, b});
+  rlhf::EmOptions o;
+  o.clusters = 2;
+  o.init = "round_robin";  // reads no reward before the first M-step
+  o.max_iterations = 2;
+  o.m_step_steps = 2;  // under the trainer's 3 skipped steps in a row
+  try {
+    rlhf::fit_reward_mixture(rewards, w.data, o, m_step_options());
+    FAIL() << "EM ran on NaN rewards";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("reward model 1 produced a non-finite reward at EM "
+                                         "iteration"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(RewardEm, BadOptionsNameTheKey) {
