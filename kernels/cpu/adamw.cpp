@@ -9,8 +9,7 @@
 #include "cpu_isa.h"
 #include "vec_math.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_ADAMW_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 #include <immintrin.h>
 #endif
 
@@ -54,7 +53,7 @@ CONCORD_ALWAYS_INLINE void update_one(float& p, float g, float& m, float& v,
   }                                                                                            \
   for (; i < i1; ++i) update_one(p[i], g[i], m[i], v[i], s);
 
-#ifdef CONCORD_ADAMW_X86
+#ifdef CONCORD_CPU_X86_VARIANTS
 void range_base(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1,
                 const AdamWScalars& s) {
 #define CONCORD_SQRT_SSE(x) ((vmath::vf4)_mm_sqrt_ps((__m128)(x)))
@@ -80,14 +79,7 @@ void range_base(float* p, const float* g, float* m, float* v, int64_t i0, int64_
 
 void range_any(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1,
                const AdamWScalars& s) {
-#ifdef CONCORD_ADAMW_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return range_avx512(p, g, m, v, i0, i1, s);
-    case CpuIsa::kAvx2: return range_avx2(p, g, m, v, i0, i1, s);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  range_base(p, g, m, v, i0, i1, s);
+  CONCORD_CPU_DISPATCH(range, p, g, m, v, i0, i1, s);
 }
 
 }  // namespace

@@ -65,8 +65,7 @@ void fwd_rows_base(float* u, const float* bias, float* g, int64_t rows, int64_t 
 void bwd_rows_base(const float* u, float* dg, float* g, float* dbias, int64_t rows, int64_t N) {
   bwd_rows_vec<vmath::vf4>(u, dg, g, dbias, rows, N);
 }
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_BIAS_GELU_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 __attribute__((target("avx2,fma"))) void fwd_rows_avx2(float* u, const float* bias, float* g,
                                                       int64_t rows, int64_t N) {
   fwd_rows_vec<vmath::vf>(u, bias, g, rows, N);
@@ -88,24 +87,10 @@ __attribute__((target("avx512f,avx2,fma"))) void bwd_rows_avx512(const float* u,
 #endif
 
 void fwd_rows(float* u, const float* bias, float* g, int64_t rows, int64_t N) {
-#ifdef CONCORD_BIAS_GELU_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return fwd_rows_avx512(u, bias, g, rows, N);
-    case CpuIsa::kAvx2: return fwd_rows_avx2(u, bias, g, rows, N);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  fwd_rows_base(u, bias, g, rows, N);
+  CONCORD_CPU_DISPATCH(fwd_rows, u, bias, g, rows, N);
 }
 void bwd_rows(const float* u, float* dg, float* g, float* dbias, int64_t rows, int64_t N) {
-#ifdef CONCORD_BIAS_GELU_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return bwd_rows_avx512(u, dg, g, dbias, rows, N);
-    case CpuIsa::kAvx2: return bwd_rows_avx2(u, dg, g, dbias, rows, N);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  bwd_rows_base(u, dg, g, dbias, rows, N);
+  CONCORD_CPU_DISPATCH(bwd_rows, u, dg, g, dbias, rows, N);
 }
 
 void fwd_rows(double* u, const double* bias, double* g, int64_t rows, int64_t N) {

@@ -21,3 +21,26 @@ CpuIsa set_cpu_isa_cap(CpuIsa cap);
 const char* cpu_isa_name(CpuIsa isa);
 
 }  // namespace concord::kernels::cpu
+
+// A kernel's AVX2 and AVX-512 builds are GCC target("...") functions on x86 (name_avx2,
+// name_avx512 beside name_base); elsewhere only the baseline build exists.
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CONCORD_CPU_X86_VARIANTS 1
+#endif
+
+/// `return name_avx512(args...)`, `name_avx2(args...)` or `name_base(args...)`, whichever
+/// cpu_isa() picks: the last statement of a function that runs one build of a kernel.
+#ifdef CONCORD_CPU_X86_VARIANTS
+#define CONCORD_CPU_DISPATCH(name, ...)              \
+  switch (::concord::kernels::cpu::cpu_isa()) {      \
+    case ::concord::kernels::cpu::CpuIsa::kAvx512:   \
+      return name##_avx512(__VA_ARGS__);             \
+    case ::concord::kernels::cpu::CpuIsa::kAvx2:     \
+      return name##_avx2(__VA_ARGS__);               \
+    case ::concord::kernels::cpu::CpuIsa::kBaseline: \
+      break;                                         \
+  }                                                  \
+  return name##_base(__VA_ARGS__)
+#else
+#define CONCORD_CPU_DISPATCH(name, ...) return name##_base(__VA_ARGS__)
+#endif

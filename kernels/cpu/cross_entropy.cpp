@@ -120,8 +120,7 @@ void forward_tile_base(float* t, int64_t ld, int64_t rows, int64_t w, float* m, 
 void scale_tile_base(float* t, int64_t ld, int64_t rows, int64_t w, const float* f) {
   scale_tile<vmath::vf4>(t, ld, rows, w, f);
 }
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_XENT_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 __attribute__((target("avx2,fma"))) void forward_tile_avx2(float* t, int64_t ld, int64_t rows,
                                                           int64_t w, float* m, float* s) {
   forward_tile<vmath::vf>(t, ld, rows, w, m, s);
@@ -143,24 +142,10 @@ __attribute__((target("avx512f,avx2,fma"))) void scale_tile_avx512(float* t, int
 #endif
 
 void forward_tile_any(float* t, int64_t ld, int64_t rows, int64_t w, float* m, float* s) {
-#ifdef CONCORD_XENT_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return forward_tile_avx512(t, ld, rows, w, m, s);
-    case CpuIsa::kAvx2: return forward_tile_avx2(t, ld, rows, w, m, s);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  forward_tile_base(t, ld, rows, w, m, s);
+  CONCORD_CPU_DISPATCH(forward_tile, t, ld, rows, w, m, s);
 }
 void scale_tile_any(float* t, int64_t ld, int64_t rows, int64_t w, const float* f) {
-#ifdef CONCORD_XENT_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return scale_tile_avx512(t, ld, rows, w, f);
-    case CpuIsa::kAvx2: return scale_tile_avx2(t, ld, rows, w, f);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  scale_tile_base(t, ld, rows, w, f);
+  CONCORD_CPU_DISPATCH(scale_tile, t, ld, rows, w, f);
 }
 
 // The (block, column tile) grid both passes walk.

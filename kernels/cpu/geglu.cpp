@@ -58,8 +58,7 @@ void fwd_rows_base(const float* p, float* y, int64_t rows, int64_t N) {
 void bwd_rows_base(const float* p, const float* dy, float* dp, int64_t rows, int64_t N) {
   bwd_rows_vec<vmath::vf4>(p, dy, dp, rows, N);
 }
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_GEGLU_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 __attribute__((target("avx2,fma"))) void fwd_rows_avx2(const float* p, float* y, int64_t rows,
                                                       int64_t N) {
   fwd_rows_vec<vmath::vf>(p, y, rows, N);
@@ -80,24 +79,10 @@ __attribute__((target("avx512f,avx2,fma"))) void bwd_rows_avx512(const float* p,
 #endif
 
 void fwd_rows(const float* p, float* y, int64_t rows, int64_t N) {
-#ifdef CONCORD_GEGLU_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return fwd_rows_avx512(p, y, rows, N);
-    case CpuIsa::kAvx2: return fwd_rows_avx2(p, y, rows, N);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  fwd_rows_base(p, y, rows, N);
+  CONCORD_CPU_DISPATCH(fwd_rows, p, y, rows, N);
 }
 void bwd_rows(const float* p, const float* dy, float* dp, int64_t rows, int64_t N) {
-#ifdef CONCORD_GEGLU_X86
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return bwd_rows_avx512(p, dy, dp, rows, N);
-    case CpuIsa::kAvx2: return bwd_rows_avx2(p, dy, dp, rows, N);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
-  bwd_rows_base(p, dy, dp, rows, N);
+  CONCORD_CPU_DISPATCH(bwd_rows, p, dy, dp, rows, N);
 }
 
 void fwd_rows(const double* p, double* y, int64_t rows, int64_t N) {

@@ -54,8 +54,7 @@ void rows_base(const float* w, int64_t in, const float* x, const float* bias, fl
                int64_t o0, int64_t o1) {
   gemv_rows<vmath::vf4>(w, in, x, bias, y, o0, o1);
 }
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_GEMV_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 __attribute__((target("avx2,fma"))) void rows_avx2(const float* w, int64_t in, const float* x,
                                                   const float* bias, float* y, int64_t o0,
                                                   int64_t o1) {
@@ -65,7 +64,7 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float* w, int64_t in, c
 
 void rows(const float* w, int64_t in, const float* x, const float* bias, float* y, int64_t o0,
           int64_t o1) {
-#ifdef CONCORD_GEMV_X86
+#ifdef CONCORD_CPU_X86_VARIANTS
   if (cpu_isa() != CpuIsa::kBaseline) return rows_avx2(w, in, x, bias, y, o0, o1);
 #endif
   rows_base(w, in, x, bias, y, o0, o1);

@@ -191,8 +191,7 @@ void backward_rows_base(const float* dy, const float* x, const float* a, const f
   backward_rows_vec<Act, vmath::vf4>(dy, x, a, b, dx, S, P, rows, C, n);
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_SIAF_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 template <class Act>
 __attribute__((target("avx2,fma"))) void forward_rows_avx2(const float* x, const float* a,
                                                            const float* b, float* y,
@@ -225,7 +224,7 @@ __attribute__((target("avx512f,avx2,fma"))) void backward_rows_avx512(
 
 template <class Act>
 ForwardRowsF forward_for_isa() {
-#ifdef CONCORD_SIAF_X86
+#ifdef CONCORD_CPU_X86_VARIANTS
   switch (cpu_isa()) {
     case CpuIsa::kAvx512: return &forward_rows_avx512<Act>;
     case CpuIsa::kAvx2: return &forward_rows_avx2<Act>;
@@ -236,7 +235,7 @@ ForwardRowsF forward_for_isa() {
 }
 template <class Act>
 BackwardRowsF backward_for_isa() {
-#ifdef CONCORD_SIAF_X86
+#ifdef CONCORD_CPU_X86_VARIANTS
   switch (cpu_isa()) {
     case CpuIsa::kAvx512: return &backward_rows_avx512<Act>;
     case CpuIsa::kAvx2: return &backward_rows_avx2<Act>;

@@ -394,8 +394,7 @@ void weight_gradient_points_base(const float* dM, const float* V, float* dU, int
                                  int64_t T, int64_t p0, int64_t p1, float* vt) {
   weight_gradient_points<vmath::vf4>(dM, V, dU, K, C, T, p0, p1, vt);
 }
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define CONCORD_WINOGRAD_X86 1
+#ifdef CONCORD_CPU_X86_VARIANTS
 __attribute__((target("avx2,fma"))) void products_avx2(const PointProducts& pp, int64_t i0,
                                                        int64_t i1) {
   products<vmath::vf>(pp, i0, i1);
@@ -456,19 +455,8 @@ __attribute__((target("avx512f,avx2,fma"))) void weight_gradient_points_avx512(
 #endif
 
 void run_products(const PointProducts& pp) {
-  at::parallel_for(0, kWinogradPoints * pp.panels(), 1, [&](int64_t i0, int64_t i1) {
-#ifdef CONCORD_WINOGRAD_X86
-    switch (cpu_isa()) {
-      case CpuIsa::kAvx512:
-        return products_avx512(pp, i0, i1);
-      case CpuIsa::kAvx2:
-        return products_avx2(pp, i0, i1);
-      case CpuIsa::kBaseline:
-        break;
-    }
-#endif
-    products_base(pp, i0, i1);
-  });
+  at::parallel_for(0, kWinogradPoints * pp.panels(), 1,
+                   [&](int64_t i0, int64_t i1) { CONCORD_CPU_DISPATCH(products, pp, i0, i1); });
 }
 
 // Planes a parallel_for chunk takes: about 16K pixels of work each.
@@ -526,17 +514,7 @@ void winograd_input_transform(const float* x, float* V, int64_t N, int64_t C, in
     std::vector<float> buf(2 * kA * Wr);
     float* rows = buf.data();
     float* t = rows + kA * Wr;
-#ifdef CONCORD_WINOGRAD_X86
-    switch (cpu_isa()) {
-      case CpuIsa::kAvx512:
-        return input_planes_avx512(x, V, p0, p1, C, ld, H, W, rows, t);
-      case CpuIsa::kAvx2:
-        return input_planes_avx2(x, V, p0, p1, C, ld, H, W, rows, t);
-      case CpuIsa::kBaseline:
-        break;
-    }
-#endif
-    input_planes_base(x, V, p0, p1, C, ld, H, W, rows, t);
+    CONCORD_CPU_DISPATCH(input_planes, x, V, p0, p1, C, ld, H, W, rows, t);
   });
 }
 
@@ -548,17 +526,7 @@ void winograd_output_transform(const float* M, const float* bias, float* y, int6
     std::vector<float> buf(kA * kM * tW + kM * kM * tW);
     float* s = buf.data();
     float* rowbuf = s + kA * kM * tW;
-#ifdef CONCORD_WINOGRAD_X86
-    switch (cpu_isa()) {
-      case CpuIsa::kAvx512:
-        return output_planes_avx512(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
-      case CpuIsa::kAvx2:
-        return output_planes_avx2(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
-      case CpuIsa::kBaseline:
-        break;
-    }
-#endif
-    output_planes_base(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+    CONCORD_CPU_DISPATCH(output_planes, M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
   });
 }
 
@@ -571,17 +539,7 @@ void winograd_output_gradient_transform(const float* dy, float* dM, int64_t N, i
     std::vector<float> buf((kM + kA) * Wr);
     float* rows = buf.data();
     float* t = rows + kM * Wr;
-#ifdef CONCORD_WINOGRAD_X86
-    switch (cpu_isa()) {
-      case CpuIsa::kAvx512:
-        return gradient_planes_avx512(dy, dM, p0, p1, K, ld, H, W, rows, t);
-      case CpuIsa::kAvx2:
-        return gradient_planes_avx2(dy, dM, p0, p1, K, ld, H, W, rows, t);
-      case CpuIsa::kBaseline:
-        break;
-    }
-#endif
-    gradient_planes_base(dy, dM, p0, p1, K, ld, H, W, rows, t);
+    CONCORD_CPU_DISPATCH(gradient_planes, dy, dM, p0, p1, K, ld, H, W, rows, t);
   });
 }
 
@@ -591,17 +549,7 @@ void winograd_weight_gradient_products(const float* dM, const float* V, float* d
   at::parallel_for(0, kWinogradPoints, 1, [&](int64_t p0, int64_t p1) {
     // V^T in blocks of the widest build's block width (32 columns); the others use a prefix.
     std::vector<float> vt(T * ((C + 31) / 32 * 32));
-#ifdef CONCORD_WINOGRAD_X86
-    switch (cpu_isa()) {
-      case CpuIsa::kAvx512:
-        return weight_gradient_points_avx512(dM, V, dU, K, C, T, p0, p1, vt.data());
-      case CpuIsa::kAvx2:
-        return weight_gradient_points_avx2(dM, V, dU, K, C, T, p0, p1, vt.data());
-      case CpuIsa::kBaseline:
-        break;
-    }
-#endif
-    weight_gradient_points_base(dM, V, dU, K, C, T, p0, p1, vt.data());
+    CONCORD_CPU_DISPATCH(weight_gradient_points, dM, V, dU, K, C, T, p0, p1, vt.data());
   });
 }
 
