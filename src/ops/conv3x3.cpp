@@ -50,29 +50,44 @@ at::Tensor scratch(int64_t floats) {
   return fresh;
 }
 
+// One call's three areas of scratch, for T = N ceil(H/4) ceil(W/4) tiles: the filters' [36, K, C]
+// (U, or dU in the weight gradient), the input tiles' 36 x [C, ld] (V) and the products' 36 x
+// [K, ld] (M, or dM).
+struct Scratch {
+  at::Tensor buffer;  // owns the three
+  float *filters, *tiles, *products;
+  int64_t T;
+};
+
+Scratch winograd_scratch(int64_t N, int64_t C, int64_t K, int64_t H, int64_t W) {
+  Scratch s;
+  s.T = N * k::winograd_tiles(H) * k::winograd_tiles(W);
+  const int64_t ld = k::winograd_row_stride(s.T);
+  const int64_t u_size = k::kWinogradPoints * K * C;
+  const int64_t v_size = k::kWinogradPoints * k::winograd_point_stride(C, ld);
+  const int64_t m_size = k::kWinogradPoints * k::winograd_point_stride(K, ld);
+  s.buffer = scratch(u_size + v_size + m_size);
+  s.filters = s.buffer.data_ptr<float>();
+  s.tiles = s.filters + u_size;
+  s.products = s.tiles + v_size;
+  return s;
+}
+
 at::Tensor winograd(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in) {
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const at::Tensor b = b_in.defined() ? b_in.contiguous() : b_in;
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(0);
   at::Tensor y = detail::empty_output({N, K, H, W}, x.options());
   if (y.numel() == 0) return y;
-  const int64_t T = N * k::winograd_tiles(H) * k::winograd_tiles(W);
-  const int64_t ld = k::winograd_row_stride(T);
-  const int64_t u_size = k::kWinogradPoints * K * C;
-  const int64_t v_size = k::kWinogradPoints * k::winograd_point_stride(C, ld);
-  const int64_t m_size = k::kWinogradPoints * k::winograd_point_stride(K, ld);
-  const at::Tensor buffer = scratch(u_size + v_size + m_size);
-  float* U = buffer.data_ptr<float>();
-  float* V = U + u_size;
-  float* M = V + v_size;
-  k::winograd_weight_transform(w.data_ptr<float>(), U, K, C);
-  k::winograd_input_transform(x.data_ptr<float>(), V, N, C, H, W);
+  const Scratch sc = winograd_scratch(N, C, K, H, W);
+  k::winograd_weight_transform(w.data_ptr<float>(), sc.filters, K, C);
+  k::winograd_input_transform(x.data_ptr<float>(), sc.tiles, N, C, H, W);
   // The 36 products [K, C] x [C, T] are small (T is 128 for two 32x32 latents): one at::bmm
   // ran them at a third to a half of BLAS's peak, and OpenBLAS serialises calls from several
   // threads; the kernel's own register-blocked products run them in parallel.
-  k::winograd_products(U, V, M, K, C, T);
-  k::winograd_output_transform(M, b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(),
-                               N, K, H, W);
+  k::winograd_products(sc.filters, sc.tiles, sc.products, K, C, sc.T);
+  k::winograd_output_transform(sc.products, b.defined() ? b.data_ptr<float>() : nullptr,
+                               y.data_ptr<float>(), N, K, H, W);
   return y;
 }
 
@@ -85,19 +100,11 @@ at::Tensor winograd_weight_grad(const at::Tensor& x_in, const at::Tensor& dy_in)
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = dy.size(1);
   at::Tensor dw = at::empty({K, C, 3, 3}, x.options());
   if (x.numel() == 0 || dy.numel() == 0) return dw.zero_();
-  const int64_t T = N * k::winograd_tiles(H) * k::winograd_tiles(W);
-  const int64_t ld = k::winograd_row_stride(T);
-  const int64_t u_size = k::kWinogradPoints * K * C;
-  const int64_t v_size = k::kWinogradPoints * k::winograd_point_stride(C, ld);
-  const int64_t m_size = k::kWinogradPoints * k::winograd_point_stride(K, ld);
-  const at::Tensor buffer = scratch(u_size + v_size + m_size);
-  float* dU = buffer.data_ptr<float>();
-  float* V = dU + u_size;
-  float* dM = V + v_size;
-  k::winograd_input_transform(x.data_ptr<float>(), V, N, C, H, W);
-  k::winograd_output_gradient_transform(dy.data_ptr<float>(), dM, N, K, H, W);
-  k::winograd_weight_gradient_products(dM, V, dU, K, C, T);
-  k::winograd_weight_gradient_transform(dU, dw.data_ptr<float>(), K, C);
+  const Scratch sc = winograd_scratch(N, C, K, H, W);  // filters: dU, products: dM
+  k::winograd_input_transform(x.data_ptr<float>(), sc.tiles, N, C, H, W);
+  k::winograd_output_gradient_transform(dy.data_ptr<float>(), sc.products, N, K, H, W);
+  k::winograd_weight_gradient_products(sc.products, sc.tiles, sc.filters, K, C, sc.T);
+  k::winograd_weight_gradient_transform(sc.filters, dw.data_ptr<float>(), K, C);
   return dw;
 }
 
