@@ -207,7 +207,7 @@ std::vector<PreferenceRecord> read_preference_records(const fs::path& path,
       reader,
       [&](const json& object, const RecordLocation& loc) {
         PreferenceRecord r = parse_preference_record(object, loc);
-        if (require_user && !object.contains("user")) {
+        if (require_user && (!object.contains("user") || object["user"].is_null())) {
           loc.fail("no 'user' key (a mixture over users needs every pair's user)");
         }
         if (!add_users && index.find(r.user) < 0) {

@@ -247,16 +247,17 @@ TEST(PreferenceData, BadPairsAreCountedWithTheirLine) {
   const auto anonymous = concord::testing::write_file(
       dir / "a.jsonl",
       "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\",\"user\":\"u1\"}\n"
-      "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"c\"}\n");
+      "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"c\"}\n"
+      "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"d\",\"user\":null}\n");
   data::BadRecords pooled;
-  EXPECT_EQ(data::read_preference_records(anonymous, skip, &pooled).size(), 2u);
+  EXPECT_EQ(data::read_preference_records(anonymous, skip, &pooled).size(), 3u);
   EXPECT_EQ(pooled.count, 0);
   data::BadRecords anon;
   data::UserIndex anon_users;
   const auto with_users = data::read_preference_records(anonymous, skip, &anon, &anon_users,
                                                         /*add_users=*/true, /*require_user=*/true);
   EXPECT_EQ(with_users.size(), 1u);
-  ASSERT_EQ(anon.count, 1);
+  ASSERT_EQ(anon.count, 2);  // no key, and a null one
   EXPECT_NE(anon.examples[0].find("a.jsonl:2"), std::string::npos) << anon.examples[0];
   EXPECT_NE(anon.examples[0].find("no 'user' key"), std::string::npos) << anon.examples[0];
   EXPECT_EQ(anon_users.size(), 1);
