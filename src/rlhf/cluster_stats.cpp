@@ -102,23 +102,31 @@ std::vector<int64_t> kmeans_pp(const Eigen::MatrixXd& x, int64_t k, std::mt19937
 
 namespace {
 
-// The contingency table N[cluster, group] of the items with both a cluster and a group (ids are
-// small non-negative indices, so the table is dense: rows up to the largest cluster id, columns
-// up to the largest group id).
+// The contingency table N[cluster, group] of the items with both a cluster and a group; rows and
+// columns are the distinct ids in ascending order (any non-negative ids, however large).
 Eigen::MatrixXd contingency(const std::vector<int64_t>& clusters,
                             const std::vector<int64_t>& truth) {
   CONCORD_CHECK(clusters.size() == truth.size(), "clustering metrics: ", clusters.size(),
                 " clusters but ", truth.size(), " groups");
-  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> row_ids, col_ids;
   for (size_t i = 0; i < clusters.size(); ++i) {
     if (truth[i] < 0 || clusters[i] < 0) continue;
-    rows = std::max(rows, clusters[i] + 1);
-    cols = std::max(cols, truth[i] + 1);
+    row_ids.push_back(clusters[i]);
+    col_ids.push_back(truth[i]);
   }
-  Eigen::MatrixXd table = Eigen::MatrixXd::Zero(rows, cols);
-  for (size_t i = 0; i < clusters.size(); ++i) {
-    if (truth[i] < 0 || clusters[i] < 0) continue;
-    table(clusters[i], truth[i]) += 1;
+  auto distinct = [](std::vector<int64_t> ids) {
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
+  };
+  const std::vector<int64_t> rows = distinct(row_ids), cols = distinct(col_ids);
+  auto position = [](const std::vector<int64_t>& ids, int64_t id) {
+    return static_cast<Eigen::Index>(std::lower_bound(ids.begin(), ids.end(), id) - ids.begin());
+  };
+  Eigen::MatrixXd table = Eigen::MatrixXd::Zero(static_cast<Eigen::Index>(rows.size()),
+                                                static_cast<Eigen::Index>(cols.size()));
+  for (size_t i = 0; i < row_ids.size(); ++i) {
+    table(position(rows, row_ids[i]), position(cols, col_ids[i])) += 1;
   }
   return table;
 }

@@ -27,6 +27,9 @@ TEST(ClusterStats, PurityAndNmiOnKnownAnswers) {
   EXPECT_EQ(rlhf::normalized_mutual_information({0, 0, 0, 0}, {0, 0, 1, 1}), 0.0);
   // Items without a group are left out.
   EXPECT_DOUBLE_EQ(rlhf::purity({0, 1, 1}, {0, -1, 1}), 1.0);
+  // Ids need not be small: they are relabelled, not used as indices.
+  EXPECT_DOUBLE_EQ(rlhf::purity({7, 2000000000}, {1000000000, 3}), 1.0);
+  EXPECT_DOUBLE_EQ(rlhf::normalized_mutual_information({7, 2000000000}, {1000000000, 3}), 1.0);
   // By hand: clusters {0,0,1,1,2,2} against groups {0,0,0,1,1,1} share I = (2/3) ln 2, with
   // H(C) = ln 3 and H(G) = ln 2 (sklearn's normalized_mutual_info_score with
   // average_method="geometric").
