@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -548,8 +549,9 @@ void winograd_weight_gradient_products(const float* dM, const float* V, float* d
   // One work item a point: its packed V^T is made once and read by all of its K rows.
   at::parallel_for(0, kWinogradPoints, 1, [&](int64_t p0, int64_t p1) {
     // V^T in blocks of the widest build's block width (32 columns); the others use a prefix.
-    std::vector<float> vt(T * ((C + 31) / 32 * 32));
-    CONCORD_CPU_DISPATCH(weight_gradient_points, dM, V, dU, K, C, T, p0, p1, vt.data());
+    // (Not zero-filled: every entry the products read is written first.)
+    const std::unique_ptr<float[]> vt(new float[T * ((C + 31) / 32 * 32)]);
+    CONCORD_CPU_DISPATCH(weight_gradient_points, dM, V, dU, K, C, T, p0, p1, vt.get());
   });
 }
 

@@ -111,6 +111,7 @@ std::string missing_module(const UNetConfig& c, const std::string& path) {
   size_t next = 1;
   std::string depth_key = "transformer_layers_per_block";
   bool cross = false;
+  if (n == 0 || c.transformer_layers_per_block.empty()) return "";  // not a validated config
   if (parts[0] == "mid_block") {
     if (c.mid_block_type.empty()) return "mid_block_type";
     layers = 2;  // resnets 0 and 1 around attentions.0
