@@ -42,15 +42,17 @@ constexpr float kG[kA][3] = {{0.25f, 0, 0},
                              {1.0f / 24, -1.0f / 12, 1.0f / 6},
                              {0, 0, 1}};
 
-// out[p] = (A^T m)[p] for the six values m[0], m[s], ..., m[5 s].
-template <class T>
-CONCORD_ALWAYS_INLINE void at6(const T* m, int64_t s, T* out, int64_t os) {
-  const T m0 = m[0], m1 = m[s], m2 = m[2 * s], m3 = m[3 * s], m4 = m[4 * s], m5 = m[5 * s];
-  const T a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4;
-  out[0] = m0 + a + c;
-  out[os] = b + 2 * d;
-  out[2 * os] = a + 4 * c;
-  out[3 * os] = b + 8 * d + m5;
+// out[p] = (A^T m)[p] for six vectors of n <= lanes values: m[0], m[s], ..., m[5 s].
+template <class V>
+CONCORD_ALWAYS_INLINE void at6_vec(const float* m, int64_t s, float* out, int64_t os, int64_t n) {
+  const V m0 = vmath::load_n<V>(n, m), m1 = vmath::load_n<V>(n, m + s),
+          m2 = vmath::load_n<V>(n, m + 2 * s), m3 = vmath::load_n<V>(n, m + 3 * s),
+          m4 = vmath::load_n<V>(n, m + 4 * s), m5 = vmath::load_n<V>(n, m + 5 * s);
+  const V a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4;
+  vmath::store_n<V>(n, out, m0 + a + c);
+  vmath::store_n<V>(n, out + os, b + vmath::splat<V>(2.0f) * d);
+  vmath::store_n<V>(n, out + 2 * os, a + vmath::splat<V>(4.0f) * c);
+  vmath::store_n<V>(n, out + 3 * os, b + vmath::splat<V>(8.0f) * d + m5);
 }
 
 // out[q] = (B^T d)[q] for six vectors of n <= lanes values: d[0], d[s], ..., d[5 s].
@@ -136,8 +138,11 @@ CONCORD_ALWAYS_INLINE void input_plane(const float* x, float* Vt, int64_t point_
   }
 }
 
-// One (n, k) plane of y from M[k'][k][tile0 ...]. s: [6][4][tW] after A^T over the columns,
-// rowbuf: [4][4 tW] output rows before the crop to W.
+// One (n, k) plane of y from M[k'][k][tile0 ...], both passes of A^T on vectors of consecutive
+// tiles (as the input transform): s: [6][4][tW] after A^T over the columns, rowbuf: [4][4][tW]
+// after A^T over the rows, i.e. pixel (4 ti + r, 4 tj + q) at rowbuf[r][q][tj], which the last
+// loop interleaves into the output row, cropped to W, bias added.
+template <class V>
 CONCORD_ALWAYS_INLINE void output_plane(const float* M, float bias, float* y, int64_t point_stride,
                                         int64_t H, int64_t W, float* s, float* rowbuf) {
   const int64_t tH = winograd_tiles(H), tW = winograd_tiles(W), Wr = kM * tW;
@@ -146,17 +151,25 @@ CONCORD_ALWAYS_INLINE void output_plane(const float* M, float bias, float* y, in
     for (int64_t i = 0; i < kA; ++i) {
       const float* mi = m + i * kA * point_stride;
       float* si = s + i * kM * tW;
-      for (int64_t tj = 0; tj < tW; ++tj) at6(mi + tj, point_stride, si + tj, tW);
+      over_lanes<V>(tW, [&](auto v, int64_t j, int64_t n) {
+        at6_vec<decltype(v)>(mi + j, point_stride, si + j, tW, n);
+      });
     }
-    for (int64_t p = 0; p < kM; ++p) {
-      for (int64_t tj = 0; tj < tW; ++tj) {
-        at6(s + p * tW + tj, kM * tW, rowbuf + kM * tj + p, Wr);
-      }
+    for (int64_t q = 0; q < kM; ++q) {
+      over_lanes<V>(tW, [&](auto v, int64_t j, int64_t n) {
+        at6_vec<decltype(v)>(s + q * tW + j, Wr, rowbuf + q * tW + j, Wr, n);
+      });
     }
     for (int64_t r = 0; r < kM && kM * ti + r < H; ++r) {
       const float* src = rowbuf + r * Wr;
       float* dst = y + (kM * ti + r) * W;
-      for (int64_t col = 0; col < W; ++col) dst[col] = src[col] + bias;
+      const int64_t whole = W / kM;  // tiles whose four columns are all inside the image
+      for (int64_t tj = 0; tj < whole; ++tj) {
+        for (int64_t q = 0; q < kM; ++q) dst[kM * tj + q] = src[q * tW + tj] + bias;
+      }
+      for (int64_t col = kM * whole; col < W; ++col) {
+        dst[col] = src[(col % kM) * tW + col / kM] + bias;
+      }
     }
   }
 }
@@ -238,14 +251,15 @@ CONCORD_ALWAYS_INLINE void input_planes(const float* x, float* Vt, int64_t p0, i
   }
 }
 
+template <class V>
 CONCORD_ALWAYS_INLINE void output_planes(const float* M, const float* bias, float* y, int64_t p0,
                                          int64_t p1, int64_t K, int64_t ld, int64_t H, int64_t W,
                                          float* s, float* rowbuf) {
   const int64_t tiles = winograd_tiles(H) * winograd_tiles(W);
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t n = p / K, k = p % K;
-    output_plane(M + k * ld + n * tiles, bias ? bias[k] : 0.0f, y + p * H * W,
-                 winograd_point_stride(K, ld), H, W, s, rowbuf);
+    output_plane<V>(M + k * ld + n * tiles, bias ? bias[k] : 0.0f, y + p * H * W,
+                    winograd_point_stride(K, ld), H, W, s, rowbuf);
   }
 }
 
@@ -382,7 +396,7 @@ void input_planes_base(const float* x, float* V, int64_t p0, int64_t p1, int64_t
 }
 void output_planes_base(const float* M, const float* bias, float* y, int64_t p0, int64_t p1,
                         int64_t K, int64_t ld, int64_t H, int64_t W, float* s, float* rowbuf) {
-  output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+  output_planes<vmath::vf4>(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
 }
 void products_base(const PointProducts& pp, int64_t i0, int64_t i1) {
   products<vmath::vf4>(pp, i0, i1);
@@ -421,12 +435,12 @@ __attribute__((target("avx2,fma"))) void output_planes_avx2(const float* M, cons
                                                             float* y, int64_t p0, int64_t p1,
                                                             int64_t K, int64_t ld, int64_t H,
                                                             int64_t W, float* s, float* rowbuf) {
-  output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+  output_planes<vmath::vf>(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
 }
 __attribute__((target("avx512f,avx2,fma"))) void output_planes_avx512(
     const float* M, const float* bias, float* y, int64_t p0, int64_t p1, int64_t K, int64_t ld,
     int64_t H, int64_t W, float* s, float* rowbuf) {
-  output_planes(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
+  output_planes<vmath::vf16>(M, bias, y, p0, p1, K, ld, H, W, s, rowbuf);
 }
 __attribute__((target("avx2,fma"))) void gradient_planes_avx2(const float* dy, float* dM,
                                                               int64_t p0, int64_t p1, int64_t K,
