@@ -112,11 +112,6 @@ at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const nn::Attentio
   return nn::record_output(*this, y + mlp->forward_tokens(norm_mlp(y), valid, state));
 }
 
-void TransformerBlockImpl::append_kv(const at::Tensor& x, const nn::AttentionContext& ctx,
-                                     nn::KVCache& cache, int64_t layer) {
-  attn->append_kv(config.post_norm ? x : norm_attn(x), ctx, cache, layer);
-}
-
 void TransformerBlockImpl::pretty_print(std::ostream& stream) const {
   stream << "concord::lm::TransformerBlock(" << model_family_name(config.family) << ")";
 }
@@ -155,17 +150,6 @@ void CausalLMImpl::reset() {
 at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                        nn::KVCache* cache, const at::Tensor& position_ids,
                                        const at::Tensor& segment_ids) {
-  return run_layers(input_ids, attention_mask, cache, position_ids, segment_ids, false);
-}
-
-void CausalLMImpl::encode_cache(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                nn::KVCache& cache, const at::Tensor& position_ids) {
-  run_layers(input_ids, attention_mask, &cache, position_ids, at::Tensor(), true);
-}
-
-at::Tensor CausalLMImpl::run_layers(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                    nn::KVCache* cache, const at::Tensor& position_ids,
-                                    const at::Tensor& segment_ids, bool last_layer_kv_only) {
   CONCORD_CHECK(input_ids.defined() && input_ids.dim() == 2,
                 "CausalLM: input_ids must be [B, T], got ",
                 input_ids.defined() ? input_ids.sizes() : at::IntArrayRef{});
@@ -255,15 +239,9 @@ at::Tensor CausalLMImpl::run_layers(const at::Tensor& input_ids, const at::Tenso
   const at::Tensor valid = mask.defined() ? mask.narrow(1, past, steps) : at::Tensor();
   x = nn::record_output(*embed_out, embed_out->forward(x));
   for (int64_t i = 0; i < config.num_layers; ++i) {
-    const auto block = layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i));
-    if (last_layer_kv_only && i + 1 == config.num_layers && !block->mlp->keeps_token_state()) {
-      block->append_kv(x, ctx, *cache, i);
-      break;
-    }
-    x = block->forward(x, ctx, valid, cache, i);
+    x = layers->ptr<TransformerBlockImpl>(static_cast<size_t>(i))->forward(x, ctx, valid, cache, i);
   }
   if (cache != nullptr) cache->advance(steps);
-  if (last_layer_kv_only) return at::Tensor();
   return ln_final ? nn::record_output(*ln_final, ln_final->forward(x)) : rms_final->forward(x);
 }
 

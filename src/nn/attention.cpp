@@ -291,28 +291,6 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x, const Attention
   return record_output(*this, y);
 }
 
-void CausalSelfAttentionImpl::append_kv(const at::Tensor& x, const AttentionContext& ctx,
-                                        KVCache& cache, int64_t layer) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim(), "CausalSelfAttention: x must be [B, T, ",
-              options.dim(), "], got ", x.sizes());
-  const int64_t batch = x.size(0), steps = x.size(1);
-  const int64_t h = options.heads(), hkv = kv_heads(), hd = head_dim();
-  // The k|v rows of the fused projection: the same products as forward()'s for these columns.
-  const at::Tensor w = qkv->weight.narrow(0, h * hd, 2 * hkv * hd);
-  const at::Tensor b =
-      qkv->bias.defined() ? qkv->bias.narrow(0, h * hd, 2 * hkv * hd) : at::Tensor();
-  const std::vector<at::Tensor> parts = linear(x, w, b).split_with_sizes({hkv * hd, hkv * hd}, -1);
-  const at::Tensor k_flat = k_norm ? k_norm->forward(parts[0]) : parts[0];
-  at::Tensor k = k_flat.reshape({batch, steps, hkv, hd}).transpose(1, 2);
-  const at::Tensor v = parts[1].reshape({batch, steps, hkv, hd}).transpose(1, 2);
-  if (options.rope()) {
-    TORCH_CHECK(ctx.cos.defined() && ctx.sin.defined(),
-                "CausalSelfAttention: RoPE needs the rotary tables in the context");
-    k = apply_rope(k, ctx.cos, ctx.sin);
-  }
-  cache.append(layer, k, v);
-}
-
 void CausalSelfAttentionImpl::pretty_print(std::ostream& stream) const {
   stream << "concord::nn::CausalSelfAttention(dim=" << options.dim() << ", heads="
          << options.heads() << ", kv_heads=" << kv_heads() << ", head_dim=" << head_dim()

@@ -82,8 +82,6 @@ at::Tensor FeedForwardImpl::forward_tokens(const at::Tensor& x, const at::Tensor
   return record_output(*this, y);
 }
 
-bool FeedForwardImpl::keeps_token_state() const { return siaf && siaf->has_neighbour(); }
-
 void FeedForwardImpl::pretty_print(std::ostream& stream) const {
   stream << "concord::nn::FeedForward(dim=" << options.dim() << ", hidden=" << options.hidden()
          << ", " << (options.gated() ? "gated" : "mlp") << ", activation="

@@ -172,7 +172,7 @@ nn::KVCache encode_prefixes(lm::CausalLM model, const SharedPrefixPairs& pairs) 
   nn::KVCache cache = model->make_cache();
   cache.reserve(pairs.attention_mask.size(1));
   // The prefixes' own outputs are not needed (their last layer's keys and values are).
-  model->encode_cache(pairs.prefix_ids.to(device), pairs.prefix_mask.to(device), cache);
+  model->hidden_states(pairs.prefix_ids.to(device), pairs.prefix_mask.to(device), &cache);
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
   cache.select_rows(at::arange(pairs.pairs(), longs).repeat({2}));
   return cache;

@@ -189,34 +189,6 @@ TEST(SharedPrefixPairs, RewardsEqualTheFullRowsInEveryFamily) {
   }
 }
 
-// encode_cache computes of the prefix's last layer only its keys and values (PanGu-pi's, whose
-// SIAF neighbour keeps state in the cache, whole): the continuations read the same cache as
-// after hidden_states, in every family.
-TEST(SharedPrefixPairs, EncodeCacheLeavesTheCacheHiddenStatesLeaves) {
-  for (const auto& [name, config] : families()) {
-    SCOPED_TRACE(name);
-    torch::manual_seed(6);
-    rlhf::RewardModel model = random_reward_model(config, 1);
-    model->to(at::kDouble);
-    lm::CausalLM lm = model->backbone;
-    const auto data = random_pairs(4, config.vocab_size, 9);
-    const auto batch = data.get_batch({0, 1, 2, 3});
-    const auto pairs = rlhf::SharedPrefixPairs::build(batch.chosen_ids, batch.chosen_mask,
-                                                      batch.rejected_ids, batch.rejected_mask, 0);
-    ASSERT_GT(pairs.prefix_length(), 3);
-    torch::NoGradGuard no_grad;
-    nn::KVCache full = lm->make_cache(), kv_only = lm->make_cache();
-    lm->hidden_states(pairs.prefix_ids, pairs.prefix_mask, &full);
-    lm->encode_cache(pairs.prefix_ids, pairs.prefix_mask, kv_only);
-    ASSERT_EQ(kv_only.length(), full.length());
-    const at::Tensor cont = pairs.continuation_ids.narrow(0, 0, pairs.pairs());
-    const at::Tensor mask = pairs.attention_mask.narrow(0, 0, pairs.pairs());
-    const at::Tensor a = lm->hidden_states(cont, mask, &full);
-    const at::Tensor b = lm->hidden_states(cont, mask, &kv_only);
-    EXPECT_LT(max_abs_diff(a, b), 1e-12 * (1.0 + a.abs().max().item<double>()));
-  }
-}
-
 TEST(SharedPrefixPairs, BradleyTerryGradientsEqualTheFullRows) {
   // Both layouts through the objective: the loss, its metrics and every parameter's gradient,
   // in double precision (the composite attention) and in fp32 (the fused op's segment rule).

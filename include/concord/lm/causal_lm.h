@@ -50,10 +50,6 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
   at::Tensor forward(const at::Tensor& x, const nn::AttentionContext& ctx,
                      const at::Tensor& valid = {}, nn::KVCache* cache = nullptr,
                      int64_t layer = 0);
-  /// Only the keys and values forward() would append to `cache` at `layer` (no attention, no
-  /// feed-forward): for tokens whose block outputs no one reads.
-  void append_kv(const at::Tensor& x, const nn::AttentionContext& ctx, nn::KVCache& cache,
-                 int64_t layer);
   void pretty_print(std::ostream& stream) const override;
 
   ModelConfig config;
@@ -99,13 +95,6 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                            nn::KVCache* cache = nullptr, const at::Tensor& position_ids = {},
                            const at::Tensor& segment_ids = {});
-  /// Appends the tokens' keys and values to `cache` in every layer, as hidden_states(ids, mask,
-  /// &cache) does, for tokens whose outputs no one reads (a shared prefix that continuations
-  /// then attend to): the last layer computes only its keys and values, not its attention,
-  /// feed-forward or the final norm. A last layer whose feed-forward keeps state in the cache
-  /// (PanGu-pi's SIAF neighbour) runs whole.
-  void encode_cache(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                    nn::KVCache& cache, const at::Tensor& position_ids = {});
   /// LM head on hidden states [..., d] -> [..., V].
   at::Tensor logits(const at::Tensor& hidden);
   /// Next-token cross-entropy of the LM head on hidden states [..., d] (hidden_states' output)
@@ -134,13 +123,6 @@ class CausalLMImpl : public torch::nn::Cloneable<CausalLMImpl> {
   torch::nn::LayerNorm ln_final{nullptr};
   nn::RMSNorm rms_final{nullptr};
   nn::Linear lm_head{nullptr};       ///< untied only
-
- private:
-  // hidden_states and encode_cache: with `last_layer_kv_only`, the last layer appends its keys
-  // and values and the result is undefined.
-  at::Tensor run_layers(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                        nn::KVCache* cache, const at::Tensor& position_ids,
-                        const at::Tensor& segment_ids, bool last_layer_kv_only);
 };
 TORCH_MODULE(CausalLM);
 

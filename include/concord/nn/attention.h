@@ -154,10 +154,6 @@ class CausalSelfAttentionImpl : public torch::nn::Cloneable<CausalSelfAttentionI
   /// `cache` at `layer` and attention covers every cached token.
   at::Tensor forward(const at::Tensor& x, const AttentionContext& ctx, KVCache* cache = nullptr,
                      int64_t layer = 0);
-  /// Only the keys and values of x ([B, T, d]) appended to `cache` at `layer`, as forward()
-  /// appends them, without the queries, the attention or the output projection: for tokens
-  /// whose outputs no one reads (a shared prefix's last layer).
-  void append_kv(const at::Tensor& x, const AttentionContext& ctx, KVCache& cache, int64_t layer);
   int64_t kv_heads() const;
   int64_t head_dim() const;
   void pretty_print(std::ostream& stream) const override;

@@ -64,9 +64,6 @@ class FeedForwardImpl : public torch::nn::Cloneable<FeedForwardImpl> {
   /// x: [B, T, d]; `valid` and `state` as in SeriesInformedActivation::forward_tokens (used
   /// only by a SIAF neighbour convolution).
   at::Tensor forward_tokens(const at::Tensor& x, const at::Tensor& valid, at::Tensor* state);
-  /// True when forward_tokens keeps state across calls (SIAF's neighbour convolution reads the
-  /// previous call's last token).
-  bool keeps_token_state() const;
   void pretty_print(std::ostream& stream) const override;
 
   FeedForwardOptions options;
